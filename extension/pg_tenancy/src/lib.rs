@@ -1,0 +1,53 @@
+//! pg_tenancy: the pgrx glue. Rust here is thin: GUCs, the context readers
+//! and setters that policies call, and SQL files wired in with
+//! `extension_sql_file!`. Catalog-heavy logic lives in `src/sql/*.sql`.
+
+use pgrx::prelude::*;
+
+mod context;
+mod guc;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("sql/errors.sql", name = "errors", requires = ["schema"]);
+extension_sql_file!(
+    "sql/tenants.sql",
+    name = "tenants",
+    requires = ["errors", context::set_context]
+);
+extension_sql_file!(
+    "sql/context.sql",
+    name = "context",
+    requires = ["tenants", context::current_tenant_id, context::set_context]
+);
+extension_sql_file!("sql/enable.sql", name = "enable", requires = ["context"]);
+extension_sql_file!("sql/check.sql", name = "check", requires = ["enable"]);
+extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
+
+#[allow(non_snake_case)]
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::init();
+}
+
+/// The version of the extension's shared library (matches `extversion` after an update).
+#[pg_extern(immutable, parallel_safe)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_tenancy'"]
+    }
+}

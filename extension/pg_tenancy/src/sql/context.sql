@@ -1,0 +1,106 @@
+-- Setting and requiring the tenant context. The context lives in two
+-- PGC_SUSET settings (tenancy.tenant_id, tenancy.user_id) that only these
+-- SECURITY DEFINER functions may set, and always transaction-locally: a
+-- pooled connection can never carry a tenant into the next transaction.
+
+-- The tenant of the current transaction, or an error naming the fix.
+-- Isolation policies call it as `(SELECT tenancy.tenant_scope())`, which the
+-- planner turns into an initPlan: evaluated once per statement, not per row.
+CREATE FUNCTION tenancy.tenant_scope()
+RETURNS uuid
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant uuid := tenancy.current_tenant_id();
+BEGIN
+    IF tenant IS NULL THEN
+        PERFORM tenancy.raise_error('TENANT_CONTEXT_REQUIRED',
+            'no tenant is set for this transaction, so tenant-scoped tables cannot be read or written',
+            'In SQL: BEGIN; SELECT tenancy.set_tenant(''<slug or id>''); then query (the tenant lasts until COMMIT or ROLLBACK). Over HTTP: send a token whose tenant_id claim names your tenant.');
+    END IF;
+    RETURN tenant;
+END
+$$;
+COMMENT ON FUNCTION tenancy.tenant_scope() IS 'The current tenant, or error TENANT_CONTEXT_REQUIRED (SQLSTATE TN001). Used by isolation policies.';
+
+-- For analysts and jobs: sets the tenant (no user) for the current transaction.
+CREATE FUNCTION tenancy.set_tenant(tenant text)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t tenancy.tenants := tenancy.find_tenant(tenant);
+BEGIN
+    IF t.status <> 'active' THEN
+        PERFORM tenancy.raise_error('TENANT_SUSPENDED', format('tenant "%s" is suspended', t.slug),
+            format('A DBA can reactivate it with SELECT tenancy.resume_tenant(%L);', t.slug));
+    END IF;
+    PERFORM tenancy._set_context(t.id, NULL);
+    IF NOT tenancy._in_transaction_block() THEN
+        RAISE NOTICE 'tenant "%" is set for this transaction only, which ends with this statement', t.slug
+            USING HINT = 'Run BEGIN first, then set_tenant, then your queries, then COMMIT.';
+    END IF;
+    RETURN t.id;
+END
+$$;
+COMMENT ON FUNCTION tenancy.set_tenant(text) IS 'Sets the tenant (slug or id) for the current transaction only; returns its id.';
+
+-- PostgREST's db-pre-request: validates the verified JWT claims and sets the
+-- tenant and user for this request's transaction. PostgREST has already
+-- checked the signature and exp; this checks what only the database knows.
+CREATE FUNCTION tenancy.pre_request()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    raw text := current_setting('request.jwt.claims', true);
+    claims jsonb;
+    uuid_re constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+    tenant_claim text;
+    sub_claim text;
+    t tenancy.tenants;
+BEGIN
+    IF raw IS NULL OR raw = '' THEN
+        RETURN;  -- no token: anonymous, no context (tenant-scoped tables stay closed)
+    END IF;
+    claims := raw::jsonb;
+    IF claims - 'role' = '{}'::jsonb THEN
+        RETURN;  -- anonymous request: PostgREST passes only the anon role
+    END IF;
+
+    IF claims->'type' IS NULL OR claims->>'type' IS DISTINCT FROM 'access' THEN
+        PERFORM tenancy.raise_error('TOKEN_TYPE_INVALID', 'the token is not an access token',
+            'Send an access token (claim "type": "access"), not a refresh or other token.');
+    END IF;
+    IF jsonb_typeof(claims->'tenant_id') IS DISTINCT FROM 'string' THEN
+        PERFORM tenancy.raise_error('TENANT_CLAIM_INVALID', 'the token has no tenant_id claim',
+            'The token must carry the tenant''s id as a string claim "tenant_id".');
+    END IF;
+    tenant_claim := claims->>'tenant_id';
+    IF tenant_claim !~ uuid_re THEN
+        PERFORM tenancy.raise_error('TENANT_CLAIM_INVALID', 'the token''s tenant_id claim is not a uuid');
+    END IF;
+    IF jsonb_typeof(claims->'sub') IS DISTINCT FROM 'string' OR claims->>'sub' !~ uuid_re THEN
+        PERFORM tenancy.raise_error('SUBJECT_CLAIM_INVALID', 'the token''s sub claim is missing or not a uuid');
+    END IF;
+    sub_claim := claims->>'sub';
+
+    SELECT * INTO t FROM tenancy.tenants x WHERE x.id = tenant_claim::uuid;
+    IF t.id IS NULL THEN
+        PERFORM tenancy.raise_error('TENANT_NOT_FOUND', 'the token''s tenant does not exist');
+    END IF;
+    IF t.status <> 'active' THEN
+        PERFORM tenancy.raise_error('TENANT_SUSPENDED', 'the token''s tenant is suspended');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tenancy.user_roles ur
+                   WHERE ur.tenant_id = t.id AND ur.user_id = sub_claim::uuid) THEN
+        PERFORM tenancy.raise_error('NOT_A_MEMBER', 'the token''s user has no role in this tenant');
+    END IF;
+
+    PERFORM tenancy._set_context(t.id, sub_claim::uuid);
+END
+$$;
+COMMENT ON FUNCTION tenancy.pre_request() IS 'PostgREST db-pre-request: validates request.jwt.claims (type, tenant_id, sub, tenant status, membership) and sets the tenant and user for this request only.';

@@ -1,0 +1,118 @@
+-- tenancy.enable / tenancy.disable: make a table tenant-scoped in one call.
+-- Both run as the caller (the table's owner or a superuser) and are
+-- idempotent: calling enable twice leaves the same state as calling it once.
+
+-- Names of the objects enable() creates, so disable() can find them again.
+CREATE FUNCTION tenancy.scoped_object_name(tbl regclass, col name, suffix text)
+RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%s_%s_%s', left(c.relname, 30), left(col, 20), suffix)::name
+    FROM pg_class c WHERE c.oid = tbl
+$$;
+
+CREATE FUNCTION tenancy.enable(tbl regclass, col name DEFAULT 'tenant_id')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+    att record;
+    fk_name name := tenancy.scoped_object_name(tbl, col, 'tenant_fk');
+    idx_name name := tenancy.scoped_object_name(tbl, col, 'tenant_idx');
+    scope constant text := format('%I = (SELECT tenancy.tenant_scope())', col);
+BEGIN
+    IF tbl IS NULL OR col IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.enable needs a table and a column name');
+    END IF;
+    SELECT c.relkind, n.nspname INTO rel
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s is not a table', tbl),
+            'Enable the underlying table; give views security_invoker = true so its policies apply.');
+    END IF;
+    IF rel.nspname = 'tenancy' THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s belongs to the extension itself', tbl));
+    END IF;
+
+    SELECT a.attnum, a.atttypid INTO att
+    FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped;
+    IF att.attnum IS NULL THEN
+        -- Adopting an existing table: its rows go to the tenant set with set_tenant.
+        BEGIN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN %I uuid NOT NULL DEFAULT tenancy.current_tenant_id()', tbl, col);
+        EXCEPTION WHEN not_null_violation THEN
+            PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+                format('%s has rows but no tenant is set to own them', tbl),
+                format('Adopt them into one tenant: BEGIN; SELECT tenancy.set_tenant(''<slug>''); SELECT tenancy.enable(%L); COMMIT;', tbl::text));
+        END;
+    ELSIF att.atttypid <> 'uuid'::regtype THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+            format('column %I of %s is %s, but a tenant column must be uuid', col, tbl, format_type(att.atttypid, NULL)));
+    ELSE
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT tenancy.current_tenant_id()', tbl, col);
+        BEGIN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', tbl, col);
+        EXCEPTION WHEN not_null_violation THEN
+            PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+                format('column %I of %s has NULLs; every row needs a tenant', col, tbl));
+        END;
+    END IF;
+
+    -- Deleting a tenant cascades into this table.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint k
+        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenancy.tenants'::regclass
+          AND array_length(k.conkey, 1) = 1 AND a.attname = col AND k.confdeltype = 'c'
+    ) THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.tenants (id) ON DELETE CASCADE',
+                       tbl, fk_name, col);
+    END IF;
+
+    -- Every tenant's query filters on the tenant column: an index must lead with it.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = tbl AND a.attname = col
+    ) THEN
+        EXECUTE format('CREATE INDEX %I ON %s (%I)', idx_name, tbl, col);
+    END IF;
+
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    -- The policy is recreated, not skipped, so a changed tenant column is picked up.
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', tbl);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %s AS PERMISSIVE FOR ALL TO PUBLIC USING (%s) WITH CHECK (%s)',
+                   tbl, scope, scope);
+    EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', tbl,
+                   'pg_tenancy: rows of the current tenant only (tenancy.enable)');
+END
+$$;
+COMMENT ON FUNCTION tenancy.enable(regclass, name) IS 'Makes a table tenant-scoped: NOT NULL tenant column defaulting to the current tenant, FK to tenancy.tenants ON DELETE CASCADE, an index leading with it, ENABLE + FORCE row level security and the tenant_isolation policy. Idempotent.';
+
+CREATE FUNCTION tenancy.disable(tbl regclass, col name DEFAULT 'tenant_id')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tbl IS NULL OR col IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.disable needs a table and a column name');
+    END IF;
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', tbl);
+    EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', tbl);
+    IF NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl) THEN
+        EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', tbl);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped) THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', tbl, col);
+    END IF;
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', tbl, tenancy.scoped_object_name(tbl, col, 'tenant_fk'));
+    EXECUTE format('DROP INDEX IF EXISTS %I.%I',
+                   (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl),
+                   tenancy.scoped_object_name(tbl, col, 'tenant_idx'));
+END
+$$;
+COMMENT ON FUNCTION tenancy.disable(regclass, name) IS 'Undoes tenancy.enable: drops the isolation policy, row level security, the default, and the FK and index enable created. The column and its data stay.';

@@ -1,0 +1,74 @@
+-- One error catalog for every error a user of the extension can hit.
+--
+-- A SQL caller (psql, a pg_cron job) gets the catalog's SQLSTATE with a plain
+-- message and a hint naming the fix. Inside a PostgREST request (request.method
+-- is set) the same error is raised with SQLSTATE 'PGRST' and a JSON message,
+-- which PostgREST turns into the catalog's HTTP status and a JSON body whose
+-- "code" is the catalog code, e.g. {"code":"TENANT_CONTEXT_REQUIRED", ...}.
+--
+--   code                     SQLSTATE  HTTP
+--   TENANT_CONTEXT_REQUIRED  TN001     401   no tenant set for this transaction
+--   TENANT_CLAIM_INVALID     TN002     401   JWT tenant_id missing or not a uuid
+--   TOKEN_TYPE_INVALID       TN003     401   JWT type is not "access"
+--   SUBJECT_CLAIM_INVALID    TN004     401   JWT sub missing or not a uuid
+--   TENANT_NOT_FOUND         TN005     403   no such tenant (slug or id)
+--   TENANT_SUSPENDED         TN006     403   tenant exists but is suspended
+--   NOT_A_MEMBER             TN007     403   user holds no role in the tenant
+--   INVALID_ARGUMENT         22023     400   bad input to a function
+--   ALREADY_EXISTS           23505     409   a unique name is taken
+--   PERMISSION_DENIED        42501     403   the caller lacks a permission
+
+CREATE FUNCTION tenancy.error_catalog(
+    code text,
+    OUT sqlstate text,
+    OUT http_status integer
+)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.sqlstate, c.http_status
+    FROM (VALUES
+        ('TENANT_CONTEXT_REQUIRED', 'TN001', 401),
+        ('TENANT_CLAIM_INVALID',    'TN002', 401),
+        ('TOKEN_TYPE_INVALID',      'TN003', 401),
+        ('SUBJECT_CLAIM_INVALID',   'TN004', 401),
+        ('TENANT_NOT_FOUND',        'TN005', 403),
+        ('TENANT_SUSPENDED',        'TN006', 403),
+        ('NOT_A_MEMBER',            'TN007', 403),
+        ('INVALID_ARGUMENT',        '22023', 400),
+        ('ALREADY_EXISTS',          '23505', 409),
+        ('PERMISSION_DENIED',       '42501', 403)
+    ) AS c(code, sqlstate, http_status)
+    WHERE c.code = error_catalog.code
+$$;
+COMMENT ON FUNCTION tenancy.error_catalog(text) IS 'SQLSTATE and HTTP status of a pg_tenancy error code.';
+
+CREATE FUNCTION tenancy.raise_error(code text, message text, hint text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entry record;
+    headers jsonb := '{}';
+BEGIN
+    SELECT * INTO entry FROM tenancy.error_catalog(code);
+    IF entry.sqlstate IS NULL THEN
+        RAISE EXCEPTION 'unknown pg_tenancy error code %', code USING ERRCODE = 'XX000';
+    END IF;
+    IF coalesce(current_setting('request.method', true), '') <> '' THEN
+        IF entry.http_status = 401 THEN
+            headers := jsonb_build_object('WWW-Authenticate', 'Bearer error="invalid_token"');
+        END IF;
+        RAISE EXCEPTION USING
+            ERRCODE = 'PGRST',
+            MESSAGE = jsonb_build_object('code', code, 'message', message, 'details', NULL, 'hint', hint)::text,
+            DETAIL = jsonb_build_object('status', entry.http_status, 'headers', headers)::text;
+    END IF;
+    IF hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = entry.sqlstate, MESSAGE = message;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = entry.sqlstate, MESSAGE = message, HINT = hint;
+END
+$$;
+COMMENT ON FUNCTION tenancy.raise_error(text, text, text) IS 'Raises a pg_tenancy error: catalog SQLSTATE for SQL callers, PGRST JSON with an HTTP status inside PostgREST requests.';

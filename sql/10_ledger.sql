@@ -1,0 +1,102 @@
+-- The reference ledger: invoices and bank transactions, tenant-scoped with
+-- tenancy.enable(). Column names follow DESIGN §7 so tenancy.reconcile runs on
+-- them directly. Amounts are exact numerics with at most 4 decimals.
+CREATE SCHEMA IF NOT EXISTS ledger;
+
+CREATE TABLE IF NOT EXISTS ledger.invoices (
+    id           uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id    uuid        NOT NULL,
+    amount       numeric     NOT NULL,
+    currency     text        NOT NULL,
+    issue_date   date        NOT NULL DEFAULT current_date,
+    due_date     date,
+    reference    text        NOT NULL,
+    counterparty text        NOT NULL DEFAULT '',
+    open_amount  numeric     NOT NULL,
+    status       text        NOT NULL DEFAULT 'open',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT invoices_amount_positive CHECK (amount > 0),
+    CONSTRAINT invoices_amount_scale CHECK (scale(amount) <= 4),
+    CONSTRAINT invoices_currency_code CHECK (currency ~ '^[A-Z]{3}$'),
+    CONSTRAINT invoices_due_after_issue CHECK (due_date >= issue_date),
+    CONSTRAINT invoices_reference_length CHECK (length(reference) BETWEEN 1 AND 100),
+    CONSTRAINT invoices_open_amount_range CHECK (open_amount >= 0 AND open_amount <= amount),
+    CONSTRAINT invoices_status CHECK (status IN ('open', 'partially_paid', 'paid')),
+    CONSTRAINT invoices_reference_unique UNIQUE (tenant_id, reference)
+);
+CREATE INDEX IF NOT EXISTS invoices_tenant_created ON ledger.invoices (tenant_id, created_at DESC, id);
+COMMENT ON TABLE ledger.invoices IS 'Invoices issued by the tenant; reference is the invoice number, unique per tenant.';
+
+CREATE TABLE IF NOT EXISTS ledger.bank_transactions (
+    id           uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id    uuid        NOT NULL,
+    amount       numeric     NOT NULL,
+    currency     text        NOT NULL,
+    booked_on    date        NOT NULL,
+    description  text        NOT NULL DEFAULT '',
+    counterparty text        NOT NULL DEFAULT '',
+    status       text        NOT NULL DEFAULT 'unmatched',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT bank_transactions_amount_nonzero CHECK (amount <> 0),
+    CONSTRAINT bank_transactions_amount_scale CHECK (scale(amount) <= 4),
+    CONSTRAINT bank_transactions_currency_code CHECK (currency ~ '^[A-Z]{3}$'),
+    CONSTRAINT bank_transactions_description_length CHECK (length(description) <= 1000),
+    CONSTRAINT bank_transactions_status CHECK (status IN ('unmatched', 'partially_matched', 'matched'))
+);
+CREATE INDEX IF NOT EXISTS bank_transactions_tenant_created ON ledger.bank_transactions (tenant_id, created_at DESC, id);
+COMMENT ON TABLE ledger.bank_transactions IS 'Bank statement lines of the tenant: positive amounts are money received.';
+
+-- Derived columns belong to the ledger, not to the client: a new invoice is
+-- fully open, and changing its amount moves its open amount by the same delta.
+CREATE OR REPLACE FUNCTION ledger.invoices_derived()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.open_amount := NEW.amount;
+        NEW.status := 'open';
+        NEW.created_at := now();
+    ELSE
+        NEW.open_amount := OLD.open_amount + (NEW.amount - OLD.amount);
+        NEW.status := OLD.status;
+        NEW.created_at := OLD.created_at;
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS invoices_derived ON ledger.invoices;
+CREATE TRIGGER invoices_derived BEFORE INSERT OR UPDATE ON ledger.invoices
+    FOR EACH ROW EXECUTE FUNCTION ledger.invoices_derived();
+
+CREATE OR REPLACE FUNCTION ledger.bank_transactions_derived()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.status := 'unmatched';
+        NEW.created_at := now();
+    ELSE
+        NEW.status := OLD.status;
+        NEW.created_at := OLD.created_at;
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS bank_transactions_derived ON ledger.bank_transactions;
+CREATE TRIGGER bank_transactions_derived BEFORE INSERT OR UPDATE ON ledger.bank_transactions
+    FOR EACH ROW EXECUTE FUNCTION ledger.bank_transactions_derived();
+
+SELECT tenancy.enable('ledger.invoices');
+SELECT tenancy.enable('ledger.bank_transactions');
+
+ALTER SCHEMA ledger OWNER TO ledger_owner;
+ALTER TABLE ledger.invoices OWNER TO ledger_owner;
+ALTER TABLE ledger.bank_transactions OWNER TO ledger_owner;
+
+GRANT USAGE ON SCHEMA ledger TO authenticated, analyst;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ledger.invoices, ledger.bank_transactions TO authenticated;
+GRANT SELECT ON ledger.invoices, ledger.bank_transactions TO analyst;
