@@ -51,10 +51,18 @@ ensure_deps() {
 # Builds the extension and installs it into $PG_CONFIG's directories.
 # $1 = "release" for an optimized build (run, bench); debug otherwise (tests).
 install_extension() {
+    unlink_library
     local profile=()
     [ "${1:-}" = release ] && profile=(--release)
     say "building and installing the extension (${1:-debug})"
     (cd "$ROOT/extension/pg_tenancy" && cargo pgrx install "${profile[@]}" --pg-config "$PG_CONFIG" >/dev/null)
+}
+
+# cargo pgrx writes the .so in place; a running server that has it mapped
+# (a dev stack left running) would crash. Unlinking first keeps the old inode
+# alive for running backends while new ones load the new file.
+unlink_library() {
+    rm -f "$("$PG_CONFIG" --pkglibdir)/pg_tenancy.so"
 }
 
 pg_as() { sudo -u postgres -H -- "$@"; }

@@ -56,8 +56,8 @@ fn in_transaction_block() -> bool {
 
 fn set_local(name: &str, value: Option<pgrx::Uuid>) {
     let name = CString::new(name).expect("GUC names have no NUL");
-    let value = CString::new(value.map(|v| v.to_string()).unwrap_or_default())
-        .expect("a uuid has no NUL");
+    let value =
+        CString::new(value.map(|v| v.to_string()).unwrap_or_default()).expect("a uuid has no NUL");
     #[allow(unsafe_code)]
     unsafe {
         // Same call as set_config(name, value, true): Postgres itself refuses a
@@ -87,4 +87,3 @@ pub fn set_context(tenant_id: Option<pgrx::Uuid>, user_id: Option<pgrx::Uuid>) {
     set_local(guc::TENANT_ID, tenant_id);
     set_local(guc::USER_ID, user_id);
 }
-

@@ -38,7 +38,6 @@ fn version() -> &'static str {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 /// Required by `cargo pgrx test`.

@@ -83,7 +83,9 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
     -- The policy is recreated, not skipped, so a changed tenant column is picked up.
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', tbl);
+    IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_isolation') THEN
+        EXECUTE format('DROP POLICY tenant_isolation ON %s', tbl);
+    END IF;
     EXECUTE format('CREATE POLICY tenant_isolation ON %s AS PERMISSIVE FOR ALL TO PUBLIC USING (%s) WITH CHECK (%s)',
                    tbl, scope, scope);
     EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', tbl,
@@ -101,7 +103,9 @@ BEGIN
     IF tbl IS NULL OR col IS NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.disable needs a table and a column name');
     END IF;
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', tbl);
+    IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_isolation') THEN
+        EXECUTE format('DROP POLICY tenant_isolation ON %s', tbl);
+    END IF;
     EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', tbl);
     IF NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl) THEN
         EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', tbl);
