@@ -1,0 +1,7 @@
+//! Integration tests against the real stack started by `scripts/test`.
+//! One binary, one module per area.
+
+mod http_isolation;
+mod http_tokens;
+mod linter;
+mod sql_context;
