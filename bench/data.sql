@@ -1,0 +1,43 @@
+-- Benchmark data: 1,000 tenants x 1,000 invoices in ledger.invoices (tenant-
+-- scoped by tenancy.enable), and an identical copy in bench_plain.invoices with
+-- no row level security: the hand-written baseline.
+-- Tenant n has the id 00000000-0000-4000-8000-<n, 12 digits> so that a pgbench
+-- script can name it without a lookup, on both sides alike.
+SET client_min_messages = warning;
+
+INSERT INTO tenancy.tenants (id, slug, name)
+SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, 'bench-' || n, 'Bench tenant ' || n
+FROM generate_series(1, 1000) n;
+
+-- One member in tenant 1, for the HTTP benchmark's token.
+INSERT INTO tenancy.roles (tenant_id, name, is_system) VALUES ('00000000-0000-4000-8000-000000000001', 'member', true);
+INSERT INTO tenancy.role_permissions VALUES ('00000000-0000-4000-8000-000000000001', 'member', '*', 'read');
+INSERT INTO tenancy.user_roles VALUES ('00000000-0000-4000-8000-000000000001', '0000000b-0000-4000-8000-00000000be0c', 'member');
+
+ALTER TABLE ledger.invoices DISABLE TRIGGER invoices_derived;
+INSERT INTO ledger.invoices (tenant_id, amount, currency, issue_date, due_date, reference, counterparty,
+                             open_amount, status, created_at)
+SELECT t.id, a.amount, 'EUR', d.issue, d.issue + 30, 'INV-' || g, 'Customer ' || (g % 97),
+       a.amount, 'open', timestamptz '2026-01-01' + (g * interval '7 minutes')
+FROM tenancy.tenants t
+CROSS JOIN generate_series(1, 1000) g
+CROSS JOIN LATERAL (SELECT round((10 + (hashint4(g) & 65535) / 7.0)::numeric, 2) AS amount) a
+CROSS JOIN LATERAL (SELECT date '2026-01-01' + (g % 300) AS issue) d
+WHERE t.slug LIKE 'bench-%';
+ALTER TABLE ledger.invoices ENABLE TRIGGER invoices_derived;
+
+CREATE SCHEMA bench_plain;
+CREATE TABLE bench_plain.invoices (LIKE ledger.invoices INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+INSERT INTO bench_plain.invoices SELECT * FROM ledger.invoices;
+VACUUM ANALYZE ledger.invoices;
+VACUUM ANALYZE bench_plain.invoices;
+
+-- The benchmark's database user: an ordinary login role, like PostgREST's.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_user') THEN
+        CREATE ROLE bench_user LOGIN;
+    END IF;
+END $$;
+GRANT analyst TO bench_user;
+GRANT USAGE ON SCHEMA bench_plain TO bench_user, authenticated;
+GRANT SELECT ON bench_plain.invoices TO bench_user, authenticated;
