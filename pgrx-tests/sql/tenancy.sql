@@ -19,7 +19,10 @@ SELECT tenancy.enable('public.notes');
 SELECT * FROM tenancy.check();
 
 -- Analysts are ordinary roles: superusers bypass row level security.
+SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'golden_analyst') AS new_role \gset
+\if :new_role
 CREATE ROLE golden_analyst NOLOGIN;
+\endif
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.notes TO golden_analyst;
 GRANT USAGE ON SEQUENCE public.notes_id_seq TO golden_analyst;
 GRANT EXECUTE ON FUNCTION tenancy.set_tenant(text) TO golden_analyst;

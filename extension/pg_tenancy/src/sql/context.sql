@@ -6,22 +6,27 @@
 -- The tenant of the current transaction, or an error naming the fix.
 -- Isolation policies call it as `(SELECT tenancy.tenant_scope())`, which the
 -- planner turns into an initPlan: evaluated once per statement, not per row.
-CREATE FUNCTION tenancy.tenant_scope()
+-- Raised by tenant_scope() when no tenant is set.
+CREATE FUNCTION tenancy.tenant_context_required()
 RETURNS uuid
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    tenant uuid := tenancy.current_tenant_id();
 BEGIN
-    IF tenant IS NULL THEN
-        PERFORM tenancy.raise_error('TENANT_CONTEXT_REQUIRED',
-            'no tenant is set for this transaction, so tenant-scoped tables cannot be read or written',
-            'In SQL: BEGIN; SELECT tenancy.set_tenant(''<slug or id>''); then query (the tenant lasts until COMMIT or ROLLBACK). Over HTTP: send a token whose tenant_id claim names your tenant.');
-    END IF;
-    RETURN tenant;
+    PERFORM tenancy.raise_error('TENANT_CONTEXT_REQUIRED',
+        'no tenant is set for this transaction, so tenant-scoped tables cannot be read or written',
+        'In SQL: BEGIN; SELECT tenancy.set_tenant(''<slug or id>''); then query (the tenant lasts until COMMIT or ROLLBACK). Over HTTP: send a token whose tenant_id claim names your tenant.');
+    RETURN NULL;
 END
 $$;
+
+-- A plain SQL function without SET clauses, so the planner inlines it into
+-- the policy's initPlan: the fast path is one call into Rust, and COALESCE
+-- only reaches the error when the context is unset.
+CREATE FUNCTION tenancy.tenant_scope()
+RETURNS uuid
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required()) $$;
 COMMENT ON FUNCTION tenancy.tenant_scope() IS 'The current tenant, or error TENANT_CONTEXT_REQUIRED (SQLSTATE TN001). Used by isolation policies.';
 
 -- For analysts and jobs: sets the tenant (no user) for the current transaction.
@@ -31,18 +36,27 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t tenancy.tenants := tenancy.find_tenant(tenant);
+    found uuid;
+    t tenancy.tenants;
 BEGIN
-    IF t.status <> 'active' THEN
+    -- Fast path, one statement: an active tenant by id or slug, context set.
+    IF tenant ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        SELECT x.id INTO found FROM tenancy.tenants x, tenancy._set_context(x.id, NULL) c
+        WHERE x.id = tenant::uuid AND x.status = 'active';
+    ELSE
+        SELECT x.id INTO found FROM tenancy.tenants x, tenancy._set_context(x.id, NULL) c
+        WHERE x.slug = tenant AND x.status = 'active';
+    END IF;
+    IF found IS NULL THEN
+        t := tenancy.find_tenant(tenant);  -- raises TENANT_NOT_FOUND
         PERFORM tenancy.raise_error('TENANT_SUSPENDED', format('tenant "%s" is suspended', t.slug),
             format('A DBA can reactivate it with SELECT tenancy.resume_tenant(%L);', t.slug));
     END IF;
-    PERFORM tenancy._set_context(t.id, NULL);
     IF NOT tenancy._in_transaction_block() THEN
-        RAISE NOTICE 'tenant "%" is set for this transaction only, which ends with this statement', t.slug
+        RAISE NOTICE 'tenant "%" is set for this transaction only, which ends with this statement', tenant
             USING HINT = 'Run BEGIN first, then set_tenant, then your queries, then COMMIT.';
     END IF;
-    RETURN t.id;
+    RETURN found;
 END
 $$;
 COMMENT ON FUNCTION tenancy.set_tenant(text) IS 'Sets the tenant (slug or id) for the current transaction only; returns its id.';
@@ -88,6 +102,15 @@ BEGIN
     END IF;
     sub_claim := claims->>'sub';
 
+    -- Fast path, one statement: active tenant, user holds a role, context set.
+    SELECT x.id INTO t.id FROM tenancy.tenants x, tenancy._set_context(x.id, sub_claim::uuid) c
+    WHERE x.id = tenant_claim::uuid AND x.status = 'active'
+      AND EXISTS (SELECT 1 FROM tenancy.user_roles ur WHERE ur.tenant_id = x.id AND ur.user_id = sub_claim::uuid);
+    IF t.id IS NOT NULL THEN
+        RETURN;
+    END IF;
+
+    -- Slow path: say what is wrong.
     SELECT * INTO t FROM tenancy.tenants x WHERE x.id = tenant_claim::uuid;
     IF t.id IS NULL THEN
         PERFORM tenancy.raise_error('TENANT_NOT_FOUND', 'the token''s tenant does not exist');
@@ -95,12 +118,7 @@ BEGIN
     IF t.status <> 'active' THEN
         PERFORM tenancy.raise_error('TENANT_SUSPENDED', 'the token''s tenant is suspended');
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM tenancy.user_roles ur
-                   WHERE ur.tenant_id = t.id AND ur.user_id = sub_claim::uuid) THEN
-        PERFORM tenancy.raise_error('NOT_A_MEMBER', 'the token''s user has no role in this tenant');
-    END IF;
-
-    PERFORM tenancy._set_context(t.id, sub_claim::uuid);
+    PERFORM tenancy.raise_error('NOT_A_MEMBER', 'the token''s user has no role in this tenant');
 END
 $$;
 COMMENT ON FUNCTION tenancy.pre_request() IS 'PostgREST db-pre-request: validates request.jwt.claims (type, tenant_id, sub, tenant status, membership) and sets the tenant and user for this request only.';

@@ -9,6 +9,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy.current_tenant_id(),
     tenancy.current_user_id(),
     tenancy.tenant_scope(),
+    tenancy.tenant_context_required(),
     tenancy.raise_error(text, text, text),
     tenancy.error_catalog(text),
     tenancy.version()
