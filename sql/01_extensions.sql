@@ -7,3 +7,16 @@ CREATE EXTENSION IF NOT EXISTS pg_cron;
 -- Only PostgREST's roles run the pre-request hook; analysts pick a tenant.
 GRANT EXECUTE ON FUNCTION tenancy.pre_request() TO anon, authenticated;
 GRANT EXECUTE ON FUNCTION tenancy.set_tenant(text) TO analyst;
+
+-- Role management checks roles.manage / roles.read itself; the API may call it.
+GRANT EXECUTE ON FUNCTION
+    tenancy.create_role(text, text, text[]),
+    tenancy.delete_role(text),
+    tenancy.grant_permission(text, text),
+    tenancy.revoke_permission(text, text),
+    tenancy.set_role_permission(text, text, boolean),
+    tenancy.assign_role(uuid, text),
+    tenancy.unassign_role(uuid, text),
+    tenancy.set_user_role(uuid, text, boolean),
+    tenancy.list_roles()
+TO authenticated;

@@ -92,6 +92,10 @@ CREATE TRIGGER bank_transactions_derived BEFORE INSERT OR UPDATE ON ledger.bank_
 
 SELECT tenancy.enable('ledger.invoices');
 SELECT tenancy.enable('ledger.bank_transactions');
+-- RBAC on top of isolation: GET needs <resource>.read, POST .create,
+-- PATCH .update, DELETE .delete.
+SELECT tenancy.protect('ledger.invoices', 'invoices');
+SELECT tenancy.protect('ledger.bank_transactions', 'bank_transactions');
 
 ALTER SCHEMA ledger OWNER TO ledger_owner;
 ALTER TABLE ledger.invoices OWNER TO ledger_owner;

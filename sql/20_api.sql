@@ -23,7 +23,69 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT jsonb_build_object('status', 'ok', 'version', tenancy.version()) $$;
 COMMENT ON FUNCTION api.health() IS 'Liveness check; needs no token.';
 
+-- RBAC over HTTP. Each RPC acts on the caller's tenant only (there is no
+-- tenant parameter) and checks the caller's permissions inside.
+CREATE OR REPLACE FUNCTION api.my_permissions()
+RETURNS TABLE (permission text, resource text, action text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT resource || '.' || action, resource, action FROM tenancy.current_grants() $$;
+COMMENT ON FUNCTION api.my_permissions() IS 'What the caller may do in their tenant, as granted by their roles (''*'' matches anything).';
+
+CREATE OR REPLACE FUNCTION api.roles()
+RETURNS SETOF jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenancy.list_roles() $$;
+COMMENT ON FUNCTION api.roles() IS 'The roles of your tenant with their permissions and member counts. Needs roles.read.';
+
+CREATE OR REPLACE FUNCTION api.create_role(name text, description text DEFAULT '', permissions text[] DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenancy.create_role(name, description, permissions) $$;
+COMMENT ON FUNCTION api.create_role(text, text, text[]) IS 'Creates a custom role, e.g. {"name": "auditor", "permissions": ["invoices.read"]}. Needs roles.manage and every permission it grants.';
+
+CREATE OR REPLACE FUNCTION api.delete_role(name text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenancy.delete_role(name) $$;
+COMMENT ON FUNCTION api.delete_role(text) IS 'Deletes a custom role. System roles (admin, member, readonly) cannot be deleted.';
+
+CREATE OR REPLACE FUNCTION api.grant_permission(role text, permission text)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenancy.grant_permission(role, permission) $$;
+COMMENT ON FUNCTION api.grant_permission(text, text) IS 'Adds a permission such as "invoices.delete" to a custom role. Needs roles.manage and the permission itself.';
+
+CREATE OR REPLACE FUNCTION api.revoke_permission(role text, permission text)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenancy.revoke_permission(role, permission) $$;
+COMMENT ON FUNCTION api.revoke_permission(text, text) IS 'Removes a permission from a custom role.';
+
+CREATE OR REPLACE FUNCTION api.assign_role(user_id uuid, role text)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenancy.assign_role(user_id, role) $$;
+COMMENT ON FUNCTION api.assign_role(uuid, text) IS 'Gives a user a role in your tenant. Needs roles.manage and every permission of the role.';
+
+CREATE OR REPLACE FUNCTION api.unassign_role(user_id uuid, role text)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenancy.unassign_role(user_id, role) $$;
+COMMENT ON FUNCTION api.unassign_role(uuid, text) IS 'Takes a role from a user in your tenant; effective on their next request.';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 GRANT USAGE ON SCHEMA api TO anon, authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON api.invoices, api.bank_transactions TO authenticated;
 GRANT EXECUTE ON FUNCTION api.health() TO anon, authenticated;
+GRANT EXECUTE ON FUNCTION api.my_permissions(), api.roles(), api.create_role(text, text, text[]),
+    api.delete_role(text), api.grant_permission(text, text), api.revoke_permission(text, text),
+    api.assign_role(uuid, text), api.unassign_role(uuid, text)
+TO authenticated;

@@ -34,13 +34,13 @@ fn read(setting: &pgrx::guc::GucSetting<Option<CString>>, name: &str) -> Option<
 
 /// The tenant of the current transaction, or NULL when none is set.
 #[pg_extern(stable, parallel_safe)]
-fn current_tenant_id() -> Option<pgrx::Uuid> {
+pub fn current_tenant_id() -> Option<pgrx::Uuid> {
     read(&guc::TENANT, guc::TENANT_ID)
 }
 
 /// The user (JWT `sub`) of the current transaction, or NULL when none is set.
 #[pg_extern(stable, parallel_safe)]
-fn current_user_id() -> Option<pgrx::Uuid> {
+pub fn current_user_id() -> Option<pgrx::Uuid> {
     read(&guc::USER, guc::USER_ID)
 }
 

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 mod context;
 mod guc;
+mod rbac;
 
 ::pgrx::pg_module_magic!();
 
@@ -23,6 +24,11 @@ extension_sql_file!(
 );
 extension_sql_file!("sql/enable.sql", name = "enable", requires = ["context"]);
 extension_sql_file!("sql/check.sql", name = "check", requires = ["enable"]);
+extension_sql_file!(
+    "sql/rbac.sql",
+    name = "rbac",
+    requires = ["context", rbac::has_permission, rbac::rbac_changed]
+);
 extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]

@@ -4,4 +4,5 @@
 mod http_isolation;
 mod http_tokens;
 mod linter;
+mod rbac;
 mod sql_context;

@@ -15,6 +15,7 @@
 --   TENANT_SUSPENDED         TN006     403   tenant exists but is suspended
 --   NOT_A_MEMBER             TN007     403   user holds no role in the tenant
 --   INVALID_ARGUMENT         22023     400   bad input to a function
+--   NOT_FOUND                P0002     404   the named role (or object) does not exist
 --   ALREADY_EXISTS           23505     409   a unique name is taken
 --   PERMISSION_DENIED        42501     403   the caller lacks a permission
 
@@ -36,6 +37,7 @@ AS $$
         ('TENANT_SUSPENDED',        'TN006', 403),
         ('NOT_A_MEMBER',            'TN007', 403),
         ('INVALID_ARGUMENT',        '22023', 400),
+        ('NOT_FOUND',               'P0002', 404),
         ('ALREADY_EXISTS',          '23505', 409),
         ('PERMISSION_DENIED',       '42501', 403)
     ) AS c(code, sqlstate, http_status)

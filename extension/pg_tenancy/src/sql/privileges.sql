@@ -12,11 +12,20 @@ GRANT EXECUTE ON FUNCTION
     tenancy.tenant_context_required(),
     tenancy.raise_error(text, text, text),
     tenancy.error_catalog(text),
-    tenancy.version()
+    tenancy.version(),
+    tenancy.has_permission(text, text),
+    tenancy.require_permission(text, text),
+    tenancy.current_grants()
 TO PUBLIC;
+GRANT SELECT ON tenancy.resources TO PUBLIC;
 
 -- Deliberately NOT granted to PUBLIC (grant them to your own roles):
 --   tenancy.pre_request()          to the PostgREST API roles (anon, authenticated)
 --   tenancy.set_tenant(text)       to analyst and job roles; never to API roles
 --   create_tenant, suspend_tenant, resume_tenant, drop_tenant, add_member,
---   enable, disable, check         to the DBA / platform role
+--   enable, disable, protect, unprotect, check
+--                                  to the DBA / platform role
+--   create_role, delete_role, grant_permission, revoke_permission,
+--   assign_role, unassign_role, list_roles
+--                                  to the API role (they check roles.manage
+--                                  / roles.read themselves)

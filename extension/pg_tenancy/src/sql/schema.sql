@@ -49,7 +49,20 @@ CREATE TABLE tenancy.user_roles (
 CREATE INDEX user_roles_user ON tenancy.user_roles (user_id);
 COMMENT ON TABLE tenancy.user_roles IS 'Which user (JWT sub) holds which role in which tenant. A user with no row here cannot use the tenant.';
 
+-- What permissions can name: one row per resource with its actions.
+-- tenancy.protect() registers a table's resource (read, create, update,
+-- delete); 'roles' is built in. '*' matches any resource or action.
+CREATE TABLE tenancy.resources (
+    name    text   PRIMARY KEY,
+    actions text[] NOT NULL,
+    CONSTRAINT resources_name_format CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    CONSTRAINT resources_actions_format CHECK (array_to_string(actions, ',') ~ '^[a-z][a-z0-9_]{0,62}(,[a-z][a-z0-9_]{0,62})*$')
+);
+COMMENT ON TABLE tenancy.resources IS 'Resources that permissions may name, with their actions. Registered by tenancy.protect().';
+INSERT INTO tenancy.resources (name, actions) VALUES ('roles', ARRAY['read', 'manage']);
+
 SELECT pg_catalog.pg_extension_config_dump('tenancy.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.resources', 'WHERE name <> ''roles''');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.roles', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.role_permissions', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.user_roles', '');
