@@ -41,3 +41,31 @@ END $$;
 GRANT analyst TO bench_user;
 GRANT USAGE ON SCHEMA bench_plain TO bench_user, authenticated;
 GRANT SELECT ON bench_plain.invoices TO bench_user, authenticated;
+
+-- RBAC benchmark: tenant "bench-rbac" with 10,000 invoices in ledger.invoices
+-- (isolation + RBAC policies) and the same rows in bench_iso.invoices
+-- (isolation only), and a member whose token the pgbench scripts replay.
+INSERT INTO tenancy.tenants (id, slug, name) VALUES ('00000000-0000-4000-8000-00000000aaaa', 'bench-rbac', 'Bench RBAC');
+INSERT INTO tenancy.roles (tenant_id, name, is_system) VALUES ('00000000-0000-4000-8000-00000000aaaa', 'member', true);
+INSERT INTO tenancy.role_permissions VALUES
+    ('00000000-0000-4000-8000-00000000aaaa', 'member', '*', 'read'),
+    ('00000000-0000-4000-8000-00000000aaaa', 'member', '*', 'create'),
+    ('00000000-0000-4000-8000-00000000aaaa', 'member', '*', 'update');
+INSERT INTO tenancy.user_roles VALUES ('00000000-0000-4000-8000-00000000aaaa', '0000000b-0000-4000-8000-0000000000aa', 'member');
+
+ALTER TABLE ledger.invoices DISABLE TRIGGER invoices_derived;
+INSERT INTO ledger.invoices (tenant_id, amount, currency, issue_date, due_date, reference, counterparty,
+                             open_amount, status, created_at)
+SELECT '00000000-0000-4000-8000-00000000aaaa', round((10 + g % 990)::numeric, 2), 'EUR', date '2026-01-01' + (g % 300),
+       date '2026-01-31' + (g % 300), 'RB-' || g, 'Customer ' || (g % 97), round((10 + g % 990)::numeric, 2), 'open',
+       timestamptz '2026-01-01' + (g * interval '1 minute')
+FROM generate_series(1, 10000) g;
+ALTER TABLE ledger.invoices ENABLE TRIGGER invoices_derived;
+
+CREATE SCHEMA bench_iso;
+CREATE TABLE bench_iso.invoices (LIKE ledger.invoices INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+INSERT INTO bench_iso.invoices SELECT * FROM ledger.invoices WHERE tenant_id = '00000000-0000-4000-8000-00000000aaaa';
+SELECT tenancy.enable('bench_iso.invoices');
+GRANT USAGE ON SCHEMA bench_iso TO bench_user;
+GRANT SELECT ON bench_iso.invoices TO bench_user;
+GRANT EXECUTE ON FUNCTION tenancy.pre_request() TO bench_user;

@@ -72,6 +72,9 @@ pg_as() { sudo -u postgres -H -- "$@"; }
 start_cluster() {
     local dir=$1 port=$2
     stop_cluster "$dir"
+    if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+        die "port $port is taken by another Postgres (a run that was killed?). Stop it, or choose another port (PGPORT / TEST_PGPORT / BENCH_PGPORT)."
+    fi
     rm -rf "$dir"
     mkdir -p "$dir"
     chown postgres: "$dir"
@@ -131,6 +134,9 @@ jwt_secret() {
 # the environment overrides only where it connects and listens.
 start_postgrest() {
     local dbport=$1 port=$2 log=$3
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+        die "port $port is taken by another server (a run that was killed?). Stop it, or choose another port (PGRST_SERVER_PORT / TEST_HTTP_PORT / BENCH_HTTP_PORT)."
+    fi
     PGRST_DB_URI="postgres://authenticator@127.0.0.1:$dbport/$DB_NAME" \
         PGRST_SERVER_PORT=$port \
         "$POSTGREST_BIN" "$ROOT/api-config/postgrest.conf" >"$log" 2>&1 &

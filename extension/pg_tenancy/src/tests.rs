@@ -139,4 +139,59 @@ mod tests {
             Some(env!("CARGO_PKG_VERSION"))
         );
     }
+
+    #[pg_test]
+    fn protect_is_idempotent_and_unprotect_undoes_it() {
+        Spi::run("CREATE TABLE public.docs (id serial PRIMARY KEY, tenant_id uuid)").unwrap();
+        Spi::run("SELECT tenancy.enable('public.docs')").unwrap();
+        Spi::run("SELECT tenancy.protect('public.docs', 'docs')").unwrap();
+        Spi::run("SELECT tenancy.protect('public.docs', 'docs')").unwrap();
+        let count = |q: &str| Spi::get_one::<i64>(q).unwrap().unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.docs'::regclass AND polpermissive = false"),
+            4
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.docs'::regclass AND tgname = 'tenancy_rbac'"),
+            1
+        );
+        assert_eq!(
+            Spi::get_one::<Vec<String>>("SELECT actions FROM tenancy.resources WHERE name = 'docs'").unwrap(),
+            Some(vec!["read".into(), "create".into(), "update".into(), "delete".into()])
+        );
+        Spi::run("SELECT tenancy.unprotect('public.docs')").unwrap();
+        assert_eq!(count("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.docs'::regclass"), 1);
+        assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.docs'::regclass"), 0);
+    }
+
+    #[pg_test(error = "public.loose is not tenant-scoped")]
+    fn protect_needs_tenant_isolation_first() {
+        Spi::run("CREATE TABLE public.loose (id int, tenant_id uuid)").unwrap();
+        Spi::run("SELECT tenancy.protect('public.loose', 'loose')").unwrap();
+    }
+
+    #[pg_test]
+    fn has_permission_follows_the_context() {
+        Spi::run("SELECT tenancy.create_tenant('perm-t', 'Perm')").unwrap();
+        let has = |q: &str| Spi::get_one::<bool>(q).unwrap().unwrap();
+        // No tenant: never true.
+        assert!(!has("SELECT tenancy.has_permission('roles', 'read')"));
+        // A tenant without a user (analyst, job): bounded by database grants.
+        Spi::run("SELECT tenancy.set_tenant('perm-t')").unwrap();
+        assert!(has("SELECT tenancy.has_permission('roles', 'manage')"));
+        // A user: exactly their roles' grants, wildcards included.
+        let user = "0000000f-0000-4000-8000-00000000000f";
+        Spi::run(&format!("SELECT tenancy.add_member('perm-t', '{user}', 'readonly')")).unwrap();
+        Spi::run(&format!(
+            "SELECT tenancy._set_context((SELECT id FROM tenancy.tenants WHERE slug = 'perm-t'), '{user}')"
+        ))
+        .unwrap();
+        assert!(has("SELECT tenancy.has_permission('roles', 'read')"));
+        assert!(!has("SELECT tenancy.has_permission('roles', 'manage')"));
+        assert!(has("SELECT tenancy.has_permission('*', 'read')"));
+        assert!(!has("SELECT tenancy.has_permission('*', '*')"));
+        // A change in this transaction is seen at once.
+        Spi::run(&format!("SELECT tenancy.add_member('perm-t', '{user}', 'admin')")).unwrap();
+        assert!(has("SELECT tenancy.has_permission('roles', 'manage')"));
+    }
 }

@@ -130,6 +130,7 @@ BEGIN
     INSERT INTO tenancy.user_roles (tenant_id, user_id, role)
     VALUES (t.id, add_member.user_id, add_member.role)
     ON CONFLICT DO NOTHING;
+    PERFORM tenancy._rbac_changed();
 END
 $$;
 COMMENT ON FUNCTION tenancy.add_member(text, uuid, text) IS 'Gives a user (JWT sub) a role in a tenant. Idempotent.';
