@@ -157,11 +157,11 @@ mod tests {
         );
         assert_eq!(
             Spi::get_one::<Vec<String>>("SELECT actions FROM tenancy.resources WHERE name = 'docs'").unwrap(),
-            Some(vec!["read".into(), "create".into(), "update".into(), "delete".into()])
+            Some(vec!["create".into(), "delete".into(), "read".into(), "update".into()])
         );
         Spi::run("SELECT tenancy.unprotect('public.docs')").unwrap();
         assert_eq!(count("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.docs'::regclass"), 1);
-        assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.docs'::regclass"), 0);
+        assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.docs'::regclass AND NOT tgisinternal"), 0);
     }
 
     #[pg_test(error = "public.loose is not tenant-scoped")]

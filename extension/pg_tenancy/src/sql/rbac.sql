@@ -77,7 +77,7 @@ BEGIN
             format('Run SELECT tenancy.enable(%L); first: RBAC policies narrow tenant isolation, they do not replace it.', tbl::text));
     END IF;
 
-    INSERT INTO tenancy.resources (name, actions) VALUES (resource, ARRAY['read', 'create', 'update', 'delete'])
+    INSERT INTO tenancy.resources (name, actions) VALUES (resource, ARRAY['create', 'delete', 'read', 'update'])
     ON CONFLICT (name) DO UPDATE SET actions = (
         SELECT array_agg(DISTINCT a ORDER BY a) FROM unnest(tenancy.resources.actions || EXCLUDED.actions) a);
     PERFORM tenancy._rbac_changed();

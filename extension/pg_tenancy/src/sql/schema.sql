@@ -59,7 +59,7 @@ CREATE TABLE tenancy.resources (
     CONSTRAINT resources_actions_format CHECK (array_to_string(actions, ',') ~ '^[a-z][a-z0-9_]{0,62}(,[a-z][a-z0-9_]{0,62})*$')
 );
 COMMENT ON TABLE tenancy.resources IS 'Resources that permissions may name, with their actions. Registered by tenancy.protect().';
-INSERT INTO tenancy.resources (name, actions) VALUES ('roles', ARRAY['read', 'manage']);
+INSERT INTO tenancy.resources (name, actions) VALUES ('roles', ARRAY['manage', 'read']);
 
 SELECT pg_catalog.pg_extension_config_dump('tenancy.tenants', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.resources', 'WHERE name <> ''roles''');
