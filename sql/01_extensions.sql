@@ -20,3 +20,9 @@ GRANT EXECUTE ON FUNCTION
     tenancy.set_user_role(uuid, text, boolean),
     tenancy.list_roles()
 TO authenticated;
+
+-- Idempotency: RPCs running as the API role claim and complete keys.
+GRANT EXECUTE ON FUNCTION
+    tenancy.idempotency_claim(text, jsonb, text),
+    tenancy.idempotency_complete(jsonb, integer)
+TO authenticated;

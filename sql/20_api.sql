@@ -81,11 +81,48 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenancy.unassign_role(user_id, role) $$;
 COMMENT ON FUNCTION api.unassign_role(uuid, text) IS 'Takes a role from a user in your tenant; effective on their next request.';
 
+-- Bulk import of bank transactions, exactly once per Idempotency-Key.
+-- The body is a JSON array of {amount, currency, booked_on, description,
+-- counterparty}; the answer is 201 {"imported": n, "ids": [...]}, and a retry
+-- with the same key and body replays it with Idempotent-Replayed: true.
+CREATE OR REPLACE FUNCTION api.import_bank_transactions(jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    replay jsonb := tenancy.idempotency_claim('import_bank_transactions', $1);
+    imported jsonb;
+BEGIN
+    IF replay IS NOT NULL THEN
+        RETURN replay;
+    END IF;
+    IF jsonb_typeof($1) IS DISTINCT FROM 'array' OR jsonb_array_length($1) NOT BETWEEN 1 AND 10000 THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'the body must be a JSON array of 1 to 10000 transactions');
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements($1) x
+               WHERE jsonb_typeof(x) <> 'object' OR NOT x ?& ARRAY['amount', 'currency', 'booked_on']) THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'every transaction needs amount, currency and booked_on');
+    END IF;
+    WITH rows AS (
+        INSERT INTO ledger.bank_transactions (amount, currency, booked_on, description, counterparty)
+        SELECT (x->>'amount')::numeric, x->>'currency', (x->>'booked_on')::date,
+               coalesce(x->>'description', ''), coalesce(x->>'counterparty', '')
+        FROM jsonb_array_elements($1) WITH ORDINALITY AS e(x, n)
+        ORDER BY n
+        RETURNING id
+    )
+    SELECT jsonb_build_object('imported', count(*), 'ids', jsonb_agg(id)) INTO imported FROM rows;
+    RETURN tenancy.idempotency_complete(imported, 201);
+END
+$$;
+COMMENT ON FUNCTION api.import_bank_transactions(jsonb) IS 'Imports a JSON array of bank transactions exactly once per Idempotency-Key header (required). Retries replay the stored 201 response with Idempotent-Replayed: true.';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 GRANT USAGE ON SCHEMA api TO anon, authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON api.invoices, api.bank_transactions TO authenticated;
 GRANT EXECUTE ON FUNCTION api.health() TO anon, authenticated;
 GRANT EXECUTE ON FUNCTION api.my_permissions(), api.roles(), api.create_role(text, text, text[]),
     api.delete_role(text), api.grant_permission(text, text), api.revoke_permission(text, text),
-    api.assign_role(uuid, text), api.unassign_role(uuid, text)
+    api.assign_role(uuid, text), api.unassign_role(uuid, text), api.import_bank_transactions(jsonb)
 TO authenticated;

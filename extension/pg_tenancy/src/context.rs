@@ -58,6 +58,10 @@ fn set_local(name: &str, value: Option<pgrx::Uuid>) {
     let name = CString::new(name).expect("GUC names have no NUL");
     let value =
         CString::new(value.map(|v| v.to_string()).unwrap_or_default()).expect("a uuid has no NUL");
+    set_local_raw(&name, &value);
+}
+
+fn set_local_raw(name: &CString, value: &CString) {
     #[allow(unsafe_code)]
     unsafe {
         // Same call as set_config(name, value, true): Postgres itself refuses a
@@ -86,4 +90,32 @@ fn set_local(name: &str, value: Option<pgrx::Uuid>) {
 pub fn set_context(tenant_id: Option<pgrx::Uuid>, user_id: Option<pgrx::Uuid>) {
     set_local(guc::TENANT_ID, tenant_id);
     set_local(guc::USER_ID, user_id);
+}
+
+/// Remembers the idempotency key claimed by this transaction (internal).
+#[pg_extern(volatile, parallel_unsafe, name = "_set_claimed_key")]
+fn set_claimed_key(key: Option<&str>) {
+    let name = CString::new(guc::IDEMPOTENCY_KEY).expect("GUC names have no NUL");
+    let value = CString::new(key.unwrap_or_default()).unwrap_or_default();
+    set_local_raw(&name, &value);
+}
+
+/// The key claimed by this transaction, or NULL.
+#[pg_extern(stable, parallel_safe, name = "_claimed_key")]
+fn claimed_key() -> Option<String> {
+    let value = guc::CLAIMED_KEY.get()?;
+    let text = value.to_str().ok()?.to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// Seconds a completed idempotency key lives (GUC tenancy.idempotency_ttl).
+#[pg_extern(stable, parallel_safe)]
+fn idempotency_ttl_seconds() -> i32 {
+    guc::IDEMPOTENCY_TTL.get()
+}
+
+/// 422 or 409: the status for a key reused with another request.
+#[pg_extern(stable, parallel_safe)]
+fn idempotency_conflict_status() -> i32 {
+    if guc::IDEMPOTENCY_CONFLICT_STATUS.get() == 409 { 409 } else { 422 }
 }

@@ -29,6 +29,11 @@ extension_sql_file!(
     name = "rbac",
     requires = ["context", rbac::has_permission, rbac::rbac_changed]
 );
+extension_sql_file!(
+    "sql/idempotency.sql",
+    name = "idempotency",
+    requires = ["context", context::set_claimed_key, context::claimed_key]
+);
 extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]

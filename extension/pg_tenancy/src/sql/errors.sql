@@ -14,6 +14,10 @@
 --   TENANT_NOT_FOUND         TN005     403   no such tenant (slug or id)
 --   TENANT_SUSPENDED         TN006     403   tenant exists but is suspended
 --   NOT_A_MEMBER             TN007     403   user holds no role in the tenant
+--   IDEMPOTENCY_KEY_REQUIRED TN010     400   the endpoint needs an Idempotency-Key
+--   IDEMPOTENCY_KEY_INVALID  TN011     400   empty, > 255 chars or control characters
+--   IDEMPOTENCY_KEY_IN_PROGRESS TN012  409   the same key is being processed now
+--   IDEMPOTENCY_KEY_REUSED   TN013     422   same key, other request (GUC: or 409)
 --   INVALID_ARGUMENT         22023     400   bad input to a function
 --   NOT_FOUND                P0002     404   the named role (or object) does not exist
 --   ALREADY_EXISTS           23505     409   a unique name is taken
@@ -36,6 +40,10 @@ AS $$
         ('TENANT_NOT_FOUND',        'TN005', 403),
         ('TENANT_SUSPENDED',        'TN006', 403),
         ('NOT_A_MEMBER',            'TN007', 403),
+        ('IDEMPOTENCY_KEY_REQUIRED', 'TN010', 400),
+        ('IDEMPOTENCY_KEY_INVALID', 'TN011', 400),
+        ('IDEMPOTENCY_KEY_IN_PROGRESS', 'TN012', 409),
+        ('IDEMPOTENCY_KEY_REUSED',  'TN013', 422),
         ('INVALID_ARGUMENT',        '22023', 400),
         ('NOT_FOUND',               'P0002', 404),
         ('ALREADY_EXISTS',          '23505', 409),
@@ -45,7 +53,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenancy.error_catalog(text) IS 'SQLSTATE and HTTP status of a pg_tenancy error code.';
 
-CREATE FUNCTION tenancy.raise_error(code text, message text, hint text DEFAULT NULL)
+CREATE FUNCTION tenancy.raise_error(code text, message text, hint text DEFAULT NULL, http_status integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -65,7 +73,7 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PGRST',
             MESSAGE = jsonb_build_object('code', code, 'message', message, 'details', NULL, 'hint', hint)::text,
-            DETAIL = jsonb_build_object('status', entry.http_status, 'headers', headers)::text;
+            DETAIL = jsonb_build_object('status', coalesce(http_status, entry.http_status), 'headers', headers)::text;
     END IF;
     IF hint IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = entry.sqlstate, MESSAGE = message;
@@ -73,4 +81,4 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = entry.sqlstate, MESSAGE = message, HINT = hint;
 END
 $$;
-COMMENT ON FUNCTION tenancy.raise_error(text, text, text) IS 'Raises a pg_tenancy error: catalog SQLSTATE for SQL callers, PGRST JSON with an HTTP status inside PostgREST requests.';
+COMMENT ON FUNCTION tenancy.raise_error(text, text, text, integer) IS 'Raises a pg_tenancy error: catalog SQLSTATE for SQL callers, PGRST JSON with an HTTP status (the catalog''s unless given) inside PostgREST requests.';

@@ -1,6 +1,6 @@
 -- Fail closed: nothing in the tenancy schema is executable by PUBLIC except
 -- what row level security policies and API code must call.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenancy FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA tenancy FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA tenancy FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
 
@@ -10,7 +10,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy.current_user_id(),
     tenancy.tenant_scope(),
     tenancy.tenant_context_required(),
-    tenancy.raise_error(text, text, text),
+    tenancy.raise_error(text, text, text, integer),
     tenancy.error_catalog(text),
     tenancy.version(),
     tenancy.has_permission(text, text),
@@ -25,6 +25,10 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 --   create_tenant, suspend_tenant, resume_tenant, drop_tenant, add_member,
 --   enable, disable, protect, unprotect, check
 --                                  to the DBA / platform role
+--   idempotency_claim, idempotency_complete
+--                                  to the API role (RPCs call them)
+--   purge_idempotency_keys, idempotency_stats
+--                                  to the DBA / the pg_cron job's owner
 --   create_role, delete_role, grant_permission, revoke_permission,
 --   assign_role, unassign_role, list_roles
 --                                  to the API role (they check roles.manage

@@ -1,0 +1,6 @@
+-- Scheduled work, run by pg_cron inside this database. cron.schedule with a
+-- job name replaces an existing job of that name, so this file is idempotent.
+
+-- Expired idempotency keys, every 5 minutes, in bounded batches.
+SELECT cron.schedule('pg_tenancy: purge idempotency keys', '*/5 * * * *',
+                     'CALL tenancy.purge_idempotency_keys()');
