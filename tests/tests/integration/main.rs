@@ -3,6 +3,7 @@
 
 mod http_isolation;
 mod http_tokens;
+mod idempotency;
 mod linter;
 mod rbac;
 mod sql_context;

@@ -130,12 +130,14 @@ COMMENT ON FUNCTION tenancy.idempotency_complete(jsonb, integer) IS 'Stores the 
 
 -- Deletes expired keys in small batches, committing between them, so it never
 -- holds many locks nor blocks requests (SKIP LOCKED). Bounded per run.
+-- No SET search_path here: Postgres forbids COMMIT in a procedure with SET
+-- clauses. It runs as its caller (never SECURITY DEFINER) and names every
+-- object with its schema.
 CREATE PROCEDURE tenancy.purge_idempotency_keys(batch_size integer DEFAULT 1000, max_batches integer DEFAULT 1000)
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    started timestamptz := clock_timestamp();
+    started timestamptz := pg_catalog.clock_timestamp();
     total bigint := 0;
     n integer;
     batches integer := 0;
@@ -146,7 +148,7 @@ BEGIN
     LOOP
         DELETE FROM tenancy.idempotency_keys k
         USING (SELECT x.tenant_id, x.key FROM tenancy.idempotency_keys x
-               WHERE x.expires_at <= now() LIMIT batch_size FOR UPDATE SKIP LOCKED) e
+               WHERE x.expires_at <= pg_catalog.now() LIMIT batch_size FOR UPDATE SKIP LOCKED) e
         WHERE k.tenant_id = e.tenant_id AND k.key = e.key;
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
@@ -154,8 +156,9 @@ BEGIN
         COMMIT;
         EXIT WHEN n < batch_size OR batches >= max_batches;
     END LOOP;
-    INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration) VALUES (started, total, clock_timestamp() - started);
-    DELETE FROM tenancy.idempotency_purges WHERE id <= (SELECT max(id) - 100 FROM tenancy.idempotency_purges);
+    INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration)
+    VALUES (started, total, pg_catalog.clock_timestamp() - started);
+    DELETE FROM tenancy.idempotency_purges WHERE id <= (SELECT pg_catalog.max(id) - 100 FROM tenancy.idempotency_purges);
     COMMIT;
 END
 $$;
