@@ -68,7 +68,8 @@ unlink_library() {
 pg_as() { sudo -u postgres -H -- "$@"; }
 
 # start_cluster DIR PORT: a fresh cluster owned by the postgres OS user, trust
-# auth on loopback only (dev), pg_cron and pg_tenancy preloaded.
+# auth on loopback only (dev), with sql/postgresql.conf (pg_cron and
+# pg_tenancy preloaded) — the same settings the container image uses.
 start_cluster() {
     local dir=$1 port=$2
     stop_cluster "$dir"
@@ -79,14 +80,11 @@ start_cluster() {
     mkdir -p "$dir"
     chown postgres: "$dir"
     pg_as "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust --no-instructions -E UTF8 >/dev/null
+    cat "$ROOT/sql/postgresql.conf" >>"$dir/data/postgresql.conf"
     cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
-shared_preload_libraries = 'pg_cron,pg_tenancy'
-cron.database_name = '$DB_NAME'
-cron.use_background_workers = on
-max_worker_processes = 16
 max_connections = 200
 fsync = off
 synchronous_commit = off

@@ -1,6 +1,22 @@
 -- Extensions this database uses. pg_cron must be in shared_preload_libraries
 -- and this database must be its cron.database_name; pg_tenancy should be
--- preloaded too (see the README's install section).
+-- preloaded too (sql/postgresql.conf, and the README's install section).
+-- Check first, so a misconfigured server gets one clear message and this
+-- file (one transaction) installs nothing.
+DO $$
+BEGIN
+    IF NOT 'pg_cron' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) THEN
+        RAISE EXCEPTION 'pg_cron is not in shared_preload_libraries'
+            USING HINT = 'Add the settings of sql/postgresql.conf to postgresql.conf and restart Postgres.';
+    END IF;
+    IF current_setting('cron.database_name', true) IS DISTINCT FROM current_database() THEN
+        RAISE EXCEPTION 'pg_cron runs jobs in database "%", not in "%"',
+            current_setting('cron.database_name', true), current_database()
+            USING HINT = format('Set cron.database_name = %L in postgresql.conf and restart, or load sql/ into that database.', current_database());
+    END IF;
+END
+$$;
+
 CREATE EXTENSION IF NOT EXISTS pg_tenancy CASCADE;
 CREATE EXTENSION IF NOT EXISTS pg_cron;
 

@@ -15,14 +15,13 @@ use std::collections::{HashMap, HashSet};
 
 const ANY: &str = "*";
 
-struct Grants {
-    key: (u32, pgrx::Uuid, pgrx::Uuid, u64),
-    held: HashSet<(String, String)>,
-    resources: HashMap<String, Vec<String>>,
-}
+type Key = (u32, pgrx::Uuid, pgrx::Uuid, u64);
 
 thread_local! {
-    static CACHE: RefCell<Option<Grants>> = const { RefCell::new(None) };
+    /// The current user's grants, for one (transaction, tenant, user, epoch).
+    static GRANTS: RefCell<Option<(Key, HashSet<(String, String)>)>> = const { RefCell::new(None) };
+    /// The resource registry, for one (transaction, epoch).
+    static RESOURCES: RefCell<Option<((u32, u64), HashMap<String, Vec<String>>)>> = const { RefCell::new(None) };
     static EPOCH: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -40,30 +39,76 @@ fn local_xid() -> u32 {
     }
 }
 
-fn load(key: (u32, pgrx::Uuid, pgrx::Uuid, u64)) -> Grants {
+fn select_pairs(query: &str) -> Vec<(String, Vec<String>)> {
     Spi::connect(|client| {
-        let mut held = HashSet::new();
-        for row in client.select("SELECT resource, action FROM tenancy.current_grants()", None, &[])? {
-            let resource: String = row.get(1)?.unwrap_or_default();
-            let action: String = row.get(2)?.unwrap_or_default();
-            held.insert((resource, action));
+        let mut out = Vec::new();
+        for row in client.select(query, None, &[])? {
+            let first: String = row.get(1)?.unwrap_or_default();
+            let second: Vec<String> = row.get::<Vec<String>>(2)?.unwrap_or_default();
+            out.push((first, second));
         }
-        let mut resources = HashMap::new();
-        for row in client.select("SELECT name, actions FROM tenancy.resources", None, &[])? {
-            let name: String = row.get(1)?.unwrap_or_default();
-            let actions: Vec<String> = row.get::<Vec<String>>(2)?.unwrap_or_default();
-            resources.insert(name, actions);
-        }
-        Ok::<_, pgrx::spi::SpiError>(Grants { key, held, resources })
+        Ok::<_, pgrx::spi::SpiError>(out)
     })
-    .unwrap_or_else(|e| panic!("loading permissions failed: {e}"))
+    .unwrap_or_else(|e| panic!("reading the RBAC tables failed: {e}"))
+}
+
+/// Does the current user hold resource.action? No validation of the names:
+/// this is the fast path for policies, whose names protect() validated.
+fn held(resource: &str, action: &str) -> bool {
+    let Some(tenant) = context::current_tenant_id() else {
+        return false;
+    };
+    let Some(user) = context::current_user_id() else {
+        return true; // set_tenant without a user: bounded by database grants
+    };
+    let key = (local_xid(), tenant, user, EPOCH.get());
+    GRANTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.as_ref().is_none_or(|(k, _)| *k != key) {
+            let grants = select_pairs("SELECT resource, ARRAY[action] FROM tenancy.current_grants()")
+                .into_iter()
+                .map(|(r, mut a)| (r, a.pop().unwrap_or_default()))
+                .collect();
+            *cache = Some((key, grants));
+        }
+        let (_, grants) = cache.as_ref().expect("just loaded");
+        grants.iter().any(|(r, a)| (r == ANY || r == resource) && (a == ANY || a == action))
+    })
+}
+
+/// Errors unless resource.action names a registered resource and action.
+fn validate(resource: &str, action: &str) {
+    let key = (local_xid(), EPOCH.get());
+    RESOURCES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.as_ref().is_none_or(|(k, _)| *k != key) {
+            let resources = select_pairs("SELECT name, actions FROM tenancy.resources").into_iter().collect();
+            *cache = Some((key, resources));
+        }
+        let (_, resources) = cache.as_ref().expect("just loaded");
+        if resource != ANY {
+            match resources.get(resource) {
+                None => invalid(
+                    format!("unknown resource \"{resource}\""),
+                    "Resources are registered by tenancy.protect(); see SELECT * FROM tenancy.resources;",
+                ),
+                Some(actions) if action != ANY && !actions.iter().any(|a| a == action) => invalid(
+                    format!("unknown action \"{action}\" for resource \"{resource}\""),
+                    &format!("Its actions: {}", actions.join(", ")),
+                ),
+                _ => {}
+            }
+        } else if action != ANY && !resources.values().any(|acts| acts.iter().any(|a| a == action)) {
+            invalid(format!("unknown action \"{action}\""), "See SELECT * FROM tenancy.resources;");
+        }
+    })
 }
 
 fn check_name<'a>(kind: &str, value: Option<&'a str>) -> &'a str {
     match value {
         None => invalid(format!("{kind} must not be NULL"), "Name a resource and an action, e.g. ('invoices', 'read')."),
         Some(v) if v == ANY => v,
-        Some(v) if tenancy_name_ok(v) => v,
+        Some(v) if name_ok(v) => v,
         Some(v) => invalid(
             format!("invalid {kind} name \"{}\"", v.chars().take(100).collect::<String>()),
             "Names are 1 to 63 characters: lowercase letters, digits and \"_\", starting with a letter; or \"*\".",
@@ -71,7 +116,7 @@ fn check_name<'a>(kind: &str, value: Option<&'a str>) -> &'a str {
     }
 }
 
-fn tenancy_name_ok(v: &str) -> bool {
+fn name_ok(v: &str) -> bool {
     let mut chars = v.chars();
     matches!(chars.next(), Some('a'..='z'))
         && v.len() <= 63
@@ -88,37 +133,18 @@ fn tenancy_name_ok(v: &str) -> bool {
 fn has_permission(resource: Option<&str>, action: Option<&str>) -> bool {
     let resource = check_name("resource", resource);
     let action = check_name("action", action);
-    let Some(tenant) = context::current_tenant_id() else {
+    if context::current_tenant_id().is_none() {
         return false;
-    };
-    let user = context::current_user_id();
-    let key = (local_xid(), tenant, user.unwrap_or(pgrx::Uuid::from_bytes([0; 16])), EPOCH.get());
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.as_ref().is_none_or(|g| g.key != key) {
-            *cache = Some(load(key));
-        }
-        let grants = cache.as_ref().expect("just loaded");
-        if resource != ANY {
-            match grants.resources.get(resource) {
-                None => invalid(
-                    format!("unknown resource \"{resource}\""),
-                    "Resources are registered by tenancy.protect(); see SELECT * FROM tenancy.resources;",
-                ),
-                Some(actions) if action != ANY && !actions.iter().any(|a| a == action) => invalid(
-                    format!("unknown action \"{action}\" for resource \"{resource}\""),
-                    &format!("Its actions: {}", actions.join(", ")),
-                ),
-                _ => {}
-            }
-        } else if action != ANY && !grants.resources.values().any(|acts| acts.iter().any(|a| a == action)) {
-            invalid(format!("unknown action \"{action}\""), "See SELECT * FROM tenancy.resources;");
-        }
-        if user.is_none() {
-            return true;
-        }
-        grants.held.iter().any(|(r, a)| (r == ANY || r == resource) && (a == ANY || a == action))
-    })
+    }
+    validate(resource, action);
+    held(resource, action)
+}
+
+/// The policies' fast path: like has_permission, without re-validating names
+/// that tenancy.protect() checked when it wrote the policy.
+#[pg_extern(stable, parallel_safe, name = "_permitted")]
+fn permitted(resource: &str, action: &str) -> bool {
+    held(resource, action)
 }
 
 /// Called by every function that changes roles, permissions or resources, so

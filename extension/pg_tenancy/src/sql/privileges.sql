@@ -15,6 +15,9 @@ GRANT EXECUTE ON FUNCTION
     tenancy.version(),
     tenancy.has_permission(text, text),
     tenancy.require_permission(text, text),
+    tenancy.permits(text, text),
+    tenancy._permitted(text, text),
+    tenancy.permission_denied(text, text),
     tenancy.current_grants()
 TO PUBLIC;
 GRANT SELECT ON tenancy.resources TO PUBLIC;

@@ -29,15 +29,32 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT tenancy.has_permission(resource, action) THEN
-        PERFORM tenancy.raise_error('PERMISSION_DENIED',
-            format('permission %s.%s is required', resource, action),
-            'Ask an admin of your tenant for a role that grants it; GET /rpc/my_permissions lists yours.');
-    END IF;
-    RETURN true;
+    RETURN tenancy.has_permission(resource, action) OR tenancy.permission_denied(resource, action);
 END
 $$;
 COMMENT ON FUNCTION tenancy.require_permission(text, text) IS 'Returns true if the current user holds resource.action, else raises PERMISSION_DENIED (SQLSTATE 42501, HTTP 403) naming it.';
+
+-- What protect()'s policies and trigger call: true, or PERMISSION_DENIED.
+-- A plain SQL function, so the planner inlines it into the policy's
+-- initPlan: one call into Rust, and the error path only when it is false.
+CREATE FUNCTION tenancy.permission_denied(resource text, action text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenancy.raise_error('PERMISSION_DENIED',
+        format('permission %s.%s is required', resource, action),
+        'Ask an admin of your tenant for a role that grants it; GET /rpc/my_permissions lists yours.');
+    RETURN false;
+END
+$$;
+
+CREATE FUNCTION tenancy.permits(resource text, action text)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$ SELECT tenancy._permitted(resource, action) OR tenancy.permission_denied(resource, action) $$;
+COMMENT ON FUNCTION tenancy.permits(text, text) IS 'Used by protect()''s policies: true if the current user holds resource.action, else PERMISSION_DENIED. Names are not re-validated.';
 
 -- Statement-level guard installed by protect(): a clear 403 even when the
 -- statement touches no row.
@@ -52,7 +69,7 @@ BEGIN
     IF tenancy.current_tenant_id() IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM tenancy.require_permission(TG_ARGV[0],
+    PERFORM tenancy.permits(TG_ARGV[0],
         CASE TG_OP WHEN 'INSERT' THEN 'create' WHEN 'UPDATE' THEN 'update' ELSE 'delete' END);
     RETURN NULL;
 END
@@ -84,7 +101,7 @@ BEGIN
 
     FOR cmd IN SELECT * FROM (VALUES ('SELECT', 'read'), ('INSERT', 'create'), ('UPDATE', 'update'), ('DELETE', 'delete'))
                AS v(command, action) LOOP
-        check_expr := format('(SELECT tenancy.require_permission(%L, %L))', resource, cmd.action);
+        check_expr := format('(SELECT tenancy.permits(%L, %L))', resource, cmd.action);
         IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'rbac_' || cmd.action) THEN
             EXECUTE format('DROP POLICY %I ON %s', 'rbac_' || cmd.action, tbl);
         END IF;
