@@ -86,10 +86,20 @@ fn set_local_raw(name: &CString, value: &CString) {
 
 /// Sets tenant and user for the rest of the current transaction only.
 /// Internal: called by `set_tenant` and `pre_request`, which validate first.
+/// `grants` ('resource.action' strings), when given, are the user's
+/// permissions read in the same statement, so RBAC checks in this
+/// transaction need no further query.
 #[pg_extern(volatile, parallel_unsafe, name = "_set_context")]
-pub fn set_context(tenant_id: Option<pgrx::Uuid>, user_id: Option<pgrx::Uuid>) {
+pub fn set_context(
+    tenant_id: Option<pgrx::Uuid>,
+    user_id: Option<pgrx::Uuid>,
+    grants: default!(Option<Vec<Option<String>>>, "NULL"),
+) {
     set_local(guc::TENANT_ID, tenant_id);
     set_local(guc::USER_ID, user_id);
+    if let (Some(tenant), Some(user), Some(grants)) = (tenant_id, user_id, grants) {
+        crate::rbac::remember_grants(tenant, user, grants.into_iter().flatten());
+    }
 }
 
 /// Remembers the idempotency key claimed by this transaction (internal).

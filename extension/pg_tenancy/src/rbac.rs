@@ -76,6 +76,15 @@ fn held(resource: &str, action: &str) -> bool {
     })
 }
 
+/// Stores grants read by pre_request's own statement for this transaction.
+pub fn remember_grants(tenant: pgrx::Uuid, user: pgrx::Uuid, grants: impl Iterator<Item = String>) {
+    let key = (local_xid(), tenant, user, EPOCH.get());
+    let held = grants
+        .filter_map(|g| g.split_once('.').map(|(r, a)| (r.to_string(), a.to_string())))
+        .collect();
+    GRANTS.with(|cache| *cache.borrow_mut() = Some((key, held)));
+}
+
 /// Errors unless resource.action names a registered resource and action.
 fn validate(resource: &str, action: &str) {
     let key = (local_xid(), EPOCH.get());

@@ -1,6 +1,8 @@
 //! Integration tests against the real stack started by `scripts/test`.
 //! One binary, one module per area.
 
+mod dba;
+mod docker_files;
 mod http_isolation;
 mod http_tokens;
 mod idempotency;

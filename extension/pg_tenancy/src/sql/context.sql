@@ -102,8 +102,17 @@ BEGIN
     END IF;
     sub_claim := claims->>'sub';
 
-    -- Fast path, one statement: active tenant, user holds a role, context set.
-    SELECT x.id INTO t.id FROM tenancy.tenants x, tenancy._set_context(x.id, sub_claim::uuid) c
+    -- Fast path, one statement: active tenant, user holds a role, context set,
+    -- and the user's grants handed over so RBAC checks need no other query.
+    -- (Should the context be set for a row that then fails a condition, the
+    -- slow path below raises, and the transaction takes it back.)
+    SELECT x.id INTO t.id
+    FROM tenancy.tenants x,
+         LATERAL (SELECT coalesce(array_agg(rp.resource || '.' || rp.action), '{}') AS grants
+                  FROM tenancy.user_roles ur
+                  JOIN tenancy.role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role = ur.role
+                  WHERE ur.tenant_id = x.id AND ur.user_id = sub_claim::uuid) g,
+         LATERAL tenancy._set_context(x.id, sub_claim::uuid, g.grants) c
     WHERE x.id = tenant_claim::uuid AND x.status = 'active'
       AND EXISTS (SELECT 1 FROM tenancy.user_roles ur WHERE ur.tenant_id = x.id AND ur.user_id = sub_claim::uuid);
     IF t.id IS NOT NULL THEN

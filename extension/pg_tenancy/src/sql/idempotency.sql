@@ -133,7 +133,11 @@ COMMENT ON FUNCTION tenancy.idempotency_complete(jsonb, integer) IS 'Stores the 
 -- No SET search_path here: Postgres forbids COMMIT in a procedure with SET
 -- clauses. It runs as its caller (never SECURITY DEFINER) and names every
 -- object with its schema.
-CREATE PROCEDURE tenancy.purge_idempotency_keys(batch_size integer DEFAULT 1000, max_batches integer DEFAULT 1000)
+CREATE PROCEDURE tenancy.purge_idempotency_keys(
+    batch_size integer DEFAULT 1000,
+    max_batches integer DEFAULT 1000,
+    pause interval DEFAULT '10 milliseconds'
+)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -145,6 +149,9 @@ BEGIN
     IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
         RAISE EXCEPTION 'batch_size and max_batches must be positive' USING ERRCODE = '22023';
     END IF;
+    IF pause IS NULL OR pause < interval '0' OR pause > interval '10 seconds' THEN
+        RAISE EXCEPTION 'pause must be between 0 and 10 seconds' USING ERRCODE = '22023';
+    END IF;
     LOOP
         DELETE FROM tenancy.idempotency_keys k
         USING (SELECT x.tenant_id, x.key FROM tenancy.idempotency_keys x
@@ -155,6 +162,8 @@ BEGIN
         batches := batches + 1;
         COMMIT;
         EXIT WHEN n < batch_size OR batches >= max_batches;
+        -- Leave the CPU to requests between batches.
+        PERFORM pg_catalog.pg_sleep(pg_catalog.date_part('epoch', pause));
     END LOOP;
     INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration)
     VALUES (started, total, pg_catalog.clock_timestamp() - started);
@@ -162,7 +171,7 @@ BEGIN
     COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE tenancy.purge_idempotency_keys(integer, integer) IS 'Deletes expired idempotency keys in batches (SKIP LOCKED, a commit per batch, at most max_batches per run). Scheduled by pg_cron.';
+COMMENT ON PROCEDURE tenancy.purge_idempotency_keys(integer, integer, interval) IS 'Deletes expired idempotency keys in batches (SKIP LOCKED, a commit and a pause per batch, at most max_batches per run). Scheduled by pg_cron.';
 
 CREATE FUNCTION tenancy.idempotency_stats(
     OUT live_keys bigint,

@@ -43,6 +43,9 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- Without a tenant the problem is the missing tenant, whichever policy
+    -- the planner happens to check first.
+    PERFORM tenancy.tenant_scope();
     PERFORM tenancy.raise_error('PERMISSION_DENIED',
         format('permission %s.%s is required', resource, action),
         'Ask an admin of your tenant for a role that grants it; GET /rpc/my_permissions lists yours.');

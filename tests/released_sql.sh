@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Upgrades are a feature: released SQL never changes, and every released
+# version upgrades to the current one with the same result as a fresh install.
+#   - extension/pg_tenancy/released/pg_tenancy--V.sql is the SQL of release V,
+#     frozen. If V is the current version, the installed (generated) SQL must
+#     equal it, comments aside: change the version instead of released SQL.
+#   - For each older V: CREATE EXTENSION pg_tenancy VERSION 'V', add data,
+#     ALTER EXTENSION pg_tenancy UPDATE (through the upgrade scripts in
+#     extension/pg_tenancy/sql/), and compare the schema with a fresh install.
+# Usage: tests/released_sql.sh PORT   (a running cluster with pg_tenancy installed)
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+PORT=$1
+fail() { printf 'released SQL test FAILED: %s\n' "$*" >&2; exit 1; }
+ext_dir=$("$PG_CONFIG" --sharedir)/extension
+current=$(sed -n "s/^default_version = '\(.*\)'$/\1/p" "$ext_dir/pg_tenancy.control")
+[ -n "$current" ] || fail "no default_version in the installed control file"
+strip() { grep -v -e '^--' -e '^[[:space:]]*$' "$1"; }
+
+checked=0 upgraded=0
+for frozen in "$ROOT"/extension/pg_tenancy/released/pg_tenancy--*.sql; do
+    [ -e "$frozen" ] || continue
+    v=$(basename "$frozen" .sql); v=${v#pg_tenancy--}
+    if [ "$v" = "$current" ]; then
+        diff <(strip "$frozen") <(strip "$ext_dir/pg_tenancy--$current.sql") >/dev/null ||
+            fail "the SQL of released version $v changed; bump the version and add an upgrade script instead"
+        checked=$((checked + 1))
+        continue
+    fi
+    cp "$frozen" "$ext_dir/"
+    for db in upgrade_from_old upgrade_fresh; do
+        psql_admin "$PORT" postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+    done
+    psql_admin "$PORT" upgrade_from_old -c "CREATE EXTENSION pg_tenancy VERSION '$v'" \
+        -c "SELECT tenancy.create_tenant('upgrade-test', 'Upgrade test')" \
+        -c "ALTER EXTENSION pg_tenancy UPDATE" >/dev/null || fail "upgrading from $v failed"
+    psql_admin "$PORT" upgrade_fresh -c "CREATE EXTENSION pg_tenancy" >/dev/null
+    dump() { "$PG_BIN/pg_dump" -h 127.0.0.1 -p "$PORT" -U postgres --schema-only -n tenancy "$1" | grep -v -e '^--' -e '^$'; }
+    diff <(dump upgrade_from_old) <(dump upgrade_fresh) >&2 || fail "$v upgraded to $current differs from a fresh install (diff above)"
+    rm -f "$ext_dir/pg_tenancy--$v.sql"
+    upgraded=$((upgraded + 1))
+done
+[ "$checked" = 1 ] || [ -n "${ALLOW_UNRELEASED:-}" ] ||
+    fail "version $current has no frozen SQL in extension/pg_tenancy/released/ (copy the generated SQL there when you release it)"
+echo "ok: released SQL unchanged ($checked), upgrades equal to fresh installs ($upgraded)"
