@@ -90,6 +90,38 @@ DROP TRIGGER IF EXISTS bank_transactions_derived ON ledger.bank_transactions;
 CREATE TRIGGER bank_transactions_derived BEFORE INSERT OR UPDATE ON ledger.bank_transactions
     FOR EACH ROW EXECUTE FUNCTION ledger.bank_transactions_derived();
 
+-- Bulk import, as the caller (row level security and RBAC apply). The API
+-- wraps it in an idempotency key (sql/20_api.sql).
+CREATE OR REPLACE FUNCTION ledger.import_bank_transactions(transactions jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    imported jsonb;
+BEGIN
+    IF jsonb_typeof(transactions) IS DISTINCT FROM 'array' OR jsonb_array_length(transactions) NOT BETWEEN 1 AND 10000 THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'the body must be a JSON array of 1 to 10000 transactions');
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(transactions) x
+               WHERE jsonb_typeof(x) <> 'object' OR NOT x ?& ARRAY['amount', 'currency', 'booked_on']) THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'every transaction needs amount, currency and booked_on');
+    END IF;
+    WITH rows AS (
+        INSERT INTO ledger.bank_transactions (amount, currency, booked_on, description, counterparty)
+        SELECT (x->>'amount')::numeric, x->>'currency', (x->>'booked_on')::date,
+               coalesce(x->>'description', ''), coalesce(x->>'counterparty', '')
+        FROM jsonb_array_elements(transactions) WITH ORDINALITY AS e(x, n)
+        ORDER BY n
+        RETURNING id
+    )
+    SELECT jsonb_build_object('imported', count(*), 'ids', jsonb_agg(id)) INTO imported FROM rows;
+    RETURN imported;
+END
+$$;
+REVOKE ALL ON FUNCTION ledger.import_bank_transactions(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.import_bank_transactions(jsonb) TO authenticated;
+
 SELECT tenancy.enable('ledger.invoices');
 SELECT tenancy.enable('ledger.bank_transactions');
 -- RBAC on top of isolation: GET needs <resource>.read, POST .create,

@@ -92,28 +92,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     replay jsonb := tenancy.idempotency_claim('import_bank_transactions', $1);
-    imported jsonb;
 BEGIN
     IF replay IS NOT NULL THEN
         RETURN replay;
     END IF;
-    IF jsonb_typeof($1) IS DISTINCT FROM 'array' OR jsonb_array_length($1) NOT BETWEEN 1 AND 10000 THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'the body must be a JSON array of 1 to 10000 transactions');
-    END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements($1) x
-               WHERE jsonb_typeof(x) <> 'object' OR NOT x ?& ARRAY['amount', 'currency', 'booked_on']) THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'every transaction needs amount, currency and booked_on');
-    END IF;
-    WITH rows AS (
-        INSERT INTO ledger.bank_transactions (amount, currency, booked_on, description, counterparty)
-        SELECT (x->>'amount')::numeric, x->>'currency', (x->>'booked_on')::date,
-               coalesce(x->>'description', ''), coalesce(x->>'counterparty', '')
-        FROM jsonb_array_elements($1) WITH ORDINALITY AS e(x, n)
-        ORDER BY n
-        RETURNING id
-    )
-    SELECT jsonb_build_object('imported', count(*), 'ids', jsonb_agg(id)) INTO imported FROM rows;
-    RETURN tenancy.idempotency_complete(imported, 201);
+    RETURN tenancy.idempotency_complete(ledger.import_bank_transactions($1), 201);
 END
 $$;
 COMMENT ON FUNCTION api.import_bank_transactions(jsonb) IS 'Imports a JSON array of bank transactions exactly once per Idempotency-Key header (required). Retries replay the stored 201 response with Idempotent-Replayed: true.';

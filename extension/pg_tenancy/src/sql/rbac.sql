@@ -178,6 +178,22 @@ BEGIN
 END
 $$;
 
+-- The name itself, or INVALID_ARGUMENT.
+CREATE FUNCTION tenancy.valid_role_name(name text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+            format('invalid role name %s', coalesce(quote_literal(left(name, 100)), 'NULL')),
+            'A role name is 1 to 63 characters: lowercase letters, digits and "_", starting with a letter.');
+    END IF;
+    RETURN name;
+END
+$$;
+
 -- A role of the current tenant, or NOT_FOUND.
 CREATE FUNCTION tenancy.tenant_role(tenant uuid, role text)
 RETURNS tenancy.roles
@@ -187,11 +203,7 @@ AS $$
 DECLARE
     found tenancy.roles;
 BEGIN
-    IF role IS NULL OR role !~ '^[a-z][a-z0-9_]{0,62}$' THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
-            format('invalid role name %s', coalesce(quote_literal(left(role, 100)), 'NULL')),
-            'A role name is 1 to 63 characters: lowercase letters, digits and "_", starting with a letter.');
-    END IF;
+    PERFORM tenancy.valid_role_name(role);
     SELECT * INTO found FROM tenancy.roles r WHERE r.tenant_id = tenant AND r.name = role;
     IF found.name IS NULL THEN
         PERFORM tenancy.raise_error('NOT_FOUND', format('role "%s" does not exist in this tenant', role));
@@ -243,11 +255,7 @@ DECLARE
     perm text;
     parsed record;
 BEGIN
-    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,62}$' THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
-            format('invalid role name %s', coalesce(quote_literal(left(name, 100)), 'NULL')),
-            'A role name is 1 to 63 characters: lowercase letters, digits and "_", starting with a letter.');
-    END IF;
+    PERFORM tenancy.valid_role_name(name);
     IF length(coalesce(description, '')) > 500 THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'a role description is at most 500 characters');
     END IF;
