@@ -66,7 +66,10 @@ pub fn db_error(err: sqlx::Error) -> DbError {
 }
 
 /// Expects `result` to be a database error with this SQLSTATE; returns it.
-pub fn expect_db_error<T: std::fmt::Debug>(result: Result<T, sqlx::Error>, sqlstate: &str) -> DbError {
+pub fn expect_db_error<T: std::fmt::Debug>(
+    result: Result<T, sqlx::Error>,
+    sqlstate: &str,
+) -> DbError {
     match result {
         Ok(v) => panic!("expected SQLSTATE {sqlstate}, but the statement succeeded: {v:?}"),
         Err(e) => {
@@ -95,8 +98,18 @@ pub async fn new_tenant(db: &PgPool) -> Tenant {
         .fetch_one(db)
         .await
         .expect("create_tenant");
-    let t = Tenant { id, slug, admin: Uuid::new_v4(), member: Uuid::new_v4(), readonly: Uuid::new_v4() };
-    for (user, role) in [(t.admin, "admin"), (t.member, "member"), (t.readonly, "readonly")] {
+    let t = Tenant {
+        id,
+        slug,
+        admin: Uuid::new_v4(),
+        member: Uuid::new_v4(),
+        readonly: Uuid::new_v4(),
+    };
+    for (user, role) in [
+        (t.admin, "admin"),
+        (t.member, "member"),
+        (t.readonly, "readonly"),
+    ] {
         sqlx::query("SELECT tenancy.add_member($1, $2, $3)")
             .bind(&t.slug)
             .bind(user)
@@ -137,7 +150,10 @@ pub async fn insert_transaction(db: &PgPool, t: &Tenant, description: &str, amou
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
 }
 
 /// The claims of a valid access token for `user` in `tenant`.
@@ -180,22 +196,33 @@ pub struct Reply {
 impl Reply {
     /// The JSON error code PostgREST returned (ours or PostgREST's own).
     pub fn code(&self) -> &str {
-        self.body.get("code").and_then(Value::as_str).unwrap_or_default()
+        self.body
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn message(&self) -> &str {
-        self.body.get("message").and_then(Value::as_str).unwrap_or_default()
+        self.body
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn rows(&self) -> &Vec<Value> {
-        self.body.as_array().unwrap_or_else(|| panic!("expected a JSON array, got {self:?}"))
+        self.body
+            .as_array()
+            .unwrap_or_else(|| panic!("expected a JSON array, got {self:?}"))
     }
 
     /// Asserts an error reply: this status, and a body that is an error
     /// object, never rows.
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "unexpected reply: {self:?}");
-        assert!(self.body.is_object(), "an error must be a JSON object, not data: {self:?}");
+        assert!(
+            self.body.is_object(),
+            "an error must be a JSON object, not data: {self:?}"
+        );
         assert_eq!(self.code(), code, "unexpected error code: {self:?}");
     }
 }
@@ -215,7 +242,10 @@ impl Default for Api {
 
 impl Api {
     pub fn new() -> Self {
-        Api { client: reqwest::Client::new(), base: stack().http }
+        Api {
+            client: reqwest::Client::new(),
+            base: stack().http,
+        }
     }
 
     pub async fn send(
@@ -226,7 +256,9 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Reply {
-        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -236,7 +268,10 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("PostgREST at {} is not answering: {e}", self.base));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PostgREST at {} is not answering: {e}", self.base));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("response body");
@@ -245,15 +280,33 @@ impl Api {
         } else {
             serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text))
         };
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        self.send(reqwest::Method::GET, path, token, &[], None).await
+        self.send(reqwest::Method::GET, path, token, &[], None)
+            .await
     }
 
     /// POST/PATCH/DELETE asking for the affected rows back.
-    pub async fn write(&self, method: reqwest::Method, path: &str, token: &str, body: Option<&Value>) -> Reply {
-        self.send(method, path, Some(token), &[("Prefer", "return=representation")], body).await
+    pub async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        self.send(
+            method,
+            path,
+            Some(token),
+            &[("Prefer", "return=representation")],
+            body,
+        )
+        .await
     }
 }

@@ -127,5 +127,9 @@ fn idempotency_ttl_seconds() -> i32 {
 /// 422 or 409: the status for a key reused with another request.
 #[pg_extern(stable, parallel_safe)]
 fn idempotency_conflict_status() -> i32 {
-    if guc::IDEMPOTENCY_CONFLICT_STATUS.get() == 409 { 409 } else { 422 }
+    if guc::IDEMPOTENCY_CONFLICT_STATUS.get() == 409 {
+        409
+    } else {
+        422
+    }
 }

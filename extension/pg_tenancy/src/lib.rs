@@ -27,7 +27,12 @@ extension_sql_file!("sql/check.sql", name = "check", requires = ["enable"]);
 extension_sql_file!(
     "sql/rbac.sql",
     name = "rbac",
-    requires = ["context", rbac::has_permission, rbac::permitted, rbac::rbac_changed]
+    requires = [
+        "context",
+        rbac::has_permission,
+        rbac::permitted,
+        rbac::rbac_changed
+    ]
 );
 extension_sql_file!(
     "sql/idempotency.sql",

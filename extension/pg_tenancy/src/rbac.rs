@@ -26,9 +26,13 @@ thread_local! {
 }
 
 fn invalid(message: String, hint: &str) -> ! {
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, function_name!())
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        function_name!(),
+    )
+    .set_hint(hint)
+    .report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
 
@@ -65,14 +69,17 @@ fn held(resource: &str, action: &str) -> bool {
     GRANTS.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.as_ref().is_none_or(|(k, _)| *k != key) {
-            let grants = select_pairs("SELECT resource, ARRAY[action] FROM tenancy.current_grants()")
-                .into_iter()
-                .map(|(r, mut a)| (r, a.pop().unwrap_or_default()))
-                .collect();
+            let grants =
+                select_pairs("SELECT resource, ARRAY[action] FROM tenancy.current_grants()")
+                    .into_iter()
+                    .map(|(r, mut a)| (r, a.pop().unwrap_or_default()))
+                    .collect();
             *cache = Some((key, grants));
         }
         let (_, grants) = cache.as_ref().expect("just loaded");
-        grants.iter().any(|(r, a)| (r == ANY || r == resource) && (a == ANY || a == action))
+        grants
+            .iter()
+            .any(|(r, a)| (r == ANY || r == resource) && (a == ANY || a == action))
     })
 }
 
@@ -80,7 +87,10 @@ fn held(resource: &str, action: &str) -> bool {
 pub fn remember_grants(tenant: pgrx::Uuid, user: pgrx::Uuid, grants: impl Iterator<Item = String>) {
     let key = (local_xid(), tenant, user, EPOCH.get());
     let held = grants
-        .filter_map(|g| g.split_once('.').map(|(r, a)| (r.to_string(), a.to_string())))
+        .filter_map(|g| {
+            g.split_once('.')
+                .map(|(r, a)| (r.to_string(), a.to_string()))
+        })
         .collect();
     GRANTS.with(|cache| *cache.borrow_mut() = Some((key, held)));
 }

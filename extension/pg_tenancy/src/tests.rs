@@ -124,7 +124,9 @@ mod tests {
         );
     }
 
-    #[pg_test(error = "column tenant_id of public.bad_col is text, but a tenant column must be uuid")]
+    #[pg_test(
+        error = "column tenant_id of public.bad_col is text, but a tenant column must be uuid"
+    )]
     fn enable_rejects_a_non_uuid_tenant_column() {
         Spi::run("CREATE TABLE public.bad_col (tenant_id text)").unwrap();
         Spi::run("SELECT tenancy.enable('public.bad_col')").unwrap();
@@ -156,11 +158,22 @@ mod tests {
             1
         );
         assert_eq!(
-            Spi::get_one::<Vec<String>>("SELECT actions FROM tenancy.resources WHERE name = 'docs'").unwrap(),
-            Some(vec!["create".into(), "delete".into(), "read".into(), "update".into()])
+            Spi::get_one::<Vec<String>>(
+                "SELECT actions FROM tenancy.resources WHERE name = 'docs'"
+            )
+            .unwrap(),
+            Some(vec![
+                "create".into(),
+                "delete".into(),
+                "read".into(),
+                "update".into()
+            ])
         );
         Spi::run("SELECT tenancy.unprotect('public.docs')").unwrap();
-        assert_eq!(count("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.docs'::regclass"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.docs'::regclass"),
+            1
+        );
         assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.docs'::regclass AND NOT tgisinternal"), 0);
     }
 
@@ -181,7 +194,10 @@ mod tests {
         assert!(has("SELECT tenancy.has_permission('roles', 'manage')"));
         // A user: exactly their roles' grants, wildcards included.
         let user = "0000000f-0000-4000-8000-00000000000f";
-        Spi::run(&format!("SELECT tenancy.add_member('perm-t', '{user}', 'readonly')")).unwrap();
+        Spi::run(&format!(
+            "SELECT tenancy.add_member('perm-t', '{user}', 'readonly')"
+        ))
+        .unwrap();
         Spi::run(&format!(
             "SELECT tenancy._set_context((SELECT id FROM tenancy.tenants WHERE slug = 'perm-t'), '{user}')"
         ))
@@ -191,7 +207,10 @@ mod tests {
         assert!(has("SELECT tenancy.has_permission('*', 'read')"));
         assert!(!has("SELECT tenancy.has_permission('*', '*')"));
         // A change in this transaction is seen at once.
-        Spi::run(&format!("SELECT tenancy.add_member('perm-t', '{user}', 'admin')")).unwrap();
+        Spi::run(&format!(
+            "SELECT tenancy.add_member('perm-t', '{user}', 'admin')"
+        ))
+        .unwrap();
         assert!(has("SELECT tenancy.has_permission('roles', 'manage')"));
     }
 }

@@ -27,15 +27,25 @@ fn db_url(name: &str) -> String {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Rows of `query` (one column, text) in database `db`, for comparing.
 async fn rows(db: &str, query: &str, tenant: Uuid) -> Vec<String> {
     let mut conn = PgConnection::connect(&db_url(db)).await.unwrap();
-    sqlx::query_scalar(query).bind(tenant).fetch_all(&mut conn).await.unwrap()
+    sqlx::query_scalar(query)
+        .bind(tenant)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -46,25 +56,46 @@ async fn dump_and_restore_keep_everything_and_isolation() {
     insert_invoice(&db, &other, "INV-OTHER", "1.00").await;
     insert_transaction(&db, &t, "dumped payment", "42.42").await;
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut *tx).await.unwrap();
-    tx.execute("SELECT tenancy.create_role('auditor', 'reads', ARRAY['invoices.read'])").await.unwrap();
-    tx.execute("SELECT tenancy.idempotency_claim('import_bank_transactions', '[1]', 'dump-key')").await.unwrap();
-    tx.execute("SELECT tenancy.idempotency_complete('{\"imported\": 1}', 201)").await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&t.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.execute("SELECT tenancy.create_role('auditor', 'reads', ARRAY['invoices.read'])")
+        .await
+        .unwrap();
+    tx.execute("SELECT tenancy.idempotency_claim('import_bank_transactions', '[1]', 'dump-key')")
+        .await
+        .unwrap();
+    tx.execute("SELECT tenancy.idempotency_complete('{\"imported\": 1}', 201)")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     let dir = std::env::temp_dir().join(format!("pg_tenancy_dump_{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let dump = dir.join("db.dump");
-    run(Command::new(pg_bin("pg_dump")).args(["-Fc", "-d", &stack().db_url, "-f"]).arg(&dump));
+    run(Command::new(pg_bin("pg_dump"))
+        .args(["-Fc", "-d", &stack().db_url, "-f"])
+        .arg(&dump));
     // pg_cron lives only in cron.database_name: restoring into another
     // database leaves its entries out, as a DBA would.
     let list = run(Command::new(pg_bin("pg_restore")).arg("-l").arg(&dump));
-    let kept: String = list.lines().filter(|l| !l.contains("pg_cron") && !l.contains(" cron ")).map(|l| format!("{l}\n")).collect();
+    let kept: String = list
+        .lines()
+        .filter(|l| !l.contains("pg_cron") && !l.contains(" cron "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let list_file = dir.join("restore.list");
     std::fs::write(&list_file, kept).unwrap();
     let target = format!("restored_{}", Uuid::new_v4().simple());
-    db.execute(format!("CREATE DATABASE {target}").as_str()).await.unwrap();
-    run(Command::new(pg_bin("pg_restore")).args(["--exit-on-error", "-d", &db_url(&target), "-L"]).arg(&list_file).arg(&dump));
+    db.execute(format!("CREATE DATABASE {target}").as_str())
+        .await
+        .unwrap();
+    run(Command::new(pg_bin("pg_restore"))
+        .args(["--exit-on-error", "-d", &db_url(&target), "-L"])
+        .arg(&list_file)
+        .arg(&dump));
 
     for q in [
         "SELECT slug || status FROM tenancy.tenants WHERE id = $1",
@@ -82,17 +113,34 @@ async fn dump_and_restore_keep_everything_and_isolation() {
 
     // Isolation still holds in the restored database.
     let mut conn = PgConnection::connect(&db_url(&target)).await.unwrap();
-    let problems: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.check()").fetch_one(&mut conn).await.unwrap();
+    let problems: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.check()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(problems, 0);
     conn.execute("SET ROLE analyst").await.unwrap();
-    expect_db_error(sqlx::query("SELECT count(*) FROM ledger.invoices").execute(&mut conn).await, "TN001");
+    expect_db_error(
+        sqlx::query("SELECT count(*) FROM ledger.invoices")
+            .execute(&mut conn)
+            .await,
+        "TN001",
+    );
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut *tx).await.unwrap();
-    let seen: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM ledger.invoices").fetch_all(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&t.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seen: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM ledger.invoices")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(seen, vec![t.id]);
     tx.rollback().await.unwrap();
     conn.close().await.unwrap();
-    db.execute(format!("DROP DATABASE {target} WITH (FORCE)").as_str()).await.unwrap();
+    db.execute(format!("DROP DATABASE {target} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -103,9 +151,16 @@ async fn creating_twice_and_dropping_with_dependents_are_clear_errors() {
     assert_eq!(e.message, "extension \"pg_tenancy\" already exists");
     let mut tx = db.begin().await.unwrap();
     let e = expect_db_error(tx.execute("DROP EXTENSION pg_tenancy").await, "2BP01");
-    assert_eq!(e.message, "cannot drop extension pg_tenancy because other objects depend on it");
+    assert_eq!(
+        e.message,
+        "cannot drop extension pg_tenancy because other objects depend on it"
+    );
     tx.rollback().await.unwrap();
-    let installed: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_tenancy'").fetch_one(&db).await.unwrap();
+    let installed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_tenancy'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert_eq!(installed, 1, "nothing was dropped");
 }
 
@@ -114,7 +169,12 @@ async fn loading_sql_twice_changes_nothing() {
     let db = admin().await;
     let count = |q: &'static str| {
         let db = db.clone();
-        async move { sqlx::query_scalar::<_, i64>(q).fetch_one(&db).await.unwrap() }
+        async move {
+            sqlx::query_scalar::<_, i64>(q)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
     };
     let policies = count("SELECT count(*) FROM pg_policy").await;
     let jobs = count("SELECT count(*) FROM cron.job").await;
@@ -127,7 +187,16 @@ async fn loading_sql_twice_changes_nothing() {
     assert!(files.len() >= 5, "{files:?}");
     for f in files {
         run(Command::new(pg_bin("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", &stack().db_url, "-f"])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+                "-d",
+                &stack().db_url,
+                "-f",
+            ])
             .arg(&f)
             .env("PGOPTIONS", "-c client_min_messages=warning"));
     }
@@ -139,11 +208,12 @@ async fn loading_sql_twice_changes_nothing() {
 #[tokio::test]
 async fn version_is_the_installed_version() {
     let db = admin().await;
-    let (lib, ext): (String, String) =
-        sqlx::query_as("SELECT tenancy.version(), extversion FROM pg_extension WHERE extname = 'pg_tenancy'")
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (lib, ext): (String, String) = sqlx::query_as(
+        "SELECT tenancy.version(), extversion FROM pg_extension WHERE extname = 'pg_tenancy'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
     assert_eq!(lib, ext);
     assert_eq!(lib, env!("CARGO_PKG_VERSION"));
 }

@@ -38,7 +38,10 @@ fn the_container_loads_every_sql_file_the_native_stack_loads() {
     assert!(sql.len() >= 5, "{sql:?}");
     for name in sql.iter().filter(|n| !n.contains("demo")) {
         let mount = format!("- ../sql/{name}:/docker-entrypoint-initdb.d/{name}:ro");
-        assert!(compose.contains(&mount), "docker-compose.yml does not load sql/{name} ({mount})");
+        assert!(
+            compose.contains(&mount),
+            "docker-compose.yml does not load sql/{name} ({mount})"
+        );
     }
 }
 
@@ -47,18 +50,34 @@ fn the_container_uses_the_same_server_and_postgrest_settings() {
     let compose = read("docker/docker-compose.yml");
     let dockerfile = read("docker/Dockerfile");
     let lib = read("scripts/lib.sh");
-    assert!(dockerfile.contains("COPY sql/postgresql.conf"), "the image must take sql/postgresql.conf");
-    assert!(lib.contains("$ROOT/sql/postgresql.conf"), "the scripts must take sql/postgresql.conf");
+    assert!(
+        dockerfile.contains("COPY sql/postgresql.conf"),
+        "the image must take sql/postgresql.conf"
+    );
+    assert!(
+        lib.contains("$ROOT/sql/postgresql.conf"),
+        "the scripts must take sql/postgresql.conf"
+    );
     assert!(
         compose.contains("- ../api-config/postgrest.conf:/etc/postgrest/postgrest.conf:ro")
             && compose.contains("command: [\"postgrest\", \"/etc/postgrest/postgrest.conf\"]"),
         "PostgREST in docker must run api-config/postgrest.conf"
     );
-    assert!(compose.contains("image: postgrest/postgrest:v12.0.2"), "the same PostgREST version as the tests");
+    assert!(
+        compose.contains("image: postgrest/postgrest:v12.0.2"),
+        "the same PostgREST version as the tests"
+    );
     assert!(lib.contains("POSTGREST_VERSION=12.0.2"));
-    assert!(dockerfile.contains("COPY dist/pg_tenancy-"), "the image installs the release artifact");
+    assert!(
+        dockerfile.contains("COPY dist/pg_tenancy-"),
+        "the image installs the release artifact"
+    );
     // Environment may override only where PostgREST connects, listens and its secret.
-    for line in compose.lines().map(str::trim).filter(|l| l.starts_with("PGRST_")) {
+    for line in compose
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("PGRST_"))
+    {
         let key = line.split(':').next().unwrap();
         assert!(
             ["PGRST_DB_URI", "PGRST_SERVER_HOST", "PGRST_JWT_SECRET"].contains(&key),

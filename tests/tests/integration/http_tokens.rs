@@ -39,7 +39,10 @@ async fn a_valid_token_reads_its_tenant() {
 #[tokio::test]
 async fn bad_signature_is_401() {
     let t = tenant_with_data().await;
-    let forged = sign(&access_claims(t.id, t.admin), "another-secret-that-is-long-enough-0123456789");
+    let forged = sign(
+        &access_claims(t.id, t.admin),
+        "another-secret-that-is-long-enough-0123456789",
+    );
     get_invoices(&forged).await.assert_error(401, "PGRST301");
 }
 
@@ -71,24 +74,93 @@ async fn claim_problems_are_rejected_with_our_codes() {
     let t = tenant_with_data().await;
     let db = admin().await;
     let suspended = new_tenant(&db).await;
-    sqlx::query("SELECT tenancy.suspend_tenant($1)").bind(&suspended.slug).execute(&db).await.unwrap();
+    sqlx::query("SELECT tenancy.suspend_tenant($1)")
+        .bind(&suspended.slug)
+        .execute(&db)
+        .await
+        .unwrap();
     let stranger = new_tenant(&db).await;
     let good = access_claims(t.id, t.admin);
 
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("missing tenant_id", without(good.clone(), "tenant_id"), 401, "TENANT_CLAIM_INVALID"),
-        ("tenant_id not a uuid", with(good.clone(), "tenant_id", json!("acme")), 401, "TENANT_CLAIM_INVALID"),
-        ("tenant_id a number", with(good.clone(), "tenant_id", json!(42)), 401, "TENANT_CLAIM_INVALID"),
-        ("tenant_id an array", with(good.clone(), "tenant_id", json!([t.id.to_string()])), 401, "TENANT_CLAIM_INVALID"),
-        ("tenant_id with SQL", with(good.clone(), "tenant_id", json!("' OR 1=1 --")), 401, "TENANT_CLAIM_INVALID"),
-        ("unknown tenant", with(good.clone(), "tenant_id", json!(Uuid::new_v4().to_string())), 403, "TENANT_NOT_FOUND"),
-        ("suspended tenant", access_claims(suspended.id, suspended.admin), 403, "TENANT_SUSPENDED"),
-        ("refresh token", with(good.clone(), "type", json!("refresh")), 401, "TOKEN_TYPE_INVALID"),
-        ("no type", without(good.clone(), "type"), 401, "TOKEN_TYPE_INVALID"),
-        ("missing sub", without(good.clone(), "sub"), 401, "SUBJECT_CLAIM_INVALID"),
-        ("sub not a uuid", with(good.clone(), "sub", json!("alice")), 401, "SUBJECT_CLAIM_INVALID"),
-        ("user of no tenant", access_claims(t.id, Uuid::new_v4()), 403, "NOT_A_MEMBER"),
-        ("member of another tenant", access_claims(t.id, stranger.admin), 403, "NOT_A_MEMBER"),
+        (
+            "missing tenant_id",
+            without(good.clone(), "tenant_id"),
+            401,
+            "TENANT_CLAIM_INVALID",
+        ),
+        (
+            "tenant_id not a uuid",
+            with(good.clone(), "tenant_id", json!("acme")),
+            401,
+            "TENANT_CLAIM_INVALID",
+        ),
+        (
+            "tenant_id a number",
+            with(good.clone(), "tenant_id", json!(42)),
+            401,
+            "TENANT_CLAIM_INVALID",
+        ),
+        (
+            "tenant_id an array",
+            with(good.clone(), "tenant_id", json!([t.id.to_string()])),
+            401,
+            "TENANT_CLAIM_INVALID",
+        ),
+        (
+            "tenant_id with SQL",
+            with(good.clone(), "tenant_id", json!("' OR 1=1 --")),
+            401,
+            "TENANT_CLAIM_INVALID",
+        ),
+        (
+            "unknown tenant",
+            with(good.clone(), "tenant_id", json!(Uuid::new_v4().to_string())),
+            403,
+            "TENANT_NOT_FOUND",
+        ),
+        (
+            "suspended tenant",
+            access_claims(suspended.id, suspended.admin),
+            403,
+            "TENANT_SUSPENDED",
+        ),
+        (
+            "refresh token",
+            with(good.clone(), "type", json!("refresh")),
+            401,
+            "TOKEN_TYPE_INVALID",
+        ),
+        (
+            "no type",
+            without(good.clone(), "type"),
+            401,
+            "TOKEN_TYPE_INVALID",
+        ),
+        (
+            "missing sub",
+            without(good.clone(), "sub"),
+            401,
+            "SUBJECT_CLAIM_INVALID",
+        ),
+        (
+            "sub not a uuid",
+            with(good.clone(), "sub", json!("alice")),
+            401,
+            "SUBJECT_CLAIM_INVALID",
+        ),
+        (
+            "user of no tenant",
+            access_claims(t.id, Uuid::new_v4()),
+            403,
+            "NOT_A_MEMBER",
+        ),
+        (
+            "member of another tenant",
+            access_claims(t.id, stranger.admin),
+            403,
+            "NOT_A_MEMBER",
+        ),
     ];
     for (what, claims, status, code) in cases {
         let r = get_invoices(&sign(&claims, &stack().jwt_secret)).await;
@@ -104,7 +176,12 @@ async fn a_401_from_our_checks_carries_www_authenticate() {
     let claims = with(access_claims(t.id, t.admin), "type", json!("refresh"));
     let r = get_invoices(&sign(&claims, &stack().jwt_secret)).await;
     r.assert_error(401, "TOKEN_TYPE_INVALID");
-    let h = r.headers.get("www-authenticate").expect("WWW-Authenticate header").to_str().unwrap();
+    let h = r
+        .headers
+        .get("www-authenticate")
+        .expect("WWW-Authenticate header")
+        .to_str()
+        .unwrap();
     assert!(h.starts_with("Bearer"), "{h}");
 }
 
@@ -115,7 +192,10 @@ async fn a_role_claim_cannot_escalate_to_a_privileged_role() {
         let claims = with(access_claims(t.id, t.admin), "role", json!(role));
         let r = get_invoices(&sign(&claims, &stack().jwt_secret)).await;
         assert!(matches!(r.status, 401 | 403), "role {role}: {r:?}");
-        assert!(r.body.is_object(), "role {role}: an error, never data: {r:?}");
+        assert!(
+            r.body.is_object(),
+            "role {role}: an error, never data: {r:?}"
+        );
     }
 }
 

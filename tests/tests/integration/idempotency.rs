@@ -22,7 +22,15 @@ async fn import(tok: &str, key: Option<&str>, body: &Value) -> Reply {
     if let Some(k) = key {
         headers.push(("Idempotency-Key", k));
     }
-    Api::new().send(Method::POST, "/rpc/import_bank_transactions", Some(tok), &headers, Some(body)).await
+    Api::new()
+        .send(
+            Method::POST,
+            "/rpc/import_bank_transactions",
+            Some(tok),
+            &headers,
+            Some(body),
+        )
+        .await
 }
 
 async fn imported_rows(t: &Tenant, marker: &str) -> i64 {
@@ -43,7 +51,10 @@ async fn stored_keys(t: &Tenant) -> i64 {
 }
 
 fn replayed(r: &Reply) -> bool {
-    r.headers.get("idempotent-replayed").map(|v| v == "true").unwrap_or(false)
+    r.headers
+        .get("idempotent-replayed")
+        .map(|v| v == "true")
+        .unwrap_or(false)
 }
 
 #[tokio::test]
@@ -83,7 +94,10 @@ async fn missing_or_malformed_keys_are_400() {
     for bad in ["".to_string(), "x".repeat(256), "tab\there".to_string()] {
         let r = import(&tok, Some(&bad), &body).await;
         r.assert_error(400, "IDEMPOTENCY_KEY_INVALID");
-        assert_eq!(r.message(), "the Idempotency-Key must be 1 to 255 characters without control characters");
+        assert_eq!(
+            r.message(),
+            "the Idempotency-Key must be 1 to 255 characters without control characters"
+        );
     }
     let r = import(&tok, Some(&"k".repeat(255)), &body).await;
     assert_eq!(r.status, 201, "255 characters is fine: {r:?}");
@@ -95,7 +109,10 @@ async fn the_same_key_with_another_body_is_422() {
     let t = new_tenant(&admin().await).await;
     let tok = token(t.id, t.member);
     let key = Uuid::new_v4().to_string();
-    assert_eq!(import(&tok, Some(&key), &batch("first", 1)).await.status, 201);
+    assert_eq!(
+        import(&tok, Some(&key), &batch("first", 1)).await.status,
+        201
+    );
     let r = import(&tok, Some(&key), &batch("second", 1)).await;
     r.assert_error(422, "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(imported_rows(&t, "second").await, 0);
@@ -111,29 +128,63 @@ async fn a_setting_switches_reuse_to_409_and_sql_callers_get_sqlstates() {
     };
     // First use, completed and committed.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&t.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.execute(claim("sql-key", "[1]").as_str()).await.unwrap();
-    tx.execute("SELECT tenancy.idempotency_complete('{\"ok\": true}', 200)").await.unwrap();
+    tx.execute("SELECT tenancy.idempotency_complete('{\"ok\": true}', 200)")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     // A SQL caller reusing it with another request: SQLSTATE TN013.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&t.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let e = expect_db_error(tx.execute(claim("sql-key", "[2]").as_str()).await, "TN013");
-    assert!(e.message.starts_with("this Idempotency-Key was already used for a different request"), "{e:?}");
+    assert!(
+        e.message
+            .starts_with("this Idempotency-Key was already used for a different request"),
+        "{e:?}"
+    );
     tx.rollback().await.unwrap();
     // The same request replays for SQL callers too.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut *tx).await.unwrap();
-    let replay: Option<Value> = sqlx::query_scalar(&claim("sql-key", "[1]")).fetch_one(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&t.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let replay: Option<Value> = sqlx::query_scalar(&claim("sql-key", "[1]"))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(replay, Some(json!({"ok": true})));
     tx.rollback().await.unwrap();
     // With tenancy.idempotency_conflict_status = 409, an HTTP request gets 409.
     let mut tx = conn.begin().await.unwrap();
-    tx.execute("SET LOCAL tenancy.idempotency_conflict_status = 409").await.unwrap();
-    tx.execute("SELECT set_config('request.method', 'POST', true)").await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut *tx).await.unwrap();
-    let err = tx.execute(claim("sql-key", "[3]").as_str()).await.unwrap_err();
-    let sqlx::Error::Database(e) = err else { panic!("expected a database error") };
+    tx.execute("SET LOCAL tenancy.idempotency_conflict_status = 409")
+        .await
+        .unwrap();
+    tx.execute("SELECT set_config('request.method', 'POST', true)")
+        .await
+        .unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&t.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = tx
+        .execute(claim("sql-key", "[3]").as_str())
+        .await
+        .unwrap_err();
+    let sqlx::Error::Database(e) = err else {
+        panic!("expected a database error")
+    };
     let pg = e.downcast_ref::<sqlx::postgres::PgDatabaseError>();
     assert_eq!(pg.code(), "PGRST");
     let detail: Value = serde_json::from_str(pg.detail().unwrap()).unwrap();
@@ -143,12 +194,20 @@ async fn a_setting_switches_reuse_to_409_and_sql_callers_get_sqlstates() {
     tx.rollback().await.unwrap();
     // Keys over SQL are validated like headers.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&t.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let e = expect_db_error(
-        tx.execute("SELECT tenancy.idempotency_claim('scope', '[]', E'line\\nbreak')").await,
+        tx.execute("SELECT tenancy.idempotency_claim('scope', '[]', E'line\\nbreak')")
+            .await,
         "TN011",
     );
-    assert_eq!(e.message, "the Idempotency-Key must be 1 to 255 characters without control characters");
+    assert_eq!(
+        e.message,
+        "the Idempotency-Key must be 1 to 255 characters without control characters"
+    );
     tx.rollback().await.unwrap();
 }
 
@@ -156,7 +215,10 @@ async fn a_setting_switches_reuse_to_409_and_sql_callers_get_sqlstates() {
 /// and imported `body` as `user` of `t`, and leaves it open.
 async fn slow_first_request(t: &Tenant, key: &str, body: &Value) -> (PgConnection, i32) {
     let mut conn = PgConnection::connect(&stack().db_url).await.unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut conn).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     conn.execute("BEGIN").await.unwrap();
     conn.execute("SET LOCAL ROLE authenticated").await.unwrap();
     sqlx::query("SELECT set_config('request.jwt.claims', $1, true), set_config('request.headers', $2, true)")
@@ -166,7 +228,11 @@ async fn slow_first_request(t: &Tenant, key: &str, body: &Value) -> (PgConnectio
         .await
         .unwrap();
     conn.execute("SELECT tenancy.pre_request()").await.unwrap();
-    sqlx::query("SELECT api.import_bank_transactions($1)").bind(body).execute(&mut conn).await.unwrap();
+    sqlx::query("SELECT api.import_bank_transactions($1)")
+        .bind(body)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     (conn, pid)
 }
 
@@ -182,7 +248,10 @@ async fn a_key_in_flight_is_409_at_once_then_replays_after_commit() {
         .await
         .expect("the second request must not wait for the first");
     r.assert_error(409, "IDEMPOTENCY_KEY_IN_PROGRESS");
-    let stats: (i64,) = sqlx::query_as("SELECT in_progress FROM tenancy.idempotency_stats()").fetch_one(&admin().await).await.unwrap();
+    let stats: (i64,) = sqlx::query_as("SELECT in_progress FROM tenancy.idempotency_stats()")
+        .fetch_one(&admin().await)
+        .await
+        .unwrap();
     assert!(stats.0 >= 1, "stats count the key in flight");
     first.execute("COMMIT").await.unwrap();
     let r = import(&tok, Some(&key), &body).await;
@@ -201,16 +270,30 @@ async fn a_failed_request_stores_nothing_and_may_be_retried() {
     let r = import(&tok, Some(&key), &bad).await;
     r.assert_error(400, "23514");
     assert_eq!(stored_keys(&t).await, 0);
-    assert_eq!(imported_rows(&t, "retry").await, 0, "no half-imported batch");
+    assert_eq!(
+        imported_rows(&t, "retry").await,
+        0,
+        "no half-imported batch"
+    );
     let r = import(&tok, Some(&key), &batch("retry", 2)).await;
     assert_eq!(r.status, 201, "{r:?}");
     assert!(!replayed(&r));
     assert_eq!(imported_rows(&t, "retry").await, 2);
     let r = import(&tok, Some(&key), &json!({"not": "an array"})).await;
     r.assert_error(422, "IDEMPOTENCY_KEY_REUSED");
-    let r = import(&tok, Some(&Uuid::new_v4().to_string()), &json!({"not": "an array"})).await;
+    let r = import(
+        &tok,
+        Some(&Uuid::new_v4().to_string()),
+        &json!({"not": "an array"}),
+    )
+    .await;
     r.assert_error(400, "INVALID_ARGUMENT");
-    let r = import(&tok, Some(&Uuid::new_v4().to_string()), &json!([{"amount": 1}])).await;
+    let r = import(
+        &tok,
+        Some(&Uuid::new_v4().to_string()),
+        &json!([{"amount": 1}]),
+    )
+    .await;
     r.assert_error(400, "INVALID_ARGUMENT");
 }
 
@@ -238,7 +321,9 @@ async fn thirty_two_concurrent_identical_requests_import_exactly_once() {
     let mut handles = Vec::new();
     for _ in 0..32 {
         let (tok, key, body) = (tok.clone(), key.clone(), body.clone());
-        handles.push(tokio::spawn(async move { import(&tok, Some(&key), &body).await }));
+        handles.push(tokio::spawn(async move {
+            import(&tok, Some(&key), &body).await
+        }));
     }
     let mut fresh = 0;
     for h in handles {
@@ -261,9 +346,17 @@ async fn a_killed_backend_leaves_no_half_import_and_no_stuck_key() {
     let key = Uuid::new_v4().to_string();
     let body = batch("killed", 4);
     let (_conn, pid) = slow_first_request(&t, &key, &body).await;
-    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)").bind(pid).fetch_one(&admin().await).await.unwrap();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+        .bind(pid)
+        .fetch_one(&admin().await)
+        .await
+        .unwrap();
     assert!(killed);
-    assert_eq!(imported_rows(&t, "killed").await, 0, "the killed import left nothing");
+    assert_eq!(
+        imported_rows(&t, "killed").await,
+        0,
+        "the killed import left nothing"
+    );
     assert_eq!(stored_keys(&t).await, 0, "and no key");
     let r = import(&tok, Some(&key), &body).await;
     assert_eq!(r.status, 201, "the retry goes through: {r:?}");
@@ -290,10 +383,22 @@ async fn purge_deletes_expired_keys_in_batches_and_reports_it() {
     let t = new_tenant(&db).await;
     insert_expired_keys(&t, 250).await;
     let tok = token(t.id, t.member);
-    assert_eq!(import(&tok, Some("live-key"), &batch("purge", 1)).await.status, 201);
-    let backlog: i64 = sqlx::query_scalar("SELECT expired_backlog FROM tenancy.idempotency_stats()").fetch_one(&db).await.unwrap();
+    assert_eq!(
+        import(&tok, Some("live-key"), &batch("purge", 1))
+            .await
+            .status,
+        201
+    );
+    let backlog: i64 =
+        sqlx::query_scalar("SELECT expired_backlog FROM tenancy.idempotency_stats()")
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert!(backlog >= 250);
-    sqlx::raw_sql("CALL tenancy.purge_idempotency_keys(100)").execute(&db).await.unwrap();
+    sqlx::raw_sql("CALL tenancy.purge_idempotency_keys(100)")
+        .execute(&db)
+        .await
+        .unwrap();
     assert_eq!(stored_keys(&t).await, 1, "only the live key is left");
     let (deleted, duration_ok): (i64, bool) =
         sqlx::query_as("SELECT last_purge_deleted, last_purge_duration >= interval '0' FROM tenancy.idempotency_stats()")
@@ -310,17 +415,24 @@ async fn purge_deletes_expired_keys_in_batches_and_reports_it() {
     let r = import(&tok, Some("live-key"), &batch("purge", 1)).await;
     assert_eq!(r.status, 201);
     assert!(!replayed(&r));
-    let e = expect_db_error(sqlx::raw_sql("CALL tenancy.purge_idempotency_keys(0)").execute(&db).await, "22023");
+    let e = expect_db_error(
+        sqlx::raw_sql("CALL tenancy.purge_idempotency_keys(0)")
+            .execute(&db)
+            .await,
+        "22023",
+    );
     assert_eq!(e.message, "batch_size and max_batches must be positive");
 }
 
 #[tokio::test]
 async fn pg_cron_runs_the_purge() {
     let db = admin().await;
-    let scheduled: String = sqlx::query_scalar("SELECT command FROM cron.job WHERE jobname = 'pg_tenancy: purge idempotency keys'")
-        .fetch_one(&db)
-        .await
-        .expect("the purge job is registered with pg_cron");
+    let scheduled: String = sqlx::query_scalar(
+        "SELECT command FROM cron.job WHERE jobname = 'pg_tenancy: purge idempotency keys'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("the purge job is registered with pg_cron");
     assert_eq!(scheduled, "CALL tenancy.purge_idempotency_keys()");
     // Let pg_cron itself run the same command on a one-minute schedule.
     let t = new_tenant(&db).await;
@@ -347,7 +459,18 @@ async fn pg_cron_runs_the_purge() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    sqlx::query("SELECT cron.unschedule($1)").bind(job_id).execute(&db).await.unwrap();
-    assert_eq!(status, "succeeded", "pg_cron did not run the purge within 150 s");
-    assert_eq!(stored_keys(&t).await, 0, "pg_cron's run deleted the expired keys");
+    sqlx::query("SELECT cron.unschedule($1)")
+        .bind(job_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        status, "succeeded",
+        "pg_cron did not run the purge within 150 s"
+    );
+    assert_eq!(
+        stored_keys(&t).await,
+        0,
+        "pg_cron's run deleted the expired keys"
+    );
 }

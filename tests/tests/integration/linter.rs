@@ -8,23 +8,40 @@ use uuid::Uuid;
 async fn fresh_database() -> (String, PgConnection) {
     let name = format!("check_{}", Uuid::new_v4().simple());
     let db = admin().await;
-    db.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-    let url = stack().db_url.rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap();
+    db.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let url = stack()
+        .db_url
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/{name}"))
+        .unwrap();
     let mut conn = PgConnection::connect(&url).await.unwrap();
-    conn.execute("CREATE EXTENSION pg_tenancy CASCADE").await.unwrap();
+    conn.execute("CREATE EXTENSION pg_tenancy CASCADE")
+        .await
+        .unwrap();
     (name, conn)
 }
 
 async fn drop_database(name: &str) {
-    admin().await.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+    admin()
+        .await
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
 }
 
 async fn problems(conn: &mut PgConnection) -> Vec<(String, String, String)> {
-    sqlx::query_as("SELECT object_type, object_name, problem FROM tenancy.check()").fetch_all(conn).await.unwrap()
+    sqlx::query_as("SELECT object_type, object_name, problem FROM tenancy.check()")
+        .fetch_all(conn)
+        .await
+        .unwrap()
 }
 
 fn has(found: &[(String, String, String)], object: &str, words: &str) -> bool {
-    found.iter().any(|(_, o, p)| o == object && p.contains(words))
+    found
+        .iter()
+        .any(|(_, o, p)| o == object && p.contains(words))
 }
 
 #[tokio::test]
@@ -49,13 +66,30 @@ async fn check_finds_broken_tables_views_functions_and_roles() {
     .await
     .unwrap();
     let found = problems(&mut conn).await;
-    assert!(has(&found, "public.forgot", "not tenant-scoped"), "{found:?}");
-    assert!(has(&found, "public.half", "row level security is not enabled"), "{found:?}");
+    assert!(
+        has(&found, "public.forgot", "not tenant-scoped"),
+        "{found:?}"
+    );
+    assert!(
+        has(&found, "public.half", "row level security is not enabled"),
+        "{found:?}"
+    );
     assert!(has(&found, "public.half", "not forced"), "{found:?}");
-    assert!(has(&found, "public.half", "no tenant_isolation policy"), "{found:?}");
-    assert!(has(&found, "public.half", "no index leads with tenant_id"), "{found:?}");
+    assert!(
+        has(&found, "public.half", "no tenant_isolation policy"),
+        "{found:?}"
+    );
+    assert!(
+        has(&found, "public.half", "no index leads with tenant_id"),
+        "{found:?}"
+    );
     assert!(has(&found, "public.peek", "security_invoker"), "{found:?}");
-    assert!(!found.iter().any(|(_, o, _)| o == "public.fine" || o == "public.pinned()"), "{found:?}");
+    assert!(
+        !found
+            .iter()
+            .any(|(_, o, _)| o == "public.fine" || o == "public.pinned()"),
+        "{found:?}"
+    );
     assert!(has(&found, "public.definer()", "search_path"), "{found:?}");
 
     // Roles are cluster-wide: create them inside a transaction that is rolled
@@ -71,14 +105,19 @@ async fn check_finds_broken_tables_views_functions_and_roles() {
     .unwrap();
     let found = problems(&mut tx).await;
     assert!(has(&found, "check_bypass_login", "BYPASSRLS"), "{found:?}");
-    assert!(has(&found, "check_gateway", "check_bypass_group"), "{found:?}");
+    assert!(
+        has(&found, "check_gateway", "check_bypass_group"),
+        "{found:?}"
+    );
     tx.rollback().await.unwrap();
 
-    conn.execute("SELECT tenancy.enable('public.half'); SELECT tenancy.enable('public.forgot');
+    conn.execute(
+        "SELECT tenancy.enable('public.half'); SELECT tenancy.enable('public.forgot');
                   ALTER VIEW public.peek SET (security_invoker = true);
-                  ALTER FUNCTION public.definer() SET search_path = pg_catalog, pg_temp;")
-        .await
-        .unwrap();
+                  ALTER FUNCTION public.definer() SET search_path = pg_catalog, pg_temp;",
+    )
+    .await
+    .unwrap();
     assert!(problems(&mut conn).await.is_empty());
     conn.close().await.unwrap();
     drop_database(&name).await;

@@ -5,11 +5,15 @@ use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
 
 async fn connect() -> PgConnection {
-    PgConnection::connect(&stack().db_url).await.expect("connect")
+    PgConnection::connect(&stack().db_url)
+        .await
+        .expect("connect")
 }
 
 async fn visible_tenants(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT tenant_id FROM ledger.invoices ORDER BY 1").fetch_all(conn).await
+    sqlx::query_scalar("SELECT DISTINCT tenant_id FROM ledger.invoices ORDER BY 1")
+        .fetch_all(conn)
+        .await
 }
 
 #[tokio::test]
@@ -20,8 +24,14 @@ async fn analyst_without_tenant_gets_a_clear_error_not_an_empty_result() {
     let mut conn = connect().await;
     conn.execute("SET ROLE analyst").await.unwrap();
     let err = expect_db_error(visible_tenants(&mut conn).await, "TN001");
-    assert_eq!(err.message, "no tenant is set for this transaction, so tenant-scoped tables cannot be read or written");
-    assert!(err.hint.unwrap().contains("tenancy.set_tenant"), "the hint names the fix");
+    assert_eq!(
+        err.message,
+        "no tenant is set for this transaction, so tenant-scoped tables cannot be read or written"
+    );
+    assert!(
+        err.hint.unwrap().contains("tenancy.set_tenant"),
+        "the hint names the fix"
+    );
 }
 
 #[tokio::test]
@@ -33,7 +43,11 @@ async fn analyst_with_tenant_sees_only_that_tenant() {
     let mut conn = connect().await;
     let mut tx = conn.begin().await.unwrap();
     tx.execute("SET LOCAL ROLE analyst").await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&a.slug).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&a.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(visible_tenants(&mut tx).await.unwrap(), vec![a.id]);
     // Filtering for B's rows finds nothing.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1")
@@ -55,7 +69,11 @@ async fn one_connection_never_carries_a_tenant_into_the_next_transaction() {
     conn.execute("SET ROLE analyst").await.unwrap();
 
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(a.id.to_string()).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(a.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(visible_tenants(&mut tx).await.unwrap(), vec![a.id]);
     tx.commit().await.unwrap();
 
@@ -66,12 +84,19 @@ async fn one_connection_never_carries_a_tenant_into_the_next_transaction() {
     tx.rollback().await.unwrap();
 
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&b.slug).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&b.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(visible_tenants(&mut tx).await.unwrap(), vec![b.id]);
     tx.rollback().await.unwrap();
 
     // A rolled-back transaction leaves nothing behind either.
-    let ctx: Option<Uuid> = sqlx::query_scalar("SELECT tenancy.current_tenant_id()").fetch_one(&mut conn).await.unwrap();
+    let ctx: Option<Uuid> = sqlx::query_scalar("SELECT tenancy.current_tenant_id()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(ctx, None);
 }
 
@@ -91,12 +116,19 @@ async fn the_table_owner_is_still_isolated() {
     expect_db_error(visible_tenants(&mut conn).await, "TN001");
     conn.execute("RESET ROLE").await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)").bind(&a.slug).execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&a.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.execute("SET LOCAL ROLE ledger_owner").await.unwrap();
     assert_eq!(visible_tenants(&mut tx).await.unwrap(), vec![a.id]);
     // The owner cannot write into another tenant either.
     let err = expect_db_error(
-        sqlx::query("UPDATE ledger.invoices SET tenant_id = $1").bind(b.id).execute(&mut *tx).await,
+        sqlx::query("UPDATE ledger.invoices SET tenant_id = $1")
+            .bind(b.id)
+            .execute(&mut *tx)
+            .await,
         "42501",
     );
     assert!(err.message.contains("row-level security"), "{err:?}");
@@ -111,7 +143,10 @@ async fn api_roles_can_neither_pick_a_tenant_nor_set_the_context() {
     let mut tx = conn.begin().await.unwrap();
     tx.execute("SET LOCAL ROLE authenticated").await.unwrap();
     let err = expect_db_error(
-        sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut *tx).await,
+        sqlx::query("SELECT tenancy.set_tenant($1)")
+            .bind(&t.slug)
+            .execute(&mut *tx)
+            .await,
         "42501",
     );
     assert_eq!(err.message, "permission denied for function set_tenant");
@@ -120,16 +155,28 @@ async fn api_roles_can_neither_pick_a_tenant_nor_set_the_context() {
     let mut tx = conn.begin().await.unwrap();
     tx.execute("SET LOCAL ROLE authenticated").await.unwrap();
     let err = expect_db_error(
-        sqlx::query("SELECT set_config('tenancy.tenant_id', $1, true)").bind(t.id.to_string()).execute(&mut *tx).await,
+        sqlx::query("SELECT set_config('tenancy.tenant_id', $1, true)")
+            .bind(t.id.to_string())
+            .execute(&mut *tx)
+            .await,
         "42501",
     );
-    assert_eq!(err.message, "permission denied to set parameter \"tenancy.tenant_id\"");
+    assert_eq!(
+        err.message,
+        "permission denied to set parameter \"tenancy.tenant_id\""
+    );
     tx.rollback().await.unwrap();
 
     // Nor can they forge the claims pre_request reads into a context.
     let mut tx = conn.begin().await.unwrap();
     tx.execute("SET LOCAL ROLE authenticated").await.unwrap();
-    let err = expect_db_error(sqlx::query("SELECT tenancy._set_context($1, $1)").bind(t.id).execute(&mut *tx).await, "42501");
+    let err = expect_db_error(
+        sqlx::query("SELECT tenancy._set_context($1, $1)")
+            .bind(t.id)
+            .execute(&mut *tx)
+            .await,
+        "42501",
+    );
     assert_eq!(err.message, "permission denied for function _set_context");
     tx.rollback().await.unwrap();
 }
@@ -150,8 +197,14 @@ async fn no_api_role_bypasses_row_level_security() {
     }
     // And the reference deployment passes its own linter.
     let problems: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT object_type, object_name, problem FROM tenancy.check()").fetch_all(&db).await.unwrap();
-    assert!(problems.is_empty(), "tenancy.check() found problems: {problems:?}");
+        sqlx::query_as("SELECT object_type, object_name, problem FROM tenancy.check()")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert!(
+        problems.is_empty(),
+        "tenancy.check() found problems: {problems:?}"
+    );
 }
 
 #[tokio::test]
@@ -162,7 +215,11 @@ async fn deleting_a_tenant_removes_its_rows_from_every_enabled_table() {
         insert_invoice(&db, t, "INV-1", "10.00").await;
         insert_transaction(&db, t, "payment", "10.00").await;
     }
-    sqlx::query("SELECT tenancy.drop_tenant($1)").bind(&gone.slug).execute(&db).await.unwrap();
+    sqlx::query("SELECT tenancy.drop_tenant($1)")
+        .bind(&gone.slug)
+        .execute(&db)
+        .await
+        .unwrap();
     // Every table tenancy.enable() scoped, found from the catalog.
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT conrelid::regclass::text FROM pg_constraint \
@@ -171,19 +228,27 @@ async fn deleting_a_tenant_removes_its_rows_from_every_enabled_table() {
     .fetch_all(&db)
     .await
     .unwrap();
-    assert!(tables.contains(&"ledger.invoices".to_string()) && tables.contains(&"ledger.bank_transactions".to_string()));
+    assert!(
+        tables.contains(&"ledger.invoices".to_string())
+            && tables.contains(&"ledger.bank_transactions".to_string())
+    );
     for table in tables {
         let q = format!("SELECT count(*) FILTER (WHERE tenant_id = $1), count(*) FILTER (WHERE tenant_id = $2) FROM {table}");
-        let (gone_rows, kept_rows): (i64, i64) =
-            sqlx::query_as(&q).bind(gone.id).bind(kept.id).fetch_one(&db).await.unwrap();
+        let (gone_rows, kept_rows): (i64, i64) = sqlx::query_as(&q)
+            .bind(gone.id)
+            .bind(kept.id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
         assert_eq!(gone_rows, 0, "{table} still has rows of the dropped tenant");
         assert!(kept_rows > 0, "{table} lost the other tenant's rows");
     }
-    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.user_roles WHERE tenant_id = $1")
-        .bind(gone.id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let roles: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenancy.user_roles WHERE tenant_id = $1")
+            .bind(gone.id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert_eq!(roles, 0);
 }
 
@@ -193,15 +258,60 @@ async fn administration_rejects_bad_input_with_clear_errors() {
     let t = new_tenant(&db).await;
     let taken = format!("tenant slug \"{}\" is already taken", t.slug);
     let cases: Vec<(&str, Vec<Option<String>>, &str, &str)> = vec![
-        ("SELECT tenancy.create_tenant($1, 'x')", vec![Some("Bad Slug".into())], "22023", "invalid tenant slug 'Bad Slug'"),
-        ("SELECT tenancy.create_tenant($1, 'x')", vec![None], "22023", "invalid tenant slug NULL"),
-        ("SELECT tenancy.create_tenant($1, 'x')", vec![Some(t.slug.clone())], "23505", &taken),
-        ("SELECT tenancy.create_tenant('ok-slug-x', $1)", vec![Some("".into())], "22023", "tenant name must be 1 to 200 characters"),
-        ("SELECT tenancy.set_tenant($1)", vec![Some("".into())], "22023", "tenant must be a slug or a uuid, not empty"),
-        ("SELECT tenancy.drop_tenant($1)", vec![Some("no-such-tenant".into())], "TN005", "tenant \"no-such-tenant\" does not exist"),
-        ("SELECT tenancy.suspend_tenant($1)", vec![Some(Uuid::new_v4().to_string())], "TN005", ""),
-        ("SELECT tenancy.add_member($1, gen_random_uuid(), 'owner')", vec![Some(t.slug.clone())], "22023", ""),
-        ("SELECT tenancy.enable($1::regclass)", vec![Some("tenancy.tenants".into())], "22023", "tenancy.tenants belongs to the extension itself"),
+        (
+            "SELECT tenancy.create_tenant($1, 'x')",
+            vec![Some("Bad Slug".into())],
+            "22023",
+            "invalid tenant slug 'Bad Slug'",
+        ),
+        (
+            "SELECT tenancy.create_tenant($1, 'x')",
+            vec![None],
+            "22023",
+            "invalid tenant slug NULL",
+        ),
+        (
+            "SELECT tenancy.create_tenant($1, 'x')",
+            vec![Some(t.slug.clone())],
+            "23505",
+            &taken,
+        ),
+        (
+            "SELECT tenancy.create_tenant('ok-slug-x', $1)",
+            vec![Some("".into())],
+            "22023",
+            "tenant name must be 1 to 200 characters",
+        ),
+        (
+            "SELECT tenancy.set_tenant($1)",
+            vec![Some("".into())],
+            "22023",
+            "tenant must be a slug or a uuid, not empty",
+        ),
+        (
+            "SELECT tenancy.drop_tenant($1)",
+            vec![Some("no-such-tenant".into())],
+            "TN005",
+            "tenant \"no-such-tenant\" does not exist",
+        ),
+        (
+            "SELECT tenancy.suspend_tenant($1)",
+            vec![Some(Uuid::new_v4().to_string())],
+            "TN005",
+            "",
+        ),
+        (
+            "SELECT tenancy.add_member($1, gen_random_uuid(), 'owner')",
+            vec![Some(t.slug.clone())],
+            "22023",
+            "",
+        ),
+        (
+            "SELECT tenancy.enable($1::regclass)",
+            vec![Some("tenancy.tenants".into())],
+            "22023",
+            "tenancy.tenants belongs to the extension itself",
+        ),
     ];
     for (sql, args, code, message) in cases {
         let mut q = sqlx::query(sql);

@@ -1,0 +1,861 @@
+//! Matching invoices against bank transactions, with the evidence for every
+//! match. Pure Rust with exact decimals: no Postgres, no floats for money.
+//!
+//! The result is deterministic for the same input: candidates are ranked by
+//! score and then by their positions in the input, never by hash order.
+
+pub mod text;
+
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use text::RefEvidence;
+
+/// A date as a day number (any fixed epoch; the glue uses Postgres' own).
+pub type Day = i32;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invoice {
+    pub amount: Decimal,
+    pub open_amount: Decimal,
+    pub currency: String,
+    pub issue_date: Day,
+    pub due_date: Option<Day>,
+    /// The invoice number, e.g. "INV-1042".
+    pub reference: String,
+    pub counterparty: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transaction {
+    /// Money received is positive; payments out (negative) are never matched.
+    pub amount: Decimal,
+    pub currency: String,
+    pub booked_on: Day,
+    pub description: String,
+    pub counterparty: String,
+}
+
+/// Per-tenant rules, overridable per call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// Largest difference, in currency units, still counted as the same amount.
+    pub amount_tolerance: Decimal,
+    /// The same, as a percentage of the invoice's open amount (the larger wins).
+    pub amount_tolerance_pct: Decimal,
+    /// Largest shortfall reported as a bank fee deducted from the payment.
+    pub fee_ceiling: Decimal,
+    /// How many days before the issue date a payment may arrive.
+    pub days_before: i32,
+    /// How many days after the due date (or issue date) a payment may arrive.
+    pub days_after: i32,
+    /// Lowest score graded `auto`; ties and near-ties are never `auto`.
+    pub min_auto_score: f64,
+    /// Most invoices one payment may settle.
+    pub max_invoices_per_payment: usize,
+    /// Whether an invoice and a payment in different currencies may match
+    /// (then only on the invoice number, and never `auto`).
+    pub allow_currency_mismatch: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            amount_tolerance: Decimal::new(1, 2),
+            amount_tolerance_pct: Decimal::ZERO,
+            fee_ceiling: Decimal::new(25, 0),
+            days_before: 5,
+            days_after: 60,
+            min_auto_score: 0.8,
+            max_invoices_per_payment: 5,
+            allow_currency_mismatch: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grade {
+    Auto,
+    Suggested,
+}
+
+/// The evidence behind a match, as `reasons` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    AmountEqual,
+    AmountWithinTolerance {
+        difference: Decimal,
+    },
+    BankFee {
+        fee: Decimal,
+    },
+    PartialPayment {
+        remaining: Decimal,
+    },
+    Overpayment {
+        excess: Decimal,
+    },
+    SplitPayment {
+        invoices: usize,
+    },
+    /// Days from the issue date to the booking, and from the due date.
+    Date {
+        days_after_issue: i32,
+        days_after_due: Option<i32>,
+    },
+    Reference {
+        reference: String,
+        exact: bool,
+    },
+    NoReference,
+    Counterparty {
+        similarity: Decimal,
+    },
+    /// Other candidates scored within the tie margin.
+    Ambiguous {
+        candidates: usize,
+    },
+    CurrencyDiffers {
+        invoice: String,
+        transaction: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Match {
+    /// Index into the invoices given.
+    pub invoice: usize,
+    /// Index into the transactions given.
+    pub transaction: usize,
+    pub allocated: Decimal,
+    /// 0..1, rounded to 4 decimals.
+    pub score: f64,
+    pub grade: Grade,
+    /// Matches of the same payment share a group (1, 2, ... in output order).
+    pub group: usize,
+    pub reasons: Vec<Reason>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputError {
+    InvoiceAmountNotPositive { invoice: usize },
+    OpenAmountOutOfRange { invoice: usize },
+    BadRules { rule: &'static str },
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputError::InvoiceAmountNotPositive { invoice } => {
+                write!(
+                    f,
+                    "invoice #{} has an amount that is zero or negative",
+                    invoice + 1
+                )
+            }
+            InputError::OpenAmountOutOfRange { invoice } => {
+                write!(
+                    f,
+                    "invoice #{} has an open_amount below zero or above its amount",
+                    invoice + 1
+                )
+            }
+            InputError::BadRules { rule } => write!(f, "rule {rule} is out of range"),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Scores closer than this are a tie: never `auto`.
+const TIE_MARGIN: f64 = 0.05;
+/// At most this many invoices are tried for one split payment.
+const SPLIT_CANDIDATES: usize = 16;
+
+const W_AMOUNT: f64 = 0.45;
+const W_REFERENCE: f64 = 0.30;
+const W_DATE: f64 = 0.10;
+const W_COUNTERPARTY: f64 = 0.15;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum AmountFit {
+    Equal,
+    Tolerance,
+    Fee,
+    Partial,
+    Over,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    t: usize,
+    inv: usize,
+    fit: AmountFit,
+    reference: Option<RefEvidence>,
+    counterparty: f64,
+    score: f64,
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+fn tolerance(rules: &Rules, open: Decimal) -> Decimal {
+    rules
+        .amount_tolerance
+        .max(open * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED)
+}
+
+/// 1 inside [issue, due + 3 days], falling to 0.3 at the edges of the window;
+/// None outside the window.
+fn date_fit(rules: &Rules, inv: &Invoice, t: &Transaction) -> Option<f64> {
+    let end = inv.due_date.unwrap_or(inv.issue_date).max(inv.issue_date);
+    let (lo, hi) = (inv.issue_date - rules.days_before, end + rules.days_after);
+    let d = t.booked_on;
+    if d < lo || d > hi {
+        return None;
+    }
+    if d >= inv.issue_date && d <= end + 3 {
+        return Some(1.0);
+    }
+    let (dist, span) = if d < inv.issue_date {
+        (inv.issue_date - d, rules.days_before.max(1))
+    } else {
+        (d - end - 3, (rules.days_after - 3).max(1))
+    };
+    Some(1.0 - 0.7 * (f64::from(dist) / f64::from(span)).min(1.0))
+}
+
+fn amount_fit(
+    rules: &Rules,
+    open: Decimal,
+    paid: Decimal,
+    has_reference: bool,
+) -> Option<AmountFit> {
+    let gap = open - paid;
+    if gap.is_zero() {
+        Some(AmountFit::Equal)
+    } else if gap.abs() <= tolerance(rules, open) {
+        Some(AmountFit::Tolerance)
+    } else if gap > Decimal::ZERO && gap <= rules.fee_ceiling {
+        Some(AmountFit::Fee)
+    } else if gap > Decimal::ZERO && has_reference {
+        Some(AmountFit::Partial)
+    } else if gap < Decimal::ZERO && has_reference {
+        Some(AmountFit::Over)
+    } else {
+        None
+    }
+}
+
+fn amount_score(fit: AmountFit) -> f64 {
+    match fit {
+        AmountFit::Equal => 1.0,
+        AmountFit::Tolerance => 0.9,
+        AmountFit::Fee => 0.75,
+        AmountFit::Partial => 0.6,
+        AmountFit::Over => 0.4,
+    }
+}
+
+fn reference_score(r: Option<RefEvidence>) -> f64 {
+    match r {
+        Some(RefEvidence::Exact) => 1.0,
+        Some(RefEvidence::Typo) => 0.6,
+        None => 0.0,
+    }
+}
+
+/// Where invoice numbers can be looked up from description tokens.
+struct RefIndex {
+    by_full: HashMap<String, Vec<usize>>,
+    by_digits: HashMap<String, Vec<usize>>,
+    by_deletion: HashMap<String, Vec<usize>>,
+}
+
+fn deletions(s: &str) -> impl Iterator<Item = String> + '_ {
+    (0..s.len()).map(move |i| format!("{}{}", &s[..i], &s[i + 1..]))
+}
+
+impl RefIndex {
+    fn new(invoices: &[Invoice]) -> Self {
+        let mut idx = RefIndex {
+            by_full: HashMap::new(),
+            by_digits: HashMap::new(),
+            by_deletion: HashMap::new(),
+        };
+        for (i, inv) in invoices.iter().enumerate() {
+            let full = text::normalize(&inv.reference);
+            if full.is_empty() {
+                continue;
+            }
+            idx.by_full.entry(full).or_default().push(i);
+            let d = text::digits(&inv.reference);
+            if d.len() >= 3 {
+                idx.by_digits.entry(d.clone()).or_default().push(i);
+            }
+            if d.len() >= 4 {
+                for del in deletions(&d) {
+                    idx.by_deletion.entry(del).or_default().push(i);
+                }
+            }
+        }
+        idx
+    }
+
+    /// Invoices whose number may appear among the tokens (verified later).
+    fn lookup(&self, tokens: &[String], out: &mut Vec<usize>) {
+        for t in tokens {
+            if let Some(v) = self.by_full.get(t) {
+                out.extend(v);
+            }
+            let d = text::digits(t);
+            if d.len() < 3 {
+                continue;
+            }
+            for map in [&self.by_digits, &self.by_deletion] {
+                if let Some(v) = map.get(&d) {
+                    out.extend(v);
+                }
+            }
+            if d.len() >= 4 {
+                for del in deletions(&d) {
+                    for map in [&self.by_digits, &self.by_deletion] {
+                        if let Some(v) = map.get(&del) {
+                            out.extend(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn validate(invoices: &[Invoice], rules: &Rules) -> Result<(), InputError> {
+    for (i, inv) in invoices.iter().enumerate() {
+        if inv.amount <= Decimal::ZERO {
+            return Err(InputError::InvoiceAmountNotPositive { invoice: i });
+        }
+        if inv.open_amount < Decimal::ZERO || inv.open_amount > inv.amount {
+            return Err(InputError::OpenAmountOutOfRange { invoice: i });
+        }
+    }
+    let checks: [(bool, &'static str); 7] = [
+        (rules.amount_tolerance >= Decimal::ZERO, "amount_tolerance"),
+        (
+            rules.amount_tolerance_pct >= Decimal::ZERO
+                && rules.amount_tolerance_pct <= Decimal::ONE_HUNDRED,
+            "amount_tolerance_pct",
+        ),
+        (rules.fee_ceiling >= Decimal::ZERO, "fee_ceiling"),
+        (
+            rules.days_before >= 0 && rules.days_before <= 3660,
+            "days_before",
+        ),
+        (
+            rules.days_after >= 0 && rules.days_after <= 3660,
+            "days_after",
+        ),
+        (
+            (0.0..=1.0).contains(&rules.min_auto_score),
+            "min_auto_score",
+        ),
+        (
+            (1..=10).contains(&rules.max_invoices_per_payment),
+            "max_invoices_per_payment",
+        ),
+    ];
+    match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, rule)) => Err(InputError::BadRules { rule }),
+        None => Ok(()),
+    }
+}
+
+/// Candidate (transaction, invoice) pairs with their evidence and score.
+fn candidates(invoices: &[Invoice], transactions: &[Transaction], rules: &Rules) -> Vec<Candidate> {
+    let refs = RefIndex::new(invoices);
+    let mut by_currency: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, inv) in invoices.iter().enumerate() {
+        if inv.open_amount > Decimal::ZERO {
+            by_currency
+                .entry(inv.currency.as_str())
+                .or_default()
+                .push(i);
+        }
+    }
+    for list in by_currency.values_mut() {
+        list.sort_by(|a, b| {
+            invoices[*a]
+                .open_amount
+                .cmp(&invoices[*b].open_amount)
+                .then(a.cmp(b))
+        });
+    }
+    let widest = rules.amount_tolerance.max(rules.fee_ceiling);
+    let mut out = Vec::new();
+    let mut pool = Vec::new();
+    for (ti, t) in transactions.iter().enumerate() {
+        if t.amount <= Decimal::ZERO {
+            continue;
+        }
+        let tokens = text::tokens(&t.description);
+        pool.clear();
+        refs.lookup(&tokens, &mut pool);
+        if let Some(list) = by_currency.get(t.currency.as_str()) {
+            // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
+            // the percentage tolerance is checked exactly below.
+            let pct_slack =
+                t.amount * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED * Decimal::TWO;
+            let lo = t.amount - rules.amount_tolerance - pct_slack;
+            let hi = t.amount + widest + pct_slack;
+            let start = list.partition_point(|i| invoices[*i].open_amount < lo);
+            pool.extend(
+                list[start..]
+                    .iter()
+                    .take_while(|i| invoices[**i].open_amount <= hi),
+            );
+        }
+        pool.sort_unstable();
+        pool.dedup();
+        for &ii in pool.iter() {
+            let inv = &invoices[ii];
+            if inv.open_amount <= Decimal::ZERO {
+                continue;
+            }
+            let same_currency = inv.currency == t.currency;
+            if !same_currency && !rules.allow_currency_mismatch {
+                continue;
+            }
+            let Some(date) = date_fit(rules, inv, t) else {
+                continue;
+            };
+            let reference = text::find_reference(&inv.reference, &tokens);
+            let fit = if same_currency {
+                match amount_fit(rules, inv.open_amount, t.amount, reference.is_some()) {
+                    Some(f) => f,
+                    None => continue,
+                }
+            } else if reference == Some(RefEvidence::Exact) {
+                AmountFit::Partial
+            } else {
+                continue;
+            };
+            let mut counterparty =
+                text::counterparty_similarity(&inv.counterparty, &t.counterparty);
+            if text::mentions(&tokens, &inv.counterparty) {
+                counterparty = 1.0;
+            }
+            let score = round4(
+                W_AMOUNT * amount_score(fit)
+                    + W_REFERENCE * reference_score(reference)
+                    + W_DATE * date
+                    + W_COUNTERPARTY * counterparty,
+            );
+            out.push(Candidate {
+                t: ti,
+                inv: ii,
+                fit,
+                reference,
+                counterparty,
+                score,
+            });
+        }
+    }
+    out
+}
+
+fn reasons_for(
+    c: &Candidate,
+    inv: &Invoice,
+    t: &Transaction,
+    allocated: Decimal,
+    open_after: Decimal,
+) -> Vec<Reason> {
+    let mut r = Vec::new();
+    match c.fit {
+        AmountFit::Equal => r.push(Reason::AmountEqual),
+        AmountFit::Tolerance => r.push(Reason::AmountWithinTolerance {
+            difference: (inv.open_amount - t.amount).abs(),
+        }),
+        AmountFit::Fee => r.push(Reason::BankFee {
+            fee: inv.open_amount - t.amount,
+        }),
+        AmountFit::Partial => r.push(Reason::PartialPayment {
+            remaining: open_after,
+        }),
+        AmountFit::Over => r.push(Reason::Overpayment {
+            excess: t.amount - allocated,
+        }),
+    }
+    r.push(Reason::Date {
+        days_after_issue: t.booked_on - inv.issue_date,
+        days_after_due: inv.due_date.map(|d| t.booked_on - d),
+    });
+    match c.reference {
+        Some(e) => r.push(Reason::Reference {
+            reference: inv.reference.clone(),
+            exact: e == RefEvidence::Exact,
+        }),
+        None => r.push(Reason::NoReference),
+    }
+    r.push(Reason::Counterparty {
+        similarity: Decimal::from_f64_retain(c.counterparty)
+            .unwrap_or_default()
+            .round_dp(2),
+    });
+    if inv.currency != t.currency {
+        r.push(Reason::CurrencyDiffers {
+            invoice: inv.currency.clone(),
+            transaction: t.currency.clone(),
+        });
+    }
+    r
+}
+
+/// Matches invoices against transactions. Each transaction is allocated at
+/// most its amount, each invoice at most its open amount.
+pub fn reconcile(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+) -> Result<Vec<Match>, InputError> {
+    validate(invoices, rules)?;
+    let mut cands = candidates(invoices, transactions, rules);
+    cands.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.t.cmp(&b.t))
+            .then(a.inv.cmp(&b.inv))
+    });
+
+    // How many candidates each transaction and invoice has near a score.
+    let mut per_t: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut per_inv: HashMap<usize, Vec<f64>> = HashMap::new();
+    for c in &cands {
+        if matches!(
+            c.fit,
+            AmountFit::Equal | AmountFit::Tolerance | AmountFit::Fee
+        ) {
+            per_t.entry(c.t).or_default().push(c.score);
+            per_inv.entry(c.inv).or_default().push(c.score);
+        }
+    }
+    let mut t_left: Vec<Decimal> = transactions
+        .iter()
+        .map(|t| t.amount.max(Decimal::ZERO))
+        .collect();
+    let mut open: Vec<Decimal> = invoices.iter().map(|i| i.open_amount).collect();
+    let mut matches = Vec::new();
+    // Whole settlements first, then split payments, then partial and over-
+    // payments: a payment that exactly covers several invoices is a split,
+    // not an overpayment of the first one.
+    let whole = |c: &Candidate| {
+        matches!(
+            c.fit,
+            AmountFit::Equal | AmountFit::Tolerance | AmountFit::Fee
+        )
+    };
+    for c in cands.iter().filter(|c| whole(c)) {
+        allocate(
+            c,
+            invoices,
+            transactions,
+            rules,
+            &per_t,
+            &per_inv,
+            &mut t_left,
+            &mut open,
+            &mut matches,
+        );
+    }
+    split_payments(
+        invoices,
+        transactions,
+        rules,
+        &mut t_left,
+        &mut open,
+        &mut matches,
+    );
+    for c in cands.iter().filter(|c| !whole(c)) {
+        allocate(
+            c,
+            invoices,
+            transactions,
+            rules,
+            &per_t,
+            &per_inv,
+            &mut t_left,
+            &mut open,
+            &mut matches,
+        );
+    }
+
+    matches.sort_by(|a, b| {
+        a.transaction
+            .cmp(&b.transaction)
+            .then(a.invoice.cmp(&b.invoice))
+    });
+    let mut groups: HashMap<usize, usize> = HashMap::new();
+    for m in &mut matches {
+        let next = groups.len() + 1;
+        m.group = *groups.entry(m.transaction).or_insert(next);
+    }
+    Ok(matches)
+}
+
+/// Candidates within the tie margin of `score`, besides the one at hand.
+fn rivals(scores: Option<&Vec<f64>>, score: f64) -> usize {
+    scores.map_or(0, |s| {
+        s.iter()
+            .filter(|x| **x >= score - TIE_MARGIN)
+            .count()
+            .saturating_sub(1)
+    })
+}
+
+/// Allocates one candidate pair if both sides still have room.
+#[allow(clippy::too_many_arguments)]
+fn allocate(
+    c: &Candidate,
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+    per_t: &HashMap<usize, Vec<f64>>,
+    per_inv: &HashMap<usize, Vec<f64>>,
+    t_left: &mut [Decimal],
+    open: &mut [Decimal],
+    matches: &mut Vec<Match>,
+) {
+    let (t, inv) = (&transactions[c.t], &invoices[c.inv]);
+    if t_left[c.t].is_zero() || open[c.inv].is_zero() {
+        return;
+    }
+    let whole = matches!(
+        c.fit,
+        AmountFit::Equal | AmountFit::Tolerance | AmountFit::Fee
+    );
+    if whole && (t_left[c.t] != t.amount || open[c.inv] != inv.open_amount) {
+        return; // a full settlement needs both sides untouched
+    }
+    let allocated = if inv.currency != t.currency {
+        open[c.inv]
+    } else {
+        t_left[c.t].min(open[c.inv])
+    };
+    if allocated <= Decimal::ZERO {
+        return;
+    }
+    open[c.inv] -= allocated;
+    t_left[c.t] -= allocated;
+    if whole || inv.currency != t.currency {
+        t_left[c.t] = Decimal::ZERO; // the payment is spent (fee or tolerance)
+    }
+    if matches!(c.fit, AmountFit::Fee | AmountFit::Tolerance) {
+        open[c.inv] = Decimal::ZERO; // settled; the gap is a fee or rounding
+    }
+    let ties = rivals(per_t.get(&c.t), c.score).max(rivals(per_inv.get(&c.inv), c.score));
+    let mut reasons = reasons_for(c, inv, t, allocated, open[c.inv]);
+    if ties > 0 {
+        reasons.push(Reason::Ambiguous {
+            candidates: ties + 1,
+        });
+    }
+    let auto = ties == 0 && c.score >= rules.min_auto_score && inv.currency == t.currency;
+    matches.push(Match {
+        invoice: c.inv,
+        transaction: c.t,
+        allocated,
+        score: c.score,
+        grade: if auto { Grade::Auto } else { Grade::Suggested },
+        group: 0,
+        reasons,
+    });
+}
+
+/// One payment covering several open invoices of the same counterparty: a
+/// bounded subset-sum over the oldest candidates. A unique exact subset with
+/// every invoice number in the description may be `auto`.
+fn split_payments(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+    t_left: &mut [Decimal],
+    open: &mut [Decimal],
+    matches: &mut Vec<Match>,
+) {
+    let max_k = rules.max_invoices_per_payment;
+    if max_k < 2 {
+        return;
+    }
+    let mut by_currency: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, inv) in invoices.iter().enumerate() {
+        by_currency
+            .entry(inv.currency.as_str())
+            .or_default()
+            .push(i);
+    }
+    for (ti, t) in transactions.iter().enumerate() {
+        if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
+            continue;
+        }
+        let tokens = text::tokens(&t.description);
+        let Some(list) = by_currency.get(t.currency.as_str()) else {
+            continue;
+        };
+        let mut pool: Vec<usize> = list
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let inv = &invoices[i];
+                open[i] > Decimal::ZERO
+                    && open[i] == inv.open_amount
+                    && open[i] < t.amount
+                    && date_fit(rules, inv, t).is_some()
+                    && (text::counterparty_similarity(&inv.counterparty, &t.counterparty) >= 0.5
+                        || text::mentions(&tokens, &inv.counterparty)
+                        || text::find_reference(&inv.reference, &tokens)
+                            == Some(RefEvidence::Exact))
+            })
+            .collect();
+        if pool.len() < 2 {
+            continue;
+        }
+        pool.sort_by(|a, b| {
+            invoices[*a]
+                .issue_date
+                .cmp(&invoices[*b].issue_date)
+                .then(a.cmp(b))
+        });
+        pool.truncate(SPLIT_CANDIDATES);
+        let tol = rules.amount_tolerance;
+        let mut found: Vec<Vec<usize>> = Vec::new();
+        let mut chosen = Vec::new();
+        subsets(
+            &pool,
+            open,
+            t.amount,
+            tol,
+            max_k,
+            0,
+            Decimal::ZERO,
+            &mut chosen,
+            &mut found,
+        );
+        let Some(best) = found.first().cloned() else {
+            continue;
+        };
+        let unique = found.len() == 1;
+        let with_ref = best
+            .iter()
+            .filter(|&&i| text::find_reference(&invoices[i].reference, &tokens).is_some())
+            .count();
+        let ref_frac = with_ref as f64 / best.len() as f64;
+        let cp = best
+            .iter()
+            .map(|&i| {
+                if text::mentions(&tokens, &invoices[i].counterparty) {
+                    1.0
+                } else {
+                    text::counterparty_similarity(&invoices[i].counterparty, &t.counterparty)
+                }
+            })
+            .fold(1.0_f64, f64::min);
+        let date = best
+            .iter()
+            .filter_map(|&i| date_fit(rules, &invoices[i], t))
+            .fold(1.0_f64, f64::min);
+        let score = round4(W_AMOUNT + W_REFERENCE * ref_frac + W_DATE * date + W_COUNTERPARTY * cp);
+        let auto = unique && score >= rules.min_auto_score;
+        let mut remaining = t.amount;
+        for (n, &i) in best.iter().enumerate() {
+            let allocated = if n + 1 == best.len() {
+                remaining.min(open[i])
+            } else {
+                open[i].min(remaining)
+            };
+            remaining -= allocated;
+            open[i] -= allocated;
+            let inv = &invoices[i];
+            let mut reasons = vec![
+                Reason::SplitPayment {
+                    invoices: best.len(),
+                },
+                Reason::Date {
+                    days_after_issue: t.booked_on - inv.issue_date,
+                    days_after_due: inv.due_date.map(|d| t.booked_on - d),
+                },
+            ];
+            reasons.push(match text::find_reference(&inv.reference, &tokens) {
+                Some(e) => Reason::Reference {
+                    reference: inv.reference.clone(),
+                    exact: e == RefEvidence::Exact,
+                },
+                None => Reason::NoReference,
+            });
+            reasons.push(Reason::Counterparty {
+                similarity: Decimal::from_f64_retain(cp).unwrap_or_default().round_dp(2),
+            });
+            if !unique {
+                reasons.push(Reason::Ambiguous {
+                    candidates: found.len(),
+                });
+            }
+            matches.push(Match {
+                invoice: i,
+                transaction: ti,
+                allocated,
+                score,
+                grade: if auto { Grade::Auto } else { Grade::Suggested },
+                group: 0,
+                reasons,
+            });
+        }
+        t_left[ti] = Decimal::ZERO;
+    }
+}
+
+/// Depth-first search for subsets of 2..=max_k invoices whose open amounts
+/// sum to `target` within `tol`; stops after two (enough to know it is not unique).
+#[allow(clippy::too_many_arguments)]
+fn subsets(
+    pool: &[usize],
+    open: &[Decimal],
+    target: Decimal,
+    tol: Decimal,
+    max_k: usize,
+    from: usize,
+    sum: Decimal,
+    chosen: &mut Vec<usize>,
+    found: &mut Vec<Vec<usize>>,
+) {
+    if found.len() >= 2 {
+        return;
+    }
+    if chosen.len() >= 2 && (sum - target).abs() <= tol {
+        found.push(chosen.clone());
+        return;
+    }
+    if chosen.len() == max_k || sum > target + tol {
+        return;
+    }
+    for k in from..pool.len() {
+        chosen.push(pool[k]);
+        subsets(
+            pool,
+            open,
+            target,
+            tol,
+            max_k,
+            k + 1,
+            sum + open[pool[k]],
+            chosen,
+            found,
+        );
+        chosen.pop();
+        if found.len() >= 2 {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,359 @@
+//! What the matcher must handle, one case each, plus a property test over
+//! random ledgers: no panic, never over-allocated, deterministic.
+
+use super::*;
+use std::str::FromStr;
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn inv(amount: &str, reference: &str, counterparty: &str, issue: Day) -> Invoice {
+    Invoice {
+        amount: d(amount),
+        open_amount: d(amount),
+        currency: "EUR".into(),
+        issue_date: issue,
+        due_date: Some(issue + 30),
+        reference: reference.into(),
+        counterparty: counterparty.into(),
+    }
+}
+
+fn tx(amount: &str, description: &str, counterparty: &str, booked: Day) -> Transaction {
+    Transaction {
+        amount: d(amount),
+        currency: "EUR".into(),
+        booked_on: booked,
+        description: description.into(),
+        counterparty: counterparty.into(),
+    }
+}
+
+fn run(invoices: &[Invoice], transactions: &[Transaction]) -> Vec<Match> {
+    reconcile(invoices, transactions, &Rules::default()).unwrap()
+}
+
+fn only(ms: &[Match]) -> &Match {
+    assert_eq!(ms.len(), 1, "expected one match: {ms:#?}");
+    &ms[0]
+}
+
+#[test]
+fn exact_payment_with_reference_is_auto() {
+    let ms = run(
+        &[inv("1200.00", "INV-1042", "Initech GmbH", 100)],
+        &[tx("1200.00", "SEPA INV-1042", "INITECH", 114)],
+    );
+    let m = only(&ms);
+    assert_eq!(
+        (m.invoice, m.transaction, m.allocated, m.grade),
+        (0, 0, d("1200.00"), Grade::Auto)
+    );
+    assert!(m.reasons.contains(&Reason::AmountEqual));
+    assert!(m.reasons.contains(&Reason::Reference {
+        reference: "INV-1042".into(),
+        exact: true
+    }));
+    assert!(m.reasons.contains(&Reason::Date {
+        days_after_issue: 14,
+        days_after_due: Some(-16)
+    }));
+    assert!(m.score > 0.95);
+}
+
+#[test]
+fn early_and_late_payments_inside_the_window_match() {
+    let invoices = [inv("100.00", "INV-1", "Hooli", 100)];
+    for booked in [96, 100, 131, 180] {
+        let ms = run(&invoices, &[tx("100.00", "INV-1", "Hooli", booked)]);
+        assert_eq!(only(&ms).grade, Grade::Auto, "booked on day {booked}");
+    }
+    for booked in [90, 200] {
+        assert!(
+            run(&invoices, &[tx("100.00", "INV-1", "Hooli", booked)]).is_empty(),
+            "day {booked} is outside the window"
+        );
+    }
+}
+
+#[test]
+fn a_deducted_bank_fee_is_reported() {
+    let ms = run(
+        &[inv("350.50", "INV-1043", "Umbrella Ltd", 100)],
+        &[tx(
+            "348.00",
+            "Payment INV1043 less fees",
+            "Umbrella Ltd",
+            110,
+        )],
+    );
+    let m = only(&ms);
+    assert_eq!(m.allocated, d("348.00"));
+    assert!(m.reasons.contains(&Reason::BankFee { fee: d("2.50") }));
+    assert_eq!(m.grade, Grade::Auto);
+}
+
+#[test]
+fn a_typo_in_the_invoice_number_still_matches() {
+    let ms = run(
+        &[inv("980.00", "INV-1044", "Hooli SARL", 100)],
+        &[tx("980.00", "invoice 1045 hooli", "HOOLI", 105)],
+    );
+    let m = only(&ms);
+    assert!(m.reasons.contains(&Reason::Reference {
+        reference: "INV-1044".into(),
+        exact: false
+    }));
+    assert!(m.score >= 0.8, "{m:?}");
+}
+
+#[test]
+fn without_a_reference_amount_date_and_counterparty_suggest() {
+    let ms = run(
+        &[inv("480.00", "INV-1045", "Vandelay Industries", 100)],
+        &[tx("480.00", "transfer", "VANDELAY INDUSTRIES", 110)],
+    );
+    let m = only(&ms);
+    assert_eq!(m.grade, Grade::Suggested);
+    assert!(m.reasons.contains(&Reason::NoReference));
+}
+
+#[test]
+fn one_payment_can_cover_several_invoices() {
+    let invoices = [
+        inv("100.00", "INV-1", "Acme", 100),
+        inv("250.00", "INV-2", "Acme", 101),
+        inv("70.00", "INV-3", "Acme", 102),
+        inv("250.00", "INV-4", "Other Co", 102),
+    ];
+    let ms = run(&invoices, &[tx("350.00", "INV-1 INV-2", "ACME", 110)]);
+    assert_eq!(ms.len(), 2, "{ms:#?}");
+    assert_eq!(ms.iter().map(|m| m.invoice).collect::<Vec<_>>(), vec![0, 1]);
+    assert!(ms.iter().all(
+        |m| m.group == ms[0].group && m.reasons.contains(&Reason::SplitPayment { invoices: 2 })
+    ));
+    assert_eq!(ms.iter().map(|m| m.allocated).sum::<Decimal>(), d("350.00"));
+    assert!(ms.iter().all(|m| m.grade == Grade::Auto));
+}
+
+#[test]
+fn several_partial_payments_settle_one_invoice() {
+    let invoices = [inv("1000.00", "INV-7", "Globex", 100)];
+    let ms = run(
+        &invoices,
+        &[
+            tx("400.00", "INV-7 part 1", "Globex", 105),
+            tx("600.00", "INV-7 rest", "Globex", 120),
+        ],
+    );
+    assert_eq!(ms.len(), 2, "{ms:#?}");
+    assert_eq!(
+        ms.iter().map(|m| m.allocated).sum::<Decimal>(),
+        d("1000.00")
+    );
+    assert!(ms[0].reasons.contains(&Reason::PartialPayment {
+        remaining: d("600.00")
+    }));
+}
+
+#[test]
+fn other_currencies_never_match_unless_allowed() {
+    let invoices = [inv("100.00", "INV-9", "Acme", 100)];
+    let mut t = tx("100.00", "INV-9", "Acme", 105);
+    t.currency = "USD".into();
+    assert!(run(&invoices, std::slice::from_ref(&t)).is_empty());
+    let rules = Rules {
+        allow_currency_mismatch: true,
+        ..Rules::default()
+    };
+    let ms = reconcile(&invoices, &[t], &rules).unwrap();
+    let m = only(&ms);
+    assert_eq!(m.grade, Grade::Suggested);
+    assert!(m.reasons.contains(&Reason::CurrencyDiffers {
+        invoice: "EUR".into(),
+        transaction: "USD".into()
+    }));
+}
+
+#[test]
+fn recurring_equal_amounts_are_never_auto() {
+    // A monthly retainer: two open invoices of the same amount, one payment
+    // without a reference.
+    let invoices = [
+        inv("500.00", "R-01", "Stark Retail", 100),
+        inv("500.00", "R-02", "Stark Retail", 101),
+    ];
+    let ms = run(
+        &invoices,
+        &[tx("500.00", "monthly retainer", "Stark Retail", 110)],
+    );
+    let m = only(&ms);
+    assert_eq!(m.grade, Grade::Suggested);
+    assert!(
+        m.reasons
+            .iter()
+            .any(|r| matches!(r, Reason::Ambiguous { candidates: 2 })),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn the_same_input_gives_the_same_output() {
+    let (invoices, transactions) = random_ledger(7, 60);
+    let a = reconcile(&invoices, &transactions, &Rules::default()).unwrap();
+    let b = reconcile(&invoices, &transactions, &Rules::default()).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn bad_input_is_an_error_naming_the_row() {
+    let mut bad = inv("100.00", "X-1", "A", 1);
+    bad.amount = d("0");
+    assert_eq!(
+        reconcile(&[bad], &[], &Rules::default()),
+        Err(InputError::InvoiceAmountNotPositive { invoice: 0 })
+    );
+    let mut bad = inv("100.00", "X-1", "A", 1);
+    bad.open_amount = d("100.01");
+    let e = reconcile(&[bad], &[], &Rules::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invoice #1 has an open_amount below zero or above its amount"
+    );
+    let rules = Rules {
+        days_after: -1,
+        ..Rules::default()
+    };
+    assert_eq!(
+        reconcile(&[], &[], &rules),
+        Err(InputError::BadRules { rule: "days_after" })
+    );
+}
+
+#[test]
+fn payments_out_are_ignored() {
+    assert!(run(
+        &[inv("45.90", "INV-1", "Staples", 100)],
+        &[tx("-45.90", "INV-1", "Staples", 101)]
+    )
+    .is_empty());
+}
+
+/// A small deterministic generator (xorshift), so the property test needs
+/// no extra crate and fails the same way every time.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_ledger(seed: u64, n: usize) -> (Vec<Invoice>, Vec<Transaction>) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let names = ["Acme", "Globex", "Initech GmbH", "Hooli", "Umbrella Ltd"];
+    let mut invoices = Vec::new();
+    let mut transactions = Vec::new();
+    for i in 0..n {
+        let cents = 100 + rng.below(500_000) as i64;
+        let amount = Decimal::new(cents, 2);
+        let open = if rng.below(5) == 0 {
+            Decimal::new(rng.below(cents as u64 + 1) as i64, 2)
+        } else {
+            amount
+        };
+        let issue = rng.below(400) as Day;
+        let name = names[rng.below(names.len() as u64) as usize];
+        invoices.push(Invoice {
+            amount,
+            open_amount: open,
+            currency: if rng.below(10) == 0 {
+                "USD".into()
+            } else {
+                "EUR".into()
+            },
+            issue_date: issue,
+            due_date: if rng.below(4) == 0 {
+                None
+            } else {
+                Some(issue + rng.below(60) as Day)
+            },
+            reference: format!("INV-{}", 1000 + i),
+            counterparty: name.into(),
+        });
+        let paid = match rng.below(6) {
+            0 => amount,
+            1 => amount - Decimal::new(rng.below(3000) as i64, 2),
+            2 => amount + Decimal::new(rng.below(100) as i64, 2),
+            3 => Decimal::new(rng.below(cents as u64) as i64 + 1, 2),
+            4 => -amount,
+            _ => amount * Decimal::TWO,
+        };
+        let reference = match rng.below(4) {
+            0 => format!("INV-{}", 1000 + i),
+            1 => format!("INV{}", 1000 + rng.below(n as u64 + 5)),
+            2 => format!("payment {}", rng.below(100_000)),
+            _ => String::new(),
+        };
+        transactions.push(Transaction {
+            amount: paid,
+            currency: if rng.below(12) == 0 {
+                "USD".into()
+            } else {
+                "EUR".into()
+            },
+            booked_on: issue + rng.below(90) as Day - 10,
+            description: reference,
+            counterparty: names[rng.below(names.len() as u64) as usize].into(),
+        });
+    }
+    (invoices, transactions)
+}
+
+#[test]
+fn random_ledgers_never_over_allocate_and_are_deterministic() {
+    for seed in 1..=200u64 {
+        let (invoices, transactions) = random_ledger(seed, 5 + (seed as usize % 40));
+        for rules in [
+            Rules::default(),
+            Rules {
+                amount_tolerance_pct: d("2"),
+                fee_ceiling: d("50"),
+                ..Rules::default()
+            },
+        ] {
+            let ms = reconcile(&invoices, &transactions, &rules).unwrap();
+            assert_eq!(
+                ms,
+                reconcile(&invoices, &transactions, &rules).unwrap(),
+                "seed {seed}"
+            );
+            let mut per_inv = vec![Decimal::ZERO; invoices.len()];
+            let mut per_tx = vec![Decimal::ZERO; transactions.len()];
+            for m in &ms {
+                assert!(m.allocated > Decimal::ZERO, "seed {seed}: {m:?}");
+                assert!((0.0..=1.0).contains(&m.score), "seed {seed}: {m:?}");
+                per_inv[m.invoice] += m.allocated;
+                per_tx[m.transaction] += m.allocated;
+            }
+            for (i, inv) in invoices.iter().enumerate() {
+                assert!(
+                    per_inv[i] <= inv.open_amount,
+                    "seed {seed}: invoice {i} over-allocated"
+                );
+            }
+            for (t, tx) in transactions.iter().enumerate() {
+                assert!(
+                    per_tx[t] <= tx.amount.max(Decimal::ZERO),
+                    "seed {seed}: transaction {t} over-allocated"
+                );
+            }
+        }
+    }
+}
