@@ -189,7 +189,7 @@ AS 'MODULE_PATHNAME', 'in_transaction_block_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/rbac.rs:154
+-- extension/pg_tenancy/src/rbac.rs:164
 -- pg_tenancy::rbac::_permitted
 CREATE  FUNCTION "_permitted"(
 	"resource" TEXT, /* & str */
@@ -201,7 +201,7 @@ AS 'MODULE_PATHNAME', 'permitted_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/rbac.rs:161
+-- extension/pg_tenancy/src/rbac.rs:171
 -- pg_tenancy::rbac::_rbac_changed
 CREATE  FUNCTION "_rbac_changed"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE 
@@ -529,7 +529,7 @@ COMMENT ON FUNCTION tenancy.pre_request() IS 'PostgREST db-pre-request: validate
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:32
+-- extension/pg_tenancy/src/lib.rs:37
 -- requires:
 --   context
 --   context::set_claimed_key
@@ -592,7 +592,7 @@ DECLARE
     tenant uuid := tenancy.tenant_scope();
     k text := coalesce(key, current_setting('request.headers', true)::jsonb ->> 'idempotency-key');
     fp bytea;
-    found tenancy.idempotency_keys;
+    existing tenancy.idempotency_keys;
 BEGIN
     IF scope IS NULL OR scope = '' THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'idempotency_claim needs a scope (the endpoint''s name)');
@@ -617,26 +617,36 @@ BEGIN
     END IF;
 
     fp := sha256(convert_to(scope || E'\n' || coalesce(request::text, 'null'), 'UTF8'));
-    SELECT * INTO found FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
-    IF found.key IS NOT NULL AND found.expires_at > now() THEN
-        IF found.fingerprint <> fp THEN
-            PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
-                format('this Idempotency-Key was already used for a different request (%s)',
-                       CASE WHEN found.scope = scope THEN 'other payload' ELSE 'endpoint ' || found.scope END),
-                'Use a new key for a new request.', tenancy.idempotency_conflict_status());
-        END IF;
-        PERFORM set_config('response.status', found.status::text, true);
-        PERFORM set_config('response.headers', '[{"Idempotent-Replayed": "true"}]', true);
-        RETURN coalesce(found.body, 'null'::jsonb);
-    END IF;
-    IF found.key IS NOT NULL THEN
-        DELETE FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;  -- expired
+    -- Fast path, one statement: a new key. (The advisory lock above means no
+    -- one else can be inserting it; a conflict is a committed earlier use.)
+    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
+    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()))
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+    IF FOUND THEN
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
     END IF;
 
-    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
-    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()));
-    PERFORM tenancy._set_claimed_key(k);
-    RETURN NULL;
+    SELECT * INTO existing FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
+    IF existing.expires_at <= now() THEN
+        -- Expired: the key counts as new.
+        UPDATE tenancy.idempotency_keys x
+        SET scope = idempotency_claim.scope, fingerprint = fp, state = 'in_progress', status = NULL, body = NULL,
+            created_at = now(), completed_at = NULL,
+            expires_at = now() + make_interval(secs => tenancy.idempotency_ttl_seconds())
+        WHERE x.tenant_id = tenant AND x.key = k;
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
+    END IF;
+    IF existing.fingerprint <> fp THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
+            format('this Idempotency-Key was already used for a different request (%s)',
+                   CASE WHEN existing.scope = scope THEN 'other payload' ELSE 'endpoint ' || existing.scope END),
+            'Use a new key for a new request.', tenancy.idempotency_conflict_status());
+    END IF;
+    PERFORM set_config('response.status', existing.status::text, true);
+    PERFORM set_config('response.headers', '[{"Idempotent-Replayed": "true"}]', true);
+    RETURN coalesce(existing.body, 'null'::jsonb);
 END
 $$;
 COMMENT ON FUNCTION tenancy.idempotency_claim(text, jsonb, text) IS 'Claims the Idempotency-Key (header, or the key argument) for this transaction. NULL: go ahead. Otherwise the stored response to return as is (a replay). Errors: 400 key missing or invalid, 409 in flight, 422 reused for another request.';
@@ -1000,7 +1010,7 @@ AS 'MODULE_PATHNAME', 'current_user_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/rbac.rs:141
+-- extension/pg_tenancy/src/rbac.rs:151
 -- pg_tenancy::rbac::has_permission
 CREATE  FUNCTION "has_permission"(
 	"resource" TEXT, /* Option < & str > */
@@ -1434,7 +1444,7 @@ AS 'MODULE_PATHNAME', 'idempotency_ttl_seconds_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:46
+-- extension/pg_tenancy/src/lib.rs:51
 -- pg_tenancy::version
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE
@@ -1443,7 +1453,7 @@ AS 'MODULE_PATHNAME', 'version_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:37
+-- extension/pg_tenancy/src/lib.rs:42
 -- finalize
 -- Fail closed: nothing in the tenancy schema is executable by PUBLIC except
 -- what row level security policies and API code must call.

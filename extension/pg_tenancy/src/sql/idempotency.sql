@@ -55,7 +55,7 @@ DECLARE
     tenant uuid := tenancy.tenant_scope();
     k text := coalesce(key, current_setting('request.headers', true)::jsonb ->> 'idempotency-key');
     fp bytea;
-    found tenancy.idempotency_keys;
+    existing tenancy.idempotency_keys;
 BEGIN
     IF scope IS NULL OR scope = '' THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'idempotency_claim needs a scope (the endpoint''s name)');
@@ -80,26 +80,36 @@ BEGIN
     END IF;
 
     fp := sha256(convert_to(scope || E'\n' || coalesce(request::text, 'null'), 'UTF8'));
-    SELECT * INTO found FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
-    IF found.key IS NOT NULL AND found.expires_at > now() THEN
-        IF found.fingerprint <> fp THEN
-            PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
-                format('this Idempotency-Key was already used for a different request (%s)',
-                       CASE WHEN found.scope = scope THEN 'other payload' ELSE 'endpoint ' || found.scope END),
-                'Use a new key for a new request.', tenancy.idempotency_conflict_status());
-        END IF;
-        PERFORM set_config('response.status', found.status::text, true);
-        PERFORM set_config('response.headers', '[{"Idempotent-Replayed": "true"}]', true);
-        RETURN coalesce(found.body, 'null'::jsonb);
-    END IF;
-    IF found.key IS NOT NULL THEN
-        DELETE FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;  -- expired
+    -- Fast path, one statement: a new key. (The advisory lock above means no
+    -- one else can be inserting it; a conflict is a committed earlier use.)
+    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
+    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()))
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+    IF FOUND THEN
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
     END IF;
 
-    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
-    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()));
-    PERFORM tenancy._set_claimed_key(k);
-    RETURN NULL;
+    SELECT * INTO existing FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
+    IF existing.expires_at <= now() THEN
+        -- Expired: the key counts as new.
+        UPDATE tenancy.idempotency_keys x
+        SET scope = idempotency_claim.scope, fingerprint = fp, state = 'in_progress', status = NULL, body = NULL,
+            created_at = now(), completed_at = NULL,
+            expires_at = now() + make_interval(secs => tenancy.idempotency_ttl_seconds())
+        WHERE x.tenant_id = tenant AND x.key = k;
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
+    END IF;
+    IF existing.fingerprint <> fp THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
+            format('this Idempotency-Key was already used for a different request (%s)',
+                   CASE WHEN existing.scope = scope THEN 'other payload' ELSE 'endpoint ' || existing.scope END),
+            'Use a new key for a new request.', tenancy.idempotency_conflict_status());
+    END IF;
+    PERFORM set_config('response.status', existing.status::text, true);
+    PERFORM set_config('response.headers', '[{"Idempotent-Replayed": "true"}]', true);
+    RETURN coalesce(existing.body, 'null'::jsonb);
 END
 $$;
 COMMENT ON FUNCTION tenancy.idempotency_claim(text, jsonb, text) IS 'Claims the Idempotency-Key (header, or the key argument) for this transaction. NULL: go ahead. Otherwise the stored response to return as is (a replay). Errors: 400 key missing or invalid, 409 in flight, 422 reused for another request.';
