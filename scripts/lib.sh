@@ -141,7 +141,7 @@ start_postgrest() {
     POSTGREST_PID=$!
     local i
     for i in $(seq 1 100); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$port/rpc/health"; then return 0; fi
+        if curl -fs -o /dev/null "http://127.0.0.1:$port/rpc/health"; then return 0; fi
         kill -0 "$POSTGREST_PID" 2>/dev/null || { cat "$log" >&2; die "PostgREST exited (log above)"; }
         sleep 0.2
     done
