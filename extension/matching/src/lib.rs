@@ -185,6 +185,16 @@ enum AmountFit {
     Over,
 }
 
+impl AmountFit {
+    /// The payment settles the invoice by itself (equal, rounding or fee).
+    fn settles_whole(self) -> bool {
+        matches!(
+            self,
+            AmountFit::Equal | AmountFit::Tolerance | AmountFit::Fee
+        )
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Candidate {
     t: usize,
@@ -531,10 +541,7 @@ pub fn reconcile(
     let mut per_t: HashMap<usize, Vec<f64>> = HashMap::new();
     let mut per_inv: HashMap<usize, Vec<f64>> = HashMap::new();
     for c in &cands {
-        if matches!(
-            c.fit,
-            AmountFit::Equal | AmountFit::Tolerance | AmountFit::Fee
-        ) {
+        if c.fit.settles_whole() {
             per_t.entry(c.t).or_default().push(c.score);
             per_inv.entry(c.inv).or_default().push(c.score);
         }
@@ -548,45 +555,30 @@ pub fn reconcile(
     // Whole settlements first, then split payments, then partial and over-
     // payments: a payment that exactly covers several invoices is a split,
     // not an overpayment of the first one.
-    let whole = |c: &Candidate| {
-        matches!(
-            c.fit,
-            AmountFit::Equal | AmountFit::Tolerance | AmountFit::Fee
-        )
-    };
-    for c in cands.iter().filter(|c| whole(c)) {
-        allocate(
-            c,
-            invoices,
-            transactions,
-            rules,
-            &per_t,
-            &per_inv,
-            &mut t_left,
-            &mut open,
-            &mut matches,
-        );
-    }
-    split_payments(
-        invoices,
-        transactions,
-        rules,
-        &mut t_left,
-        &mut open,
-        &mut matches,
-    );
-    for c in cands.iter().filter(|c| !whole(c)) {
-        allocate(
-            c,
-            invoices,
-            transactions,
-            rules,
-            &per_t,
-            &per_inv,
-            &mut t_left,
-            &mut open,
-            &mut matches,
-        );
+    for whole_pass in [true, false] {
+        for c in cands.iter().filter(|c| c.fit.settles_whole() == whole_pass) {
+            allocate(
+                c,
+                invoices,
+                transactions,
+                rules,
+                &per_t,
+                &per_inv,
+                &mut t_left,
+                &mut open,
+                &mut matches,
+            );
+        }
+        if whole_pass {
+            split_payments(
+                invoices,
+                transactions,
+                rules,
+                &mut t_left,
+                &mut open,
+                &mut matches,
+            );
+        }
     }
 
     matches.sort_by(|a, b| {
@@ -629,10 +621,7 @@ fn allocate(
     if t_left[c.t].is_zero() || open[c.inv].is_zero() {
         return;
     }
-    let whole = matches!(
-        c.fit,
-        AmountFit::Equal | AmountFit::Tolerance | AmountFit::Fee
-    );
+    let whole = c.fit.settles_whole();
     if whole && (t_left[c.t] != t.amount || open[c.inv] != inv.open_amount) {
         return; // a full settlement needs both sides untouched
     }
