@@ -4,6 +4,7 @@
 //! The result is deterministic for the same input: candidates are ranked by
 //! score and then by their positions in the input, never by hash order.
 
+pub mod synthetic;
 pub mod text;
 
 use rust_decimal::Decimal;
@@ -454,6 +455,14 @@ fn candidates(invoices: &[Invoice], transactions: &[Transaction], rules: &Rules)
             if text::mentions(&tokens, &inv.counterparty) {
                 counterparty = 1.0;
             }
+            // A near amount alone is common in a large ledger: a fee or a
+            // rounding gap counts only with a reference or the counterparty.
+            if matches!(fit, AmountFit::Fee | AmountFit::Tolerance)
+                && reference.is_none()
+                && counterparty < 0.5
+            {
+                continue;
+            }
             let score = round4(
                 W_AMOUNT * amount_score(fit)
                     + W_REFERENCE * reference_score(reference)
@@ -675,45 +684,49 @@ fn split_payments(
     if max_k < 2 {
         return;
     }
-    let mut by_currency: HashMap<&str, Vec<usize>> = HashMap::new();
+    // Invoices by the words of their counterparty's name, and by number.
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, inv) in invoices.iter().enumerate() {
-        by_currency
-            .entry(inv.currency.as_str())
-            .or_default()
-            .push(i);
+        for word in text::name_tokens(&inv.counterparty) {
+            by_name.entry(word).or_default().push(i);
+        }
     }
+    let refs = RefIndex::new(invoices);
     for (ti, t) in transactions.iter().enumerate() {
         if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
             continue;
         }
         let tokens = text::tokens(&t.description);
-        let Some(list) = by_currency.get(t.currency.as_str()) else {
-            continue;
-        };
-        let mut pool: Vec<usize> = list
+        let mut pool: Vec<usize> = Vec::new();
+        refs.lookup(&tokens, &mut pool);
+        for word in text::name_tokens(&t.counterparty)
             .iter()
-            .copied()
-            .filter(|&i| {
-                let inv = &invoices[i];
-                open[i] > Decimal::ZERO
-                    && open[i] == inv.open_amount
-                    && open[i] < t.amount
-                    && date_fit(rules, inv, t).is_some()
-                    && (text::counterparty_similarity(&inv.counterparty, &t.counterparty) >= 0.5
-                        || text::mentions(&tokens, &inv.counterparty)
-                        || text::find_reference(&inv.reference, &tokens)
-                            == Some(RefEvidence::Exact))
-            })
-            .collect();
+            .chain(tokens.iter())
+        {
+            if let Some(list) = by_name.get(word) {
+                pool.extend(list);
+            }
+        }
+        pool.sort_unstable();
+        pool.dedup();
+        pool.retain(|&i| {
+            let inv = &invoices[i];
+            inv.currency == t.currency
+                && open[i] > Decimal::ZERO
+                && open[i] == inv.open_amount
+                && open[i] < t.amount
+                && date_fit(rules, inv, t).is_some()
+                && (text::counterparty_similarity(&inv.counterparty, &t.counterparty) >= 0.5
+                    || text::mentions(&tokens, &inv.counterparty)
+                    || text::find_reference(&inv.reference, &tokens) == Some(RefEvidence::Exact))
+        });
         if pool.len() < 2 {
             continue;
         }
-        pool.sort_by(|a, b| {
-            invoices[*a]
-                .issue_date
-                .cmp(&invoices[*b].issue_date)
-                .then(a.cmp(b))
-        });
+        // Invoices named in the description first, then those issued
+        // closest to the payment.
+        let unnamed = |i: usize| text::find_reference(&invoices[i].reference, &tokens).is_none();
+        pool.sort_by_key(|&i| (unnamed(i), (t.booked_on - invoices[i].issue_date).abs(), i));
         pool.truncate(SPLIT_CANDIDATES);
         let tol = rules.amount_tolerance;
         let mut found: Vec<Vec<usize>> = Vec::new();

@@ -103,7 +103,8 @@ const LEGAL_FORMS: &[&str] = &[
     "PLC", "KG", "SRL", "SPA",
 ];
 
-fn name_tokens(name: &str) -> Vec<String> {
+/// The words of a name, normalized, without legal forms.
+pub fn name_tokens(name: &str) -> Vec<String> {
     let mut t: Vec<String> = name
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|t| !t.is_empty())
