@@ -482,6 +482,33 @@ fn candidates(invoices: &[Invoice], transactions: &[Transaction], rules: &Rules)
     out
 }
 
+/// The date, invoice number and counterparty evidence of a pair.
+fn evidence(
+    inv: &Invoice,
+    t: &Transaction,
+    reference: Option<RefEvidence>,
+    counterparty: f64,
+) -> [Reason; 3] {
+    [
+        Reason::Date {
+            days_after_issue: t.booked_on - inv.issue_date,
+            days_after_due: inv.due_date.map(|d| t.booked_on - d),
+        },
+        match reference {
+            Some(e) => Reason::Reference {
+                reference: inv.reference.clone(),
+                exact: e == RefEvidence::Exact,
+            },
+            None => Reason::NoReference,
+        },
+        Reason::Counterparty {
+            similarity: Decimal::from_f64_retain(counterparty)
+                .unwrap_or_default()
+                .round_dp(2),
+        },
+    ]
+}
+
 fn reasons_for(
     c: &Candidate,
     inv: &Invoice,
@@ -505,22 +532,7 @@ fn reasons_for(
             excess: t.amount - allocated,
         }),
     }
-    r.push(Reason::Date {
-        days_after_issue: t.booked_on - inv.issue_date,
-        days_after_due: inv.due_date.map(|d| t.booked_on - d),
-    });
-    match c.reference {
-        Some(e) => r.push(Reason::Reference {
-            reference: inv.reference.clone(),
-            exact: e == RefEvidence::Exact,
-        }),
-        None => r.push(Reason::NoReference),
-    }
-    r.push(Reason::Counterparty {
-        similarity: Decimal::from_f64_retain(c.counterparty)
-            .unwrap_or_default()
-            .round_dp(2),
-    });
+    r.extend(evidence(inv, t, c.reference, c.counterparty));
     if inv.currency != t.currency {
         r.push(Reason::CurrencyDiffers {
             invoice: inv.currency.clone(),
@@ -726,7 +738,7 @@ fn split_payments(
         // Invoices named in the description first, then those issued
         // closest to the payment.
         let unnamed = |i: usize| text::find_reference(&invoices[i].reference, &tokens).is_none();
-        pool.sort_by_key(|&i| (unnamed(i), (t.booked_on - invoices[i].issue_date).abs(), i));
+        pool.sort_by_cached_key(|&i| (unnamed(i), (t.booked_on - invoices[i].issue_date).abs(), i));
         pool.truncate(SPLIT_CANDIDATES);
         let tol = rules.amount_tolerance;
         let mut found: Vec<Vec<usize>> = Vec::new();
@@ -768,34 +780,16 @@ fn split_payments(
         let score = round4(W_AMOUNT + W_REFERENCE * ref_frac + W_DATE * date + W_COUNTERPARTY * cp);
         let auto = unique && score >= rules.min_auto_score;
         let mut remaining = t.amount;
-        for (n, &i) in best.iter().enumerate() {
-            let allocated = if n + 1 == best.len() {
-                remaining.min(open[i])
-            } else {
-                open[i].min(remaining)
-            };
+        for &i in &best {
+            let allocated = open[i].min(remaining);
             remaining -= allocated;
             open[i] -= allocated;
             let inv = &invoices[i];
-            let mut reasons = vec![
-                Reason::SplitPayment {
-                    invoices: best.len(),
-                },
-                Reason::Date {
-                    days_after_issue: t.booked_on - inv.issue_date,
-                    days_after_due: inv.due_date.map(|d| t.booked_on - d),
-                },
-            ];
-            reasons.push(match text::find_reference(&inv.reference, &tokens) {
-                Some(e) => Reason::Reference {
-                    reference: inv.reference.clone(),
-                    exact: e == RefEvidence::Exact,
-                },
-                None => Reason::NoReference,
-            });
-            reasons.push(Reason::Counterparty {
-                similarity: Decimal::from_f64_retain(cp).unwrap_or_default().round_dp(2),
-            });
+            let mut reasons = vec![Reason::SplitPayment {
+                invoices: best.len(),
+            }];
+            let reference = text::find_reference(&inv.reference, &tokens);
+            reasons.extend(evidence(inv, t, reference, cp));
             if !unique {
                 reasons.push(Reason::Ambiguous {
                     candidates: found.len(),
