@@ -4,6 +4,7 @@
 //! The result is deterministic for the same input: candidates are ranked by
 //! score and then by their positions in the input, never by hash order.
 
+pub mod explain;
 pub mod synthetic;
 pub mod text;
 
