@@ -207,6 +207,17 @@ struct Candidate {
     score: f64,
 }
 
+impl Candidate {
+    /// Allocated before split payments, in score order. A partial payment
+    /// that names its invoice exactly belongs here: otherwise a fee-sized gap
+    /// to some other invoice of the same payer (a weaker match) would win
+    /// just by being allocated earlier.
+    fn first_pass(&self) -> bool {
+        self.fit.settles_whole()
+            || (self.fit == AmountFit::Partial && self.reference == Some(RefEvidence::Exact))
+    }
+}
+
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
@@ -574,11 +585,12 @@ pub fn reconcile(
         .collect();
     let mut open: Vec<Decimal> = invoices.iter().map(|i| i.open_amount).collect();
     let mut matches = Vec::new();
-    // Whole settlements first, then split payments, then partial and over-
-    // payments: a payment that exactly covers several invoices is a split,
-    // not an overpayment of the first one.
-    for whole_pass in [true, false] {
-        for c in cands.iter().filter(|c| c.fit.settles_whole() == whole_pass) {
+    // Whole settlements and partial payments naming their invoice first, by
+    // score, then split payments, then the rest (overpayments, partial
+    // payments on a mistyped number): a payment that exactly covers several
+    // invoices is a split, not an overpayment of the first one.
+    for first_pass in [true, false] {
+        for c in cands.iter().filter(|c| c.first_pass() == first_pass) {
             allocate(
                 c,
                 invoices,
@@ -591,7 +603,7 @@ pub fn reconcile(
                 &mut matches,
             );
         }
-        if whole_pass {
+        if first_pass {
             split_payments(
                 invoices,
                 transactions,

@@ -158,6 +158,31 @@ fn several_partial_payments_settle_one_invoice() {
 }
 
 #[test]
+fn a_partial_payment_naming_its_invoice_beats_a_fee_on_another() {
+    // 400.00 is within the fee ceiling of INV-8, but the payment names INV-7.
+    let invoices = [
+        inv("1000.00", "INV-7", "Globex", 100),
+        inv("410.00", "INV-8", "Globex", 100),
+    ];
+    let ms = run(
+        &invoices,
+        &[
+            tx("400.00", "INV-7 part 1", "Globex", 105),
+            tx("600.00", "INV-7 rest", "Globex", 120),
+        ],
+    );
+    assert_eq!(ms.len(), 2, "{ms:#?}");
+    assert!(ms.iter().all(|m| m.invoice == 0), "{ms:#?}");
+    assert_eq!(
+        ms.iter().map(|m| m.allocated).sum::<Decimal>(),
+        d("1000.00")
+    );
+    assert!(ms[1].reasons.contains(&Reason::PartialPayment {
+        remaining: d("0.00")
+    }));
+}
+
+#[test]
 fn other_currencies_never_match_unless_allowed() {
     let invoices = [inv("100.00", "INV-9", "Acme", 100)];
     let mut t = tx("100.00", "INV-9", "Acme", 105);
