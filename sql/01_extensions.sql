@@ -37,6 +37,9 @@ GRANT EXECUTE ON FUNCTION
     tenancy.list_roles()
 TO authenticated;
 
+-- Reconciliation rules: set_reconcile_rules checks reconciliation.manage itself.
+GRANT EXECUTE ON FUNCTION tenancy.set_reconcile_rules(jsonb) TO authenticated, analyst;
+
 -- Idempotency: RPCs running as the API role claim and complete keys.
 GRANT EXECUTE ON FUNCTION
     tenancy.idempotency_claim(text, jsonb, text),

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS ledger.invoices (
     CONSTRAINT invoices_reference_length CHECK (length(reference) BETWEEN 1 AND 100),
     CONSTRAINT invoices_open_amount_range CHECK (open_amount >= 0 AND open_amount <= amount),
     CONSTRAINT invoices_status CHECK (status IN ('open', 'partially_paid', 'paid')),
-    CONSTRAINT invoices_reference_unique UNIQUE (tenant_id, reference)
+    CONSTRAINT invoices_reference_unique UNIQUE (tenant_id, reference),
+    CONSTRAINT invoices_tenant_id_id_key UNIQUE (tenant_id, id)  -- target of matches' FK
 );
 CREATE INDEX IF NOT EXISTS invoices_tenant_created ON ledger.invoices (tenant_id, created_at DESC, id);
 COMMENT ON TABLE ledger.invoices IS 'Invoices issued by the tenant; reference is the invoice number, unique per tenant.';
@@ -37,7 +38,11 @@ CREATE TABLE IF NOT EXISTS ledger.bank_transactions (
     counterparty text        NOT NULL DEFAULT '',
     status       text        NOT NULL DEFAULT 'unmatched',
     created_at   timestamptz NOT NULL DEFAULT now(),
+    -- What is not yet allocated to invoices; payments out (negative) never are.
+    unmatched_amount numeric NOT NULL,
     CONSTRAINT bank_transactions_amount_nonzero CHECK (amount <> 0),
+    CONSTRAINT bank_transactions_unmatched_range CHECK (unmatched_amount >= 0 AND unmatched_amount <= greatest(amount, 0)),
+    CONSTRAINT bank_transactions_tenant_id_id_key UNIQUE (tenant_id, id),
     CONSTRAINT bank_transactions_amount_scale CHECK (scale(amount) <= 4),
     CONSTRAINT bank_transactions_currency_code CHECK (currency ~ '^[A-Z]{3}$'),
     CONSTRAINT bank_transactions_description_length CHECK (length(description) <= 1000),
@@ -48,6 +53,9 @@ COMMENT ON TABLE ledger.bank_transactions IS 'Bank statement lines of the tenant
 
 -- Derived columns belong to the ledger, not to the client: a new invoice is
 -- fully open, and changing its amount moves its open amount by the same delta.
+-- Only the ledger's own triggers (matches, below: trigger depth > 1) move
+-- open amounts otherwise; the CHECK on open_amount then forbids allocating
+-- more than an invoice's amount, under any concurrency (row locks).
 CREATE OR REPLACE FUNCTION ledger.invoices_derived()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -56,13 +64,15 @@ AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.open_amount := NEW.amount;
-        NEW.status := 'open';
         NEW.created_at := now();
     ELSE
-        NEW.open_amount := OLD.open_amount + (NEW.amount - OLD.amount);
-        NEW.status := OLD.status;
+        IF pg_trigger_depth() = 1 THEN
+            NEW.open_amount := OLD.open_amount + (NEW.amount - OLD.amount);
+        END IF;
         NEW.created_at := OLD.created_at;
     END IF;
+    NEW.status := CASE WHEN NEW.open_amount = NEW.amount THEN 'open'
+                       WHEN NEW.open_amount = 0 THEN 'paid' ELSE 'partially_paid' END;
     RETURN NEW;
 END
 $$;
@@ -77,12 +87,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        NEW.status := 'unmatched';
+        NEW.unmatched_amount := greatest(NEW.amount, 0);
         NEW.created_at := now();
     ELSE
-        NEW.status := OLD.status;
+        IF pg_trigger_depth() = 1 THEN
+            NEW.unmatched_amount := OLD.unmatched_amount + (greatest(NEW.amount, 0) - greatest(OLD.amount, 0));
+        END IF;
         NEW.created_at := OLD.created_at;
     END IF;
+    NEW.status := CASE WHEN NEW.amount < 0 OR NEW.unmatched_amount = NEW.amount THEN 'unmatched'
+                       WHEN NEW.unmatched_amount = 0 THEN 'matched' ELSE 'partially_matched' END;
     RETURN NEW;
 END
 $$;

@@ -12,9 +12,15 @@ COMMENT ON VIEW api.invoices IS 'Invoices of your tenant. open_amount, status an
 
 CREATE OR REPLACE VIEW api.bank_transactions WITH (security_invoker = true) AS
     SELECT id, tenant_id, amount, currency, booked_on, description, counterparty,
-           status, created_at
+           status, created_at, unmatched_amount
     FROM ledger.bank_transactions;
-COMMENT ON VIEW api.bank_transactions IS 'Bank transactions of your tenant.';
+COMMENT ON VIEW api.bank_transactions IS 'Bank transactions of your tenant. status, created_at and unmatched_amount (what matches have not yet allocated) are maintained by the ledger.';
+
+CREATE OR REPLACE VIEW api.matches WITH (security_invoker = true) AS
+    SELECT id, tenant_id, invoice_id, transaction_id, allocated_amount, score, grade, group_id,
+           reasons, status, created_by, decided_by, decided_at, created_at
+    FROM ledger.matches;
+COMMENT ON VIEW api.matches IS 'Invoice <-> payment matches of your tenant. POST a manual match with invoice_id, transaction_id and allocated_amount; PATCH status to confirmed or undone; DELETE removes a match and restores the open amounts.';
 
 CREATE OR REPLACE FUNCTION api.health()
 RETURNS jsonb
@@ -101,11 +107,70 @@ END
 $$;
 COMMENT ON FUNCTION api.import_bank_transactions(jsonb) IS 'Imports a JSON array of bank transactions exactly once per Idempotency-Key header (required). Retries replay the stored 201 response with Idempotent-Replayed: true.';
 
+-- Reconciliation (DESIGN §7). Candidates are computed, never stored, by
+-- reconcile; apply_reconciliation stores the auto-grade ones.
+CREATE OR REPLACE FUNCTION api.reconcile(rules jsonb DEFAULT '{}')
+RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
+               grade text, group_id bigint, reasons jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenancy.require_permission('matches', 'read');
+    RETURN QUERY SELECT * FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions', rules);
+END
+$$;
+COMMENT ON FUNCTION api.reconcile(jsonb) IS 'Match candidates for your open invoices and unmatched payments, with score, grade (auto | suggested) and reasons; writes nothing. {"rules": {...}} overrides your tenant''s rules for this call.';
+
+CREATE OR REPLACE FUNCTION api.apply_reconciliation()
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ledger.apply_reconciliation() $$;
+COMMENT ON FUNCTION api.apply_reconciliation() IS 'Stores the auto-grade matches; safe to re-run (nothing is stored twice). Returns {"applied": n, "match_ids": [...]}. Needs matches.create.';
+
+CREATE OR REPLACE FUNCTION api.confirm_match(match_id uuid)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ledger.decide_match(match_id, 'confirmed') $$;
+COMMENT ON FUNCTION api.confirm_match(uuid) IS 'Records that a person confirmed a match. Needs matches.update.';
+
+CREATE OR REPLACE FUNCTION api.undo_match(match_id uuid)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ledger.decide_match(match_id, 'undone') $$;
+COMMENT ON FUNCTION api.undo_match(uuid) IS 'Undoes a match: the invoice''s open amount and the payment''s unmatched amount are restored. Needs matches.update.';
+
+CREATE OR REPLACE FUNCTION api.explain_match(match_id uuid)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ledger.explain_match(match_id) $$;
+COMMENT ON FUNCTION api.explain_match(uuid) IS 'A plain-language sentence saying why a payment was matched to an invoice. Needs matches.read.';
+
+CREATE OR REPLACE FUNCTION api.reconcile_rules()
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT to_jsonb(r) - 'tenant_id' FROM tenancy.effective_reconcile_rules() r $$;
+COMMENT ON FUNCTION api.reconcile_rules() IS 'Your tenant''s reconciliation rules (null = the built-in default).';
+
+CREATE OR REPLACE FUNCTION api.set_reconcile_rules(rules jsonb)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT to_jsonb(r) - 'tenant_id' FROM tenancy.set_reconcile_rules(rules) r $$;
+COMMENT ON FUNCTION api.set_reconcile_rules(jsonb) IS 'Sets reconciliation rules, e.g. {"rules": {"fee_ceiling": 15, "days_after": 90}}; null restores a default. Needs reconciliation.manage.';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 GRANT USAGE ON SCHEMA api TO anon, authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON api.invoices, api.bank_transactions TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON api.invoices, api.bank_transactions, api.matches TO authenticated;
 GRANT EXECUTE ON FUNCTION api.health() TO anon, authenticated;
 GRANT EXECUTE ON FUNCTION api.my_permissions(), api.roles(), api.create_role(text, text, text[]),
     api.delete_role(text), api.grant_permission(text, text), api.revoke_permission(text, text),
-    api.assign_role(uuid, text), api.unassign_role(uuid, text), api.import_bank_transactions(jsonb)
+    api.assign_role(uuid, text), api.unassign_role(uuid, text), api.import_bank_transactions(jsonb),
+    api.reconcile(jsonb), api.apply_reconciliation(), api.confirm_match(uuid), api.undo_match(uuid),
+    api.explain_match(uuid), api.reconcile_rules(), api.set_reconcile_rules(jsonb)
 TO authenticated;

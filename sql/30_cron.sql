@@ -4,3 +4,8 @@
 -- Expired idempotency keys, every 5 minutes, in bounded batches.
 SELECT cron.schedule('pg_tenancy: purge idempotency keys', '*/5 * * * *',
                      'CALL tenancy.purge_idempotency_keys()');
+
+-- Auto-grade matches for every active tenant, every 10 minutes, each tenant
+-- in its own transaction with its own context (tenancy.for_each_tenant).
+SELECT cron.schedule('pg_tenancy: apply reconciliation', '*/10 * * * *',
+                     $$CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')$$);

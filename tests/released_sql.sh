@@ -37,7 +37,28 @@ for frozen in "$ROOT"/extension/pg_tenancy/released/pg_tenancy--*.sql; do
         -c "SELECT tenancy.create_tenant('upgrade-test', 'Upgrade test')" \
         -c "ALTER EXTENSION pg_tenancy UPDATE" >/dev/null || fail "upgrading from $v failed"
     psql_admin "$PORT" upgrade_fresh -c "CREATE EXTENSION pg_tenancy" >/dev/null
-    dump() { "$PG_BIN/pg_dump" -h 127.0.0.1 -p "$PORT" -U postgres --schema-only -n tenancy "$1" | grep -v -e '^--' -e '^$'; }
+    # pg_dump leaves extension members out, so describe them from the catalogs.
+    dump() { psql_admin "$PORT" "$1" -At -v ON_ERROR_STOP=1 <<'SQL'
+SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid)
+  FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+  WHERE e.extname = 'pg_tenancy' AND d.deptype = 'e' ORDER BY 2;
+SELECT 'routine', p.oid::regprocedure, pg_get_functiondef(p.oid), p.proacl, obj_description(p.oid, 'pg_proc')
+  FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace ORDER BY 2::text;
+SELECT 'column', a.attrelid::regclass, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_get_expr(ad.adbin, ad.adrelid)
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+  LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+  WHERE c.relnamespace = 'tenancy'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 2::text, 3;
+SELECT 'relation', c.oid::regclass, c.relkind, c.relacl, c.relrowsecurity, c.relforcerowsecurity, obj_description(c.oid, 'pg_class')
+  FROM pg_class c WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY 2::text;
+SELECT 'constraint', conrelid::regclass, conname, pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE connamespace = 'tenancy'::regnamespace ORDER BY 2::text, 3;
+SELECT 'policy', polrelid::regclass, polname, polcmd, polpermissive, pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid)
+  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY 2::text, 3;
+SELECT 'config', extconfig::regclass[]::text, extcondition FROM pg_extension WHERE extname = 'pg_tenancy';
+SELECT 'resource', name, actions FROM tenancy.resources ORDER BY name;
+SQL
+    }
     diff <(dump upgrade_from_old) <(dump upgrade_fresh) >&2 || fail "$v upgraded to $current differs from a fresh install (diff above)"
     rm -f "$ext_dir/pg_tenancy--$v.sql"
     upgraded=$((upgraded + 1))

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod context;
 mod guc;
 mod rbac;
+mod reconcile;
 
 ::pgrx::pg_module_magic!();
 
@@ -38,6 +39,11 @@ extension_sql_file!(
     "sql/idempotency.sql",
     name = "idempotency",
     requires = ["context", context::set_claimed_key, context::claimed_key]
+);
+extension_sql_file!(
+    "sql/reconcile.sql",
+    name = "reconcile",
+    requires = ["rbac", context::set_context, reconcile::reconcile_relations]
 );
 extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 

@@ -22,6 +22,8 @@
 --   NOT_FOUND                P0002     404   the named role (or object) does not exist
 --   ALREADY_EXISTS           23505     409   a unique name is taken
 --   PERMISSION_DENIED        42501     403   the caller lacks a permission
+--   ALLOCATION_EXCEEDED      TN020     409   a match would allocate more than an
+--                                            invoice's open or a payment's unmatched amount
 
 CREATE FUNCTION tenancy.error_catalog(
     code text,
@@ -47,7 +49,8 @@ AS $$
         ('INVALID_ARGUMENT',        '22023', 400),
         ('NOT_FOUND',               'P0002', 404),
         ('ALREADY_EXISTS',          '23505', 409),
-        ('PERMISSION_DENIED',       '42501', 403)
+        ('PERMISSION_DENIED',       '42501', 403),
+        ('ALLOCATION_EXCEEDED',     'TN020', 409)
     ) AS c(code, sqlstate, http_status)
     WHERE c.code = error_catalog.code
 $$;

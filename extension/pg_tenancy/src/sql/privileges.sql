@@ -18,7 +18,11 @@ GRANT EXECUTE ON FUNCTION
     tenancy.permits(text, text),
     tenancy._permitted(text, text),
     tenancy.permission_denied(text, text),
-    tenancy.current_grants()
+    tenancy.current_grants(),
+    tenancy.reconcile(regclass, regclass, jsonb),
+    tenancy._reconcile(regclass, regclass, numeric, numeric, numeric, integer, integer, numeric, integer, boolean),
+    tenancy.effective_reconcile_rules(jsonb),
+    tenancy.explain_reasons(jsonb)
 TO PUBLIC;
 GRANT SELECT ON tenancy.resources TO PUBLIC;
 
@@ -32,6 +36,9 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 --                                  to the API role (RPCs call them)
 --   purge_idempotency_keys, idempotency_stats
 --                                  to the DBA / the pg_cron job's owner
+--   set_reconcile_rules            to the API and analyst roles (it checks
+--                                  reconciliation.manage itself)
+--   for_each_tenant                to the DBA / the pg_cron job's owner
 --   create_role, delete_role, grant_permission, revoke_permission,
 --   assign_role, unassign_role, list_roles
 --                                  to the API role (they check roles.manage

@@ -1,0 +1,459 @@
+//! `tenancy._reconcile`: the glue between two relations and the pure matcher
+//! in `extension/matching`. It reads the relations with SPI as the caller (so
+//! row level security scopes them to the current tenant), checks their shape
+//! and values with errors that name the relation and column, runs the
+//! matcher and streams its matches. `tenancy.reconcile` (src/sql/reconcile.sql)
+//! wraps it: it merges the tenant's rules with the per-call overrides and turns
+//! `reasons` into jsonb.
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{function_name, AnyNumeric, PgLogLevel, PgRelation};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+use tenancy_matching::{explain, Grade, Invoice, Rules, Transaction};
+
+/// Day numbers count from this date; any fixed epoch works for the matcher.
+const EPOCH: &str = "DATE '2000-01-01'";
+
+fn fail(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
+    ErrorReport::new(code, message, function_name!())
+        .set_hint(hint)
+        .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Read as text; any type.
+    Text,
+    /// An amount: a numeric-category type, read exactly as numeric.
+    Amount,
+    /// A date, or a timestamp read as its date.
+    Date,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Nulls {
+    /// NULL is an error naming the column.
+    Refused,
+    /// NULL is allowed (a missing due date).
+    Allowed,
+    /// NULL reads as '' (no reference, no description).
+    Empty,
+}
+
+struct Column {
+    name: &'static str,
+    kind: Kind,
+    nulls: Nulls,
+}
+
+const fn col(name: &'static str, kind: Kind, nulls: Nulls) -> Column {
+    Column { name, kind, nulls }
+}
+
+const INVOICE_COLUMNS: [Column; 8] = [
+    col("id", Kind::Text, Nulls::Refused),
+    col("amount", Kind::Amount, Nulls::Refused),
+    col("currency", Kind::Text, Nulls::Refused),
+    col("issue_date", Kind::Date, Nulls::Refused),
+    col("due_date", Kind::Date, Nulls::Allowed),
+    col("reference", Kind::Text, Nulls::Empty),
+    col("counterparty", Kind::Text, Nulls::Empty),
+    col("open_amount", Kind::Amount, Nulls::Refused),
+];
+
+const TRANSACTION_COLUMNS: [Column; 6] = [
+    col("id", Kind::Text, Nulls::Refused),
+    col("amount", Kind::Amount, Nulls::Refused),
+    col("currency", Kind::Text, Nulls::Refused),
+    col("booked_on", Kind::Date, Nulls::Refused),
+    col("description", Kind::Text, Nulls::Empty),
+    col("counterparty", Kind::Text, Nulls::Empty),
+];
+
+/// Optional: what is left of a transaction after earlier matches (the
+/// reference ledger maintains it). When present it is what may be allocated.
+const UNMATCHED: &str = "unmatched_amount";
+/// Optional: when present, every visible row must belong to the current tenant.
+const TENANT: &str = "tenant_id";
+
+/// A relation as the matcher needs it: its name for messages and the query
+/// that reads the conventional columns (plus the optional ones it has).
+struct Source {
+    name: String,
+    query: String,
+    has_unmatched: bool,
+    has_tenant: bool,
+}
+
+fn inspect(rel: &PgRelation, what: &str, columns: &[Column]) -> Source {
+    let oid = rel.oid();
+    let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[DatumWithOid::from(oid)])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| rel.name().to_string());
+    let relkind = rel.rd_rel;
+    #[allow(unsafe_code)]
+    let relkind = unsafe { (*relkind).relkind } as u8;
+    if !matches!(relkind, b'r' | b'v' | b'm' | b'p' | b'f') {
+        fail(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{what} relation {name} is not a table or view"),
+            "Pass a table, view or materialized view.",
+        );
+    }
+    // name -> type category ('N' numeric, 'D' date/time, ...)
+    let types: HashMap<String, String> = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT a.attname::text, t.typcategory::text
+             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+            None,
+            &[DatumWithOid::from(oid)],
+        )?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let n: String = row.get(1)?.unwrap_or_default();
+            let c: String = row.get(2)?.unwrap_or_default();
+            out.insert(n, c);
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .unwrap_or_else(|e| panic!("reading the columns of {name} failed: {e}"));
+
+    let expected = || {
+        columns
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut select = Vec::new();
+    for c in columns {
+        let Some(category) = types.get(c.name) else {
+            fail(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!("{what} relation {name} has no column \"{}\"", c.name),
+                &format!(
+                    "tenancy.reconcile needs {what} columns {}; a view can rename yours.",
+                    expected()
+                ),
+            );
+        };
+        let expr = match c.kind {
+            Kind::Text => format!("\"{}\"::text", c.name),
+            Kind::Amount => {
+                if category != "N" {
+                    fail(
+                        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                        format!("column \"{}\" of {name} is not a number", c.name),
+                        "Amounts must be numeric (or an integer type).",
+                    );
+                }
+                format!("\"{}\"::numeric::text", c.name)
+            }
+            Kind::Date => {
+                if category != "D" {
+                    fail(
+                        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                        format!("column \"{}\" of {name} is not a date", c.name),
+                        "Dates must be date, timestamp or timestamptz.",
+                    );
+                }
+                format!("(\"{}\"::date - {EPOCH})", c.name)
+            }
+        };
+        select.push(expr);
+    }
+    let has_unmatched = what == "transactions" && types.get(UNMATCHED).is_some_and(|c| c == "N");
+    if has_unmatched {
+        select.push(format!("\"{UNMATCHED}\"::numeric::text"));
+    }
+    let has_tenant = types.contains_key(TENANT);
+    if has_tenant {
+        select.push(format!(
+            "\"{TENANT}\"::text IS DISTINCT FROM (SELECT tenancy.current_tenant_id()::text)"
+        ));
+    }
+    let list = select
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("{e} AS _c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Ordered by id so that the same rows always give the same matches.
+    let query = format!("SELECT {list} FROM {name} ORDER BY \"id\"");
+    Source {
+        name,
+        query,
+        has_unmatched,
+        has_tenant,
+    }
+}
+
+/// One row of a source, read column by column with errors naming the column.
+struct Row<'a> {
+    source: &'a Source,
+    row: pgrx::spi::SpiHeapTupleData<'a>,
+    id: String,
+}
+
+impl Row<'_> {
+    fn text(&self, i: usize, c: &Column) -> Option<String> {
+        let v: Option<String> = self.row.get(i + 1).unwrap_or_else(|e| panic!("{e}"));
+        match (v, c.nulls) {
+            (Some(v), _) => Some(v),
+            (None, Nulls::Empty) => Some(String::new()),
+            (None, Nulls::Allowed) => None,
+            (None, Nulls::Refused) => self.null(c.name),
+        }
+    }
+
+    fn null(&self, column: &str) -> ! {
+        fail(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            if self.id.is_empty() {
+                format!("{}: a row has a NULL \"{column}\"", self.source.name)
+            } else {
+                format!("{}: row {} has a NULL \"{column}\"", self.source.name, self.id)
+            },
+            "Give the column a value, or filter such rows out with a view.",
+        )
+    }
+
+    fn amount(&self, i: usize, c: &Column) -> Decimal {
+        let text = self.text(i, c).unwrap_or_default();
+        Decimal::from_str(&text).unwrap_or_else(|_| {
+            fail(
+                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                format!(
+                    "{}: row {} has \"{}\" = {text}, which is not a finite amount of at most 28 digits",
+                    self.source.name, self.id, c.name
+                ),
+                "Amounts must be finite numerics.",
+            )
+        })
+    }
+
+    fn day(&self, i: usize, c: &Column) -> Option<i32> {
+        let v: Option<i32> = self.row.get(i + 1).unwrap_or_else(|e| panic!("{e}"));
+        if v.is_none() && c.nulls == Nulls::Refused {
+            self.null(c.name);
+        }
+        v
+    }
+
+    fn foreign_tenant(&self, i: usize) {
+        let foreign: Option<bool> = self.row.get(i + 1).unwrap_or_else(|e| panic!("{e}"));
+        if foreign.unwrap_or(true) {
+            fail(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "{} shows rows of another tenant (row {})",
+                    self.source.name, self.id
+                ),
+                "Make the table tenant-scoped with tenancy.enable(), or reconcile a view that keeps only your tenant's rows.",
+            );
+        }
+    }
+}
+
+/// Reads every row of a source with `f`, as the caller.
+fn read<T>(source: &Source, mut f: impl FnMut(&Row) -> Option<T>) -> (Vec<String>, Vec<T>) {
+    Spi::connect(|client| {
+        let rows = client.select(source.query.as_str(), None, &[])?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: Option<String> = row.get(1)?;
+            let mut r = Row {
+                source,
+                row,
+                id: String::new(),
+            };
+            r.id = id.unwrap_or_else(|| r.null("id"));
+            if let Some(v) = f(&r) {
+                ids.push(r.id);
+                out.push(v);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>((ids, out))
+    })
+    .unwrap_or_else(|e| panic!("reading {} failed: {e}", source.name))
+}
+
+fn invoices(source: &Source) -> (Vec<String>, Vec<Invoice>) {
+    let c = &INVOICE_COLUMNS;
+    read(source, |r| {
+        if source.has_tenant {
+            r.foreign_tenant(c.len());
+        }
+        let inv = Invoice {
+            amount: r.amount(1, &c[1]),
+            currency: r.text(2, &c[2]).unwrap_or_default(),
+            issue_date: r.day(3, &c[3]).unwrap_or_default(),
+            due_date: r.day(4, &c[4]),
+            reference: r.text(5, &c[5]).unwrap_or_default(),
+            counterparty: r.text(6, &c[6]).unwrap_or_default(),
+            open_amount: r.amount(7, &c[7]),
+        };
+        if inv.amount <= Decimal::ZERO {
+            fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "{}: invoice {} has amount {}; invoice amounts must be positive",
+                    source.name, r.id, inv.amount
+                ),
+                "Credit notes are not invoices: filter them out with a view.",
+            );
+        }
+        if inv.open_amount < Decimal::ZERO || inv.open_amount > inv.amount {
+            fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "{}: invoice {} has open_amount {} outside 0..{}",
+                    source.name, r.id, inv.open_amount, inv.amount
+                ),
+                "open_amount is what is still unpaid: between 0 and amount.",
+            );
+        }
+        Some(inv)
+    })
+}
+
+fn transactions(source: &Source) -> (Vec<String>, Vec<Transaction>) {
+    let c = &TRANSACTION_COLUMNS;
+    read(source, |r| {
+        let mut next = c.len();
+        let amount = r.amount(1, &c[1]);
+        if amount.is_zero() {
+            fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("{}: transaction {} has amount 0", source.name, r.id),
+                "Filter out zero-amount lines with a view.",
+            );
+        }
+        // Money going out (negative) is never matched to an invoice.
+        let mut available = amount.max(Decimal::ZERO);
+        if source.has_unmatched {
+            let left = col(UNMATCHED, Kind::Amount, Nulls::Refused);
+            available = available.min(r.amount(next, &left));
+            next += 1;
+        }
+        if source.has_tenant {
+            r.foreign_tenant(next);
+        }
+        if available <= Decimal::ZERO {
+            return None;
+        }
+        Some(Transaction {
+            amount: available,
+            currency: r.text(2, &c[2]).unwrap_or_default(),
+            booked_on: r.day(3, &c[3]).unwrap_or_default(),
+            description: r.text(4, &c[4]).unwrap_or_default(),
+            counterparty: r.text(5, &c[5]).unwrap_or_default(),
+        })
+    })
+}
+
+fn decimal(rule: &str, v: Option<AnyNumeric>, default: Decimal) -> Decimal {
+    match v {
+        None => default,
+        Some(n) => Decimal::from_str(&n.to_string()).unwrap_or_else(|_| {
+            fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("rule {rule} = {n} is not a finite number"),
+                "See tenancy.reconcile_rules for the rules and their ranges.",
+            )
+        }),
+    }
+}
+
+fn numeric(d: Decimal) -> AnyNumeric {
+    AnyNumeric::try_from(d.to_string().as_str()).expect("a decimal is a valid numeric")
+}
+
+/// Candidate matches between two relations. Called by `tenancy.reconcile`;
+/// NULL rules take the built-in defaults.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[pg_extern(volatile, name = "_reconcile")]
+fn reconcile_relations(
+    invoices_rel: Option<PgRelation>,
+    transactions_rel: Option<PgRelation>,
+    amount_tolerance: Option<AnyNumeric>,
+    amount_tolerance_pct: Option<AnyNumeric>,
+    fee_ceiling: Option<AnyNumeric>,
+    days_before: Option<i32>,
+    days_after: Option<i32>,
+    min_auto_score: Option<AnyNumeric>,
+    max_invoices_per_payment: Option<i32>,
+    allow_currency_mismatch: Option<bool>,
+) -> TableIterator<
+    'static,
+    (
+        name!(invoice_id, String),
+        name!(transaction_id, String),
+        name!(allocated_amount, AnyNumeric),
+        name!(score, AnyNumeric),
+        name!(grade, String),
+        name!(group_id, i64),
+        name!(reasons, String),
+    ),
+> {
+    let (Some(invoices_rel), Some(transactions_rel)) = (invoices_rel, transactions_rel) else {
+        fail(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenancy.reconcile needs an invoices relation and a transactions relation, not NULL"
+                .into(),
+            "Call tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions').",
+        );
+    };
+    let d = Rules::default();
+    let rules = Rules {
+        amount_tolerance: decimal("amount_tolerance", amount_tolerance, d.amount_tolerance),
+        amount_tolerance_pct: decimal(
+            "amount_tolerance_pct",
+            amount_tolerance_pct,
+            d.amount_tolerance_pct,
+        ),
+        fee_ceiling: decimal("fee_ceiling", fee_ceiling, d.fee_ceiling),
+        days_before: days_before.unwrap_or(d.days_before),
+        days_after: days_after.unwrap_or(d.days_after),
+        min_auto_score: min_auto_score
+            .map(|n| f64::try_from(n).unwrap_or(f64::NAN))
+            .unwrap_or(d.min_auto_score),
+        max_invoices_per_payment: max_invoices_per_payment
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .unwrap_or(d.max_invoices_per_payment),
+        allow_currency_mismatch: allow_currency_mismatch.unwrap_or(d.allow_currency_mismatch),
+    };
+    let inv_source = inspect(&invoices_rel, "invoices", &INVOICE_COLUMNS);
+    let tx_source = inspect(&transactions_rel, "transactions", &TRANSACTION_COLUMNS);
+    let (inv_ids, invs) = invoices(&inv_source);
+    let (tx_ids, txs) = transactions(&tx_source);
+    let matches = tenancy_matching::reconcile(&invs, &txs, &rules).unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+            "See tenancy.reconcile_rules for the rules and their ranges.",
+        )
+    });
+    TableIterator::new(matches.into_iter().map(move |m| {
+        (
+            inv_ids[m.invoice].clone(),
+            tx_ids[m.transaction].clone(),
+            numeric(m.allocated),
+            numeric(Decimal::from_str(&format!("{:.4}", m.score)).unwrap_or_default()),
+            match m.grade {
+                Grade::Auto => "auto".to_string(),
+                Grade::Suggested => "suggested".to_string(),
+            },
+            i64::try_from(m.group).unwrap_or(i64::MAX),
+            explain::reasons_json(&m.reasons),
+        )
+    }))
+}

@@ -1,0 +1,197 @@
+-- Reconciliation: per-tenant rules, tenancy.reconcile (a wrapper around the
+-- Rust matcher, src/reconcile.rs), the plain-language explanation of a match,
+-- and for_each_tenant, which runs scheduled work once per active tenant.
+
+-- Rules per tenant. NULL means the built-in default (DESIGN §7; the defaults
+-- live in one place, the matcher's Rules::default()).
+CREATE TABLE tenancy.reconcile_rules (
+    tenant_id                uuid PRIMARY KEY REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+    amount_tolerance         numeric,
+    amount_tolerance_pct     numeric,
+    fee_ceiling              numeric,
+    days_before              integer,
+    days_after               integer,
+    min_auto_score           numeric,
+    max_invoices_per_payment integer,
+    allow_currency_mismatch  boolean,
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT reconcile_rules_amount_tolerance CHECK (amount_tolerance >= 0),
+    CONSTRAINT reconcile_rules_amount_tolerance_pct CHECK (amount_tolerance_pct BETWEEN 0 AND 100),
+    CONSTRAINT reconcile_rules_fee_ceiling CHECK (fee_ceiling >= 0),
+    CONSTRAINT reconcile_rules_days_before CHECK (days_before BETWEEN 0 AND 3660),
+    CONSTRAINT reconcile_rules_days_after CHECK (days_after BETWEEN 0 AND 3660),
+    CONSTRAINT reconcile_rules_min_auto_score CHECK (min_auto_score BETWEEN 0 AND 1),
+    CONSTRAINT reconcile_rules_max_invoices CHECK (max_invoices_per_payment BETWEEN 1 AND 10)
+);
+COMMENT ON TABLE tenancy.reconcile_rules IS 'Reconciliation rules per tenant; NULL = the built-in default. Read with tenancy.effective_reconcile_rules(), set with tenancy.set_reconcile_rules().';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.reconcile_rules', '');
+
+-- Who may change the rules: reconciliation.manage (admins hold '*').
+INSERT INTO tenancy.resources (name, actions) VALUES ('reconciliation', ARRAY['manage']);
+SELECT pg_catalog.pg_extension_config_dump('tenancy.resources', 'WHERE name NOT IN (''roles'', ''reconciliation'')');
+
+-- The current tenant's rules with the overrides of one call applied. Unknown
+-- rule names and values of the wrong type are errors naming the rule.
+CREATE FUNCTION tenancy.effective_reconcile_rules(overrides jsonb DEFAULT '{}')
+RETURNS tenancy.reconcile_rules
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r tenancy.reconcile_rules;
+    rule text;
+    known text[] := ARRAY['amount_tolerance', 'amount_tolerance_pct', 'fee_ceiling', 'days_before',
+                          'days_after', 'min_auto_score', 'max_invoices_per_payment', 'allow_currency_mismatch'];
+BEGIN
+    SELECT * INTO r FROM tenancy.reconcile_rules x WHERE x.tenant_id = tenancy.tenant_scope();
+    r.tenant_id := tenancy.current_tenant_id();
+    IF overrides IS NULL OR overrides = '{}' THEN
+        RETURN r;
+    END IF;
+    IF jsonb_typeof(overrides) <> 'object' THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'rules must be a JSON object',
+            format('Rules: %s.', array_to_string(known, ', ')));
+    END IF;
+    FOR rule IN SELECT k FROM jsonb_object_keys(overrides) k ORDER BY k LOOP
+        IF rule <> ALL (known) THEN
+            PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('unknown rule "%s"', left(rule, 100)),
+                format('Rules: %s.', array_to_string(known, ', ')));
+        END IF;
+        BEGIN
+            r := jsonb_populate_record(r, jsonb_build_object(rule, overrides -> rule));
+        EXCEPTION WHEN data_exception THEN
+            PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+                format('rule "%s" has an invalid value: %s', rule, left((overrides -> rule)::text, 100)),
+                'amount_tolerance, amount_tolerance_pct, fee_ceiling and min_auto_score are numbers; days_before, days_after and max_invoices_per_payment whole numbers; allow_currency_mismatch true or false.');
+        END;
+    END LOOP;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION tenancy.effective_reconcile_rules(jsonb) IS 'The current tenant''s reconciliation rules with one call''s overrides applied (NULL = built-in default).';
+
+-- Stores the current tenant's rules (the keys given; others unchanged).
+CREATE FUNCTION tenancy.set_reconcile_rules(rules jsonb)
+RETURNS tenancy.reconcile_rules
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r tenancy.reconcile_rules;
+BEGIN
+    PERFORM tenancy.require_permission('reconciliation', 'manage');
+    r := tenancy.effective_reconcile_rules(rules);
+    r.updated_at := now();
+    INSERT INTO tenancy.reconcile_rules VALUES (r.*)
+    ON CONFLICT ON CONSTRAINT reconcile_rules_pkey DO UPDATE SET
+        amount_tolerance = EXCLUDED.amount_tolerance,
+        amount_tolerance_pct = EXCLUDED.amount_tolerance_pct,
+        fee_ceiling = EXCLUDED.fee_ceiling,
+        days_before = EXCLUDED.days_before,
+        days_after = EXCLUDED.days_after,
+        min_auto_score = EXCLUDED.min_auto_score,
+        max_invoices_per_payment = EXCLUDED.max_invoices_per_payment,
+        allow_currency_mismatch = EXCLUDED.allow_currency_mismatch,
+        updated_at = EXCLUDED.updated_at
+    RETURNING * INTO r;
+    RETURN r;
+EXCEPTION WHEN check_violation THEN
+    PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('rule out of range (%s)', SQLERRM),
+        'amount_tolerance, fee_ceiling >= 0; amount_tolerance_pct 0..100; days 0..3660; min_auto_score 0..1; max_invoices_per_payment 1..10.');
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenancy.set_reconcile_rules(jsonb) IS 'Sets reconciliation rules of the current tenant, e.g. {"fee_ceiling": 15, "days_after": 90}; a JSON null restores a default. Needs reconciliation.manage.';
+
+CREATE FUNCTION tenancy.reconcile(invoices regclass, transactions regclass, rules jsonb DEFAULT '{}')
+RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
+               grade text, group_id bigint, reasons jsonb)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.invoice_id, m.transaction_id, m.allocated_amount, m.score, m.grade, m.group_id, m.reasons::jsonb
+    FROM tenancy.effective_reconcile_rules(rules) r,
+         tenancy._reconcile(invoices, transactions, r.amount_tolerance, r.amount_tolerance_pct,
+                            r.fee_ceiling, r.days_before, r.days_after, r.min_auto_score,
+                            r.max_invoices_per_payment, r.allow_currency_mismatch) m
+$$;
+COMMENT ON FUNCTION tenancy.reconcile(regclass, regclass, jsonb) IS 'Candidate matches between invoices (id, amount, currency, issue_date, due_date, reference, counterparty, open_amount) and bank transactions (id, amount, currency, booked_on, description, counterparty; unmatched_amount if present) of the current tenant, read as the caller, with score, grade (auto | suggested), group and reasons. rules overrides the tenant''s rules for this call.';
+
+-- One plain-language sentence from a match's reasons.
+CREATE FUNCTION tenancy.explain_reasons(reasons jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH parts AS (
+        SELECT n, CASE r ->> 'kind'
+            WHEN 'amount_equal' THEN 'amount equal'
+            WHEN 'amount_within_tolerance' THEN format('amount within %s of the open amount', r ->> 'difference')
+            WHEN 'bank_fee' THEN format('a bank fee of %s deducted', r ->> 'fee')
+            WHEN 'partial_payment' THEN format('a partial payment, %s still open', r ->> 'remaining')
+            WHEN 'overpayment' THEN format('overpaid by %s', r ->> 'excess')
+            WHEN 'split_payment' THEN format('one payment for %s invoices', r ->> 'invoices')
+            WHEN 'date' THEN
+                CASE sign((r ->> 'days_after_issue')::int)
+                    WHEN 0 THEN 'paid on the issue date'
+                    WHEN 1 THEN format('paid %s day%s after issue', r ->> 'days_after_issue',
+                                       CASE WHEN r ->> 'days_after_issue' = '1' THEN '' ELSE 's' END)
+                    ELSE format('paid %s day%s before issue', abs((r ->> 'days_after_issue')::int),
+                                CASE WHEN r ->> 'days_after_issue' = '-1' THEN '' ELSE 's' END)
+                END
+                || CASE WHEN (r ->> 'days_after_due')::int > 0
+                        THEN format(' (%s days after the due date)', r ->> 'days_after_due') ELSE '' END
+            WHEN 'reference' THEN format('invoice number %s found in the description%s', r ->> 'reference',
+                                         CASE WHEN (r ->> 'exact')::boolean THEN '' ELSE ' with a typo' END)
+            WHEN 'no_reference' THEN 'no invoice number in the description'
+            WHEN 'counterparty' THEN format('counterparty name %s%% similar', round((r ->> 'similarity')::numeric * 100))
+            WHEN 'ambiguous' THEN format('%s other candidate%s scored about the same, so a person should decide',
+                                         r ->> 'candidates', CASE WHEN r ->> 'candidates' = '1' THEN '' ELSE 's' END)
+            WHEN 'currency_differs' THEN format('currencies differ (invoice %s, payment %s)',
+                                                r ->> 'invoice_currency', r ->> 'transaction_currency')
+            ELSE r ->> 'kind'
+        END AS part
+        FROM jsonb_array_elements(CASE jsonb_typeof(reasons) WHEN 'array' THEN reasons ELSE '[]' END)
+             WITH ORDINALITY AS e(r, n)
+    )
+    SELECT coalesce(upper(left(s, 1)) || substr(s, 2) || '.', 'No evidence recorded.')
+    FROM (SELECT string_agg(part, ', ' ORDER BY n) AS s FROM parts) x
+$$;
+COMMENT ON FUNCTION tenancy.explain_reasons(jsonb) IS 'A plain-language sentence from the reasons of a match, e.g. "Amount equal, paid 3 days after issue, invoice number INV-1042 found in the description."';
+
+-- Runs fn() once per active tenant, each in its own transaction with that
+-- tenant's context (no user: the caller's database grants apply). A failure
+-- is reported as a WARNING and rolls back that tenant's work only. For
+-- pg_cron jobs and DBAs; call it outside an explicit transaction block.
+CREATE PROCEDURE tenancy.for_each_tenant(fn regprocedure)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t record;
+    call text;
+    ok integer := 0;
+    failed integer := 0;
+BEGIN
+    SELECT format('SELECT %I.%I()', n.nspname, p.proname) INTO call
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.oid = fn AND p.pronargs = 0 AND p.prokind = 'f';
+    IF call IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+            format('%s is not a function without arguments', coalesce(fn::text, 'NULL')),
+            'Pass a function that takes no arguments, e.g. CALL tenancy.for_each_tenant(''ledger.apply_reconciliation()'');');
+    END IF;
+    FOR t IN SELECT x.id, x.slug FROM tenancy.tenants x WHERE x.status = 'active' ORDER BY x.slug LOOP
+        BEGIN
+            PERFORM tenancy._set_context(t.id, NULL);
+            EXECUTE call;
+            ok := ok + 1;
+        EXCEPTION WHEN OTHERS THEN
+            failed := failed + 1;
+            RAISE WARNING 'tenancy.for_each_tenant: % failed for tenant "%": %', fn, t.slug, SQLERRM;
+        END;
+        COMMIT;
+    END LOOP;
+    RAISE NOTICE 'tenancy.for_each_tenant: % ran for % tenant(s), % failed', fn, ok, failed;
+END
+$$;
+COMMENT ON PROCEDURE tenancy.for_each_tenant(regprocedure) IS 'Runs a function without arguments once per active tenant, each in its own transaction with that tenant set; failures are WARNINGs and roll back that tenant only. For pg_cron and DBAs.';

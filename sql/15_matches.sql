@@ -1,0 +1,201 @@
+-- Reconciliation results: which payment settles which invoice, and why.
+--
+-- A live match (status applied or confirmed) moves the invoice's open_amount
+-- and the transaction's unmatched_amount by its allocated_amount; undoing or
+-- deleting it moves them back. Those columns carry CHECKs (10_ledger.sql), and
+-- the row locks of the two UPDATEs serialise concurrent writers, so the sum
+-- allocated to an invoice or a transaction can never exceed its amount, even
+-- when two runs race: the loser gets ALLOCATION_EXCEEDED (409) and nothing of
+-- it stays.
+CREATE TABLE IF NOT EXISTS ledger.matches (
+    id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id        uuid        NOT NULL,
+    invoice_id       uuid        NOT NULL,
+    transaction_id   uuid        NOT NULL,
+    allocated_amount numeric     NOT NULL,
+    score            numeric     NOT NULL DEFAULT 1,
+    grade            text        NOT NULL DEFAULT 'manual',
+    group_id         uuid        NOT NULL DEFAULT gen_random_uuid(),
+    reasons          jsonb       NOT NULL DEFAULT '[]',
+    status           text        NOT NULL DEFAULT 'confirmed',
+    created_by       uuid,
+    decided_by       uuid,
+    decided_at       timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT matches_allocated_positive CHECK (allocated_amount > 0),
+    CONSTRAINT matches_score_range CHECK (score BETWEEN 0 AND 1),
+    CONSTRAINT matches_grade CHECK (grade IN ('auto', 'suggested', 'manual')),
+    CONSTRAINT matches_status CHECK (status IN ('applied', 'confirmed', 'undone')),
+    CONSTRAINT matches_reasons_array CHECK (jsonb_typeof(reasons) = 'array'),
+    CONSTRAINT matches_invoice_fk FOREIGN KEY (tenant_id, invoice_id)
+        REFERENCES ledger.invoices (tenant_id, id),
+    CONSTRAINT matches_transaction_fk FOREIGN KEY (tenant_id, transaction_id)
+        REFERENCES ledger.bank_transactions (tenant_id, id)
+);
+-- One live match per (invoice, transaction): re-running apply adds nothing.
+CREATE UNIQUE INDEX IF NOT EXISTS matches_live_pair ON ledger.matches (tenant_id, invoice_id, transaction_id)
+    WHERE status <> 'undone';
+CREATE INDEX IF NOT EXISTS matches_transaction ON ledger.matches (tenant_id, transaction_id);
+COMMENT ON TABLE ledger.matches IS 'Invoice <-> bank transaction matches: applied by reconciliation, confirmed or undone by people, or created by hand (grade manual).';
+
+-- Clients choose what to match and how much; the ledger keeps the rest. Only
+-- the status changes after insert: applied -> confirmed, either -> undone.
+CREATE OR REPLACE FUNCTION ledger.matches_derived()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.status NOT IN ('applied', 'confirmed') THEN
+            PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'a new match is applied or confirmed');
+        END IF;
+        NEW.created_by := tenancy.current_user_id();
+        NEW.created_at := now();
+        NEW.decided_by := CASE WHEN NEW.status = 'confirmed' THEN NEW.created_by END;
+        NEW.decided_at := CASE WHEN NEW.status = 'confirmed' THEN now() END;
+        RETURN NEW;
+    END IF;
+    IF OLD.status = 'undone' AND NEW.status <> 'undone' THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('match %s was undone', OLD.id),
+            'Create a new match instead.');
+    END IF;
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        OLD.status := NEW.status;
+        OLD.decided_by := tenancy.current_user_id();
+        OLD.decided_at := now();
+    END IF;
+    RETURN OLD;  -- every other column keeps its value
+END
+$$;
+DROP TRIGGER IF EXISTS matches_derived ON ledger.matches;
+CREATE TRIGGER matches_derived BEFORE INSERT OR UPDATE ON ledger.matches
+    FOR EACH ROW EXECUTE FUNCTION ledger.matches_derived();
+
+-- Moves open/unmatched amounts as the caller (row level security and RBAC
+-- apply: allocating needs invoices.update and bank_transactions.update).
+CREATE OR REPLACE FUNCTION ledger.matches_allocate()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m ledger.matches := CASE WHEN TG_OP = 'INSERT' THEN NEW ELSE OLD END;
+    delta numeric;
+BEGIN
+    IF TG_OP = 'INSERT' AND NEW.status <> 'undone' THEN
+        delta := NEW.allocated_amount;
+    ELSIF TG_OP = 'UPDATE' AND OLD.status <> 'undone' AND NEW.status = 'undone' THEN
+        delta := -OLD.allocated_amount;
+    ELSIF TG_OP = 'DELETE' AND OLD.status <> 'undone' AND pg_trigger_depth() = 1 THEN
+        delta := -OLD.allocated_amount;  -- not when a tenant is dropped (cascade)
+    ELSE
+        RETURN NULL;
+    END IF;
+    BEGIN
+        UPDATE ledger.invoices SET open_amount = open_amount - delta
+        WHERE tenant_id = m.tenant_id AND id = m.invoice_id;
+        UPDATE ledger.bank_transactions SET unmatched_amount = unmatched_amount - delta
+        WHERE tenant_id = m.tenant_id AND id = m.transaction_id;
+    EXCEPTION WHEN check_violation THEN
+        PERFORM tenancy.raise_error('ALLOCATION_EXCEEDED',
+            format('allocating %s of transaction %s to invoice %s exceeds what is open', m.allocated_amount,
+                   m.transaction_id, m.invoice_id),
+            'Another match took part of the amount first: re-run reconciliation, or undo a match.');
+    END;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS matches_allocate ON ledger.matches;
+CREATE TRIGGER matches_allocate AFTER INSERT OR UPDATE OF status OR DELETE ON ledger.matches
+    FOR EACH ROW EXECUTE FUNCTION ledger.matches_allocate();
+
+-- Persists the auto-grade candidates of the current tenant. Safe to re-run:
+-- matched amounts are no longer open, and a live (invoice, transaction) pair
+-- is never stored twice. Runs of one tenant take turns (advisory lock), so a
+-- second run sees the first one's matches instead of racing it.
+CREATE OR REPLACE FUNCTION ledger.apply_reconciliation()
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant uuid := tenancy.tenant_scope();
+    run text := gen_random_uuid()::text;
+    result jsonb;
+BEGIN
+    PERFORM tenancy.require_permission('matches', 'create');
+    PERFORM pg_advisory_xact_lock(hashtextextended('ledger.apply_reconciliation ' || tenant, 0));
+    WITH applied AS (
+        INSERT INTO ledger.matches (invoice_id, transaction_id, allocated_amount, score, grade, group_id,
+                                    reasons, status)
+        SELECT c.invoice_id::uuid, c.transaction_id::uuid, c.allocated_amount, c.score, c.grade,
+               md5(run || c.group_id)::uuid, c.reasons, 'applied'
+        FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions') c
+        WHERE c.grade = 'auto'
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    )
+    SELECT jsonb_build_object('applied', count(*), 'match_ids', coalesce(jsonb_agg(id), '[]'))
+    INTO result FROM applied;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
+
+-- A person's decision on a match: confirm it, or undo it (open amounts are
+-- restored). Undoing twice is harmless; confirming an undone match is not.
+CREATE OR REPLACE FUNCTION ledger.decide_match(match_id uuid, decision text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m ledger.matches;
+BEGIN
+    PERFORM tenancy.tenant_scope();
+    UPDATE ledger.matches x SET status = decision WHERE x.id = match_id RETURNING * INTO m;
+    IF m.id IS NULL THEN
+        PERFORM tenancy.raise_error('NOT_FOUND', format('match %s does not exist', coalesce(match_id::text, 'NULL')),
+            'GET /matches lists the matches of your tenant.');
+    END IF;
+    RETURN to_jsonb(m);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.explain_match(match_id uuid)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sentence text;
+BEGIN
+    PERFORM tenancy.tenant_scope();
+    SELECT format('%s of transaction %s (%s, %s %s) settles invoice %s (%s %s) — %s, score %s: %s',
+                  m.allocated_amount, t.id, t.booked_on, t.amount, t.currency, i.reference, i.amount, i.currency,
+                  m.grade, m.score, tenancy.explain_reasons(m.reasons))
+           || CASE m.status WHEN 'undone' THEN ' (undone)' WHEN 'confirmed' THEN ' (confirmed)' ELSE '' END
+    INTO sentence
+    FROM ledger.matches m
+    JOIN ledger.invoices i ON i.tenant_id = m.tenant_id AND i.id = m.invoice_id
+    JOIN ledger.bank_transactions t ON t.tenant_id = m.tenant_id AND t.id = m.transaction_id
+    WHERE m.id = match_id;
+    IF sentence IS NULL THEN
+        PERFORM tenancy.raise_error('NOT_FOUND', format('match %s does not exist', coalesce(match_id::text, 'NULL')),
+            'GET /matches lists the matches of your tenant.');
+    END IF;
+    RETURN sentence;
+END
+$$;
+
+SELECT tenancy.enable('ledger.matches');
+SELECT tenancy.protect('ledger.matches', 'matches');
+ALTER TABLE ledger.matches OWNER TO ledger_owner;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ledger.matches TO authenticated;
+GRANT SELECT ON ledger.matches TO analyst;
+REVOKE ALL ON FUNCTION ledger.apply_reconciliation(), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
+    TO authenticated;
+GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid) TO analyst;
