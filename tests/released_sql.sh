@@ -43,18 +43,18 @@ SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid)
   FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
   WHERE e.extname = 'pg_tenancy' AND d.deptype = 'e' ORDER BY 2;
 SELECT 'routine', p.oid::regprocedure, pg_get_functiondef(p.oid), p.proacl, obj_description(p.oid, 'pg_proc')
-  FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace ORDER BY 2::text;
+  FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace ORDER BY p.oid::regprocedure::text;
 SELECT 'column', a.attrelid::regclass, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        pg_get_expr(ad.adbin, ad.adrelid)
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
   LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-  WHERE c.relnamespace = 'tenancy'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 2::text, 3;
+  WHERE c.relnamespace = 'tenancy'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attrelid::regclass::text, 3;
 SELECT 'relation', c.oid::regclass, c.relkind, c.relacl, c.relrowsecurity, c.relforcerowsecurity, obj_description(c.oid, 'pg_class')
-  FROM pg_class c WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY 2::text;
+  FROM pg_class c WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY c.oid::regclass::text;
 SELECT 'constraint', conrelid::regclass, conname, pg_get_constraintdef(oid)
-  FROM pg_constraint WHERE connamespace = 'tenancy'::regnamespace ORDER BY 2::text, 3;
+  FROM pg_constraint WHERE connamespace = 'tenancy'::regnamespace ORDER BY conrelid::regclass::text, 3;
 SELECT 'policy', polrelid::regclass, polname, polcmd, polpermissive, pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid)
-  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY 2::text, 3;
+  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY polrelid::regclass::text, 3;
 SELECT 'config', extconfig::regclass[]::text, extcondition FROM pg_extension WHERE extname = 'pg_tenancy';
 SELECT 'resource', name, actions FROM tenancy.resources ORDER BY name;
 SQL

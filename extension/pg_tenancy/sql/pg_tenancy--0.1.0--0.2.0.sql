@@ -1,6 +1,6 @@
 -- pg_tenancy 0.1.0 -> 0.2.0: reconciliation (DESIGN §7) and for_each_tenant (§3).
 --
--- Only additions: nothing of 0.1.0 changes, so live tenants, roles and
+-- Additions, and one more row in the error catalog: nothing else of 0.1.0 changes, so live tenants, roles and
 -- idempotency keys are untouched. What is new:
 --   * tenancy._reconcile, the Rust matcher reading two relations as the caller;
 --   * tenancy.reconcile_rules, per-tenant rules (NULL = built-in default),
@@ -34,6 +34,39 @@ CREATE FUNCTION tenancy._reconcile(
 VOLATILE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'reconcile_relations_wrapper';
+
+-- The error catalog gains ALLOCATION_EXCEEDED (TN020, HTTP 409): a match that
+-- would allocate more than is open. Same function, one more row.
+CREATE OR REPLACE FUNCTION tenancy.error_catalog(
+    code text,
+    OUT sqlstate text,
+    OUT http_status integer
+)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.sqlstate, c.http_status
+    FROM (VALUES
+        ('TENANT_CONTEXT_REQUIRED', 'TN001', 401),
+        ('TENANT_CLAIM_INVALID',    'TN002', 401),
+        ('TOKEN_TYPE_INVALID',      'TN003', 401),
+        ('SUBJECT_CLAIM_INVALID',   'TN004', 401),
+        ('TENANT_NOT_FOUND',        'TN005', 403),
+        ('TENANT_SUSPENDED',        'TN006', 403),
+        ('NOT_A_MEMBER',            'TN007', 403),
+        ('IDEMPOTENCY_KEY_REQUIRED', 'TN010', 400),
+        ('IDEMPOTENCY_KEY_INVALID', 'TN011', 400),
+        ('IDEMPOTENCY_KEY_IN_PROGRESS', 'TN012', 409),
+        ('IDEMPOTENCY_KEY_REUSED',  'TN013', 422),
+        ('INVALID_ARGUMENT',        '22023', 400),
+        ('NOT_FOUND',               'P0002', 404),
+        ('ALREADY_EXISTS',          '23505', 409),
+        ('PERMISSION_DENIED',       '42501', 403),
+        ('ALLOCATION_EXCEEDED',     'TN020', 409)
+    ) AS c(code, sqlstate, http_status)
+    WHERE c.code = error_catalog.code
+$$;
+COMMENT ON FUNCTION tenancy.error_catalog(text) IS 'SQLSTATE and HTTP status of a pg_tenancy error code.';
 
 -- Reconciliation: per-tenant rules, tenancy.reconcile (a wrapper around the
 -- Rust matcher, src/reconcile.rs), the plain-language explanation of a match,
@@ -182,8 +215,8 @@ AS $$
                                          CASE WHEN (r ->> 'exact')::boolean THEN '' ELSE ' with a typo' END)
             WHEN 'no_reference' THEN 'no invoice number in the description'
             WHEN 'counterparty' THEN format('counterparty name %s%% similar', round((r ->> 'similarity')::numeric * 100))
-            WHEN 'ambiguous' THEN format('%s other candidate%s scored about the same, so a person should decide',
-                                         r ->> 'candidates', CASE WHEN r ->> 'candidates' = '1' THEN '' ELSE 's' END)
+            WHEN 'ambiguous' THEN format('%s candidates scored about the same, so a person should decide',
+                                         r ->> 'candidates')
             WHEN 'currency_differs' THEN format('currencies differ (invoice %s, payment %s)',
                                                 r ->> 'invoice_currency', r ->> 'transaction_currency')
             ELSE r ->> 'kind'
@@ -232,7 +265,6 @@ BEGIN
 END
 $$;
 COMMENT ON PROCEDURE tenancy.for_each_tenant(regprocedure) IS 'Runs a function without arguments once per active tenant, each in its own transaction with that tenant set; failures are WARNINGs and roll back that tenant only. For pg_cron and DBAs.';
-
 -- As privileges.sql does for a fresh install: nothing new is executable by
 -- PUBLIC unless it runs as the caller or only reveals the caller's tenant.
 REVOKE ALL ON FUNCTION

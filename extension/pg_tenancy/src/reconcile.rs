@@ -15,6 +15,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use tenancy_matching::{explain, Grade, Invoice, Rules, Transaction};
 
+const RANGES: &str = "Ranges: amount_tolerance >= 0, amount_tolerance_pct 0..100, fee_ceiling >= 0, \
+days_before and days_after 0..3660, min_auto_score 0..1, max_invoices_per_payment 1..10.";
+
 /// Day numbers count from this date; any fixed epoch works for the matcher.
 const EPOCH: &str = "DATE '2000-01-01'";
 
@@ -367,7 +370,7 @@ fn decimal(rule: &str, v: Option<AnyNumeric>, default: Decimal) -> Decimal {
             fail(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("rule {rule} = {n} is not a finite number"),
-                "See tenancy.reconcile_rules for the rules and their ranges.",
+                RANGES,
             )
         }),
     }
@@ -439,7 +442,7 @@ fn reconcile_relations(
         fail(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             e.to_string(),
-            "See tenancy.reconcile_rules for the rules and their ranges.",
+            RANGES,
         )
     });
     TableIterator::new(matches.into_iter().map(move |m| {

@@ -145,8 +145,8 @@ AS $$
                                          CASE WHEN (r ->> 'exact')::boolean THEN '' ELSE ' with a typo' END)
             WHEN 'no_reference' THEN 'no invoice number in the description'
             WHEN 'counterparty' THEN format('counterparty name %s%% similar', round((r ->> 'similarity')::numeric * 100))
-            WHEN 'ambiguous' THEN format('%s other candidate%s scored about the same, so a person should decide',
-                                         r ->> 'candidates', CASE WHEN r ->> 'candidates' = '1' THEN '' ELSE 's' END)
+            WHEN 'ambiguous' THEN format('%s candidates scored about the same, so a person should decide',
+                                         r ->> 'candidates')
             WHEN 'currency_differs' THEN format('currencies differ (invoice %s, payment %s)',
                                                 r ->> 'invoice_currency', r ->> 'transaction_currency')
             ELSE r ->> 'kind'
