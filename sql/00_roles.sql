@@ -7,6 +7,9 @@
 --   ledger_owner   owns the ledger tables; FORCE ROW LEVEL SECURITY keeps
 --                  even it inside the current tenant.
 --   analyst        psql users who pick a tenant with tenancy.set_tenant().
+--   tenancy_jobs   the role pg_cron runs tenant work as (for_each_tenant sets
+--                  each tenant in turn). LOGIN only because pg_cron's workers
+--                  log in as it; give it no password, so nobody else can.
 --
 -- None of them has BYPASSRLS. In production give authenticator a password
 -- (ALTER ROLE authenticator PASSWORD '...') and use scram-sha-256 in pg_hba.
@@ -19,7 +22,8 @@ BEGIN
         ('anon',          'NOLOGIN'),
         ('authenticated', 'NOLOGIN'),
         ('ledger_owner',  'NOLOGIN'),
-        ('analyst',       'NOLOGIN')
+        ('analyst',       'NOLOGIN'),
+        ('tenancy_jobs',  'LOGIN')
     ) AS v(name, opts) LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.name) THEN
             EXECUTE format('CREATE ROLE %I %s', r.name, r.opts);

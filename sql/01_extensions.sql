@@ -37,6 +37,11 @@ GRANT EXECUTE ON FUNCTION
     tenancy.list_roles()
 TO authenticated;
 
+-- Scheduled tenant work: pg_cron runs for_each_tenant as tenancy_jobs.
+GRANT EXECUTE ON PROCEDURE tenancy.for_each_tenant(regprocedure, text[]) TO tenancy_jobs;
+GRANT EXECUTE ON FUNCTION tenancy._job_context(uuid) TO tenancy_jobs;
+GRANT SELECT ON tenancy.tenants TO tenancy_jobs;
+
 -- Reconciliation rules: set_reconcile_rules checks reconciliation.manage itself.
 GRANT EXECUTE ON FUNCTION tenancy.set_reconcile_rules(jsonb) TO authenticated, analyst;
 

@@ -194,8 +194,13 @@ SELECT tenancy.protect('ledger.matches', 'matches');
 ALTER TABLE ledger.matches OWNER TO ledger_owner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ledger.matches TO authenticated;
 GRANT SELECT ON ledger.matches TO analyst;
+-- pg_cron's reconciliation job (sql/30_cron.sql) runs as tenancy_jobs.
+GRANT USAGE ON SCHEMA ledger TO tenancy_jobs;
+GRANT SELECT, UPDATE ON ledger.invoices, ledger.bank_transactions TO tenancy_jobs;
+GRANT SELECT, INSERT ON ledger.matches TO tenancy_jobs;
 REVOKE ALL ON FUNCTION ledger.apply_reconciliation(), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
     TO authenticated;
 GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid) TO analyst;
+GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation() TO tenancy_jobs;

@@ -8,4 +8,5 @@ mod http_tokens;
 mod idempotency;
 mod linter;
 mod rbac;
+mod reconcile;
 mod sql_context;

@@ -38,7 +38,8 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 --                                  to the DBA / the pg_cron job's owner
 --   set_reconcile_rules            to the API and analyst roles (it checks
 --                                  reconciliation.manage itself)
---   for_each_tenant                to the DBA / the pg_cron job's owner
+--   for_each_tenant                to the DBA / the pg_cron job's role, with
+--                                  _job_context and SELECT on tenancy.tenants
 --   create_role, delete_role, grant_permission, revoke_permission,
 --   assign_role, unassign_role, list_roles
 --                                  to the API role (they check roles.manage

@@ -159,11 +159,20 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenancy.explain_reasons(jsonb) IS 'A plain-language sentence from the reasons of a match, e.g. "Amount equal, paid 3 days after issue, invoice number INV-1042 found in the description."';
 
+-- The context of one tenant for scheduled work: set_tenant without its
+-- interactive notice. The tenancy GUCs are superuser-only, hence DEFINER.
+CREATE FUNCTION tenancy._job_context(tenant uuid)
+RETURNS void
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenancy._set_context(tenant, NULL) $$;
+
 -- Runs fn() once per active tenant, each in its own transaction with that
 -- tenant's context (no user: the caller's database grants apply). A failure
 -- is reported as a WARNING and rolls back that tenant's work only. For
 -- pg_cron jobs and DBAs; call it outside an explicit transaction block.
-CREATE PROCEDURE tenancy.for_each_tenant(fn regprocedure)
+-- tenants (slugs or ids) narrows the run to those tenants.
+CREATE PROCEDURE tenancy.for_each_tenant(fn regprocedure, tenants text[] DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -180,9 +189,11 @@ BEGIN
             format('%s is not a function without arguments', coalesce(fn::text, 'NULL')),
             'Pass a function that takes no arguments, e.g. CALL tenancy.for_each_tenant(''ledger.apply_reconciliation()'');');
     END IF;
-    FOR t IN SELECT x.id, x.slug FROM tenancy.tenants x WHERE x.status = 'active' ORDER BY x.slug LOOP
+    FOR t IN SELECT x.id, x.slug FROM tenancy.tenants x
+             WHERE x.status = 'active' AND (tenants IS NULL OR x.slug = ANY (tenants) OR x.id::text = ANY (tenants))
+             ORDER BY x.slug LOOP
         BEGIN
-            PERFORM tenancy._set_context(t.id, NULL);
+            PERFORM tenancy._job_context(t.id);
             EXECUTE call;
             ok := ok + 1;
         EXCEPTION WHEN OTHERS THEN
@@ -194,4 +205,4 @@ BEGIN
     RAISE NOTICE 'tenancy.for_each_tenant: % ran for % tenant(s), % failed', fn, ok, failed;
 END
 $$;
-COMMENT ON PROCEDURE tenancy.for_each_tenant(regprocedure) IS 'Runs a function without arguments once per active tenant, each in its own transaction with that tenant set; failures are WARNINGs and roll back that tenant only. For pg_cron and DBAs.';
+COMMENT ON PROCEDURE tenancy.for_each_tenant(regprocedure, text[]) IS 'Runs a function without arguments once per active tenant (or only the given slugs/ids), each in its own transaction with that tenant set; failures are WARNINGs and roll back that tenant only. For pg_cron and DBAs.';

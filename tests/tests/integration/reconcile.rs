@@ -1,0 +1,379 @@
+//! Reconciliation over HTTP and SQL: candidates, apply (re-runnable, never
+//! over-allocating under concurrency), human decisions, explanations, tenant
+//! isolation, permissions, and the job pg_cron runs per tenant.
+
+use integration::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection, Row};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn reference() -> String {
+    format!("INV-{}", &Uuid::new_v4().simple().to_string()[..8].to_uppercase())
+}
+
+/// An invoice and the payment that settles it exactly, naming it.
+async fn paid_invoice(db: &sqlx::PgPool, t: &Tenant, amount: &str) -> (Uuid, Uuid, String) {
+    let r = reference();
+    let inv = insert_invoice(db, t, &r, amount).await;
+    let tx = insert_transaction(db, t, &format!("Payment {r} thank you"), amount).await;
+    (inv, tx, r)
+}
+
+async fn rpc(tok: &str, name: &str, body: Value) -> Reply {
+    Api::new()
+        .send(Method::POST, &format!("/rpc/{name}"), Some(tok), &[], Some(&body))
+        .await
+}
+
+async fn invoice_state(t: &Tenant, inv: Uuid) -> (String, String) {
+    let row = sqlx::query("SELECT open_amount::text, status FROM ledger.invoices WHERE tenant_id = $1 AND id = $2")
+        .bind(t.id)
+        .bind(inv)
+        .fetch_one(&admin().await)
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+async fn unmatched(t: &Tenant, tx: Uuid) -> String {
+    sqlx::query_scalar("SELECT unmatched_amount::text FROM ledger.bank_transactions WHERE tenant_id = $1 AND id = $2")
+        .bind(t.id)
+        .bind(tx)
+        .fetch_one(&admin().await)
+        .await
+        .unwrap()
+}
+
+/// A connection in a transaction with `t` set, as the API role (so row level
+/// security applies; a superuser would bypass it).
+async fn tenant_session(t: &Tenant) -> PgConnection {
+    let mut c = PgConnection::connect(&stack().db_url).await.unwrap();
+    c.execute("BEGIN").await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&t.slug)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.execute("SET LOCAL ROLE authenticated").await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn reconcile_apply_confirm_undo_and_explain_over_http() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    let (inv, tx, r) = paid_invoice(&db, &t, "1200.00").await;
+    let tok = token(t.id, t.admin);
+
+    let cands = rpc(&tok, "reconcile", json!({})).await;
+    assert_eq!(cands.status, 200, "{cands:?}");
+    assert_eq!(cands.rows().len(), 1, "{cands:?}");
+    let c = &cands.rows()[0];
+    assert_eq!(c["invoice_id"], json!(inv.to_string()));
+    assert_eq!(c["transaction_id"], json!(tx.to_string()));
+    assert_eq!(c["allocated_amount"], json!(1200.00));
+    assert_eq!(c["grade"], json!("auto"));
+    let kinds: Vec<&str> = c["reasons"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"amount_equal") && kinds.contains(&"reference"), "{kinds:?}");
+    assert_eq!(invoice_state(&t, inv).await.1, "open", "reconcile writes nothing");
+
+    let applied = rpc(&tok, "apply_reconciliation", json!({})).await;
+    assert_eq!(applied.status, 200, "{applied:?}");
+    assert_eq!(applied.body["applied"], json!(1));
+    let match_id = applied.body["match_ids"][0].as_str().unwrap().to_string();
+    assert_eq!(invoice_state(&t, inv).await, ("0.00".into(), "paid".into()));
+    assert_eq!(unmatched(&t, tx).await, "0.00");
+    // Safe to re-run: nothing is stored twice.
+    let again = rpc(&tok, "apply_reconciliation", json!({})).await;
+    assert_eq!(again.body["applied"], json!(0), "{again:?}");
+    let rows = Api::new().get("/matches", Some(&tok)).await;
+    assert_eq!(rows.rows().len(), 1);
+    assert_eq!(rows.rows()[0]["status"], json!("applied"));
+
+    let why = Api::new().get(&format!("/rpc/explain_match?match_id={match_id}"), Some(&tok)).await;
+    assert_eq!(why.status, 200, "{why:?}");
+    let sentence = why.body.as_str().unwrap();
+    assert!(sentence.contains("Amount equal"), "{sentence}");
+    assert!(sentence.contains("paid 14 days after issue"), "{sentence}");
+    assert!(sentence.contains(&format!("invoice number {r} found in the description")), "{sentence}");
+
+    let confirmed = rpc(&tok, "confirm_match", json!({"match_id": match_id})).await;
+    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    assert_eq!(confirmed.body["status"], json!("confirmed"));
+    assert_eq!(confirmed.body["decided_by"], json!(t.admin.to_string()));
+
+    let undone = rpc(&tok, "undo_match", json!({"match_id": match_id})).await;
+    assert_eq!(undone.body["status"], json!("undone"), "{undone:?}");
+    assert_eq!(invoice_state(&t, inv).await, ("1200.00".into(), "open".into()));
+    assert_eq!(unmatched(&t, tx).await, "1200.00");
+    // Undoing twice is harmless; confirming an undone match is not.
+    assert_eq!(rpc(&tok, "undo_match", json!({"match_id": match_id})).await.status, 200);
+    rpc(&tok, "confirm_match", json!({"match_id": match_id}))
+        .await
+        .assert_error(400, "INVALID_ARGUMENT");
+    // The pair can be matched again after an undo.
+    assert_eq!(rpc(&tok, "apply_reconciliation", json!({})).await.body["applied"], json!(1));
+
+    let nobody = Uuid::new_v4();
+    rpc(&tok, "undo_match", json!({"match_id": nobody})).await.assert_error(404, "NOT_FOUND");
+    Api::new()
+        .get(&format!("/rpc/explain_match?match_id={nobody}"), Some(&tok))
+        .await
+        .assert_error(404, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn another_tenant_sees_and_touches_none_of_it() {
+    let db = admin().await;
+    let (a, b) = (new_tenant(&db).await, new_tenant(&db).await);
+    let (inv_a, _, _) = paid_invoice(&db, &a, "99.90").await;
+    let (_, tx_b, _) = paid_invoice(&db, &b, "45.00").await;
+    let (ta, tb) = (token(a.id, a.admin), token(b.id, b.admin));
+    let applied = rpc(&ta, "apply_reconciliation", json!({})).await;
+    let match_a = applied.body["match_ids"][0].as_str().unwrap().to_string();
+
+    let cands = rpc(&tb, "reconcile", json!({})).await;
+    assert_eq!(cands.rows().len(), 1);
+    assert_eq!(cands.rows()[0]["transaction_id"], json!(tx_b.to_string()));
+    assert!(Api::new().get("/matches", Some(&tb)).await.rows().is_empty());
+    rpc(&tb, "undo_match", json!({"match_id": match_a})).await.assert_error(404, "NOT_FOUND");
+    rpc(&tb, "confirm_match", json!({"match_id": match_a})).await.assert_error(404, "NOT_FOUND");
+    Api::new()
+        .get(&format!("/rpc/explain_match?match_id={match_a}"), Some(&tb))
+        .await
+        .assert_error(404, "NOT_FOUND");
+    let deleted = Api::new()
+        .write(Method::DELETE, &format!("/matches?id=eq.{match_a}"), &tb, None)
+        .await;
+    assert!(deleted.rows().is_empty(), "{deleted:?}");
+    // B cannot allocate its payment to A's invoice: the invoice is not B's.
+    let forged = Api::new()
+        .write(
+            Method::POST,
+            "/matches",
+            &tb,
+            Some(&json!({"invoice_id": inv_a, "transaction_id": tx_b, "allocated_amount": 1})),
+        )
+        .await;
+    assert_eq!(forged.status, 409, "{forged:?}");
+    assert_eq!(forged.code(), "23503");
+    assert_eq!(invoice_state(&a, inv_a).await.0, "0.00", "A's match is intact");
+}
+
+#[tokio::test]
+async fn permissions_guard_every_reconciliation_endpoint() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    paid_invoice(&db, &t, "10.00").await;
+    let (ro, member, adm) = (token(t.id, t.readonly), token(t.id, t.member), token(t.id, t.admin));
+
+    assert_eq!(rpc(&ro, "reconcile", json!({})).await.status, 200, "readonly may look");
+    let denied = rpc(&ro, "apply_reconciliation", json!({})).await;
+    denied.assert_error(403, "PERMISSION_DENIED");
+    assert!(denied.message().contains("matches.create"), "{denied:?}");
+    let applied = rpc(&member, "apply_reconciliation", json!({})).await;
+    assert_eq!(applied.body["applied"], json!(1), "{applied:?}");
+    let id = applied.body["match_ids"][0].as_str().unwrap().to_string();
+    rpc(&ro, "undo_match", json!({"match_id": id})).await.assert_error(403, "PERMISSION_DENIED");
+    rpc(&ro, "confirm_match", json!({"match_id": id})).await.assert_error(403, "PERMISSION_DENIED");
+    let anon = Api::new().send(Method::POST, "/rpc/reconcile", None, &[], Some(&json!({}))).await;
+    anon.assert_error(401, "42501");
+
+    // Rules: reconciliation.manage, which admins hold and members do not.
+    let denied = rpc(&member, "set_reconcile_rules", json!({"rules": {"fee_ceiling": 5}})).await;
+    denied.assert_error(403, "PERMISSION_DENIED");
+    assert!(denied.message().contains("reconciliation.manage"), "{denied:?}");
+    let set = rpc(&adm, "set_reconcile_rules", json!({"rules": {"fee_ceiling": 5, "days_after": 90}})).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(set.body["fee_ceiling"], json!(5));
+    let read = Api::new().get("/rpc/reconcile_rules", Some(&member)).await;
+    assert_eq!(read.body["days_after"], json!(90), "{read:?}");
+    assert_eq!(read.body["min_auto_score"], Value::Null, "unset rules keep the default");
+    // Bad rules are a 400 naming the rule, never a 500.
+    for (rules, needle) in [
+        (json!({"fee_cap": 1}), "unknown rule \"fee_cap\""),
+        (json!({"days_after": "soon"}), "rule \"days_after\" has an invalid value"),
+        (json!({"min_auto_score": 3}), "min_auto_score"),
+        (json!([1]), "rules must be a JSON object"),
+    ] {
+        let r = rpc(&adm, "reconcile", json!({"rules": rules})).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.message().contains(needle), "{needle}: {r:?}");
+    }
+    let r = rpc(&adm, "set_reconcile_rules", json!({"rules": {"days_before": -1}})).await;
+    r.assert_error(400, "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn concurrent_runs_never_allocate_more_than_an_amount() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    for i in 0..40 {
+        paid_invoice(&db, &t, &format!("{}.10", 100 + i)).await;
+    }
+    // Two apply_reconciliation calls of the same tenant at the same time.
+    async fn apply_and_commit(t: &Tenant) -> i64 {
+        let mut c = tenant_session(t).await;
+        let r: Value = sqlx::query_scalar("SELECT ledger.apply_reconciliation()")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.execute("COMMIT").await.unwrap();
+        r["applied"].as_i64().unwrap()
+    }
+    let (n1, n2) = tokio::join!(apply_and_commit(&t), apply_and_commit(&t));
+    assert_eq!(n1 + n2, 40, "each pair applied once ({n1} + {n2})");
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger.invoices i WHERE i.tenant_id = $1 AND i.amount <
+           (SELECT coalesce(sum(allocated_amount), 0) FROM ledger.matches m WHERE m.invoice_id = i.id AND m.status <> 'undone')",
+    )
+    .bind(t.id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(over, 0);
+
+    // Two people matching the same payment by hand at the same time: the
+    // second waits for the first and is refused, nothing over-allocated.
+    let r = reference();
+    let inv1 = insert_invoice(&db, &t, &r, "60.00").await;
+    let inv2 = insert_invoice(&db, &t, &format!("{r}-B"), "60.00").await;
+    let tx = insert_transaction(&db, &t, "no reference", "100.00").await;
+    let (mut c1, mut c2) = (tenant_session(&t).await, tenant_session(&t).await);
+    let manual = "INSERT INTO ledger.matches (invoice_id, transaction_id, allocated_amount) VALUES ($1, $2, 60)";
+    sqlx::query(manual).bind(inv1).bind(tx).execute(&mut c1).await.unwrap();
+    let second = sqlx::query(manual).bind(inv2).bind(tx).execute(&mut c2);
+    let commit = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c1.execute("COMMIT").await
+    };
+    let (second, commit) = tokio::join!(second, commit);
+    commit.unwrap();
+    let e = expect_db_error(second, "TN020");
+    assert!(e.message.contains("exceeds what is open"), "{e:?}");
+    c2.execute("ROLLBACK").await.unwrap();
+    assert_eq!(unmatched(&t, tx).await, "40.00");
+    assert_eq!(invoice_state(&t, inv2).await, ("60.00".into(), "open".into()));
+}
+
+#[tokio::test]
+async fn manual_matches_over_http_keep_amounts_right() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    let tok = token(t.id, t.member);
+    let inv = insert_invoice(&db, &t, &reference(), "80.00").await;
+    let tx = insert_transaction(&db, &t, "no reference", "50.00").await;
+    let too_much = Api::new()
+        .write(Method::POST, "/matches", &tok, Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": 60})))
+        .await;
+    too_much.assert_error(409, "ALLOCATION_EXCEEDED");
+    let ok = Api::new()
+        .write(Method::POST, "/matches", &tok, Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": 50})))
+        .await;
+    assert_eq!(ok.status, 201, "{ok:?}");
+    assert_eq!(ok.rows()[0]["grade"], json!("manual"));
+    assert_eq!(ok.rows()[0]["status"], json!("confirmed"));
+    assert_eq!(invoice_state(&t, inv).await, ("30.00".into(), "partially_paid".into()));
+    let bad = Api::new()
+        .write(Method::POST, "/matches", &tok, Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": -5})))
+        .await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let id = ok.rows()[0]["id"].as_str().unwrap().to_string();
+    // A deleted match gives its amount back; the invoice cannot go while matched.
+    let del_inv = Api::new().write(Method::DELETE, &format!("/invoices?id=eq.{inv}"), &token(t.id, t.admin), None).await;
+    assert_eq!(del_inv.status, 409, "{del_inv:?}");
+    let del = Api::new().write(Method::DELETE, &format!("/matches?id=eq.{id}"), &token(t.id, t.admin), None).await;
+    assert_eq!(del.rows().len(), 1, "{del:?}");
+    assert_eq!(invoice_state(&t, inv).await, ("80.00".into(), "open".into()));
+    assert_eq!(unmatched(&t, tx).await, "50.00");
+}
+
+async fn jobs_connection() -> PgConnection {
+    let url = stack().db_url.replacen("postgres@", "tenancy_jobs@", 1);
+    PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("connect as tenancy_jobs: {e}"))
+}
+
+#[tokio::test]
+async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
+    let db = admin().await;
+    let (a, b, c) = (new_tenant(&db).await, new_tenant(&db).await, new_tenant(&db).await);
+    let (inv_a, _, _) = paid_invoice(&db, &a, "10.00").await;
+    let (inv_b, _, _) = paid_invoice(&db, &b, "20.00").await;
+    let (inv_c, _, _) = paid_invoice(&db, &c, "30.00").await;
+    sqlx::query("SELECT tenancy.suspend_tenant($1)").bind(&b.slug).execute(&db).await.unwrap();
+    let mut jobs = jobs_connection().await;
+    sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()', $1)")
+        .bind(vec![a.slug.clone(), b.slug.clone(), c.id.to_string()])
+        .execute(&mut jobs)
+        .await
+        .unwrap();
+    assert_eq!(invoice_state(&a, inv_a).await.1, "paid");
+    assert_eq!(invoice_state(&b, inv_b).await.1, "open", "suspended tenants are skipped");
+    assert_eq!(invoice_state(&c, inv_c).await.1, "paid");
+    // Without a context the job role reads nothing: it is not a superuser.
+    let e = expect_db_error(
+        sqlx::query("SELECT count(*) FROM ledger.invoices").fetch_one(&mut jobs).await,
+        "TN001",
+    );
+    assert!(e.message.contains("no tenant"), "{e:?}");
+    let e = expect_db_error(
+        sqlx::query("CALL tenancy.for_each_tenant('tenancy.set_tenant(text)')").execute(&mut jobs).await,
+        "22023",
+    );
+    assert!(e.message.contains("is not a function without arguments"), "{e:?}");
+    // Not for the API roles.
+    let mut api = tenant_session(&a).await;
+    expect_db_error(
+        sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')").execute(&mut api).await,
+        "42501",
+    );
+}
+
+#[tokio::test]
+async fn pg_cron_applies_reconciliation_per_tenant() {
+    let db = admin().await;
+    let row = sqlx::query(
+        "SELECT command, username, schedule FROM cron.job WHERE jobname = 'pg_tenancy: apply reconciliation'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("the reconciliation job is registered with pg_cron");
+    let (command, user, schedule): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(command, "CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')");
+    assert_eq!(user, "tenancy_jobs");
+    assert_eq!(schedule, "*/10 * * * *");
+
+    // pg_cron itself runs the same command, narrowed to this test's tenants.
+    let (a, b) = (new_tenant(&db).await, new_tenant(&db).await);
+    let (inv_a, _, _) = paid_invoice(&db, &a, "11.00").await;
+    let (inv_b, _, _) = paid_invoice(&db, &b, "22.00").await;
+    let narrowed = command.replace(")')", &format!(")', ARRAY['{}', '{}'])", a.slug, b.slug));
+    let job_id: i64 = sqlx::query_scalar(
+        "SELECT cron.schedule_in_database($1, '* * * * *', $2, current_database(), 'tenancy_jobs', true)",
+    )
+    .bind(format!("test reconcile {}", Uuid::new_v4()))
+    .bind(&narrowed)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let mut status = None;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        status = sqlx::query_scalar::<_, String>(
+            "SELECT status FROM cron.job_run_details WHERE jobid = $1 AND status IN ('succeeded', 'failed') ORDER BY runid DESC LIMIT 1",
+        )
+        .bind(job_id)
+        .fetch_optional(&db)
+        .await
+        .unwrap();
+        if status.is_some() {
+            break;
+        }
+    }
+    sqlx::query("SELECT cron.unschedule($1)").bind(job_id).execute(&db).await.unwrap();
+    assert_eq!(status.as_deref(), Some("succeeded"), "pg_cron ran the job within 150 s");
+    assert_eq!(invoice_state(&a, inv_a).await.1, "paid");
+    assert_eq!(invoice_state(&b, inv_b).await.1, "paid");
+}
