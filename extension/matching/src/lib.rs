@@ -170,8 +170,10 @@ impl std::error::Error for InputError {}
 
 /// Scores closer than this are a tie: never `auto`.
 const TIE_MARGIN: f64 = 0.05;
-/// At most this many invoices are tried for one split payment.
-const SPLIT_CANDIDATES: usize = 16;
+/// At most this many invoices are tried for one split payment: the payer's
+/// open invoices, those named in the description first, then those issued
+/// closest to the payment; the invoices a batch pays are often a month old.
+const SPLIT_CANDIDATES: usize = 24;
 
 const W_AMOUNT: f64 = 0.45;
 const W_REFERENCE: f64 = 0.30;
@@ -208,13 +210,22 @@ struct Candidate {
 }
 
 impl Candidate {
-    /// Allocated before split payments, in score order. A partial payment
-    /// that names its invoice exactly belongs here: otherwise a fee-sized gap
-    /// to some other invoice of the same payer (a weaker match) would win
-    /// just by being allocated earlier.
+    /// Allocated before split payments, in score order: a whole settlement
+    /// with an invoice number or the exact amount, and a partial payment
+    /// from the invoice's counterparty naming it exactly. A fee-sized gap
+    /// without an invoice number is weaker evidence than several of the
+    /// payer's invoices adding up to the cent, so it waits for the split
+    /// search; so do overpayments and partial payments on a mistyped number
+    /// or from someone else.
     fn first_pass(&self) -> bool {
-        self.fit.settles_whole()
-            || (self.fit == AmountFit::Partial && self.reference == Some(RefEvidence::Exact))
+        match self.fit {
+            AmountFit::Equal => true,
+            AmountFit::Tolerance | AmountFit::Fee => self.reference.is_some(),
+            AmountFit::Partial => {
+                self.reference == Some(RefEvidence::Exact) && self.counterparty >= 0.5
+            }
+            AmountFit::Over => false,
+        }
     }
 }
 
@@ -394,8 +405,12 @@ fn validate(invoices: &[Invoice], rules: &Rules) -> Result<(), InputError> {
 }
 
 /// Candidate (transaction, invoice) pairs with their evidence and score.
-fn candidates(invoices: &[Invoice], transactions: &[Transaction], rules: &Rules) -> Vec<Candidate> {
-    let refs = RefIndex::new(invoices);
+fn candidates(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+    refs: &RefIndex,
+) -> Vec<Candidate> {
     let mut by_currency: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, inv) in invoices.iter().enumerate() {
         if inv.open_amount > Decimal::ZERO {
@@ -562,7 +577,8 @@ pub fn reconcile(
     rules: &Rules,
 ) -> Result<Vec<Match>, InputError> {
     validate(invoices, rules)?;
-    let mut cands = candidates(invoices, transactions, rules);
+    let refs = RefIndex::new(invoices);
+    let mut cands = candidates(invoices, transactions, rules, &refs);
     cands.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -585,26 +601,17 @@ pub fn reconcile(
         .collect();
     let mut open: Vec<Decimal> = invoices.iter().map(|i| i.open_amount).collect();
     let mut matches = Vec::new();
-    // Whole settlements and partial payments naming their invoice first, by
-    // score, then split payments, then the rest (overpayments, partial
+    // First, by score: whole settlements, partial payments naming their
+    // invoice, and payments naming every invoice they split into. Then split
+    // payments among what is left, then the rest (overpayments, partial
     // payments on a mistyped number): a payment that exactly covers several
     // invoices is a split, not an overpayment of the first one.
-    for first_pass in [true, false] {
-        for c in cands.iter().filter(|c| c.first_pass() == first_pass) {
-            allocate(
-                c,
-                invoices,
-                transactions,
-                rules,
-                &per_t,
-                &per_inv,
-                &mut t_left,
-                &mut open,
-                &mut matches,
-            );
-        }
-        if first_pass {
-            split_payments(
+    let named = named_splits(invoices, transactions, rules, &cands, &open);
+    let mut named = named.iter().peekable();
+    for c in cands.iter().filter(|c| c.first_pass()) {
+        while let Some(s) = named.next_if(|s| s.score > c.score) {
+            apply_split(
+                s,
                 invoices,
                 transactions,
                 rules,
@@ -613,6 +620,50 @@ pub fn reconcile(
                 &mut matches,
             );
         }
+        allocate(
+            c,
+            invoices,
+            transactions,
+            rules,
+            &per_t,
+            &per_inv,
+            &mut t_left,
+            &mut open,
+            &mut matches,
+        );
+    }
+    for s in named {
+        apply_split(
+            s,
+            invoices,
+            transactions,
+            rules,
+            &mut t_left,
+            &mut open,
+            &mut matches,
+        );
+    }
+    split_payments(
+        invoices,
+        transactions,
+        rules,
+        &refs,
+        &mut t_left,
+        &mut open,
+        &mut matches,
+    );
+    for c in cands.iter().filter(|c| !c.first_pass()) {
+        allocate(
+            c,
+            invoices,
+            transactions,
+            rules,
+            &per_t,
+            &per_inv,
+            &mut t_left,
+            &mut open,
+            &mut matches,
+        );
     }
 
     matches.sort_by(|a, b| {
@@ -694,10 +745,141 @@ fn allocate(
     });
 }
 
-/// One payment covering several open invoices of the same counterparty: a
-/// bounded subset-sum over the oldest candidates. A unique exact subset with
-/// every invoice number in the description may be `auto`.
-fn split_payments(
+/// One payment settling several invoices of the same counterparty. Only a
+/// unique subset that scores `min_auto_score` (every invoice number in the
+/// description) may be `auto`; without invoice numbers it stays a suggestion.
+struct Split {
+    t: usize,
+    invoices: Vec<usize>,
+    /// Subsets that fit the amount, counted up to two (two: not unique).
+    fits: usize,
+    counterparty: f64,
+    score: f64,
+}
+
+/// Invoices by the words of their counterparty's name.
+fn name_index(invoices: &[Invoice]) -> HashMap<String, Vec<usize>> {
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, inv) in invoices.iter().enumerate() {
+        for word in text::name_tokens(&inv.counterparty) {
+            by_name.entry(word).or_default().push(i);
+        }
+    }
+    by_name
+}
+
+/// The best subset of 2..=max_invoices_per_payment untouched invoices in
+/// `pool` whose open amounts sum to the payment: a bounded subset-sum,
+/// invoices named in the description first, then those issued closest to
+/// the payment.
+fn find_split(
+    invoices: &[Invoice],
+    ti: usize,
+    t: &Transaction,
+    tokens: &[String],
+    mut pool: Vec<usize>,
+    rules: &Rules,
+    open: &[Decimal],
+) -> Option<Split> {
+    let max_k = rules.max_invoices_per_payment;
+    if max_k < 2 {
+        return None;
+    }
+    pool.sort_unstable();
+    pool.dedup();
+    pool.retain(|&i| {
+        let inv = &invoices[i];
+        inv.currency == t.currency
+            && open[i] > Decimal::ZERO
+            && open[i] == inv.open_amount
+            && open[i] < t.amount
+            && date_fit(rules, inv, t).is_some()
+            && (text::counterparty_similarity(&inv.counterparty, &t.counterparty) >= 0.5
+                || text::mentions(tokens, &inv.counterparty)
+                || text::find_reference(&inv.reference, tokens) == Some(RefEvidence::Exact))
+    });
+    if pool.len() < 2 {
+        return None;
+    }
+    let unnamed = |i: usize| text::find_reference(&invoices[i].reference, tokens).is_none();
+    pool.sort_by_cached_key(|&i| (unnamed(i), (t.booked_on - invoices[i].issue_date).abs(), i));
+    pool.truncate(SPLIT_CANDIDATES);
+    let amounts: Vec<Decimal> = pool.iter().map(|&i| open[i]).collect();
+    let found = SubsetSum::run(&amounts, t.amount, rules.amount_tolerance, max_k);
+    let fits = found.len().min(2);
+    // The preferred subset is the one that needs the shortest head of the
+    // ranked pool (then the fewest invoices): what a smaller pool would
+    // have found. Many invoices deep in the pool fit by coincidence more
+    // often than a few near the top.
+    let best: Vec<usize> = found
+        .iter()
+        .min_by_key(|f| (f.last().copied(), f.len(), f.as_slice()))?
+        .iter()
+        .map(|&k| pool[k])
+        .collect();
+    let with_ref = best
+        .iter()
+        .filter(|&&i| text::find_reference(&invoices[i].reference, tokens).is_some())
+        .count();
+    let ref_frac = with_ref as f64 / best.len() as f64;
+    let counterparty = best
+        .iter()
+        .map(|&i| {
+            if text::mentions(tokens, &invoices[i].counterparty) {
+                1.0
+            } else {
+                text::counterparty_similarity(&invoices[i].counterparty, &t.counterparty)
+            }
+        })
+        .fold(1.0_f64, f64::min);
+    let date = best
+        .iter()
+        .filter_map(|&i| date_fit(rules, &invoices[i], t))
+        .fold(1.0_f64, f64::min);
+    let score =
+        round4(W_AMOUNT + W_REFERENCE * ref_frac + W_DATE * date + W_COUNTERPARTY * counterparty);
+    Some(Split {
+        t: ti,
+        invoices: best,
+        fits,
+        counterparty,
+        score,
+    })
+}
+
+/// Payments whose description names two or more invoices exactly, and whose
+/// amount is the sum of named invoices: as strong as a whole settlement with
+/// a reference, so they are allocated in the first pass, by score. The named
+/// invoices are the candidates with an exact reference.
+fn named_splits(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+    cands: &[Candidate],
+    open: &[Decimal],
+) -> Vec<Split> {
+    let mut named: HashMap<usize, Vec<usize>> = HashMap::new();
+    for c in cands {
+        if c.reference == Some(RefEvidence::Exact) {
+            named.entry(c.t).or_default().push(c.inv);
+        }
+    }
+    let mut out: Vec<Split> = named
+        .into_iter()
+        .filter(|(_, pool)| pool.len() >= 2)
+        .filter_map(|(ti, pool)| {
+            let t = &transactions[ti];
+            let tokens = text::tokens(&t.description);
+            find_split(invoices, ti, t, &tokens, pool, rules, open)
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.t.cmp(&b.t)));
+    out
+}
+
+/// Allocates a split if the payment and all its invoices are untouched.
+fn apply_split(
+    s: &Split,
     invoices: &[Invoice],
     transactions: &[Transaction],
     rules: &Rules,
@@ -705,18 +887,60 @@ fn split_payments(
     open: &mut [Decimal],
     matches: &mut Vec<Match>,
 ) {
-    let max_k = rules.max_invoices_per_payment;
-    if max_k < 2 {
+    let t = &transactions[s.t];
+    if t_left[s.t] != t.amount
+        || s.invoices
+            .iter()
+            .any(|&i| open[i] != invoices[i].open_amount)
+    {
         return;
     }
-    // Invoices by the words of their counterparty's name, and by number.
-    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, inv) in invoices.iter().enumerate() {
-        for word in text::name_tokens(&inv.counterparty) {
-            by_name.entry(word).or_default().push(i);
+    let tokens = text::tokens(&t.description);
+    let unique = s.fits == 1;
+    let auto = unique && s.score >= rules.min_auto_score;
+    let mut remaining = t.amount;
+    for &i in &s.invoices {
+        let allocated = open[i].min(remaining);
+        remaining -= allocated;
+        open[i] -= allocated;
+        let inv = &invoices[i];
+        let mut reasons = vec![Reason::SplitPayment {
+            invoices: s.invoices.len(),
+        }];
+        let reference = text::find_reference(&inv.reference, &tokens);
+        reasons.extend(evidence(inv, t, reference, s.counterparty));
+        if !unique {
+            reasons.push(Reason::Ambiguous { candidates: s.fits });
         }
+        matches.push(Match {
+            invoice: i,
+            transaction: s.t,
+            allocated,
+            score: s.score,
+            grade: if auto { Grade::Auto } else { Grade::Suggested },
+            group: 0,
+            reasons,
+        });
     }
-    let refs = RefIndex::new(invoices);
+    t_left[s.t] = Decimal::ZERO;
+}
+
+/// Split payments among what the first pass left: the payer's open
+/// invoices (by counterparty or named in the description) near the payment.
+#[allow(clippy::too_many_arguments)]
+fn split_payments(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+    refs: &RefIndex,
+    t_left: &mut [Decimal],
+    open: &mut [Decimal],
+    matches: &mut Vec<Match>,
+) {
+    if rules.max_invoices_per_payment < 2 {
+        return;
+    }
+    let by_name = name_index(invoices);
     for (ti, t) in transactions.iter().enumerate() {
         if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
             continue;
@@ -732,137 +956,113 @@ fn split_payments(
                 pool.extend(list);
             }
         }
-        pool.sort_unstable();
-        pool.dedup();
-        pool.retain(|&i| {
-            let inv = &invoices[i];
-            inv.currency == t.currency
-                && open[i] > Decimal::ZERO
-                && open[i] == inv.open_amount
-                && open[i] < t.amount
-                && date_fit(rules, inv, t).is_some()
-                && (text::counterparty_similarity(&inv.counterparty, &t.counterparty) >= 0.5
-                    || text::mentions(&tokens, &inv.counterparty)
-                    || text::find_reference(&inv.reference, &tokens) == Some(RefEvidence::Exact))
-        });
-        if pool.len() < 2 {
-            continue;
+        if let Some(s) = find_split(invoices, ti, t, &tokens, pool, rules, open) {
+            apply_split(&s, invoices, transactions, rules, t_left, open, matches);
         }
-        // Invoices named in the description first, then those issued
-        // closest to the payment.
-        let unnamed = |i: usize| text::find_reference(&invoices[i].reference, &tokens).is_none();
-        pool.sort_by_cached_key(|&i| (unnamed(i), (t.booked_on - invoices[i].issue_date).abs(), i));
-        pool.truncate(SPLIT_CANDIDATES);
-        let tol = rules.amount_tolerance;
-        let mut found: Vec<Vec<usize>> = Vec::new();
-        let mut chosen = Vec::new();
-        subsets(
-            &pool,
-            open,
-            t.amount,
-            tol,
-            max_k,
-            0,
-            Decimal::ZERO,
-            &mut chosen,
-            &mut found,
-        );
-        let Some(best) = found.first().cloned() else {
-            continue;
-        };
-        let unique = found.len() == 1;
-        let with_ref = best
-            .iter()
-            .filter(|&&i| text::find_reference(&invoices[i].reference, &tokens).is_some())
-            .count();
-        let ref_frac = with_ref as f64 / best.len() as f64;
-        let cp = best
-            .iter()
-            .map(|&i| {
-                if text::mentions(&tokens, &invoices[i].counterparty) {
-                    1.0
-                } else {
-                    text::counterparty_similarity(&invoices[i].counterparty, &t.counterparty)
-                }
-            })
-            .fold(1.0_f64, f64::min);
-        let date = best
-            .iter()
-            .filter_map(|&i| date_fit(rules, &invoices[i], t))
-            .fold(1.0_f64, f64::min);
-        let score = round4(W_AMOUNT + W_REFERENCE * ref_frac + W_DATE * date + W_COUNTERPARTY * cp);
-        let auto = unique && score >= rules.min_auto_score;
-        let mut remaining = t.amount;
-        for &i in &best {
-            let allocated = open[i].min(remaining);
-            remaining -= allocated;
-            open[i] -= allocated;
-            let inv = &invoices[i];
-            let mut reasons = vec![Reason::SplitPayment {
-                invoices: best.len(),
-            }];
-            let reference = text::find_reference(&inv.reference, &tokens);
-            reasons.extend(evidence(inv, t, reference, cp));
-            if !unique {
-                reasons.push(Reason::Ambiguous {
-                    candidates: found.len(),
-                });
-            }
-            matches.push(Match {
-                invoice: i,
-                transaction: ti,
-                allocated,
-                score,
-                grade: if auto { Grade::Auto } else { Grade::Suggested },
-                group: 0,
-                reasons,
-            });
-        }
-        t_left[ti] = Decimal::ZERO;
     }
 }
 
-/// Depth-first search for subsets of 2..=max_k invoices whose open amounts
-/// sum to `target` within `tol`; stops after two (enough to know it is not unique).
-#[allow(clippy::too_many_arguments)]
-fn subsets(
-    pool: &[usize],
-    open: &[Decimal],
+/// Most subsets that fit one payment looked at before the search stops (it
+/// is ambiguous by then anyway).
+const SPLIT_FITS: usize = 64;
+/// Most partial subsets tried for one payment, so that many invoices of
+/// similar amounts and a high `max_invoices_per_payment` cannot make the
+/// search explode; it reports what it found by then.
+const SPLIT_STEPS: usize = 50_000;
+
+/// Subsets of 2..=max_k positive amounts that sum to `target` within `tol`:
+/// a depth-first search over the amounts in ascending order, so a branch
+/// ends at the first amount that overshoots, the last amount of a subset is
+/// found by binary search, and a branch is cut when even the largest amounts
+/// cannot make up what is missing.
+struct SubsetSum {
+    /// (amount, position in the pool), ascending.
+    sorted: Vec<(Decimal, usize)>,
+    /// `largest[r]`: the sum of the `r` largest amounts.
+    largest: Vec<Decimal>,
     target: Decimal,
     tol: Decimal,
     max_k: usize,
-    from: usize,
-    sum: Decimal,
-    chosen: &mut Vec<usize>,
-    found: &mut Vec<Vec<usize>>,
-) {
-    if found.len() >= 2 {
-        return;
-    }
-    if chosen.len() >= 2 && (sum - target).abs() <= tol {
-        found.push(chosen.clone());
-        return;
-    }
-    if chosen.len() == max_k || sum > target + tol {
-        return;
-    }
-    for k in from..pool.len() {
-        chosen.push(pool[k]);
-        subsets(
-            pool,
-            open,
+    steps: usize,
+    chosen: Vec<usize>,
+    found: Vec<Vec<usize>>,
+}
+
+impl SubsetSum {
+    /// Up to SPLIT_FITS subsets that fit, each as ascending positions in `amounts`.
+    fn run(amounts: &[Decimal], target: Decimal, tol: Decimal, max_k: usize) -> Vec<Vec<usize>> {
+        let mut sorted: Vec<(Decimal, usize)> =
+            amounts.iter().enumerate().map(|(k, a)| (*a, k)).collect();
+        sorted.sort();
+        let mut largest = vec![Decimal::ZERO];
+        for (a, _) in sorted.iter().rev().take(max_k) {
+            largest.push(largest[largest.len() - 1] + a);
+        }
+        let mut search = SubsetSum {
+            sorted,
+            largest,
             target,
             tol,
             max_k,
-            k + 1,
-            sum + open[pool[k]],
-            chosen,
-            found,
-        );
-        chosen.pop();
-        if found.len() >= 2 {
+            steps: 0,
+            chosen: Vec::with_capacity(max_k),
+            found: Vec::new(),
+        };
+        if max_k >= 2 && search.sorted.len() >= 2 {
+            search.dfs(0, Decimal::ZERO);
+        }
+        for f in &mut search.found {
+            f.sort_unstable();
+        }
+        search.found
+    }
+
+    fn done(&self) -> bool {
+        self.found.len() >= SPLIT_FITS || self.steps >= SPLIT_STEPS
+    }
+
+    /// Extends `chosen` (whose amounts add up to `sum`) with amounts from
+    /// position `from` on.
+    fn dfs(&mut self, from: usize, sum: Decimal) {
+        self.steps += 1;
+        let n = self.sorted.len();
+        let chosen = self.chosen.len();
+        let (lo, hi) = (self.target - self.tol - sum, self.target + self.tol - sum);
+        let left = self.max_k - chosen;
+        if self.largest[left.min(n - from).min(self.largest.len() - 1)] < lo {
             return;
         }
+        if left == 1 {
+            // The last amount: any in [lo, hi].
+            let start = from + self.sorted[from..].partition_point(|(a, _)| *a < lo);
+            for k in start..n {
+                if self.sorted[k].0 > hi || self.found.len() >= SPLIT_FITS {
+                    break;
+                }
+                self.record(k);
+            }
+            return;
+        }
+        for k in from..n {
+            let a = self.sorted[k].0;
+            if a > hi || self.done() {
+                return;
+            }
+            if chosen >= 1 && a >= lo {
+                self.record(k);
+            }
+            if k + 1 < n {
+                self.chosen.push(k);
+                self.dfs(k + 1, sum + a);
+                self.chosen.pop();
+            }
+        }
+    }
+
+    fn record(&mut self, last: usize) {
+        let mut subset: Vec<usize> = self.chosen.iter().map(|&k| self.sorted[k].1).collect();
+        subset.push(self.sorted[last].1);
+        self.found.push(subset);
     }
 }
 

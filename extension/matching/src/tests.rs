@@ -183,6 +183,149 @@ fn a_partial_payment_naming_its_invoice_beats_a_fee_on_another() {
 }
 
 #[test]
+fn three_partial_payments_settle_one_invoice_next_to_a_look_alike() {
+    // INV-8 is within the fee ceiling of the first two payments, without a
+    // reference; the payments name INV-7.
+    let invoices = [
+        inv("1000.00", "INV-7", "Globex", 100),
+        inv("305.00", "INV-8", "Globex", 100),
+    ];
+    let ms = run(
+        &invoices,
+        &[
+            tx("300.00", "INV-7 1/3", "Globex", 105),
+            tx("300.00", "INV-7 2/3", "Globex", 115),
+            tx("400.00", "INV-7 3/3", "Globex", 125),
+        ],
+    );
+    assert_eq!(ms.len(), 3, "{ms:#?}");
+    assert!(ms.iter().all(|m| m.invoice == 0), "{ms:#?}");
+    let remaining: Vec<Reason> = ms.iter().map(|m| m.reasons[0].clone()).collect();
+    assert_eq!(
+        remaining,
+        ["700.00", "400.00", "0.00"].map(|r| Reason::PartialPayment { remaining: d(r) })
+    );
+}
+
+#[test]
+fn a_split_payment_without_reference_is_found_by_counterparty() {
+    // Eighteen open invoices of the payer issued closer to the payment than
+    // the two it pays; none of them adds up with another to the amount.
+    let mut invoices: Vec<Invoice> = (0..18)
+        .map(|j| {
+            let amount = Decimal::new(700_100 + 317 * j, 2);
+            let mut i = inv(
+                "1.00",
+                &format!("INV-{}", 5000 + j),
+                "Acme Supplies",
+                196 + j as Day,
+            );
+            (i.amount, i.open_amount) = (amount, amount);
+            i
+        })
+        .collect();
+    invoices.push(inv("4321.09", "INV-4001", "Acme Supplies", 180));
+    invoices.push(inv("2765.43", "INV-4002", "Acme Supplies", 181));
+    let ms = run(
+        &invoices,
+        &[tx("7086.52", "batch payment", "ACME SUPPLIES", 210)],
+    );
+    assert_eq!(
+        ms.iter().map(|m| m.invoice).collect::<Vec<_>>(),
+        vec![18, 19],
+        "{ms:#?}"
+    );
+    assert!(ms.iter().all(|m| m.grade == Grade::Suggested
+        && m.reasons.contains(&Reason::SplitPayment { invoices: 2 })
+        && m.reasons.contains(&Reason::NoReference)));
+    assert_eq!(
+        ms.iter().map(|m| m.allocated).sum::<Decimal>(),
+        d("7086.52")
+    );
+}
+
+#[test]
+fn a_fee_sized_gap_without_a_reference_does_not_break_up_a_split() {
+    // 350.00 is 10.00 short of INV-3, and exactly INV-1 + INV-2.
+    let invoices = [
+        inv("100.00", "INV-1", "Acme", 100),
+        inv("250.00", "INV-2", "Acme", 101),
+        inv("360.00", "INV-3", "Acme", 102),
+    ];
+    let ms = run(&invoices, &[tx("350.00", "transfer", "ACME", 110)]);
+    assert_eq!(
+        ms.iter().map(|m| m.invoice).collect::<Vec<_>>(),
+        vec![0, 1],
+        "{ms:#?}"
+    );
+    assert!(ms
+        .iter()
+        .all(|m| m.reasons.contains(&Reason::SplitPayment { invoices: 2 })));
+}
+
+#[test]
+fn a_payment_naming_the_invoices_it_splits_into_beats_a_fee_on_another() {
+    // INV-1003 is one digit off INV-1002 and 10.00 above the payment.
+    let invoices = [
+        inv("100.00", "INV-1001", "Acme", 100),
+        inv("250.00", "INV-1002", "Acme", 101),
+        inv("360.00", "INV-1003", "Acme", 102),
+    ];
+    let ms = run(&invoices, &[tx("350.00", "INV-1001 INV-1002", "ACME", 110)]);
+    assert_eq!(
+        ms.iter().map(|m| m.invoice).collect::<Vec<_>>(),
+        vec![0, 1],
+        "{ms:#?}"
+    );
+    assert!(ms.iter().all(
+        |m| m.grade == Grade::Auto && m.reasons.contains(&Reason::SplitPayment { invoices: 2 })
+    ));
+}
+
+#[test]
+fn a_number_in_someone_elses_payment_waits_for_the_split_search() {
+    // "card 5001" names Globex's INV-5001, but Hooli pays, exactly its two
+    // open invoices.
+    let invoices = [
+        inv("1000.00", "INV-5001", "Globex", 100),
+        inv("300.00", "INV-6001", "Hooli", 100),
+        inv("400.00", "INV-6003", "Hooli", 101),
+    ];
+    let ms = run(&invoices, &[tx("700.00", "card 5001", "Hooli", 110)]);
+    assert_eq!(
+        ms.iter().map(|m| m.invoice).collect::<Vec<_>>(),
+        vec![1, 2],
+        "{ms:#?}"
+    );
+}
+
+#[test]
+fn subset_sum_finds_every_fit_within_the_limits() {
+    let amounts = ["1", "2", "3", "4", "5"].map(d);
+    assert_eq!(
+        SubsetSum::run(&amounts, d("5"), Decimal::ZERO, 5),
+        vec![vec![0, 3], vec![1, 2]],
+        "a single amount is no split"
+    );
+    let ones = ["1", "1", "1", "1"].map(d);
+    assert!(SubsetSum::run(&ones, d("4"), Decimal::ZERO, 3).is_empty());
+    assert_eq!(
+        SubsetSum::run(&ones, d("4"), Decimal::ZERO, 4),
+        vec![vec![0, 1, 2, 3]]
+    );
+    assert_eq!(
+        SubsetSum::run(&["10.00", "20.005", "50"].map(d), d("30"), d("0.01"), 5),
+        vec![vec![0, 1]]
+    );
+    // Many equal amounts: the search stops at SPLIT_FITS.
+    let many = vec![d("100"); 24];
+    assert_eq!(
+        SubsetSum::run(&many, d("200"), Decimal::ZERO, 5).len(),
+        SPLIT_FITS
+    );
+}
+
+#[test]
 fn other_currencies_never_match_unless_allowed() {
     let invoices = [inv("100.00", "INV-9", "Acme", 100)];
     let mut t = tx("100.00", "INV-9", "Acme", 105);
