@@ -206,6 +206,7 @@ struct Candidate {
     fit: AmountFit,
     reference: Option<RefEvidence>,
     counterparty: f64,
+    same_currency: bool,
     score: f64,
 }
 
@@ -215,9 +216,12 @@ impl Candidate {
     /// from the invoice's counterparty naming it exactly. A fee-sized gap
     /// without an invoice number is weaker evidence than several of the
     /// payer's invoices adding up to the cent, so it waits for the split
-    /// search; so do overpayments and partial payments on a mistyped number
-    /// or from someone else.
+    /// search; so do overpayments, partial payments on a mistyped number or
+    /// from someone else, and every match across currencies.
     fn first_pass(&self) -> bool {
+        if !self.same_currency {
+            return false;
+        }
         match self.fit {
             AmountFit::Equal => true,
             AmountFit::Tolerance | AmountFit::Fee => self.reference.is_some(),
@@ -502,6 +506,7 @@ fn candidates(
                 fit,
                 reference,
                 counterparty,
+                same_currency,
                 score,
             });
         }

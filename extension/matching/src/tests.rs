@@ -345,6 +345,21 @@ fn other_currencies_never_match_unless_allowed() {
 }
 
 #[test]
+fn a_payment_in_another_currency_comes_after_one_in_the_invoices() {
+    let invoices = [inv("100.00", "INV-9", "Acme", 100)];
+    let mut usd = tx("100.00", "INV-9", "Acme", 105);
+    usd.currency = "USD".into();
+    let eur = tx("100.00", "transfer", "Acme", 106);
+    let rules = Rules {
+        allow_currency_mismatch: true,
+        ..Rules::default()
+    };
+    let ms = reconcile(&invoices, &[usd, eur], &rules).unwrap();
+    let m = only(&ms);
+    assert_eq!((m.transaction, m.allocated), (1, d("100.00")), "{m:?}");
+}
+
+#[test]
 fn recurring_equal_amounts_are_never_auto() {
     // A monthly retainer: two open invoices of the same amount, one payment
     // without a reference.
