@@ -212,8 +212,15 @@ async fn deleting_a_tenant_removes_its_rows_from_every_enabled_table() {
     let db = admin().await;
     let (gone, kept) = (new_tenant(&db).await, new_tenant(&db).await);
     for t in [&gone, &kept] {
-        insert_invoice(&db, t, "INV-1", "10.00").await;
-        insert_transaction(&db, t, "payment", "10.00").await;
+        let inv = insert_invoice(&db, t, "INV-1", "10.00").await;
+        let tx = insert_transaction(&db, t, "payment", "10.00").await;
+        sqlx::query("INSERT INTO ledger.matches (tenant_id, invoice_id, transaction_id, allocated_amount) VALUES ($1, $2, $3, 10)")
+            .bind(t.id)
+            .bind(inv)
+            .bind(tx)
+            .execute(&db)
+            .await
+            .unwrap();
     }
     sqlx::query("SELECT tenancy.drop_tenant($1)")
         .bind(&gone.slug)
