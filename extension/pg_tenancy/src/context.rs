@@ -6,9 +6,8 @@
 //! PostgREST and `RESET` leave `''` behind rather than NULL.
 
 use crate::guc;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{function_name, PgLogLevel};
+use pgrx::PgLogLevel;
 use std::ffi::CString;
 
 fn read(setting: &pgrx::guc::GucSetting<Option<CString>>, name: &str) -> Option<pgrx::Uuid> {
@@ -20,14 +19,11 @@ fn read(setting: &pgrx::guc::GucSetting<Option<CString>>, name: &str) -> Option<
     match uuid::Uuid::parse_str(text) {
         Ok(id) => Some(pgrx::Uuid::from_bytes(*id.as_bytes())),
         Err(_) => {
-            ErrorReport::new(
+            crate::error::raise(
                 PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
                 format!("{name} holds \"{text}\", which is not a uuid"),
-                function_name!(),
+                "Set the context with tenancy.set_tenant() or tenancy.pre_request(), never by hand.",
             )
-            .set_hint("Set the context with tenancy.set_tenant() or tenancy.pre_request(), never by hand.")
-            .report(PgLogLevel::ERROR);
-            unreachable!("ERROR does not return")
         }
     }
 }

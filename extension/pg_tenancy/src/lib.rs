@@ -5,6 +5,7 @@
 use pgrx::prelude::*;
 
 mod context;
+mod error;
 mod guc;
 mod rbac;
 mod reconcile;

@@ -7,9 +7,7 @@
 //! per row.
 
 use crate::context;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{function_name, PgLogLevel};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
@@ -26,14 +24,7 @@ thread_local! {
 }
 
 fn invalid(message: String, hint: &str) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        message,
-        function_name!(),
-    )
-    .set_hint(hint)
-    .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
+    crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, hint)
 }
 
 fn local_xid() -> u32 {

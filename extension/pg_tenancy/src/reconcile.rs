@@ -7,9 +7,8 @@
 //! `reasons` into jsonb.
 
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{function_name, AnyNumeric, PgLogLevel, PgRelation};
+use pgrx::{AnyNumeric, PgRelation};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -21,12 +20,7 @@ days_before and days_after 0..3660, min_auto_score 0..1, max_invoices_per_paymen
 /// Day numbers count from this date; any fixed epoch works for the matcher.
 const EPOCH: &str = "DATE '2000-01-01'";
 
-fn fail(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
-    ErrorReport::new(code, message, function_name!())
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
+use crate::error::raise as fail;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -78,9 +72,9 @@ const TRANSACTION_COLUMNS: [Column; 6] = [
     col("counterparty", Kind::Text, Nulls::Empty),
 ];
 
-/// Optional: what is left of a transaction after earlier matches (the
+/// Optional on transactions: what is left after earlier matches (the
 /// reference ledger maintains it). When present it is what may be allocated.
-const UNMATCHED: &str = "unmatched_amount";
+const UNMATCHED: Column = col("unmatched_amount", Kind::Amount, Nulls::Refused);
 /// Optional: when present, every visible row must belong to the current tenant.
 const TENANT: &str = "tenant_id";
 
@@ -93,7 +87,7 @@ struct Source {
     has_tenant: bool,
 }
 
-fn inspect(rel: &PgRelation, what: &str, columns: &[Column]) -> Source {
+fn inspect(rel: &PgRelation, what: &str, columns: &[Column], optional: Option<&Column>) -> Source {
     let oid = rel.oid();
     let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[DatumWithOid::from(oid)])
         .ok()
@@ -172,10 +166,11 @@ fn inspect(rel: &PgRelation, what: &str, columns: &[Column]) -> Source {
         };
         select.push(expr);
     }
-    let has_unmatched = what == "transactions" && types.get(UNMATCHED).is_some_and(|c| c == "N");
-    if has_unmatched {
-        select.push(format!("\"{UNMATCHED}\"::numeric::text"));
+    let optional = optional.filter(|c| types.get(c.name).is_some_and(|t| t == "N"));
+    if let Some(c) = optional {
+        select.push(format!("\"{}\"::numeric::text", c.name));
     }
+    let has_unmatched = optional.is_some();
     let has_tenant = types.contains_key(TENANT);
     if has_tenant {
         select.push(format!(
@@ -343,8 +338,7 @@ fn transactions(source: &Source) -> (Vec<String>, Vec<Transaction>) {
         // Money going out (negative) is never matched to an invoice.
         let mut available = amount.max(Decimal::ZERO);
         if source.has_unmatched {
-            let left = col(UNMATCHED, Kind::Amount, Nulls::Refused);
-            available = available.min(r.amount(next, &left));
+            available = available.min(r.amount(next, &UNMATCHED));
             next += 1;
         }
         if source.has_tenant {
@@ -410,8 +404,7 @@ fn reconcile_relations(
     let (Some(invoices_rel), Some(transactions_rel)) = (invoices_rel, transactions_rel) else {
         fail(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "tenancy.reconcile needs an invoices relation and a transactions relation, not NULL"
-                .into(),
+            "tenancy.reconcile needs an invoices relation and a transactions relation, not NULL",
             "Call tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions').",
         );
     };
@@ -434,8 +427,8 @@ fn reconcile_relations(
             .unwrap_or(d.max_invoices_per_payment),
         allow_currency_mismatch: allow_currency_mismatch.unwrap_or(d.allow_currency_mismatch),
     };
-    let inv_source = inspect(&invoices_rel, "invoices", &INVOICE_COLUMNS);
-    let tx_source = inspect(&transactions_rel, "transactions", &TRANSACTION_COLUMNS);
+    let inv_source = inspect(&invoices_rel, "invoices", &INVOICE_COLUMNS, None);
+    let tx_source = inspect(&transactions_rel, "transactions", &TRANSACTION_COLUMNS, Some(&UNMATCHED));
     let (inv_ids, invs) = invoices(&inv_source);
     let (tx_ids, txs) = transactions(&tx_source);
     let matches = tenancy_matching::reconcile(&invs, &txs, &rules).unwrap_or_else(|e| {

@@ -1,0 +1,13 @@
+//! The one way the Rust side raises an error: a standard SQLSTATE, a message
+//! naming what is wrong and a hint naming the fix. (Custom SQLSTATEs such as
+//! TN001 are raised from SQL, by `tenancy.raise_error`.)
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{function_name, PgLogLevel, PgSqlErrorCode};
+
+pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: &str) -> ! {
+    ErrorReport::new(code, message.into(), function_name!())
+        .set_hint(hint)
+        .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
