@@ -115,6 +115,9 @@ load_sql() {
     done
 }
 
+# ratio A B: A / B with three decimals (benchmarks print ratios, never assert).
+ratio() { echo "scale=3; $1 / $2" | bc -l; }
+
 psql_admin() {
     local port=$1 db=$2
     shift 2

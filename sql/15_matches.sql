@@ -143,6 +143,17 @@ END
 $$;
 COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
 
+CREATE OR REPLACE FUNCTION ledger.match_not_found(match_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenancy.raise_error('NOT_FOUND', format('match %s does not exist', coalesce(match_id::text, 'NULL')),
+        'GET /matches lists the matches of your tenant.');
+END
+$$;
+
 -- A person's decision on a match: confirm it, or undo it (open amounts are
 -- restored). Undoing twice is harmless; confirming an undone match is not.
 CREATE OR REPLACE FUNCTION ledger.decide_match(match_id uuid, decision text)
@@ -156,8 +167,7 @@ BEGIN
     PERFORM tenancy.tenant_scope();
     UPDATE ledger.matches x SET status = decision WHERE x.id = match_id RETURNING * INTO m;
     IF m.id IS NULL THEN
-        PERFORM tenancy.raise_error('NOT_FOUND', format('match %s does not exist', coalesce(match_id::text, 'NULL')),
-            'GET /matches lists the matches of your tenant.');
+        PERFORM ledger.match_not_found(match_id);
     END IF;
     RETURN to_jsonb(m);
 END
@@ -182,8 +192,7 @@ BEGIN
     JOIN ledger.bank_transactions t ON t.tenant_id = m.tenant_id AND t.id = m.transaction_id
     WHERE m.id = match_id;
     IF sentence IS NULL THEN
-        PERFORM tenancy.raise_error('NOT_FOUND', format('match %s does not exist', coalesce(match_id::text, 'NULL')),
-            'GET /matches lists the matches of your tenant.');
+        PERFORM ledger.match_not_found(match_id);
     END IF;
     RETURN sentence;
 END
