@@ -10,6 +10,10 @@
 --   tenancy_jobs   the role pg_cron runs tenant work as (for_each_tenant sets
 --                  each tenant in turn). LOGIN only because pg_cron's workers
 --                  log in as it; give it no password, so nobody else can.
+--   tenancy_maintenance
+--                  the role pg_cron runs audit log maintenance as: the only
+--                  role that may run tenancy.audit_maintain(), which creates
+--                  and drops audit partitions. LOGIN for pg_cron, no password.
 --
 -- None of them has BYPASSRLS. In production give authenticator a password
 -- (ALTER ROLE authenticator PASSWORD '...') and use scram-sha-256 in pg_hba.
@@ -23,7 +27,8 @@ BEGIN
         ('authenticated', 'NOLOGIN'),
         ('ledger_owner',  'NOLOGIN'),
         ('analyst',       'NOLOGIN'),
-        ('tenancy_jobs',  'LOGIN')
+        ('tenancy_jobs',  'LOGIN'),
+        ('tenancy_maintenance', 'LOGIN')
     ) AS v(name, opts) LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.name) THEN
             EXECUTE format('CREATE ROLE %I %s', r.name, r.opts);

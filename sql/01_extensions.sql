@@ -50,3 +50,10 @@ GRANT EXECUTE ON FUNCTION
     tenancy.idempotency_claim(text, jsonb, text),
     tenancy.idempotency_complete(jsonb, integer)
 TO authenticated;
+
+-- Audit trail: readers see their tenant's entries with audit.read (row level
+-- security on tenancy.audit_log); nobody but tenancy_maintenance, through
+-- tenancy.audit_maintain(), removes any. Partitions for the coming months now.
+GRANT SELECT ON tenancy.audit_log TO authenticated, analyst;
+GRANT EXECUTE ON FUNCTION tenancy.audit_maintain() TO tenancy_maintenance;
+SELECT count(*) AS audit_partitions_changed FROM tenancy.audit_maintain();

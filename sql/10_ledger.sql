@@ -142,6 +142,9 @@ SELECT tenancy.enable('ledger.bank_transactions');
 -- PATCH .update, DELETE .delete.
 SELECT tenancy.protect('ledger.invoices', 'invoices');
 SELECT tenancy.protect('ledger.bank_transactions', 'bank_transactions');
+-- Every change to the ledger is recorded in tenancy.audit_log.
+SELECT tenancy.enable_audit('ledger.invoices');
+SELECT tenancy.enable_audit('ledger.bank_transactions');
 
 ALTER SCHEMA ledger OWNER TO ledger_owner;
 ALTER TABLE ledger.invoices OWNER TO ledger_owner;

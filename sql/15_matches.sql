@@ -200,6 +200,9 @@ $$;
 
 SELECT tenancy.enable('ledger.matches');
 SELECT tenancy.protect('ledger.matches', 'matches');
+-- Reconciliation decisions (apply, confirm, undo, manual matches) are
+-- audited rows of ledger.matches: who, through which request, what changed.
+SELECT tenancy.enable_audit('ledger.matches');
 ALTER TABLE ledger.matches OWNER TO ledger_owner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ledger.matches TO authenticated;
 GRANT SELECT ON ledger.matches TO analyst;

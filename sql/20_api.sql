@@ -22,6 +22,12 @@ CREATE OR REPLACE VIEW api.matches WITH (security_invoker = true) AS
     FROM ledger.matches;
 COMMENT ON VIEW api.matches IS 'Invoice <-> payment matches of your tenant. POST a manual match with invoice_id, transaction_id and allocated_amount; PATCH status to confirmed or undone; DELETE removes a match and restores the open amounts.';
 
+CREATE OR REPLACE VIEW api.audit_log WITH (security_invoker = true) AS
+    SELECT id, at, actor, db_user, request_id, request_path, action, table_name, row_key,
+           old_values, new_values
+    FROM tenancy.audit_log;
+COMMENT ON VIEW api.audit_log IS 'Who changed what in your tenant: one entry per inserted, updated or deleted row of the ledger, the matches and roles. actor is the user (JWT sub); old_values/new_values hold the changed columns. Needs audit.read; read-only.';
+
 CREATE OR REPLACE FUNCTION api.health()
 RETURNS jsonb
 LANGUAGE sql STABLE
@@ -167,6 +173,7 @@ COMMENT ON FUNCTION api.set_reconcile_rules(jsonb) IS 'Sets reconciliation rules
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA api FROM PUBLIC;
 GRANT USAGE ON SCHEMA api TO anon, authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON api.invoices, api.bank_transactions, api.matches TO authenticated;
+GRANT SELECT ON api.audit_log TO authenticated;
 GRANT EXECUTE ON FUNCTION api.health() TO anon, authenticated;
 GRANT EXECUTE ON FUNCTION api.my_permissions(), api.roles(), api.create_role(text, text, text[]),
     api.delete_role(text), api.grant_permission(text, text), api.revoke_permission(text, text),

@@ -11,3 +11,10 @@ SELECT cron.schedule('pg_tenancy: purge idempotency keys', '*/5 * * * *',
 SELECT cron.schedule_in_database('pg_tenancy: apply reconciliation', '*/10 * * * *',
                                  $$CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')$$,
                                  current_database(), 'tenancy_jobs', true);
+
+-- Audit log retention, daily at 03:17: monthly partitions created ahead and
+-- dropped whole once older than tenancy.audit_retention, never a mass
+-- DELETE. Runs as tenancy_maintenance, the only role allowed to.
+SELECT cron.schedule_in_database('pg_tenancy: audit maintenance', '17 3 * * *',
+                                 'SELECT tenancy.audit_maintain()',
+                                 current_database(), 'tenancy_maintenance', true);

@@ -20,6 +20,11 @@ pub static USER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::ne
 pub static CLAIMED_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static IDEMPOTENCY_TTL: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static IDEMPOTENCY_CONFLICT_STATUS: GucSetting<i32> = GucSetting::<i32>::new(422);
+pub static RATE_LIMIT: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static RATE_LIMIT_REQUESTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+pub static RATE_LIMIT_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+pub static AUDIT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 365 + 2);
+pub static AUDIT_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -65,6 +70,52 @@ pub fn init() {
         422,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tenancy.rate_limit",
+        c"Whether tenancy.pre_request() counts requests against per-tenant budgets (default on).",
+        c"Budgets: tenancy.rate_limits per tenant, else tenancy.rate_limit_requests per tenancy.rate_limit_window.",
+        &RATE_LIMIT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.rate_limit_requests",
+        c"Requests per window for tenants without a row in tenancy.rate_limits (default 1000).",
+        c"Counted per user of a tenant; over budget, PostgREST answers 429 with Retry-After.",
+        &RATE_LIMIT_REQUESTS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.rate_limit_window",
+        c"Length of a rate-limit window for tenants without a row in tenancy.rate_limits (default 1 h).",
+        c"A window starts with a key's first request.",
+        &RATE_LIMIT_WINDOW,
+        1,
+        31 * 86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.audit_retention",
+        c"How long audit log entries are kept, in days (default 7 years).",
+        c"tenancy.audit_maintain() drops monthly partitions that lie wholly before now() minus this.",
+        &AUDIT_RETENTION,
+        1,
+        100 * 366,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tenancy.audit_maintenance",
+        c"Set only inside tenancy.audit_maintain(): lets it move rows out of the default partition.",
+        c"Everyone else, owners included, gets an error on UPDATE or DELETE of tenancy.audit_log.",
+        &AUDIT_MAINTENANCE,
+        GucContext::Suset,
+        GucFlags::DISALLOW_IN_FILE,
     );
     #[allow(unsafe_code)]
     unsafe {

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod context;
 mod error;
 mod guc;
+mod rate_limit;
 mod rbac;
 mod reconcile;
 
@@ -46,12 +47,23 @@ extension_sql_file!(
     name = "reconcile",
     requires = ["rbac", context::set_context, reconcile::reconcile_relations]
 );
+extension_sql_file!(
+    "sql/rate_limit.sql",
+    name = "rate_limit",
+    requires = ["context", rate_limit::rate_limit_take]
+);
+extension_sql_file!(
+    "sql/audit.sql",
+    name = "audit",
+    requires = ["rbac", "reconcile", context::current_user_id]
+);
 extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
+    rate_limit::init();
 }
 
 /// The version of the extension's shared library (matches `extversion` after an update).

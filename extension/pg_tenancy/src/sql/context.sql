@@ -76,6 +76,9 @@ DECLARE
     tenant_claim text;
     sub_claim text;
     t tenancy.tenants;
+    budget integer;
+    window_seconds integer;
+    per_user boolean;
 BEGIN
     IF raw IS NULL OR raw = '' THEN
         RETURN;  -- no token: anonymous, no context (tenant-scoped tables stay closed)
@@ -106,8 +109,9 @@ BEGIN
     -- and the user's grants handed over so RBAC checks need no other query.
     -- (Should the context be set for a row that then fails a condition, the
     -- slow path below raises, and the transaction takes it back.)
-    SELECT x.id INTO t.id
-    FROM tenancy.tenants x,
+    SELECT x.id, rl.requests, rl.window_seconds, rl.per_user INTO t.id, budget, window_seconds, per_user
+    FROM tenancy.tenants x
+         LEFT JOIN tenancy.rate_limits rl ON rl.tenant_id = x.id,
          LATERAL (SELECT coalesce(array_agg(rp.resource || '.' || rp.action), '{}') AS grants
                   FROM tenancy.user_roles ur
                   JOIN tenancy.role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role = ur.role
@@ -116,6 +120,9 @@ BEGIN
     WHERE x.id = tenant_claim::uuid AND x.status = 'active'
       AND EXISTS (SELECT 1 FROM tenancy.user_roles ur WHERE ur.tenant_id = x.id AND ur.user_id = sub_claim::uuid);
     IF t.id IS NOT NULL THEN
+        -- Counted only for members of an active tenant: 429 with Retry-After
+        -- over budget, X-RateLimit-* headers within it.
+        PERFORM tenancy._rate_limit(t.id, sub_claim::uuid, budget, window_seconds, per_user);
         RETURN;
     END IF;
 
@@ -130,4 +137,4 @@ BEGIN
     PERFORM tenancy.raise_error('NOT_A_MEMBER', 'the token''s user has no role in this tenant');
 END
 $$;
-COMMENT ON FUNCTION tenancy.pre_request() IS 'PostgREST db-pre-request: validates request.jwt.claims (type, tenant_id, sub, tenant status, membership) and sets the tenant and user for this request only.';
+COMMENT ON FUNCTION tenancy.pre_request() IS 'PostgREST db-pre-request: validates request.jwt.claims (type, tenant_id, sub, tenant status, membership), sets the tenant and user for this request only, and counts the request against the tenant''s rate limit (429 over budget).';

@@ -24,6 +24,8 @@
 --   PERMISSION_DENIED        42501     403   the caller lacks a permission
 --   ALLOCATION_EXCEEDED      TN020     409   a match would allocate more than an
 --                                            invoice's open or a payment's unmatched amount
+--   RATE_LIMITED             TN030     429   the tenant's or user's request budget is spent
+--   RATE_LIMIT_UNAVAILABLE   TN031     503   the rate-limit table is full
 
 CREATE FUNCTION tenancy.error_catalog(
     code text,
@@ -50,20 +52,22 @@ AS $$
         ('NOT_FOUND',               'P0002', 404),
         ('ALREADY_EXISTS',          '23505', 409),
         ('PERMISSION_DENIED',       '42501', 403),
-        ('ALLOCATION_EXCEEDED',     'TN020', 409)
+        ('ALLOCATION_EXCEEDED',     'TN020', 409),
+        ('RATE_LIMITED',            'TN030', 429),
+        ('RATE_LIMIT_UNAVAILABLE',  'TN031', 503)
     ) AS c(code, sqlstate, http_status)
     WHERE c.code = error_catalog.code
 $$;
 COMMENT ON FUNCTION tenancy.error_catalog(text) IS 'SQLSTATE and HTTP status of a pg_tenancy error code.';
 
-CREATE FUNCTION tenancy.raise_error(code text, message text, hint text DEFAULT NULL, http_status integer DEFAULT NULL)
+CREATE FUNCTION tenancy.raise_error(code text, message text, hint text DEFAULT NULL, http_status integer DEFAULT NULL,
+                                    headers jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     entry record;
-    headers jsonb := '{}';
 BEGIN
     SELECT * INTO entry FROM tenancy.error_catalog(code);
     IF entry.sqlstate IS NULL THEN
@@ -71,12 +75,12 @@ BEGIN
     END IF;
     IF coalesce(current_setting('request.method', true), '') <> '' THEN
         IF entry.http_status = 401 THEN
-            headers := jsonb_build_object('WWW-Authenticate', 'Bearer error="invalid_token"');
+            headers := jsonb_build_object('WWW-Authenticate', 'Bearer error="invalid_token"') || coalesce(headers, '{}');
         END IF;
         RAISE EXCEPTION USING
             ERRCODE = 'PGRST',
             MESSAGE = jsonb_build_object('code', code, 'message', message, 'details', NULL, 'hint', hint)::text,
-            DETAIL = jsonb_build_object('status', coalesce(http_status, entry.http_status), 'headers', headers)::text;
+            DETAIL = jsonb_build_object('status', coalesce(http_status, entry.http_status), 'headers', coalesce(headers, '{}'))::text;
     END IF;
     IF hint IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = entry.sqlstate, MESSAGE = message;
@@ -84,4 +88,4 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = entry.sqlstate, MESSAGE = message, HINT = hint;
 END
 $$;
-COMMENT ON FUNCTION tenancy.raise_error(text, text, text, integer) IS 'Raises a pg_tenancy error: catalog SQLSTATE for SQL callers, PGRST JSON with an HTTP status (the catalog''s unless given) inside PostgREST requests.';
+COMMENT ON FUNCTION tenancy.raise_error(text, text, text, integer, jsonb) IS 'Raises a pg_tenancy error: catalog SQLSTATE for SQL callers, PGRST JSON with an HTTP status (the catalog''s unless given) and response headers inside PostgREST requests.';

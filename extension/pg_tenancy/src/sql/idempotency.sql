@@ -108,7 +108,10 @@ BEGIN
             'Use a new key for a new request.', tenancy.idempotency_conflict_status());
     END IF;
     PERFORM set_config('response.status', existing.status::text, true);
-    PERFORM set_config('response.headers', '[{"Idempotent-Replayed": "true"}]', true);
+    -- Appended: pre_request may already have set rate-limit headers.
+    PERFORM set_config('response.headers',
+        (coalesce(nullif(current_setting('response.headers', true), ''), '[]')::jsonb
+         || '[{"Idempotent-Replayed": "true"}]'::jsonb)::text, true);
     RETURN coalesce(existing.body, 'null'::jsonb);
 END
 $$;

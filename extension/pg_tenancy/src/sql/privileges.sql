@@ -10,7 +10,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy.current_user_id(),
     tenancy.tenant_scope(),
     tenancy.tenant_context_required(),
-    tenancy.raise_error(text, text, text, integer),
+    tenancy.raise_error(text, text, text, integer, jsonb),
     tenancy.error_catalog(text),
     tenancy.version(),
     tenancy.has_permission(text, text),
@@ -40,6 +40,13 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 --                                  reconciliation.manage itself)
 --   for_each_tenant                to the DBA / the pg_cron job's role, with
 --                                  _job_context and SELECT on tenancy.tenants
+--   enable_audit, disable_audit, set_rate_limit, rate_limit_stats
+--                                  to the DBA / platform role
+--   audit_maintain                 to the audit maintenance role only (the
+--                                  pg_cron job's); SELECT on tenancy.audit_log
+--                                  to the API and analyst roles (row level
+--                                  security shows a tenant's own entries to
+--                                  holders of audit.read)
 --   create_role, delete_role, grant_permission, revoke_permission,
 --   assign_role, unassign_role, list_roles
 --                                  to the API role (they check roles.manage

@@ -1,0 +1,243 @@
+-- Audit trail (DESIGN §3/§4, issue #7): who changed what, kept for years.
+--
+-- tenancy.enable_audit(tbl) adds three AFTER ... FOR EACH STATEMENT triggers
+-- with transition tables: one trigger call per statement writes all of its
+-- rows with a single INSERT ... SELECT, so a 10,000-row import costs one
+-- extra statement, not 10,000 trigger calls.
+--
+-- The log is append-only: no role is granted UPDATE, DELETE or TRUNCATE, and
+-- a row trigger refuses UPDATE and DELETE even to its owner, except inside
+-- tenancy.audit_maintain() (which sets tenancy.audit_maintenance for its own
+-- duration only). Old entries leave only by whole monthly partitions.
+
+CREATE SEQUENCE tenancy.audit_log_id_seq;
+
+CREATE TABLE tenancy.audit_log (
+    id           bigint      NOT NULL DEFAULT nextval('tenancy.audit_log_id_seq'),
+    at           timestamptz NOT NULL DEFAULT now(),
+    tenant_id    uuid        NOT NULL,
+    actor        uuid,
+    db_user      text        NOT NULL DEFAULT session_user,
+    request_id   text,
+    request_path text,
+    action       text        NOT NULL,
+    table_name   text        NOT NULL,
+    row_key      jsonb       NOT NULL,
+    old_values   jsonb,
+    new_values   jsonb,
+    CONSTRAINT audit_log_action CHECK (action IN ('INSERT', 'UPDATE', 'DELETE'))
+) PARTITION BY RANGE (at);
+ALTER SEQUENCE tenancy.audit_log_id_seq OWNED BY tenancy.audit_log.id;
+CREATE INDEX audit_log_tenant_at ON tenancy.audit_log (tenant_id, at);
+COMMENT ON TABLE tenancy.audit_log IS 'Append-only audit trail of tables under tenancy.enable_audit(): one row per changed row. Monthly partitions (UTC) are created and dropped by tenancy.audit_maintain().';
+COMMENT ON COLUMN tenancy.audit_log.actor IS 'The JWT sub of the request (tenancy.current_user_id()); NULL for SQL sessions and jobs.';
+COMMENT ON COLUMN tenancy.audit_log.db_user IS 'The database login (session_user): an analyst, the job role, or PostgREST''s authenticator.';
+COMMENT ON COLUMN tenancy.audit_log.request_id IS 'The X-Request-Id header of the HTTP request, when the client or a proxy sent one.';
+COMMENT ON COLUMN tenancy.audit_log.old_values IS 'UPDATE: the changed columns'' old values; DELETE: the whole row.';
+COMMENT ON COLUMN tenancy.audit_log.new_values IS 'UPDATE: the changed columns'' new values; INSERT: the whole row.';
+
+-- Catches whatever no monthly partition covers yet, so no entry is ever
+-- refused; audit_maintain() moves such rows into their month.
+CREATE TABLE tenancy.audit_log_default PARTITION OF tenancy.audit_log DEFAULT;
+SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log_default', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log_id_seq', '');
+
+ALTER TABLE tenancy.audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.audit_log FORCE ROW LEVEL SECURITY;
+-- Readers see their tenant's entries and need audit.read. There is no
+-- INSERT, UPDATE or DELETE policy: only the audit trigger (running as the
+-- extension's owner) writes.
+CREATE POLICY audit_read ON tenancy.audit_log FOR SELECT
+    USING (tenant_id = (SELECT tenancy.tenant_scope()) AND (SELECT tenancy.permits('audit', 'read')));
+
+INSERT INTO tenancy.resources (name, actions) VALUES ('audit', ARRAY['read']);
+SELECT pg_catalog.pg_extension_config_dump('tenancy.resources', 'WHERE name NOT IN (''roles'', ''reconciliation'', ''audit'')');
+
+CREATE FUNCTION tenancy._audit_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_setting('tenancy.audit_maintenance') = 'on' THEN
+        RETURN OLD;
+    END IF;
+    PERFORM tenancy.raise_error('PERMISSION_DENIED',
+        format('tenancy.audit_log is append-only: entries cannot be %s', CASE TG_OP WHEN 'UPDATE' THEN 'updated' ELSE 'deleted' END),
+        'Entries leave only by retention: tenancy.audit_maintain() drops whole months older than tenancy.audit_retention (days).');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON tenancy.audit_log
+    FOR EACH ROW EXECUTE FUNCTION tenancy._audit_append_only();
+
+-- The audit trigger. Arguments: the tenant column, then the primary key
+-- columns. Runs as the extension's owner (it writes the log no caller may
+-- write); the actor comes from the context, the login from session_user.
+CREATE FUNCTION tenancy._audit()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant_col text := TG_ARGV[0];
+    keys text[] := TG_ARGV[1:TG_NARGS - 1];
+    headers text := nullif(current_setting('request.headers', true), '');
+    request_id text;
+    key_new text;
+    key_old text;
+    same_key text;
+    cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values';
+BEGIN
+    IF headers IS NOT NULL THEN
+        request_id := left(headers::jsonb ->> 'x-request-id', 200);
+    END IF;
+    SELECT 'jsonb_build_object(' || string_agg(format('%L, n.%I', k, k), ', ') || ')',
+           'jsonb_build_object(' || string_agg(format('%L, o.%I', k, k), ', ') || ')',
+           string_agg(format('o.%I = n.%I', k, k), ' AND ')
+    INTO key_new, key_old, same_key
+    FROM unnest(keys) k;
+
+    IF TG_OP = 'INSERT' THEN
+        EXECUTE format('INSERT INTO tenancy.audit_log (%s)
+            SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL, to_jsonb(n) FROM new_rows n', cols, tenant_col, key_new)
+        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    ELSIF TG_OP = 'DELETE' THEN
+        EXECUTE format('INSERT INTO tenancy.audit_log (%s)
+            SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL FROM old_rows o', cols, tenant_col, key_old)
+        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    ELSE
+        -- Old and new versions are paired by primary key; a row whose key
+        -- changed appears unpaired, with its whole old or new version.
+        EXECUTE format('INSERT INTO tenancy.audit_log (%1$s)
+            SELECT coalesce(n.%2$I, o.%2$I), $1, $2, $3, ''UPDATE'', $4,
+                   CASE WHEN n.%3$I IS NULL THEN %4$s ELSE %5$s END, d.old_values, d.new_values
+            FROM old_rows o FULL JOIN new_rows n ON %6$s
+            CROSS JOIN LATERAL (
+                SELECT coalesce(jsonb_object_agg(x.key, x.value) FILTER (WHERE x.key IS NOT NULL), ''{}'') AS old_values,
+                       coalesce(jsonb_object_agg(y.key, y.value) FILTER (WHERE y.key IS NOT NULL), ''{}'') AS new_values
+                FROM jsonb_each(to_jsonb(o)) x FULL JOIN jsonb_each(to_jsonb(n)) y ON x.key = y.key
+                WHERE x.value IS DISTINCT FROM y.value) d',
+            cols, tenant_col, keys[1], key_old, key_new, same_key)
+        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION tenancy.enable_audit(tbl regclass, tenant_column name DEFAULT 'tenant_id')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    args text;
+    op text;
+BEGIN
+    IF tbl IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'enable_audit needs a table');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = tbl AND c.relkind = 'r') THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s is not a table', tbl),
+            'Audit the table a view or partition belongs to.');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = tenant_column
+                   AND a.atttypid = 'uuid'::regtype AND a.attnum > 0 AND NOT a.attisdropped) THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s has no uuid column "%s"', tbl, tenant_column),
+            'Name the tenant column: SELECT tenancy.enable_audit(''my_table'', ''my_tenant_column'');');
+    END IF;
+    SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY k.ord) INTO args
+    FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, ord), pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    IF args IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s has no primary key', tbl),
+            'Audit entries name the changed row by its primary key: add one first.');
+    END IF;
+    args := quote_literal(tenant_column) || ', ' || args;
+    FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'tenancy_audit_' || op, tbl);
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT EXECUTE FUNCTION tenancy._audit(%s)',
+            'tenancy_audit_' || op, upper(op), tbl,
+            CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows'
+                    WHEN 'update' THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                    ELSE 'OLD TABLE AS old_rows' END,
+            args);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenancy.enable_audit(regclass, name) IS 'Records every INSERT, UPDATE and DELETE on the table in tenancy.audit_log: tenant, actor (JWT sub), login, request id and path, primary key, changed columns with old and new values. Needs a primary key. Idempotent.';
+
+CREATE FUNCTION tenancy.disable_audit(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    op text;
+BEGIN
+    FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'tenancy_audit_' || op, tbl);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenancy.disable_audit(regclass) IS 'Stops auditing the table (its past entries stay in tenancy.audit_log).';
+
+-- Retention without mass DELETEs: one partition per month (UTC). Creates
+-- the partitions for this month and the next two, moves rows that landed in
+-- the default partition into their month, and drops the months that ended
+-- more than tenancy.audit_retention days ago. pg_cron runs it daily.
+CREATE FUNCTION tenancy.audit_maintain()
+RETURNS TABLE (action text, partition_name text, entries bigint)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET tenancy.audit_maintenance = on
+AS $$
+DECLARE
+    first_day timestamptz;
+    part text;
+    moved bigint;
+    cutoff timestamptz := now() - make_interval(days => current_setting('tenancy.audit_retention')::int);
+    p record;
+BEGIN
+    FOR first_day IN
+        SELECT m FROM generate_series(date_trunc('month', now(), 'UTC'), date_trunc('month', now(), 'UTC') + interval '2 months',
+                                      interval '1 month') m
+        UNION
+        SELECT DISTINCT date_trunc('month', d.at, 'UTC') FROM tenancy.audit_log_default d
+        ORDER BY 1
+    LOOP
+        part := 'audit_log_p' || to_char(first_day AT TIME ZONE 'UTC', 'YYYY_MM');
+        CONTINUE WHEN to_regclass('tenancy.' || part) IS NOT NULL;
+        EXECUTE format('CREATE TABLE tenancy.%I (LIKE tenancy.audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
+        EXECUTE format('WITH gone AS (DELETE FROM tenancy.audit_log_default d WHERE d.at >= $1 AND d.at < $2 RETURNING d.*)
+                        INSERT INTO tenancy.%I SELECT * FROM gone', part)
+        USING first_day, first_day + interval '1 month';
+        GET DIAGNOSTICS moved = ROW_COUNT;
+        EXECUTE format('ALTER TABLE tenancy.audit_log ATTACH PARTITION tenancy.%I FOR VALUES FROM (%L) TO (%L)',
+                       part, first_day, first_day + interval '1 month');
+        action := 'created'; partition_name := 'tenancy.' || part; entries := moved;
+        RETURN NEXT;
+    END LOOP;
+
+    FOR p IN
+        SELECT c.relname, (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz AS upper_bound
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'tenancy.audit_log'::regclass AND c.relname <> 'audit_log_default'
+        ORDER BY 1
+    LOOP
+        CONTINUE WHEN p.upper_bound > cutoff;
+        EXECUTE format('SELECT count(*) FROM tenancy.%I', p.relname) INTO moved;
+        EXECUTE format('DROP TABLE tenancy.%I', p.relname);
+        action := 'dropped'; partition_name := 'tenancy.' || p.relname; entries := moved;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenancy.audit_maintain() IS 'Audit log partitions: creates this month''s and the next two (UTC), moves entries out of the default partition into their month, drops months that ended more than tenancy.audit_retention days ago. Returns what it did. Scheduled daily by pg_cron.';
+
+-- Role and permission changes are audited from the start; so is the tenant
+-- list itself (its id is the tenant).
+SELECT tenancy.enable_audit('tenancy.tenants', 'id');
+SELECT tenancy.enable_audit('tenancy.roles');
+SELECT tenancy.enable_audit('tenancy.role_permissions');
+SELECT tenancy.enable_audit('tenancy.user_roles');

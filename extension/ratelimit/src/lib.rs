@@ -1,0 +1,160 @@
+//! Fixed-window request counters in a fixed-size table.
+//!
+//! The table is plain data (no pointers, no heap), so the extension can place
+//! it in PostgreSQL shared memory and guard it with one lightweight lock: every
+//! backend sees the same counters, and a request never writes a table row.
+//!
+//! A key is (tenant, user); user 0 stands for "the whole tenant". A key's
+//! window starts with its first request and lasts `window` seconds; within
+//! it, the first `budget` requests are allowed and the rest are limited until
+//! the window ends. Slots are found by linear probing from the key's hash.
+//! Expired slots met on the way are deleted with a backward shift, so probe
+//! chains stay short and the table never needs a sweep. When every slot holds
+//! a live window the table is full and says so: the caller decides (the
+//! extension refuses the request rather than let it through uncounted).
+
+#[cfg(test)]
+mod tests;
+
+/// Who is counted: a tenant and a user of it (0 = the tenant as a whole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub tenant: u128,
+    pub user: u128,
+}
+
+/// The outcome of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Counted; `remaining` more fit in the window, which ends in `reset_in` s.
+    Allowed { remaining: u32, reset_in: u32 },
+    /// Over budget; the window ends (and requests fit again) in `retry_after` s.
+    Limited { retry_after: u32 },
+    /// Every slot holds a live window: this key cannot be counted.
+    Full,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    key: Key,
+    /// Unix time (s) at which the window ends.
+    reset_at: i64,
+    count: u32,
+    used: bool,
+}
+
+const EMPTY: Slot = Slot {
+    key: Key { tenant: 0, user: 0 },
+    reset_at: 0,
+    count: 0,
+    used: false,
+};
+
+/// `N` slots; each distinct key with a live window takes one.
+#[derive(Clone, Copy, Debug)]
+pub struct Table<const N: usize> {
+    slots: [Slot; N],
+}
+
+impl<const N: usize> Default for Table<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn home(key: Key, n: usize) -> usize {
+    // splitmix64's finaliser over both halves of both ids: v4 uuids are
+    // random, but "tenant, user 0" keys and sequential test ids are not.
+    let fold = |v: u128| (v as u64) ^ ((v >> 64) as u64);
+    let mut x = fold(key.tenant) ^ fold(key.user).rotate_left(32);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x % n as u64) as usize
+}
+
+/// Seconds from `now` to `at`, at least 1 (a window never ends "in 0 s").
+fn secs_until(at: i64, now: i64) -> u32 {
+    (at - now).clamp(1, i64::from(u32::MAX)) as u32
+}
+
+impl<const N: usize> Table<N> {
+    pub const fn new() -> Self {
+        Table { slots: [EMPTY; N] }
+    }
+
+    /// Counts one request of `key` at unix time `now` (seconds) against
+    /// `budget` requests per `window` seconds (both at least 1).
+    pub fn hit(&mut self, key: Key, now: i64, budget: u32, window: u32) -> Decision {
+        let budget = budget.max(1);
+        let window = i64::from(window.max(1));
+        let Some(i) = self.find_or_free(key, now) else {
+            return Decision::Full;
+        };
+        let slot = &mut self.slots[i];
+        if !slot.used || slot.key != key || slot.reset_at <= now {
+            *slot = Slot { key, reset_at: now + window, count: 0, used: true };
+        }
+        // A window made shorter applies to the running one too.
+        slot.reset_at = slot.reset_at.min(now + window);
+        if slot.count >= budget {
+            return Decision::Limited { retry_after: secs_until(slot.reset_at, now) };
+        }
+        slot.count += 1;
+        Decision::Allowed { remaining: budget - slot.count, reset_in: secs_until(slot.reset_at, now) }
+    }
+
+    /// The slot holding `key`, or a free one for it; None when full. Deletes
+    /// the expired slots it meets.
+    fn find_or_free(&mut self, key: Key, now: i64) -> Option<usize> {
+        let mut i = home(key, N);
+        let mut seen = 0;
+        while seen < N {
+            let slot = self.slots[i];
+            if !slot.used || slot.key == key {
+                return Some(i);
+            }
+            if slot.reset_at <= now {
+                // Another key's window is over: delete it and probe again
+                // from the home slot, since deleting shifts later entries
+                // (perhaps wrapped around to before this one) back.
+                self.delete(i);
+                i = home(key, N);
+                seen = 0;
+                continue;
+            }
+            i = (i + 1) % N;
+            seen += 1;
+        }
+        None
+    }
+
+    /// Backward-shift deletion: empties slot `i` and moves later entries of
+    /// the same cluster back so that every entry stays reachable from its home.
+    fn delete(&mut self, mut i: usize) {
+        let mut j = i;
+        loop {
+            self.slots[i] = EMPTY;
+            loop {
+                j = (j + 1) % N;
+                if !self.slots[j].used {
+                    return;
+                }
+                let h = home(self.slots[j].key, N);
+                // The entry at j may fill the hole at i unless its home lies
+                // cyclically in (i, j].
+                let stays = if i <= j { i < h && h <= j } else { i < h || h <= j };
+                if !stays {
+                    break;
+                }
+            }
+            self.slots[i] = self.slots[j];
+            i = j;
+        }
+    }
+
+    /// Keys with a live window at `now` (for monitoring and tests).
+    pub fn live(&self, now: i64) -> usize {
+        self.slots.iter().filter(|s| s.used && s.reset_at > now).count()
+    }
+}
