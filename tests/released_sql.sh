@@ -55,6 +55,9 @@ SELECT 'constraint', conrelid::regclass, conname, pg_get_constraintdef(oid)
   FROM pg_constraint WHERE connamespace = 'tenancy'::regnamespace ORDER BY conrelid::regclass::text, 3;
 SELECT 'policy', polrelid::regclass, polname, polcmd, polpermissive, pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid)
   FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY polrelid::regclass::text, 3;
+SELECT 'trigger', tgrelid::regclass, tgname, pg_get_triggerdef(t.oid)
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+  WHERE c.relnamespace = 'tenancy'::regnamespace AND NOT t.tgisinternal ORDER BY tgrelid::regclass::text, 3;
 SELECT 'config', extconfig::regclass[]::text, extcondition FROM pg_extension WHERE extname = 'pg_tenancy';
 SELECT 'resource', name, actions FROM tenancy.resources ORDER BY name;
 SQL
