@@ -58,7 +58,9 @@ SELECT 'policy', polrelid::regclass, polname, polcmd, polpermissive, pg_get_expr
 SELECT 'trigger', tgrelid::regclass, tgname, pg_get_triggerdef(t.oid)
   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
   WHERE c.relnamespace = 'tenancy'::regnamespace AND NOT t.tgisinternal ORDER BY tgrelid::regclass::text, 3;
-SELECT 'config', extconfig::regclass[]::text, extcondition FROM pg_extension WHERE extname = 'pg_tenancy';
+SELECT 'config', x.tbl::regclass, x.cond
+  FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(tbl, cond)
+  WHERE e.extname = 'pg_tenancy' ORDER BY x.tbl::regclass::text;
 SELECT 'resource', name, actions FROM tenancy.resources ORDER BY name;
 SQL
     }

@@ -368,7 +368,6 @@ CREATE TABLE tenancy.audit_log (
     CONSTRAINT audit_log_action CHECK (action IN ('INSERT', 'UPDATE', 'DELETE'))
 ) PARTITION BY RANGE (at);
 ALTER SEQUENCE tenancy.audit_log_id_seq OWNED BY tenancy.audit_log.id;
-CREATE INDEX audit_log_tenant_at ON tenancy.audit_log (tenant_id, at);
 COMMENT ON TABLE tenancy.audit_log IS 'Append-only audit trail of tables under tenancy.enable_audit(): one row per changed row. Monthly partitions (UTC) are created and dropped by tenancy.audit_maintain().';
 COMMENT ON COLUMN tenancy.audit_log.actor IS 'The JWT sub of the request (tenancy.current_user_id()); NULL for SQL sessions and jobs.';
 COMMENT ON COLUMN tenancy.audit_log.db_user IS 'The database login (session_user): an analyst, the job role, or PostgREST''s authenticator.';
@@ -379,6 +378,10 @@ COMMENT ON COLUMN tenancy.audit_log.new_values IS 'UPDATE: the changed columns''
 -- Catches whatever no monthly partition covers yet, so no entry is ever
 -- refused; audit_maintain() moves such rows into their month.
 CREATE TABLE tenancy.audit_log_default PARTITION OF tenancy.audit_log DEFAULT;
+-- Each partition gets its own (tenant_id, at) index, not one inherited from
+-- a partitioned index on the parent: the parent belongs to the extension, so
+-- pg_dump would restore an inherited index twice and fail.
+CREATE INDEX audit_log_default_tenant_at ON tenancy.audit_log_default (tenant_id, at);
 SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log_default', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.audit_log_id_seq', '');
 
@@ -549,6 +552,7 @@ BEGIN
         part := 'audit_log_p' || to_char(first_day AT TIME ZONE 'UTC', 'YYYY_MM');
         CONTINUE WHEN to_regclass('tenancy.' || part) IS NOT NULL;
         EXECUTE format('CREATE TABLE tenancy.%I (LIKE tenancy.audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
+        EXECUTE format('CREATE INDEX %I ON tenancy.%I (tenant_id, at)', part || '_tenant_at', part);
         EXECUTE format('WITH gone AS (DELETE FROM tenancy.audit_log_default d WHERE d.at >= $1 AND d.at < $2 RETURNING d.*)
                         INSERT INTO tenancy.%I SELECT * FROM gone', part)
         USING first_day, first_day + interval '1 month';

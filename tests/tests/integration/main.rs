@@ -1,12 +1,14 @@
 //! Integration tests against the real stack started by `scripts/test`.
 //! One binary, one module per area.
 
+mod audit;
 mod dba;
 mod docker_files;
 mod http_isolation;
 mod http_tokens;
 mod idempotency;
 mod linter;
+mod rate_limits;
 mod rbac;
 mod reconcile;
 mod sql_context;
