@@ -8,7 +8,6 @@ use integration::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
-use std::time::Duration;
 use uuid::Uuid;
 
 /// The caller's audit entries for one row, oldest first.
@@ -309,22 +308,7 @@ async fn pg_cron_drops_months_past_retention_as_whole_partitions() {
     .fetch_one(&db)
     .await
     .unwrap();
-    let mut status = String::new();
-    for _ in 0..150 {
-        if let Some(s) = sqlx::query_scalar::<_, String>(
-            "SELECT status FROM cron.job_run_details WHERE jobid = $1 AND status IN ('succeeded', 'failed') ORDER BY runid DESC LIMIT 1",
-        )
-        .bind(job_id)
-        .fetch_optional(&db)
-        .await
-        .unwrap()
-        {
-            status = s;
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    sqlx::query("SELECT cron.unschedule($1)").bind(job_id).execute(&db).await.unwrap();
+    let status = finish_cron_job(&db, job_id).await;
     db.execute("ALTER ROLE tenancy_maintenance RESET tenancy.audit_retention").await.unwrap();
     assert_eq!(status, "succeeded", "pg_cron did not run audit_maintain within 150 s");
 

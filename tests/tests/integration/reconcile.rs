@@ -358,22 +358,8 @@ async fn pg_cron_applies_reconciliation_per_tenant() {
     .fetch_one(&db)
     .await
     .unwrap();
-    let mut status = None;
-    for _ in 0..150 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        status = sqlx::query_scalar::<_, String>(
-            "SELECT status FROM cron.job_run_details WHERE jobid = $1 AND status IN ('succeeded', 'failed') ORDER BY runid DESC LIMIT 1",
-        )
-        .bind(job_id)
-        .fetch_optional(&db)
-        .await
-        .unwrap();
-        if status.is_some() {
-            break;
-        }
-    }
-    sqlx::query("SELECT cron.unschedule($1)").bind(job_id).execute(&db).await.unwrap();
-    assert_eq!(status.as_deref(), Some("succeeded"), "pg_cron ran the job within 150 s");
+    let status = finish_cron_job(&db, job_id).await;
+    assert_eq!(status, "succeeded", "pg_cron ran the job within 150 s");
     assert_eq!(invoice_state(&a, inv_a).await.1, "paid");
     assert_eq!(invoice_state(&b, inv_b).await.1, "paid");
 }
