@@ -338,3 +338,26 @@ pub async fn finish_cron_job(db: &PgPool, job_id: i64) -> String {
         .unwrap();
     status
 }
+
+/// Sets `tenant` (slug or id) for the current transaction of `conn`.
+pub async fn set_tenant<'c>(conn: impl sqlx::PgExecutor<'c>, tenant: &str) {
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(tenant)
+        .execute(conn)
+        .await
+        .expect("set_tenant");
+}
+
+/// A new connection inside a transaction as `role` (SET LOCAL ROLE, so its
+/// privileges and row level security apply), with `tenant` set first when
+/// given. Roll back by dropping it.
+pub async fn session_as(role: &str, tenant: Option<&Tenant>) -> sqlx::PgConnection {
+    use sqlx::{Connection, Executor};
+    let mut c = sqlx::PgConnection::connect(&stack().db_url).await.unwrap();
+    c.execute("BEGIN").await.unwrap();
+    if let Some(t) = tenant {
+        set_tenant(&mut c, &t.slug).await;
+    }
+    c.execute(format!("SET LOCAL ROLE {role}").as_str()).await.unwrap();
+    c
+}

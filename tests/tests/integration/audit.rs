@@ -7,7 +7,7 @@
 use integration::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::Executor;
 use uuid::Uuid;
 
 /// The caller's audit entries for one row, oldest first.
@@ -20,18 +20,6 @@ async fn entries_for(tok: &str, table: &str, id: Uuid) -> Vec<Value> {
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     r.rows().clone()
-}
-
-/// A connection as `role` (SET ROLE, so privileges and row level security
-/// are that role's), optionally inside a transaction with a tenant set.
-async fn session_as(role: &str, tenant: Option<&Tenant>) -> PgConnection {
-    let mut c = PgConnection::connect(&stack().db_url).await.unwrap();
-    c.execute("BEGIN").await.unwrap();
-    if let Some(t) = tenant {
-        sqlx::query("SELECT tenancy.set_tenant($1)").bind(&t.slug).execute(&mut c).await.unwrap();
-    }
-    c.execute(format!("SET LOCAL ROLE {role}").as_str()).await.unwrap();
-    c
 }
 
 #[tokio::test]

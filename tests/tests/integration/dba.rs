@@ -56,11 +56,7 @@ async fn dump_and_restore_keep_everything_and_isolation() {
     insert_invoice(&db, &other, "INV-OTHER", "1.00").await;
     insert_transaction(&db, &t, "dumped payment", "42.42").await;
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     tx.execute("SELECT tenancy.create_role('auditor', 'reads', ARRAY['invoices.read'])")
         .await
         .unwrap();
@@ -126,11 +122,7 @@ async fn dump_and_restore_keep_everything_and_isolation() {
         "TN001",
     );
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     let seen: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM ledger.invoices")
         .fetch_all(&mut *tx)
         .await

@@ -128,11 +128,7 @@ async fn a_setting_switches_reuse_to_409_and_sql_callers_get_sqlstates() {
     };
     // First use, completed and committed.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     tx.execute(claim("sql-key", "[1]").as_str()).await.unwrap();
     tx.execute("SELECT tenancy.idempotency_complete('{\"ok\": true}', 200)")
         .await
@@ -140,11 +136,7 @@ async fn a_setting_switches_reuse_to_409_and_sql_callers_get_sqlstates() {
     tx.commit().await.unwrap();
     // A SQL caller reusing it with another request: SQLSTATE TN013.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     let e = expect_db_error(tx.execute(claim("sql-key", "[2]").as_str()).await, "TN013");
     assert!(
         e.message
@@ -154,11 +146,7 @@ async fn a_setting_switches_reuse_to_409_and_sql_callers_get_sqlstates() {
     tx.rollback().await.unwrap();
     // The same request replays for SQL callers too.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     let replay: Option<Value> = sqlx::query_scalar(&claim("sql-key", "[1]"))
         .fetch_one(&mut *tx)
         .await
@@ -173,11 +161,7 @@ async fn a_setting_switches_reuse_to_409_and_sql_callers_get_sqlstates() {
     tx.execute("SELECT set_config('request.method', 'POST', true)")
         .await
         .unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     let err = tx
         .execute(claim("sql-key", "[3]").as_str())
         .await
@@ -194,11 +178,7 @@ async fn a_setting_switches_reuse_to_409_and_sql_callers_get_sqlstates() {
     tx.rollback().await.unwrap();
     // Keys over SQL are validated like headers.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     let e = expect_db_error(
         tx.execute("SELECT tenancy.idempotency_claim('scope', '[]', E'line\\nbreak')")
             .await,

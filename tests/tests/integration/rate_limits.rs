@@ -184,10 +184,8 @@ async fn settings_are_validated_and_reserved_to_the_dba() {
             assert_eq!(e.message, message, "{call}");
         }
     }
-    let mut c = sqlx::PgConnection::connect(&stack().db_url).await.unwrap();
-    use sqlx::{Connection, Executor};
-    c.execute("BEGIN").await.unwrap();
-    c.execute("SET LOCAL ROLE authenticated").await.unwrap();
+    use sqlx::Executor;
+    let mut c = session_as("authenticated", None).await;
     for call in [
         "SELECT tenancy.set_rate_limit('x', 1)",
         "SELECT * FROM tenancy._rate_limit_take(gen_random_uuid(), NULL, 1, 1)",

@@ -635,11 +635,7 @@ async fn has_permission_validates_its_arguments_in_sql() {
     // Unknown names are only known to be unknown once there is a tenant.
     let t = new_tenant(&db).await;
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     let e = expect_db_error(
         sqlx::query("SELECT tenancy.has_permission('nope', 'read')")
             .execute(&mut *tx)
@@ -649,11 +645,7 @@ async fn has_permission_validates_its_arguments_in_sql() {
     assert_eq!(e.message, "unknown resource \"nope\"");
     tx.rollback().await.unwrap();
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
     let e = expect_db_error(
         sqlx::query("SELECT tenancy.has_permission('invoices', 'fly')")
             .execute(&mut *tx)

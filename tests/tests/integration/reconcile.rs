@@ -46,20 +46,6 @@ async fn unmatched(t: &Tenant, tx: Uuid) -> String {
         .unwrap()
 }
 
-/// A connection in a transaction with `t` set, as the API role (so row level
-/// security applies; a superuser would bypass it).
-async fn tenant_session(t: &Tenant) -> PgConnection {
-    let mut c = PgConnection::connect(&stack().db_url).await.unwrap();
-    c.execute("BEGIN").await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&t.slug)
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.execute("SET LOCAL ROLE authenticated").await.unwrap();
-    c
-}
-
 #[tokio::test]
 async fn reconcile_apply_confirm_undo_and_explain_over_http() {
     let db = admin().await;
@@ -215,7 +201,7 @@ async fn concurrent_runs_never_allocate_more_than_an_amount() {
     }
     // Two apply_reconciliation calls of the same tenant at the same time.
     async fn apply_and_commit(t: &Tenant) -> i64 {
-        let mut c = tenant_session(t).await;
+        let mut c = session_as("authenticated", Some(t)).await;
         let r: Value = sqlx::query_scalar("SELECT ledger.apply_reconciliation()")
             .fetch_one(&mut c)
             .await
@@ -241,7 +227,7 @@ async fn concurrent_runs_never_allocate_more_than_an_amount() {
     let inv1 = insert_invoice(&db, &t, &r, "60.00").await;
     let inv2 = insert_invoice(&db, &t, &format!("{r}-B"), "60.00").await;
     let tx = insert_transaction(&db, &t, "no reference", "100.00").await;
-    let (mut c1, mut c2) = (tenant_session(&t).await, tenant_session(&t).await);
+    let (mut c1, mut c2) = (session_as("authenticated", Some(&t)).await, session_as("authenticated", Some(&t)).await);
     let manual = "INSERT INTO ledger.matches (invoice_id, transaction_id, allocated_amount) VALUES ($1, $2, 60)";
     sqlx::query(manual).bind(inv1).bind(tx).execute(&mut c1).await.unwrap();
     let second = sqlx::query(manual).bind(inv2).bind(tx).execute(&mut c2);
@@ -324,7 +310,7 @@ async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
     );
     assert!(e.message.contains("is not a function without arguments"), "{e:?}");
     // Not for the API roles.
-    let mut api = tenant_session(&a).await;
+    let mut api = session_as("authenticated", Some(&a)).await;
     expect_db_error(
         sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')").execute(&mut api).await,
         "42501",

@@ -43,11 +43,7 @@ async fn analyst_with_tenant_sees_only_that_tenant() {
     let mut conn = connect().await;
     let mut tx = conn.begin().await.unwrap();
     tx.execute("SET LOCAL ROLE analyst").await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&a.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &a.slug).await;
     assert_eq!(visible_tenants(&mut tx).await.unwrap(), vec![a.id]);
     // Filtering for B's rows finds nothing.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1")
@@ -84,11 +80,7 @@ async fn one_connection_never_carries_a_tenant_into_the_next_transaction() {
     tx.rollback().await.unwrap();
 
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&b.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &b.slug).await;
     assert_eq!(visible_tenants(&mut tx).await.unwrap(), vec![b.id]);
     tx.rollback().await.unwrap();
 
@@ -116,11 +108,7 @@ async fn the_table_owner_is_still_isolated() {
     expect_db_error(visible_tenants(&mut conn).await, "TN001");
     conn.execute("RESET ROLE").await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT tenancy.set_tenant($1)")
-        .bind(&a.slug)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut *tx, &a.slug).await;
     tx.execute("SET LOCAL ROLE ledger_owner").await.unwrap();
     assert_eq!(visible_tenants(&mut tx).await.unwrap(), vec![a.id]);
     // The owner cannot write into another tenant either.
