@@ -312,13 +312,14 @@ impl Api {
 }
 
 /// Waits up to 150 s for pg_cron to finish a run of `job_id`, then
-/// unschedules the job. Returns the run's status ("succeeded" or "failed"),
-/// or "" when no run finished in time.
+/// unschedules the job. Returns "succeeded", "failed: " and pg_cron's
+/// message, or "" when no run finished in time.
 pub async fn finish_cron_job(db: &PgPool, job_id: i64) -> String {
     let mut status = String::new();
     for _ in 0..150 {
         if let Some(s) = sqlx::query_scalar::<_, String>(
-            "SELECT status FROM cron.job_run_details WHERE jobid = $1 AND status IN ('succeeded', 'failed') \
+            "SELECT CASE status WHEN 'failed' THEN 'failed: ' || return_message ELSE status END \
+             FROM cron.job_run_details WHERE jobid = $1 AND status IN ('succeeded', 'failed') \
              ORDER BY runid DESC LIMIT 1",
         )
         .bind(job_id)

@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 use sqlx::Executor;
 use uuid::Uuid;
 
+/// The tests that run audit_maintain take turns: each expects to find the
+/// old month it planted still there.
+static MAINTENANCE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The caller's audit entries for one row, oldest first.
 async fn entries_for(tok: &str, table: &str, id: Uuid) -> Vec<Value> {
     let r = Api::new()
@@ -251,6 +255,7 @@ async fn only_the_dba_enables_audit_and_only_the_maintenance_role_maintains() {
 
 #[tokio::test]
 async fn pg_cron_drops_months_past_retention_as_whole_partitions() {
+    let _turn = MAINTENANCE.lock().await;
     let db = admin().await;
     let (command, role): (String, String) = sqlx::query_as(
         "SELECT command, username FROM cron.job WHERE jobname = 'pg_tenancy: audit maintenance'",
@@ -298,7 +303,7 @@ async fn pg_cron_drops_months_past_retention_as_whole_partitions() {
     .unwrap();
     let status = finish_cron_job(&db, job_id).await;
     db.execute("ALTER ROLE tenancy_maintenance RESET tenancy.audit_retention").await.unwrap();
-    assert_eq!(status, "succeeded", "pg_cron did not run audit_maintain within 150 s");
+    assert_eq!(status, "succeeded", "pg_cron runs audit_maintain within 150 s");
 
     let gone: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.audit_log WHERE id = $1")
         .bind(old_id)
@@ -326,4 +331,77 @@ async fn pg_cron_drops_months_past_retention_as_whole_partitions() {
     .await
     .unwrap();
     assert!(ahead >= 3, "this month and the next two have partitions");
+}
+
+/// 0.3.0's audit_maintain locked partitions one at a time as it went, and
+/// deadlocked with a transaction that wrote an entry and then read the log:
+/// PostgreSQL cancelled one of them. Now it waits for the writer, and both
+/// succeed.
+#[tokio::test]
+async fn maintenance_waits_for_a_writer_that_then_reads_the_log() {
+    use sqlx::Connection;
+    let _turn = MAINTENANCE.lock().await;
+    let db = admin().await;
+    // An entry from 400 days ago gives the maintainer a month to create
+    // and, with a 300-day retention, to drop.
+    let t = new_tenant(&db).await;
+    sqlx::query(
+        "INSERT INTO tenancy.audit_log (at, tenant_id, action, table_name, row_key) \
+         VALUES (now() - interval '400 days', $1, 'INSERT', 'test.deadlock', '{}')",
+    )
+    .bind(t.id)
+    .execute(&db)
+    .await
+    .unwrap();
+
+    // The writer: an open transaction that has written an audit entry.
+    let mut writer = sqlx::PgConnection::connect(&stack().db_url).await.unwrap();
+    writer.execute("BEGIN").await.unwrap();
+    sqlx::query("SELECT tenancy.create_tenant($1, 'Deadlock writer')")
+        .bind(format!("t-w-{}", &Uuid::new_v4().simple().to_string()[..10]))
+        .execute(&mut writer)
+        .await
+        .unwrap();
+
+    // The maintainer starts and has to wait for the writer.
+    let mut maintainer = sqlx::PgConnection::connect(&stack().db_url).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut maintainer).await.unwrap();
+    let run = tokio::spawn(async move {
+        maintainer.execute("BEGIN; SET LOCAL tenancy.audit_retention = 300").await.unwrap();
+        let done: Result<Vec<(String, String)>, sqlx::Error> =
+            sqlx::query_as("SELECT action, partition_name FROM tenancy.audit_maintain()")
+                .fetch_all(&mut maintainer)
+                .await;
+        maintainer.execute("COMMIT").await.unwrap();
+        done
+    });
+    let mut waited = false;
+    for _ in 0..200 {
+        waited = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)")
+            .bind(pid)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if waited {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(waited, "audit_maintain waits for the open writer");
+
+    // The writer now reads the log, and commits.
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.audit_log WHERE table_name = 'tenancy.tenants'")
+        .fetch_one(&mut writer)
+        .await
+        .expect("the writer reads the log while maintenance waits (no deadlock)");
+    assert!(seen > 0);
+    writer.execute("COMMIT").await.expect("the writer commits");
+
+    let done = run.await.unwrap().expect("audit_maintain succeeds once the writer is done (no deadlock)");
+    assert!(done.iter().any(|(a, _)| a == "dropped"), "the old month is dropped: {done:?}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.audit_log WHERE table_name = 'test.deadlock'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }

@@ -427,7 +427,7 @@ async fn pg_cron_runs_the_purge() {
     let status = finish_cron_job(&db, job_id).await;
     assert_eq!(
         status, "succeeded",
-        "pg_cron did not run the purge within 150 s"
+        "pg_cron runs the purge within 150 s"
     );
     assert_eq!(
         stored_keys(&t).await,

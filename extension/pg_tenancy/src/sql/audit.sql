@@ -194,23 +194,76 @@ RETURNS TABLE (action text, partition_name text, entries bigint)
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET tenancy.audit_maintenance = on
+SET lock_timeout = '1s'
 AS $$
 DECLARE
     first_day timestamptz;
     part text;
     moved bigint;
     cutoff timestamptz := now() - make_interval(days => current_setting('tenancy.audit_retention')::int);
-    p record;
+    months timestamptz[];
+    old_parts text[];
+    attempt int := 0;
 BEGIN
-    FOR first_day IN
+    -- One maintainer at a time. ONLY: the partitions are not locked, and this
+    -- mode lets every reader and writer of the log through.
+    LOOP
+        BEGIN
+            LOCK TABLE ONLY tenancy.audit_log IN SHARE UPDATE EXCLUSIVE MODE;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            attempt := attempt + 1;
+            IF attempt >= 30 THEN
+                RAISE EXCEPTION 'tenancy.audit_maintain is already running in another session'
+                    USING ERRCODE = 'lock_not_available', HINT = 'Nothing was changed. Run it again once the other call has finished.';
+            END IF;
+        END;
+    END LOOP;
+
+    -- What there is to do: months that have no partition yet (this one, the
+    -- next two, and any month entries in the default partition belong to),
+    -- and months that ended before the retention cutoff.
+    SELECT coalesce(array_agg(m ORDER BY m), '{}') INTO months
+    FROM (
         SELECT m FROM generate_series(date_trunc('month', now(), 'UTC'), date_trunc('month', now(), 'UTC') + interval '2 months',
                                       interval '1 month') m
         UNION
         SELECT DISTINCT date_trunc('month', d.at, 'UTC') FROM tenancy.audit_log_default d
-        ORDER BY 1
+    ) wanted
+    WHERE to_regclass('tenancy.audit_log_p' || to_char(m AT TIME ZONE 'UTC', 'YYYY_MM')) IS NULL;
+    SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}') INTO old_parts
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'tenancy.audit_log'::regclass AND c.relname <> 'audit_log_default'
+      AND (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz <= cutoff;
+    IF months = '{}' AND old_parts = '{}' THEN
+        RETURN;
+    END IF;
+
+    -- Attaching and dropping partitions needs the whole log to itself. Take
+    -- that lock first, parent before partitions as every reader and writer
+    -- does, rather than one partition at a time midway: that order could
+    -- deadlock with a transaction that had written an entry and then read
+    -- the log. Each attempt waits at most lock_timeout, so a long reader makes
+    -- audited writes queue behind this job for a second at a time, not for as
+    -- long as the reader runs.
+    attempt := 0;
     LOOP
+        BEGIN
+            LOCK TABLE tenancy.audit_log IN ACCESS EXCLUSIVE MODE;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            attempt := attempt + 1;
+            IF attempt >= 30 THEN
+                RAISE EXCEPTION 'tenancy.audit_log stayed in use: audit_maintain gave up after % tries', attempt
+                    USING ERRCODE = 'lock_not_available',
+                          HINT = 'Nothing was changed. Long transactions reading or writing audited tables hold the log; the next run tries again.';
+            END IF;
+            PERFORM pg_sleep(1);
+        END;
+    END LOOP;
+
+    FOREACH first_day IN ARRAY months LOOP
         part := 'audit_log_p' || to_char(first_day AT TIME ZONE 'UTC', 'YYYY_MM');
-        CONTINUE WHEN to_regclass('tenancy.' || part) IS NOT NULL;
         EXECUTE format('CREATE TABLE tenancy.%I (LIKE tenancy.audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
         EXECUTE format('CREATE INDEX %I ON tenancy.%I (tenant_id, at)', part || '_tenant_at', part);
         EXECUTE format('WITH gone AS (DELETE FROM tenancy.audit_log_default d WHERE d.at >= $1 AND d.at < $2 RETURNING d.*)
@@ -221,18 +274,17 @@ BEGIN
                        part, first_day, first_day + interval '1 month');
         action := 'created'; partition_name := 'tenancy.' || part; entries := moved;
         RETURN NEXT;
+        -- A month moved out of the default partition may itself be past
+        -- retention: it is dropped below with the others.
+        IF first_day + interval '1 month' <= cutoff THEN
+            old_parts := old_parts || part;
+        END IF;
     END LOOP;
 
-    FOR p IN
-        SELECT c.relname, (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz AS upper_bound
-        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = 'tenancy.audit_log'::regclass AND c.relname <> 'audit_log_default'
-        ORDER BY 1
-    LOOP
-        CONTINUE WHEN p.upper_bound > cutoff;
-        EXECUTE format('SELECT count(*) FROM tenancy.%I', p.relname) INTO moved;
-        EXECUTE format('DROP TABLE tenancy.%I', p.relname);
-        action := 'dropped'; partition_name := 'tenancy.' || p.relname; entries := moved;
+    FOREACH part IN ARRAY old_parts LOOP
+        EXECUTE format('SELECT count(*) FROM tenancy.%I', part) INTO moved;
+        EXECUTE format('DROP TABLE tenancy.%I', part);
+        action := 'dropped'; partition_name := 'tenancy.' || part; entries := moved;
         RETURN NEXT;
     END LOOP;
 END
