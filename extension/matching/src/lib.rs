@@ -5,9 +5,11 @@
 //! score and then by their positions in the input, never by hash order.
 
 pub mod explain;
+mod index;
 pub mod synthetic;
 pub mod text;
 
+use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared, RefIndex};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use text::RefEvidence;
@@ -238,25 +240,47 @@ fn round4(x: f64) -> f64 {
 }
 
 fn tolerance(rules: &Rules, open: Decimal) -> Decimal {
+    if rules.amount_tolerance_pct.is_zero() {
+        return rules.amount_tolerance; // not negative: the same, without a division
+    }
     rules
         .amount_tolerance
         .max(open * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED)
 }
 
+/// The last day of the invoice's term: its due date, or its issue date.
+fn term_end(inv: &Invoice) -> Day {
+    inv.due_date.unwrap_or(inv.issue_date).max(inv.issue_date)
+}
+
+/// The first and last day a payment of the invoice may arrive. Wrapping
+/// as `date_fit` does in release builds, where it never panics: an invoice
+/// dated near the end of time then has a window that holds no day.
+fn date_window(rules: &Rules, inv: &Invoice) -> (Day, Day) {
+    (
+        inv.issue_date.wrapping_sub(rules.days_before),
+        term_end(inv).wrapping_add(rules.days_after),
+    )
+}
+
 /// 1 inside [issue, due + 3 days], falling to 0.3 at the edges of the window;
 /// None outside the window.
 fn date_fit(rules: &Rules, inv: &Invoice, t: &Transaction) -> Option<f64> {
-    let end = inv.due_date.unwrap_or(inv.issue_date).max(inv.issue_date);
-    let (lo, hi) = (inv.issue_date - rules.days_before, end + rules.days_after);
-    let d = t.booked_on;
+    date_score(rules, inv.issue_date, term_end(inv), t.booked_on)
+}
+
+/// `date_fit` of a payment on day `d` for an invoice issued on `issue` whose
+/// term ends on `end`.
+fn date_score(rules: &Rules, issue: Day, end: Day, d: Day) -> Option<f64> {
+    let (lo, hi) = (issue - rules.days_before, end + rules.days_after);
     if d < lo || d > hi {
         return None;
     }
-    if d >= inv.issue_date && d <= end + 3 {
+    if d >= issue && d <= end + 3 {
         return Some(1.0);
     }
-    let (dist, span) = if d < inv.issue_date {
-        (inv.issue_date - d, rules.days_before.max(1))
+    let (dist, span) = if d < issue {
+        (issue - d, rules.days_before.max(1))
     } else {
         (d - end - 3, (rules.days_after - 3).max(1))
     };
@@ -303,71 +327,6 @@ fn reference_score(r: Option<RefEvidence>) -> f64 {
     }
 }
 
-/// Where invoice numbers can be looked up from description tokens.
-struct RefIndex {
-    by_full: HashMap<String, Vec<usize>>,
-    by_digits: HashMap<String, Vec<usize>>,
-    by_deletion: HashMap<String, Vec<usize>>,
-}
-
-fn deletions(s: &str) -> impl Iterator<Item = String> + '_ {
-    (0..s.len()).map(move |i| format!("{}{}", &s[..i], &s[i + 1..]))
-}
-
-impl RefIndex {
-    fn new(invoices: &[Invoice]) -> Self {
-        let mut idx = RefIndex {
-            by_full: HashMap::new(),
-            by_digits: HashMap::new(),
-            by_deletion: HashMap::new(),
-        };
-        for (i, inv) in invoices.iter().enumerate() {
-            let full = text::normalize(&inv.reference);
-            if full.is_empty() {
-                continue;
-            }
-            idx.by_full.entry(full).or_default().push(i);
-            let d = text::digits(&inv.reference);
-            if d.len() >= 3 {
-                idx.by_digits.entry(d.clone()).or_default().push(i);
-            }
-            if d.len() >= 4 {
-                for del in deletions(&d) {
-                    idx.by_deletion.entry(del).or_default().push(i);
-                }
-            }
-        }
-        idx
-    }
-
-    /// Invoices whose number may appear among the tokens (verified later).
-    fn lookup(&self, tokens: &[String], out: &mut Vec<usize>) {
-        for t in tokens {
-            if let Some(v) = self.by_full.get(t) {
-                out.extend(v);
-            }
-            let d = text::digits(t);
-            if d.len() < 3 {
-                continue;
-            }
-            for map in [&self.by_digits, &self.by_deletion] {
-                if let Some(v) = map.get(&d) {
-                    out.extend(v);
-                }
-            }
-            if d.len() >= 4 {
-                for del in deletions(&d) {
-                    for map in [&self.by_digits, &self.by_deletion] {
-                        if let Some(v) = map.get(&del) {
-                            out.extend(v);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 fn validate(invoices: &[Invoice], rules: &Rules) -> Result<(), InputError> {
     for (i, inv) in invoices.iter().enumerate() {
         if inv.amount <= Decimal::ZERO {
@@ -408,110 +367,143 @@ fn validate(invoices: &[Invoice], rules: &Rules) -> Result<(), InputError> {
     }
 }
 
-/// Candidate (transaction, invoice) pairs with their evidence and score.
-fn candidates(
-    invoices: &[Invoice],
-    transactions: &[Transaction],
-    rules: &Rules,
-    refs: &RefIndex,
-) -> Vec<Candidate> {
-    let mut by_currency: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, inv) in invoices.iter().enumerate() {
-        if inv.open_amount > Decimal::ZERO {
-            by_currency
-                .entry(inv.currency.as_str())
-                .or_default()
-                .push(i);
-        }
-    }
-    for list in by_currency.values_mut() {
-        list.sort_by(|a, b| {
-            invoices[*a]
-                .open_amount
-                .cmp(&invoices[*b].open_amount)
-                .then(a.cmp(b))
-        });
-    }
+/// Candidate (transaction, invoice) pairs with their evidence and score:
+/// the invoices whose number the description may carry, and those of about
+/// the payment's amount, in the payment's date window.
+fn candidates(p: &Prepared, refs: &RefIndex) -> Vec<Candidate> {
+    let rules = p.rules;
+    let amounts = AmountIndex::new(p);
     let widest = rules.amount_tolerance.max(rules.fee_ceiling);
     let mut out = Vec::new();
-    let mut pool = Vec::new();
-    for (ti, t) in transactions.iter().enumerate() {
+    let mut named = Vec::new();
+    let mut fits = NameFits::default();
+    // An invoice the description does not name is a candidate only with an
+    // equal amount, a rounding gap or a fee (`amount_fit`). Without a
+    // percentage tolerance and with exact sums, all of those are in the
+    // window of amounts below, so `RefIndex` need not return them too.
+    let unnamed_too = !(rules.amount_tolerance_pct.is_zero() && p.exact_sums);
+    for (ti, t) in p.transactions.iter().enumerate() {
         if t.amount <= Decimal::ZERO {
             continue;
         }
-        let tokens = text::tokens(&t.description);
-        pool.clear();
-        refs.lookup(&tokens, &mut pool);
-        if let Some(list) = by_currency.get(t.currency.as_str()) {
-            // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
-            // the percentage tolerance is checked exactly below.
-            let pct_slack =
-                t.amount * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED * Decimal::TWO;
-            let lo = t.amount - rules.amount_tolerance - pct_slack;
-            let hi = t.amount + widest + pct_slack;
-            let start = list.partition_point(|i| invoices[*i].open_amount < lo);
-            pool.extend(
-                list[start..]
-                    .iter()
-                    .take_while(|i| invoices[**i].open_amount <= hi),
-            );
-        }
-        pool.sort_unstable();
-        pool.dedup();
-        for &ii in pool.iter() {
-            let inv = &invoices[ii];
-            if inv.open_amount <= Decimal::ZERO {
-                continue;
-            }
-            let same_currency = inv.currency == t.currency;
-            if !same_currency && !rules.allow_currency_mismatch {
-                continue;
-            }
-            let Some(date) = date_fit(rules, inv, t) else {
-                continue;
-            };
-            let reference = text::find_reference(&inv.reference, &tokens);
-            let fit = if same_currency {
-                match amount_fit(rules, inv.open_amount, t.amount, reference.is_some()) {
-                    Some(f) => f,
-                    None => continue,
-                }
-            } else if reference == Some(RefEvidence::Exact) {
-                AmountFit::Partial
+        named.clear();
+        lookup(p, refs, ti, unnamed_too, &mut named);
+        for &(ii, maybe_named) in &named {
+            let reference = if maybe_named {
+                p.reference(ii, ti)
             } else {
-                continue;
+                None
             };
-            let mut counterparty =
-                text::counterparty_similarity(&inv.counterparty, &t.counterparty);
-            if text::mentions(&tokens, &inv.counterparty) {
-                counterparty = 1.0;
-            }
-            // A near amount alone is common in a large ledger: a fee or a
-            // rounding gap counts only with a reference or the counterparty.
-            if matches!(fit, AmountFit::Fee | AmountFit::Tolerance)
-                && reference.is_none()
-                && counterparty < 0.5
+            out.extend(candidate(p, ti, ii, p.facts(ii), reference, &mut fits));
+        }
+        // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
+        // the percentage tolerance is checked exactly in `amount_fit`.
+        let pct_slack = t.amount * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED * Decimal::TWO;
+        let lo = t.amount - rules.amount_tolerance - pct_slack;
+        let hi = t.amount + widest + pct_slack;
+        let (opens, near) = amounts.near(p, ti, lo, hi);
+        for (&open, e) in opens.iter().zip(near) {
+            let ii = e.inv as usize;
+            if (e.from..=e.to).contains(&t.booked_on)
+                && unnamed_may_fit(p, ti, open, e.name, &mut fits)
+                && named.binary_search_by_key(&ii, |n| n.0).is_err()
             {
-                continue;
+                out.extend(candidate(p, ti, ii, p.facts(ii), None, &mut fits));
             }
-            let score = round4(
-                W_AMOUNT * amount_score(fit)
-                    + W_REFERENCE * reference_score(reference)
-                    + W_DATE * date
-                    + W_COUNTERPARTY * counterparty,
-            );
-            out.push(Candidate {
-                t: ti,
-                inv: ii,
-                fit,
-                reference,
-                counterparty,
-                same_currency,
-                score,
-            });
         }
     }
     out
+}
+
+/// `RefIndex::lookup` for payment `ti`, appended to `out` by invoice, each once.
+fn lookup(
+    p: &Prepared,
+    refs: &RefIndex,
+    ti: usize,
+    unnamed_too: bool,
+    out: &mut Vec<(usize, bool)>,
+) {
+    let start = out.len();
+    refs.lookup(
+        p.description(ti),
+        p.transactions[ti].booked_on,
+        unnamed_too,
+        out,
+    );
+    out[start..].sort_unstable();
+    let mut kept = start;
+    for k in start..out.len() {
+        if kept > start && out[kept - 1].0 == out[k].0 {
+            out[kept - 1].1 |= out[k].1;
+        } else {
+            out[kept] = out[k];
+            kept += 1;
+        }
+    }
+    out.truncate(kept);
+}
+
+/// Whether an invoice whose number the description does not carry may still
+/// be a candidate: only with the exact amount or a counterparty that fits
+/// (a fee or rounding gap needs one, see `candidate`). Most invoices of
+/// about the payment's amount stop here, before anything else is read.
+fn unnamed_may_fit(p: &Prepared, ti: usize, open: Decimal, name: u32, fits: &mut NameFits) -> bool {
+    (open - p.transactions[ti].amount).is_zero() || fits.fits(p, name, ti)
+}
+
+/// Payment `ti` and invoice `ii` (whose facts are `f`) as a candidate, if
+/// the evidence is enough; `reference` is `p.reference(ii, ti)`.
+fn candidate(
+    p: &Prepared,
+    ti: usize,
+    ii: usize,
+    f: &Facts,
+    reference: Option<RefEvidence>,
+    fits: &mut NameFits,
+) -> Option<Candidate> {
+    let (rules, t) = (p.rules, &p.transactions[ti]);
+    if f.open <= Decimal::ZERO {
+        return None;
+    }
+    let same_currency = p.same_currency(f, ti);
+    if !same_currency && !rules.allow_currency_mismatch {
+        return None;
+    }
+    if reference.is_none() && !unnamed_may_fit(p, ti, f.open, f.name, fits) {
+        return None;
+    }
+    let fit = if same_currency {
+        amount_fit(rules, f.open, t.amount, reference.is_some())?
+    } else if reference == Some(RefEvidence::Exact) {
+        AmountFit::Partial
+    } else {
+        return None;
+    };
+    let counterparty = fits.get(p, f.name, ti);
+    // A near amount alone is common in a large ledger: a fee or a
+    // rounding gap counts only with a reference or the counterparty.
+    if matches!(fit, AmountFit::Fee | AmountFit::Tolerance)
+        && reference.is_none()
+        && counterparty < 0.5
+    {
+        return None;
+    }
+    let date = date_score(rules, f.issue, f.end, t.booked_on)?;
+    let score = round4(
+        W_AMOUNT * amount_score(fit)
+            + W_REFERENCE * reference_score(reference)
+            + W_DATE * date
+            + W_COUNTERPARTY * counterparty,
+    );
+    Some(Candidate {
+        t: ti,
+        inv: ii,
+        fit,
+        reference,
+        counterparty,
+        same_currency,
+        score,
+    })
 }
 
 /// The date, invoice number and counterparty evidence of a pair.
@@ -582,9 +574,11 @@ pub fn reconcile(
     rules: &Rules,
 ) -> Result<Vec<Match>, InputError> {
     validate(invoices, rules)?;
-    let refs = RefIndex::new(invoices);
-    let mut cands = candidates(invoices, transactions, rules, &refs);
-    cands.sort_by(|a, b| {
+    let p = Prepared::new(invoices, transactions, rules);
+    let refs = RefIndex::new(&p);
+    let mut cands = candidates(&p, &refs);
+    // (score, t, inv) is unique per candidate: an unstable sort is as good.
+    cands.sort_unstable_by(|a, b| {
         b.score
             .total_cmp(&a.score)
             .then(a.t.cmp(&b.t))
@@ -592,14 +586,9 @@ pub fn reconcile(
     });
 
     // How many candidates each transaction and invoice has near a score.
-    let mut per_t: HashMap<usize, Vec<f64>> = HashMap::new();
-    let mut per_inv: HashMap<usize, Vec<f64>> = HashMap::new();
-    for c in &cands {
-        if c.fit.settles_whole() {
-            per_t.entry(c.t).or_default().push(c.score);
-            per_inv.entry(c.inv).or_default().push(c.score);
-        }
-    }
+    let whole = || cands.iter().filter(|c| c.fit.settles_whole());
+    let per_t = ScoresBy::new(transactions.len(), whole().map(|c| (c.t, c.score)));
+    let per_inv = ScoresBy::new(invoices.len(), whole().map(|c| (c.inv, c.score)));
     let mut t_left: Vec<Decimal> = transactions
         .iter()
         .map(|t| t.amount.max(Decimal::ZERO))
@@ -611,25 +600,15 @@ pub fn reconcile(
     // payments among what is left, then the rest (overpayments, partial
     // payments on a mistyped number): a payment that exactly covers several
     // invoices is a split, not an overpayment of the first one.
-    let named = named_splits(invoices, transactions, rules, &cands, &open);
+    let named = named_splits(&p, &cands, &open);
     let mut named = named.iter().peekable();
     for c in cands.iter().filter(|c| c.first_pass()) {
         while let Some(s) = named.next_if(|s| s.score > c.score) {
-            apply_split(
-                s,
-                invoices,
-                transactions,
-                rules,
-                &mut t_left,
-                &mut open,
-                &mut matches,
-            );
+            apply_split(s, &p, &mut t_left, &mut open, &mut matches);
         }
         allocate(
             c,
-            invoices,
-            transactions,
-            rules,
+            &p,
             &per_t,
             &per_inv,
             &mut t_left,
@@ -638,31 +617,13 @@ pub fn reconcile(
         );
     }
     for s in named {
-        apply_split(
-            s,
-            invoices,
-            transactions,
-            rules,
-            &mut t_left,
-            &mut open,
-            &mut matches,
-        );
+        apply_split(s, &p, &mut t_left, &mut open, &mut matches);
     }
-    split_payments(
-        invoices,
-        transactions,
-        rules,
-        &refs,
-        &mut t_left,
-        &mut open,
-        &mut matches,
-    );
+    split_payments(&p, &refs, &mut t_left, &mut open, &mut matches);
     for c in cands.iter().filter(|c| !c.first_pass()) {
         allocate(
             c,
-            invoices,
-            transactions,
-            rules,
+            &p,
             &per_t,
             &per_inv,
             &mut t_left,
@@ -676,38 +637,68 @@ pub fn reconcile(
             .cmp(&b.transaction)
             .then(a.invoice.cmp(&b.invoice))
     });
-    let mut groups: HashMap<usize, usize> = HashMap::new();
+    // Groups are numbered by transaction, in output order.
+    let mut group = (0, None);
     for m in &mut matches {
-        let next = groups.len() + 1;
-        m.group = *groups.entry(m.transaction).or_insert(next);
+        if group.1 != Some(m.transaction) {
+            group = (group.0 + 1, Some(m.transaction));
+        }
+        m.group = group.0;
     }
     Ok(matches)
 }
 
+/// The scores of the whole settlements of each transaction (or invoice),
+/// all in one vector.
+struct ScoresBy {
+    /// Those of `k`: `scores[starts[k]..starts[k + 1]]`.
+    starts: Vec<usize>,
+    scores: Vec<f64>,
+}
+
+impl ScoresBy {
+    fn new(n: usize, items: impl Iterator<Item = (usize, f64)> + Clone) -> Self {
+        let mut starts = vec![0; n + 1];
+        for (k, _) in items.clone() {
+            starts[k + 1] += 1;
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        let mut fill = starts.clone();
+        let mut scores = vec![0.0; starts[n]];
+        for (k, score) in items {
+            scores[fill[k]] = score;
+            fill[k] += 1;
+        }
+        ScoresBy { starts, scores }
+    }
+
+    fn of(&self, k: usize) -> &[f64] {
+        &self.scores[self.starts[k]..self.starts[k + 1]]
+    }
+}
+
 /// Candidates within the tie margin of `score`, besides the one at hand.
-fn rivals(scores: Option<&Vec<f64>>, score: f64) -> usize {
-    scores.map_or(0, |s| {
-        s.iter()
-            .filter(|x| **x >= score - TIE_MARGIN)
-            .count()
-            .saturating_sub(1)
-    })
+fn rivals(scores: &[f64], score: f64) -> usize {
+    scores
+        .iter()
+        .filter(|x| **x >= score - TIE_MARGIN)
+        .count()
+        .saturating_sub(1)
 }
 
 /// Allocates one candidate pair if both sides still have room.
-#[allow(clippy::too_many_arguments)]
 fn allocate(
     c: &Candidate,
-    invoices: &[Invoice],
-    transactions: &[Transaction],
-    rules: &Rules,
-    per_t: &HashMap<usize, Vec<f64>>,
-    per_inv: &HashMap<usize, Vec<f64>>,
+    p: &Prepared,
+    per_t: &ScoresBy,
+    per_inv: &ScoresBy,
     t_left: &mut [Decimal],
     open: &mut [Decimal],
     matches: &mut Vec<Match>,
 ) {
-    let (t, inv) = (&transactions[c.t], &invoices[c.inv]);
+    let (t, inv) = (&p.transactions[c.t], &p.invoices[c.inv]);
     if t_left[c.t].is_zero() || open[c.inv].is_zero() {
         return;
     }
@@ -731,14 +722,14 @@ fn allocate(
     if matches!(c.fit, AmountFit::Fee | AmountFit::Tolerance) {
         open[c.inv] = Decimal::ZERO; // settled; the gap is a fee or rounding
     }
-    let ties = rivals(per_t.get(&c.t), c.score).max(rivals(per_inv.get(&c.inv), c.score));
+    let ties = rivals(per_t.of(c.t), c.score).max(rivals(per_inv.of(c.inv), c.score));
     let mut reasons = reasons_for(c, inv, t, allocated, open[c.inv]);
     if ties > 0 {
         reasons.push(Reason::Ambiguous {
             candidates: ties + 1,
         });
     }
-    let auto = ties == 0 && c.score >= rules.min_auto_score && inv.currency == t.currency;
+    let auto = ties == 0 && c.score >= p.rules.min_auto_score && inv.currency == t.currency;
     matches.push(Match {
         invoice: c.inv,
         transaction: c.t,
@@ -762,53 +753,56 @@ struct Split {
     score: f64,
 }
 
-/// Invoices by the words of their counterparty's name.
-fn name_index(invoices: &[Invoice]) -> HashMap<String, Vec<usize>> {
-    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, inv) in invoices.iter().enumerate() {
-        for word in text::name_tokens(&inv.counterparty) {
-            by_name.entry(word).or_default().push(i);
-        }
-    }
-    by_name
-}
-
 /// The best subset of 2..=max_invoices_per_payment untouched invoices in
-/// `pool` whose open amounts sum to the payment: a bounded subset-sum,
+/// `pool` whose open amounts sum to payment `ti`: a bounded subset-sum,
 /// invoices named in the description first, then those issued closest to
-/// the payment.
+/// the payment. `named` (sorted) holds the invoices of the pool that the
+/// description may name; it names none of the others.
 fn find_split(
-    invoices: &[Invoice],
+    p: &Prepared,
     ti: usize,
-    t: &Transaction,
-    tokens: &[String],
     mut pool: Vec<usize>,
-    rules: &Rules,
+    named: &[usize],
     open: &[Decimal],
 ) -> Option<Split> {
+    let (rules, invoices, t) = (p.rules, p.invoices, &p.transactions[ti]);
     let max_k = rules.max_invoices_per_payment;
     if max_k < 2 {
         return None;
     }
+    let reference = |i: usize| {
+        named
+            .binary_search(&i)
+            .ok()
+            .and_then(|_| p.reference(i, ti))
+    };
     pool.sort_unstable();
     pool.dedup();
     pool.retain(|&i| {
-        let inv = &invoices[i];
-        inv.currency == t.currency
+        let f = p.facts(i);
+        p.same_currency(f, ti)
             && open[i] > Decimal::ZERO
-            && open[i] == inv.open_amount
+            && open[i] == f.open
             && open[i] < t.amount
-            && date_fit(rules, inv, t).is_some()
-            && (text::counterparty_similarity(&inv.counterparty, &t.counterparty) >= 0.5
-                || text::mentions(tokens, &inv.counterparty)
-                || text::find_reference(&inv.reference, tokens) == Some(RefEvidence::Exact))
+            && p.in_window(f, ti)
+            && (p.counterparty(i, ti) >= 0.5 || reference(i) == Some(RefEvidence::Exact))
     });
     if pool.len() < 2 {
         return None;
     }
-    let unnamed = |i: usize| text::find_reference(&invoices[i].reference, tokens).is_none();
-    pool.sort_by_cached_key(|&i| (unnamed(i), (t.booked_on - invoices[i].issue_date).abs(), i));
-    pool.truncate(SPLIT_CANDIDATES);
+    let unnamed = |i: usize| reference(i).is_none();
+    // The first SPLIT_CANDIDATES by (unnamed, distance, position): as the
+    // keys are unique, those picked and their order are those of a full sort.
+    let mut ranked: Vec<(bool, Day, usize)> = pool
+        .iter()
+        .map(|&i| (unnamed(i), (t.booked_on - p.facts(i).issue).abs(), i))
+        .collect();
+    if ranked.len() > SPLIT_CANDIDATES {
+        ranked.select_nth_unstable(SPLIT_CANDIDATES);
+        ranked.truncate(SPLIT_CANDIDATES);
+    }
+    ranked.sort_unstable();
+    let pool: Vec<usize> = ranked.into_iter().map(|(_, _, i)| i).collect();
     let amounts: Vec<Decimal> = pool.iter().map(|&i| open[i]).collect();
     let found = SubsetSum::run(&amounts, t.amount, rules.amount_tolerance, max_k);
     let fits = found.len().min(2);
@@ -822,20 +816,11 @@ fn find_split(
         .iter()
         .map(|&k| pool[k])
         .collect();
-    let with_ref = best
-        .iter()
-        .filter(|&&i| text::find_reference(&invoices[i].reference, tokens).is_some())
-        .count();
+    let with_ref = best.iter().filter(|&&i| !unnamed(i)).count();
     let ref_frac = with_ref as f64 / best.len() as f64;
     let counterparty = best
         .iter()
-        .map(|&i| {
-            if text::mentions(tokens, &invoices[i].counterparty) {
-                1.0
-            } else {
-                text::counterparty_similarity(&invoices[i].counterparty, &t.counterparty)
-            }
-        })
+        .map(|&i| p.counterparty(i, ti))
         .fold(1.0_f64, f64::min);
     let date = best
         .iter()
@@ -856,13 +841,7 @@ fn find_split(
 /// amount is the sum of named invoices: as strong as a whole settlement with
 /// a reference, so they are allocated in the first pass, by score. The named
 /// invoices are the candidates with an exact reference.
-fn named_splits(
-    invoices: &[Invoice],
-    transactions: &[Transaction],
-    rules: &Rules,
-    cands: &[Candidate],
-    open: &[Decimal],
-) -> Vec<Split> {
+fn named_splits(p: &Prepared, cands: &[Candidate], open: &[Decimal]) -> Vec<Split> {
     let mut named: HashMap<usize, Vec<usize>> = HashMap::new();
     for c in cands {
         if c.reference == Some(RefEvidence::Exact) {
@@ -872,10 +851,9 @@ fn named_splits(
     let mut out: Vec<Split> = named
         .into_iter()
         .filter(|(_, pool)| pool.len() >= 2)
-        .filter_map(|(ti, pool)| {
-            let t = &transactions[ti];
-            let tokens = text::tokens(&t.description);
-            find_split(invoices, ti, t, &tokens, pool, rules, open)
+        .filter_map(|(ti, mut pool)| {
+            pool.sort_unstable();
+            find_split(p, ti, pool.clone(), &pool, open)
         })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.t.cmp(&b.t)));
@@ -885,35 +863,31 @@ fn named_splits(
 /// Allocates a split if the payment and all its invoices are untouched.
 fn apply_split(
     s: &Split,
-    invoices: &[Invoice],
-    transactions: &[Transaction],
-    rules: &Rules,
+    p: &Prepared,
     t_left: &mut [Decimal],
     open: &mut [Decimal],
     matches: &mut Vec<Match>,
 ) {
-    let t = &transactions[s.t];
+    let t = &p.transactions[s.t];
     if t_left[s.t] != t.amount
         || s.invoices
             .iter()
-            .any(|&i| open[i] != invoices[i].open_amount)
+            .any(|&i| open[i] != p.invoices[i].open_amount)
     {
         return;
     }
-    let tokens = text::tokens(&t.description);
     let unique = s.fits == 1;
-    let auto = unique && s.score >= rules.min_auto_score;
+    let auto = unique && s.score >= p.rules.min_auto_score;
     let mut remaining = t.amount;
     for &i in &s.invoices {
         let allocated = open[i].min(remaining);
         remaining -= allocated;
         open[i] -= allocated;
-        let inv = &invoices[i];
+        let inv = &p.invoices[i];
         let mut reasons = vec![Reason::SplitPayment {
             invoices: s.invoices.len(),
         }];
-        let reference = text::find_reference(&inv.reference, &tokens);
-        reasons.extend(evidence(inv, t, reference, s.counterparty));
+        reasons.extend(evidence(inv, t, p.reference(i, s.t), s.counterparty));
         if !unique {
             reasons.push(Reason::Ambiguous { candidates: s.fits });
         }
@@ -932,37 +906,31 @@ fn apply_split(
 
 /// Split payments among what the first pass left: the payer's open
 /// invoices (by counterparty or named in the description) near the payment.
-#[allow(clippy::too_many_arguments)]
 fn split_payments(
-    invoices: &[Invoice],
-    transactions: &[Transaction],
-    rules: &Rules,
+    p: &Prepared,
     refs: &RefIndex,
     t_left: &mut [Decimal],
     open: &mut [Decimal],
     matches: &mut Vec<Match>,
 ) {
-    if rules.max_invoices_per_payment < 2 {
+    if p.rules.max_invoices_per_payment < 2 {
         return;
     }
-    let by_name = name_index(invoices);
-    for (ti, t) in transactions.iter().enumerate() {
+    let by_name = NameIndex::new(p, open);
+    let (mut found, mut names) = (Vec::new(), Vec::new());
+    for (ti, t) in p.transactions.iter().enumerate() {
         if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
             continue;
         }
-        let tokens = text::tokens(&t.description);
-        let mut pool: Vec<usize> = Vec::new();
-        refs.lookup(&tokens, &mut pool);
-        for word in text::name_tokens(&t.counterparty)
-            .iter()
-            .chain(tokens.iter())
-        {
-            if let Some(list) = by_name.get(word) {
-                pool.extend(list);
-            }
-        }
-        if let Some(s) = find_split(invoices, ti, t, &tokens, pool, rules, open) {
-            apply_split(&s, invoices, transactions, rules, t_left, open, matches);
+        // Those the description does not name need a counterparty that fits
+        // to pass `find_split`, and then `payers_invoices` has them.
+        found.clear();
+        lookup(p, refs, ti, false, &mut found);
+        let named: Vec<usize> = found.iter().map(|f| f.0).collect();
+        let mut pool = named.clone();
+        by_name.payers_invoices(p, ti, &mut names, &mut pool);
+        if let Some(s) = find_split(p, ti, pool, &named, open) {
+            apply_split(&s, p, t_left, open, matches);
         }
     }
 }
@@ -980,28 +948,70 @@ const SPLIT_STEPS: usize = 50_000;
 /// ends at the first amount that overshoots, the last amount of a subset is
 /// found by binary search, and a branch is cut when even the largest amounts
 /// cannot make up what is missing.
-struct SubsetSum {
+struct SubsetSum<T> {
     /// (amount, position in the pool), ascending.
-    sorted: Vec<(Decimal, usize)>,
+    sorted: Vec<(T, usize)>,
     /// `largest[r]`: the sum of the `r` largest amounts.
-    largest: Vec<Decimal>,
-    target: Decimal,
-    tol: Decimal,
+    largest: Vec<T>,
+    target: T,
+    tol: T,
     max_k: usize,
     steps: usize,
     chosen: Vec<usize>,
     found: Vec<Vec<usize>>,
 }
 
-impl SubsetSum {
-    /// Up to SPLIT_FITS subsets that fit, each as ascending positions in `amounts`.
+impl SubsetSum<Decimal> {
+    /// Up to SPLIT_FITS subsets that fit, each as ascending positions in
+    /// `amounts`. On integers when that gives the same answers.
     fn run(amounts: &[Decimal], target: Decimal, tol: Decimal, max_k: usize) -> Vec<Vec<usize>> {
-        let mut sorted: Vec<(Decimal, usize)> =
+        let mut values = amounts.to_vec();
+        values.extend([target, tol]);
+        let n = amounts.len();
+        match as_integers(&values) {
+            Some((ints, total)) if total < 1 << 62 => {
+                // Each fits in 64 bits, as its magnitude is at most `total`.
+                let ints: Vec<i64> = ints.into_iter().map(|v| v as i64).collect();
+                SubsetSum::search(&ints[..n], ints[n], ints[n + 1], max_k)
+            }
+            Some((ints, _)) => SubsetSum::search(&ints[..n], ints[n], ints[n + 1], max_k),
+            None => SubsetSum::search(amounts, target, tol, max_k),
+        }
+    }
+}
+
+/// The values as integers at their largest scale, and the sum of their
+/// magnitudes, if that stays within Decimal's 96-bit mantissa. Then no sum
+/// or difference the search forms is rounded, so Decimal arithmetic on them
+/// is exact, and integer arithmetic (several times faster) gives the very
+/// same answers; in 64 bits when the magnitudes add up to less than 2^62.
+fn as_integers(values: &[Decimal]) -> Option<(Vec<i128>, i128)> {
+    let scale = values.iter().map(Decimal::scale).max()?;
+    let ints = values
+        .iter()
+        .map(|v| {
+            v.mantissa()
+                .checked_mul(10_i128.checked_pow(scale - v.scale())?)
+        })
+        .collect::<Option<Vec<i128>>>()?;
+    let total = ints
+        .iter()
+        .try_fold(0_i128, |sum, v| sum.checked_add(v.checked_abs()?))?;
+    (total < 1 << 96).then_some((ints, total))
+}
+
+impl<T> SubsetSum<T>
+where
+    T: Copy + Ord + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T>,
+{
+    fn search(amounts: &[T], target: T, tol: T, max_k: usize) -> Vec<Vec<usize>> {
+        let zero = T::default();
+        let mut sorted: Vec<(T, usize)> =
             amounts.iter().enumerate().map(|(k, a)| (*a, k)).collect();
         sorted.sort();
-        let mut largest = vec![Decimal::ZERO];
+        let mut largest = vec![zero];
         for (a, _) in sorted.iter().rev().take(max_k) {
-            largest.push(largest[largest.len() - 1] + a);
+            largest.push(largest[largest.len() - 1] + *a);
         }
         let mut search = SubsetSum {
             sorted,
@@ -1014,7 +1024,7 @@ impl SubsetSum {
             found: Vec::new(),
         };
         if max_k >= 2 && search.sorted.len() >= 2 {
-            search.dfs(0, Decimal::ZERO);
+            search.dfs(0, zero);
         }
         for f in &mut search.found {
             f.sort_unstable();
@@ -1028,7 +1038,7 @@ impl SubsetSum {
 
     /// Extends `chosen` (whose amounts add up to `sum`) with amounts from
     /// position `from` on.
-    fn dfs(&mut self, from: usize, sum: Decimal) {
+    fn dfs(&mut self, from: usize, sum: T) {
         self.steps += 1;
         let n = self.sorted.len();
         let chosen = self.chosen.len();

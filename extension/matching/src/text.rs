@@ -3,10 +3,7 @@
 
 /// Upper-case ASCII letters and digits only: "inv-1042 " -> "INV1042".
 pub fn normalize(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
+    normalized(s).collect()
 }
 
 /// The digits of a string, in order: "INV-10/42" -> "1042".
@@ -17,18 +14,138 @@ pub fn digits(s: &str) -> String {
 /// Candidate invoice numbers found in a description: every run of letters
 /// and digits, plus every pair of adjacent runs joined ("INV 1042" -> "INV1042").
 pub fn tokens(description: &str) -> Vec<String> {
-    let runs: Vec<String> = description
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(normalize)
-        .collect();
-    let mut out = runs.clone();
-    for pair in runs.windows(2) {
-        out.push(format!("{}{}", pair[0], pair[1]));
-    }
+    let mut d = Descriptions::default();
+    d.push(description);
+    let mut out: Vec<String> = d.get(0).tokens().map(str::to_string).collect();
     out.sort();
     out.dedup();
     out
+}
+
+/// The tokens of descriptions (those of `tokens`, unsorted), each with its
+/// digits and its letter part worked out once, so that comparing them with
+/// many invoice numbers allocates nothing; all descriptions in one place.
+#[derive(Debug, Default)]
+pub(crate) struct Descriptions {
+    /// The tokens, one after the other.
+    text: String,
+    /// Their digits, one after the other.
+    digits: String,
+    spans: Vec<Span>,
+    /// Where each description's spans end.
+    ends: Vec<usize>,
+}
+
+/// Where a token and its digits are in `Descriptions`.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: usize,
+    end: usize,
+    /// Where the letter part ends: the token without its trailing digits.
+    stem_end: usize,
+    digits_start: usize,
+    digits_end: usize,
+}
+
+/// One description's tokens in `Descriptions`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Description<'a> {
+    text: &'a str,
+    digits: &'a str,
+    spans: &'a [Span],
+}
+
+impl Descriptions {
+    /// Adds a description's tokens: its runs of ASCII letters and digits,
+    /// upper-cased, and each pair of neighbouring runs joined.
+    pub(crate) fn push(&mut self, description: &str) {
+        let bytes = description.as_bytes();
+        let mut previous: Option<&str> = None;
+        let mut i = 0;
+        while i < bytes.len() {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            if i == start {
+                i += 1; // not a letter or digit (or a byte of a non-ASCII one)
+                continue;
+            }
+            let run = &description[start..i];
+            self.push_token(&[run], true);
+            if let Some(previous) = previous {
+                self.push_token(&[previous, run], true);
+            }
+            previous = Some(run);
+        }
+        self.ends.push(self.spans.len());
+    }
+
+    /// Adds tokens taken as they are, not normalized.
+    fn push_tokens(&mut self, tokens: &[String]) {
+        for t in tokens {
+            self.push_token(&[t], false);
+        }
+        self.ends.push(self.spans.len());
+    }
+
+    fn push_token(&mut self, parts: &[&str], upper: bool) {
+        let start = self.text.len();
+        for part in parts {
+            self.text.push_str(part);
+        }
+        if upper {
+            self.text[start..].make_ascii_uppercase();
+        }
+        let token = &self.text[start..];
+        let digits_start = self.digits.len();
+        self.digits
+            .extend(token.chars().filter(char::is_ascii_digit));
+        self.spans.push(Span {
+            start,
+            end: self.text.len(),
+            stem_end: start + token.trim_end_matches(|c: char| c.is_ascii_digit()).len(),
+            digits_start,
+            digits_end: self.digits.len(),
+        });
+    }
+
+    /// The `i`th description pushed.
+    pub(crate) fn get(&self, i: usize) -> Description<'_> {
+        let start = i.checked_sub(1).map_or(0, |j| self.ends[j]);
+        Description {
+            text: &self.text,
+            digits: &self.digits,
+            spans: &self.spans[start..self.ends[i]],
+        }
+    }
+}
+
+impl<'a> Description<'a> {
+    pub(crate) fn tokens(self) -> impl Iterator<Item = &'a str> {
+        self.spans.iter().map(move |s| &self.text[s.start..s.end])
+    }
+
+    /// Each token with its digits.
+    pub(crate) fn tokens_and_digits(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.spans.iter().map(move |s| {
+            (
+                &self.text.as_bytes()[s.start..s.end],
+                &self.digits.as_bytes()[s.digits_start..s.digits_end],
+            )
+        })
+    }
+
+    /// Whether every word of a name (`name_tokens`) is a token; never for no words.
+    pub(crate) fn mentions(self, name_words: &[String]) -> bool {
+        !name_words.is_empty() && name_words.iter().all(|w| self.tokens().any(|t| t == w))
+    }
+}
+
+fn normalized(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
 }
 
 /// Levenshtein distance, stopping early once it exceeds `max`.
@@ -55,6 +172,25 @@ pub fn within_edits(a: &str, b: &str, max: usize) -> Option<usize> {
     (d <= max).then_some(d)
 }
 
+/// `within_edits(a, b, 1).is_some()` without allocating: equal, or one
+/// insertion, deletion or substitution apart.
+fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let same = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    match long.len() - short.len() {
+        0 => {
+            short[same..]
+                .iter()
+                .zip(&long[same..])
+                .filter(|(x, y)| x != y)
+                .count()
+                <= 1
+        }
+        1 => short[same..] == long[same + 1..],
+        _ => false,
+    }
+}
+
 /// How an invoice's number appears in a description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefEvidence {
@@ -69,33 +205,101 @@ pub enum RefEvidence {
 /// Digit comparisons need at least 3 digits, typos at least 4, so that short
 /// numbers in free text do not pass for invoice numbers.
 pub fn find_reference(reference: &str, tokens: &[String]) -> Option<RefEvidence> {
-    let full = normalize(reference);
-    let ref_digits = digits(reference);
-    if full.is_empty() {
-        return None;
+    let mut d = Descriptions::default();
+    d.push_tokens(tokens);
+    Reference::new(reference).find_in(d.get(0))
+}
+
+/// An invoice number prepared for `find_reference`: normalized, and its
+/// digits, in 32 bytes (in place for all but long numbers).
+#[derive(Debug)]
+pub(crate) struct Reference {
+    /// The normalized number, then its digits: ASCII letters and digits.
+    text: Bytes,
+    full_end: u32,
+    /// Where the letter part of the normalized number ends (before its trailing digits).
+    stem_end: u32,
+}
+
+/// Up to 22 bytes kept in place, more on the heap: an array of these is
+/// read without chasing pointers.
+#[derive(Debug)]
+enum Bytes {
+    Inline(u8, [u8; 22]),
+    Heap(Box<[u8]>),
+}
+
+impl Bytes {
+    fn new(bytes: &[u8]) -> Self {
+        let mut inline = [0; 22];
+        match inline.get_mut(..bytes.len()) {
+            Some(head) => {
+                head.copy_from_slice(bytes);
+                Bytes::Inline(bytes.len() as u8, inline)
+            }
+            None => Bytes::Heap(bytes.into()),
+        }
     }
-    let mut typo = false;
-    for t in tokens {
-        if *t == full {
-            return Some(RefEvidence::Exact);
-        }
-        let t_digits = digits(t);
-        // Digits alone, when the token is only digits or carries the same prefix.
-        let letters_ok = t.len() == t_digits.len()
-            || t.trim_end_matches(|c: char| c.is_ascii_digit())
-                == full.trim_end_matches(|c: char| c.is_ascii_digit());
-        if ref_digits.len() >= 3 && t_digits == ref_digits && letters_ok {
-            return Some(RefEvidence::Exact);
-        }
-        if ref_digits.len() >= 4
-            && t_digits.len() >= 4
-            && letters_ok
-            && within_edits(&t_digits, &ref_digits, 1).is_some()
-        {
-            typo = true;
+
+    fn get(&self) -> &[u8] {
+        match self {
+            Bytes::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Bytes::Heap(bytes) => bytes,
         }
     }
-    typo.then_some(RefEvidence::Typo)
+}
+
+impl Reference {
+    pub(crate) fn new(reference: &str) -> Self {
+        let mut text = normalize(reference);
+        let full_end = text.len() as u32;
+        let stem_end = text.trim_end_matches(|c: char| c.is_ascii_digit()).len() as u32;
+        text.extend(reference.chars().filter(char::is_ascii_digit));
+        Reference {
+            text: Bytes::new(text.as_bytes()),
+            full_end,
+            stem_end,
+        }
+    }
+
+    /// The normalized number, empty when it has no letters or digits.
+    pub(crate) fn full(&self) -> &[u8] {
+        &self.text.get()[..self.full_end as usize]
+    }
+
+    pub(crate) fn digits(&self) -> &[u8] {
+        &self.text.get()[self.full_end as usize..]
+    }
+
+    pub(crate) fn find_in(&self, description: Description) -> Option<RefEvidence> {
+        let (full, ref_digits) = self.text.get().split_at(self.full_end as usize);
+        if full.is_empty() {
+            return None;
+        }
+        let stem = &full[..self.stem_end as usize];
+        let (text, digits) = (description.text.as_bytes(), description.digits.as_bytes());
+        let mut typo = false;
+        for s in description.spans {
+            let t = &text[s.start..s.end];
+            if t == full {
+                return Some(RefEvidence::Exact);
+            }
+            let t_digits = &digits[s.digits_start..s.digits_end];
+            // Digits alone, when the token is only digits or carries the same prefix.
+            let letters_ok = t.len() == t_digits.len() || &text[s.start..s.stem_end] == stem;
+            if ref_digits.len() >= 3 && t_digits == ref_digits && letters_ok {
+                return Some(RefEvidence::Exact);
+            }
+            if ref_digits.len() >= 4
+                && t_digits.len() >= 4
+                && letters_ok
+                && within_one_edit(t_digits, ref_digits)
+            {
+                typo = true;
+            }
+        }
+        typo.then_some(RefEvidence::Typo)
+    }
 }
 
 const LEGAL_FORMS: &[&str] = &[
@@ -120,7 +324,11 @@ pub fn name_tokens(name: &str) -> Vec<String> {
 /// words, ignoring case, punctuation and legal forms ("Initech GmbH" vs
 /// "INITECH" is 1).
 pub fn counterparty_similarity(a: &str, b: &str) -> f64 {
-    let (ta, tb) = (name_tokens(a), name_tokens(b));
+    similarity(&name_tokens(a), &name_tokens(b))
+}
+
+/// `counterparty_similarity` of two names given as their `name_tokens`.
+pub(crate) fn similarity(ta: &[String], tb: &[String]) -> f64 {
     if ta.is_empty() || tb.is_empty() {
         return 0.0;
     }
@@ -182,5 +390,23 @@ mod tests {
         assert_eq!(within_edits("1042", "1024", 1), None);
         assert_eq!(within_edits("10420", "1042", 1), Some(1));
         assert_eq!(within_edits("1", "12345", 1), None);
+    }
+
+    #[test]
+    fn one_edit_is_an_edit_distance_of_at_most_one() {
+        let words = [
+            "", "1", "12", "1042", "1043", "1024", "10420", "10942", "0142", "1002", "1020",
+            "10042", "100042", "2042", "104", "042",
+        ];
+        for a in words {
+            for b in words {
+                let expected = within_edits(a, b, 1).is_some();
+                assert_eq!(
+                    within_one_edit(a.as_bytes(), b.as_bytes()),
+                    expected,
+                    "{a} {b}"
+                );
+            }
+        }
     }
 }

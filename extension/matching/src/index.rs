@@ -1,0 +1,673 @@
+//! The input prepared for matching: the text work on each row done once
+//! instead of once per pair, and the indexes that bound which pairs are
+//! looked at. A match is still decided by the checks in `lib.rs`; the
+//! indexes only have to hand them every pair those checks could accept.
+
+use crate::text::{self, Description, Descriptions, RefEvidence, Reference};
+use crate::{date_window, term_end, Day, Invoice, Rules, Transaction};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// What the inner loops read of an invoice, in 40 bytes, where an `Invoice`
+/// and its strings are spread over several cache lines.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Facts {
+    /// The invoice's `open_amount`.
+    pub open: Decimal,
+    /// The issue date and `term_end`.
+    pub issue: Day,
+    pub end: Day,
+    /// The first and last day a payment may arrive (`date_window`).
+    pub from: Day,
+    pub to: Day,
+    /// The counterparty, an index into `Prepared::names`.
+    pub name: u32,
+    /// The currency, interned with the transactions' currencies.
+    pub currency: u32,
+}
+
+/// The input, with the invoice numbers, descriptions, counterparty names
+/// and currencies taken apart once.
+pub(crate) struct Prepared<'a> {
+    pub invoices: &'a [Invoice],
+    pub transactions: &'a [Transaction],
+    pub rules: &'a Rules,
+    /// Per invoice.
+    facts: Vec<Facts>,
+    /// Per invoice: its number, ready to look for in descriptions.
+    refs: Vec<Reference>,
+    /// Per transaction: the counterparty, an index into `names`, and the currency.
+    t_name: Vec<u32>,
+    t_currency: Vec<u32>,
+    /// The distinct counterparty names, as their words (`text::name_tokens`).
+    names: Vec<Vec<String>>,
+    /// Name word -> the names with it.
+    names_by_word: FastMap<String, Vec<u32>>,
+    /// Per transaction: the description's tokens (none for payments out).
+    descriptions: Descriptions,
+    /// Whether no sum or difference of two amounts is rounded (`exact_sums`).
+    pub exact_sums: bool,
+}
+
+/// Name word -> the names (indexes into `names`) with it.
+fn names_by_word(names: &[Vec<String>]) -> FastMap<String, Vec<u32>> {
+    let mut by_word: FastMap<String, Vec<u32>> = FastMap::default();
+    for (name, words) in names.iter().enumerate() {
+        for word in words {
+            by_word.entry(word.clone()).or_default().push(name as u32);
+        }
+    }
+    by_word
+}
+
+/// The tokens of each transaction's description; none for payments out,
+/// which are never matched.
+fn descriptions(transactions: &[Transaction]) -> Descriptions {
+    let mut d = Descriptions::default();
+    for t in transactions {
+        d.push(if t.amount > Decimal::ZERO {
+            &t.description
+        } else {
+            ""
+        });
+    }
+    d
+}
+
+/// Whether no sum or difference of two of the amounts (open amounts,
+/// payments, tolerance and fee ceiling) can be rounded: true when each is
+/// below 10^15 with at most 10 decimals, as at a common scale their
+/// mantissas then stay below 10^25 < 2^84, and Decimal holds 96 bits.
+fn exact_sums(invoices: &[Invoice], transactions: &[Transaction], rules: &Rules) -> bool {
+    let limit = Decimal::from(1_000_000_000_000_000_i64);
+    let small = |d: &Decimal| d.scale() <= 10 && d.abs() < limit;
+    invoices.iter().all(|i| small(&i.open_amount))
+        && transactions.iter().all(|t| small(&t.amount))
+        && small(&rules.amount_tolerance)
+        && small(&rules.fee_ceiling)
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(invoices: &'a [Invoice], transactions: &'a [Transaction], rules: &'a Rules) -> Self {
+        let mut names = Names::default();
+        let mut currencies: FastMap<&str, u32> = FastMap::default();
+        let mut currency = |c: &'a str| {
+            let next = currencies.len() as u32;
+            *currencies.entry(c).or_insert(next)
+        };
+        let facts = invoices
+            .iter()
+            .map(|inv| {
+                let (from, to) = date_window(rules, inv);
+                Facts {
+                    open: inv.open_amount,
+                    issue: inv.issue_date,
+                    end: term_end(inv),
+                    from,
+                    to,
+                    name: names.id(&inv.counterparty),
+                    currency: currency(&inv.currency),
+                }
+            })
+            .collect();
+        Prepared {
+            invoices,
+            transactions,
+            rules,
+            facts,
+            refs: invoices
+                .iter()
+                .map(|i| Reference::new(&i.reference))
+                .collect(),
+            t_name: transactions
+                .iter()
+                .map(|t| names.id(&t.counterparty))
+                .collect(),
+            t_currency: transactions.iter().map(|t| currency(&t.currency)).collect(),
+            names_by_word: names_by_word(&names.words),
+            names: names.words,
+            descriptions: descriptions(transactions),
+            exact_sums: exact_sums(invoices, transactions, rules),
+        }
+    }
+
+    pub fn facts(&self, inv: usize) -> &Facts {
+        &self.facts[inv]
+    }
+
+    pub fn description(&self, t: usize) -> Description<'_> {
+        self.descriptions.get(t)
+    }
+
+    pub fn same_currency(&self, f: &Facts, t: usize) -> bool {
+        f.currency == self.t_currency[t]
+    }
+
+    /// Whether payment `t` falls in the invoice's date window (`date_fit` is some).
+    pub fn in_window(&self, f: &Facts, t: usize) -> bool {
+        (f.from..=f.to).contains(&self.transactions[t].booked_on)
+    }
+
+    /// `text::find_reference` of invoice `inv`'s number in payment `t`.
+    pub fn reference(&self, inv: usize, t: usize) -> Option<RefEvidence> {
+        self.refs[inv].find_in(self.descriptions.get(t))
+    }
+
+    /// How well invoice `inv`'s counterparty fits payment `t`: 1 when the
+    /// description mentions it, else the similarity of the two names.
+    pub fn counterparty(&self, inv: usize, t: usize) -> f64 {
+        self.name_fit(self.facts[inv].name, t)
+    }
+
+    /// The names whose `name_fit` to payment `t` is 0.5 or more, ascending.
+    /// Such a name shares a word with the payer's name (similarity) or the
+    /// description (mentioned), so only those are tried.
+    pub fn fitting_names(&self, t: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let payer = self.names[self.t_name[t] as usize]
+            .iter()
+            .map(String::as_str);
+        let words = payer.chain(self.description(t).tokens());
+        out.extend(words.filter_map(|w| self.names_by_word.get(w)).flatten());
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|&name| self.name_fit(name, t) >= 0.5);
+    }
+
+    /// `counterparty` for every invoice whose counterparty is `name`.
+    pub fn name_fit(&self, name: u32, t: usize) -> f64 {
+        let words = &self.names[name as usize];
+        if self.descriptions.get(t).mentions(words) {
+            1.0
+        } else {
+            text::similarity(words, &self.names[self.t_name[t] as usize])
+        }
+    }
+}
+
+/// `Prepared::name_fit` for one payment at a time: which names fit it at
+/// least 0.5 (`Prepared::fitting_names`), and the fits worked out so far.
+#[derive(Default)]
+pub(crate) struct NameFits {
+    t: Option<usize>,
+    fitting: Vec<u32>,
+    fits: Vec<(u32, f64)>,
+}
+
+impl NameFits {
+    fn payment(&mut self, p: &Prepared, t: usize) {
+        if self.t != Some(t) {
+            self.t = Some(t);
+            p.fitting_names(t, &mut self.fitting);
+            self.fits.clear();
+        }
+    }
+
+    /// `p.name_fit(name, t)`.
+    pub fn get(&mut self, p: &Prepared, name: u32, t: usize) -> f64 {
+        self.payment(p, t);
+        if let Some(&(_, fit)) = self.fits.iter().find(|(n, _)| *n == name) {
+            return fit;
+        }
+        let fit = p.name_fit(name, t);
+        self.fits.push((name, fit));
+        fit
+    }
+
+    /// Whether `p.name_fit(name, t) >= 0.5`.
+    pub fn fits(&mut self, p: &Prepared, name: u32, t: usize) -> bool {
+        self.payment(p, t);
+        self.fitting.contains(&name)
+    }
+}
+
+/// Counterparty names by their words: "Initech GmbH" and "INITECH" are one.
+#[derive(Default)]
+struct Names<'a> {
+    by_text: FastMap<&'a str, u32>,
+    by_words: HashMap<Vec<String>, u32>,
+    words: Vec<Vec<String>>,
+}
+
+impl<'a> Names<'a> {
+    fn id(&mut self, name: &'a str) -> u32 {
+        if let Some(&id) = self.by_text.get(name) {
+            return id;
+        }
+        let words = text::name_tokens(name);
+        let next = self.words.len() as u32;
+        let id = *self.by_words.entry(words.clone()).or_insert(next);
+        if id == next {
+            self.words.push(words);
+        }
+        self.by_text.insert(name, id);
+        id
+    }
+}
+
+/// FxHash (rustc's hash: a rotate, xor and multiply per word) with a final
+/// mix, several times faster than std's SipHash on the short keys here. It
+/// is not meant to resist crafted collisions, which would only slow down a
+/// tenant's own call; and no map is iterated in an order that reaches the
+/// output, so the hash never changes a result.
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.add(i as u64);
+        self.add((i >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits, which pick the bucket, weak: mix
+        // the high ones down (MurmurHash3's finalizer).
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h
+    }
+}
+
+/// Invoices by the keys their numbers can be found under: their digits (3
+/// or more), their digits with one deleted (from 4 digits on), and, for
+/// numbers with fewer than 3 digits, the whole normalized number (with
+/// more, a token equal to the number has its digits and finds it by them).
+/// Looking up a token, its digits and its digits with one deleted finds
+/// every invoice whose number `find_reference` sees in the token, exactly
+/// or one typo away, and more that it does not: that is the pool
+/// `candidates` looks at.
+pub(crate) struct RefIndex {
+    whole: Keys,
+    digits: Keys,
+    /// The invoices of all keys, each key's by the first day of their window.
+    entries: Vec<Dated>,
+}
+
+/// Where a key's invoices are in `RefIndex::entries`, and the longest of
+/// their windows in days.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+    widest: i64,
+}
+
+/// An invoice under a key, with its date window.
+#[derive(Clone, Copy, Default)]
+struct Dated {
+    from: Day,
+    to: Day,
+    inv: u32,
+    /// Under a key of its digits less one: the position of the deleted
+    /// digit; else, and past position 254, `OWN`.
+    deleted: u8,
+}
+
+const OWN: u8 = u8::MAX;
+
+/// Numbers for byte strings. Those of up to 16 bytes without a zero byte
+/// (nearly every key) are packed into an integer, so that probing the map
+/// compares integers instead of reading a string elsewhere in memory.
+#[derive(Default)]
+struct Keys {
+    short: FastMap<u128, Span>,
+    long: FastMap<Box<[u8]>, Span>,
+}
+
+fn packed(key: &[u8]) -> Option<u128> {
+    let mut bytes = [0; 16];
+    bytes.get_mut(..key.len())?.copy_from_slice(key);
+    (!key.contains(&0)).then(|| u128::from_le_bytes(bytes))
+}
+
+impl Keys {
+    fn get(&self, key: &[u8]) -> Option<&Span> {
+        match packed(key) {
+            Some(k) => self.short.get(&k),
+            None => self.long.get(key),
+        }
+    }
+
+    /// The key's span; a new key gets the number `numbered` in `start`
+    /// until `RefIndex::new` lays the spans out.
+    fn get_or_add(&mut self, key: &[u8], numbered: u32) -> &mut Span {
+        let new = Span {
+            start: numbered,
+            ..Span::default()
+        };
+        match packed(key) {
+            Some(k) => self.short.entry(k).or_insert(new),
+            None => self.long.entry(key.into()).or_insert(new),
+        }
+    }
+
+    fn spans(&mut self) -> impl Iterator<Item = &mut Span> {
+        self.short.values_mut().chain(self.long.values_mut())
+    }
+}
+
+/// `digits` without the digit at `k`, into `key`.
+fn deletion<'k>(digits: &[u8], k: usize, key: &'k mut Vec<u8>) -> &'k [u8] {
+    key.clear();
+    key.extend_from_slice(&digits[..k]);
+    key.extend_from_slice(&digits[k + 1..]);
+    key
+}
+
+impl RefIndex {
+    pub fn new(p: &Prepared) -> Self {
+        let (mut whole, mut digits) = (Keys::default(), Keys::default());
+        // (key number, invoice, deleted), in invoice order.
+        let mut pairs: Vec<(u32, u32, u8)> = Vec::new();
+        let mut add = |keys: &mut Keys, key: &[u8], i: usize, deleted: u8| {
+            let numbered = pairs.len() as u32; // unique, and later keys number higher
+            pairs.push((keys.get_or_add(key, numbered).start, i as u32, deleted));
+        };
+        let mut key = Vec::new();
+        for (i, r) in p.refs.iter().enumerate() {
+            let d = r.digits();
+            if d.len() < 3 {
+                if !r.full().is_empty() {
+                    add(&mut whole, r.full(), i, OWN);
+                }
+                continue;
+            }
+            add(&mut digits, d, i, OWN);
+            if d.len() >= 4 {
+                for k in 0..d.len() {
+                    let deleted = u8::try_from(k).unwrap_or(OWN);
+                    add(&mut digits, deletion(d, k, &mut key), i, deleted);
+                }
+            }
+        }
+        // Lay the keys out in the order of their numbers (a counting sort).
+        let mut starts = vec![0_u32; pairs.len() + 1];
+        for &(k, _, _) in &pairs {
+            starts[k as usize + 1] += 1;
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        let mut fill = starts.clone();
+        let mut entries = vec![Dated::default(); pairs.len()];
+        for &(k, i, deleted) in &pairs {
+            let f = &p.facts[i as usize];
+            entries[fill[k as usize] as usize] = Dated {
+                from: f.from,
+                to: f.to,
+                inv: i,
+                deleted,
+            };
+            fill[k as usize] += 1;
+        }
+        for span in whole.spans().chain(digits.spans()) {
+            let k = span.start as usize;
+            let (start, end) = (starts[k], starts[k + 1]);
+            let list = &mut entries[start as usize..end as usize];
+            list.sort_unstable_by_key(|e| (e.from, e.inv, e.deleted));
+            let widest = list
+                .iter()
+                .map(|e| i64::from(e.to) - i64::from(e.from))
+                .max();
+            *span = Span {
+                start,
+                end,
+                widest: widest.unwrap_or(0),
+            };
+        }
+        RefIndex {
+            whole,
+            digits,
+            entries,
+        }
+    }
+
+    /// The invoices under `key` whose date window may hold `day` (`starting_by`).
+    fn holding(&self, keys: &Keys, key: &[u8], day: Day) -> &[Dated] {
+        match keys.get(key) {
+            Some(span) => starting_by(
+                &self.entries[span.start as usize..span.end as usize],
+                span.widest,
+                day,
+            ),
+            None => &[],
+        }
+    }
+
+    /// The invoices whose number may appear among the tokens and whose date
+    /// window holds `day`, each with whether the description may name it
+    /// (`find_reference` tells); it names none of the others, those only
+    /// found by deleting a digit at another place than in the token (two
+    /// edits apart). Those only with `unnamed_too`.
+    pub fn lookup(
+        &self,
+        d: Description,
+        day: Day,
+        unnamed_too: bool,
+        out: &mut Vec<(usize, bool)>,
+    ) {
+        let mut add = |list: &[Dated], named: &dyn Fn(&Dated) -> bool| {
+            for e in list.iter().filter(|e| e.to >= day) {
+                let named = named(e);
+                if named || unnamed_too {
+                    out.push((e.inv as usize, named));
+                }
+            }
+        };
+        let mut seen: Vec<&[u8]> = Vec::new();
+        let mut key = Vec::new();
+        for (token, digits) in d.tokens_and_digits() {
+            add(self.holding(&self.whole, token, day), &|_| true);
+            // "INV10042" and "10042" have the same digits: look them up once.
+            if digits.len() < 3 || seen.contains(&digits) {
+                continue;
+            }
+            seen.push(digits);
+            add(self.holding(&self.digits, digits, day), &|_| true);
+            if digits.len() < 4 {
+                continue;
+            }
+            // Deleting any digit of a run gives the same key: once per run.
+            let mut k = 0;
+            while k < digits.len() {
+                let run = k + digits[k..].iter().take_while(|&&c| c == digits[k]).count();
+                let list = self.holding(&self.digits, deletion(digits, k, &mut key), day);
+                // The same digit deleted in both: one substitution apart.
+                let same_place =
+                    |e: &Dated| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
+                add(list, &same_place);
+                k = run;
+            }
+        }
+    }
+}
+
+/// Open invoices by currency, by open amount: those near a payment.
+pub(crate) struct AmountIndex(Vec<ByAmount>);
+
+/// One currency's open invoices by open amount (then position): the amounts
+/// apart from the rest, so that scanning either reads few cache lines.
+#[derive(Clone, Default)]
+struct ByAmount {
+    opens: Vec<Decimal>,
+    invoices: Vec<Near>,
+    /// Every `COARSE`th amount: a first search over these stays in cache.
+    coarse: Vec<Decimal>,
+}
+
+/// What `candidates` checks of an invoice near a payment's amount before
+/// reading more of it.
+#[derive(Clone, Copy)]
+pub(crate) struct Near {
+    pub from: Day,
+    pub to: Day,
+    pub inv: u32,
+    pub name: u32,
+}
+
+const COARSE: usize = 64;
+
+impl AmountIndex {
+    pub fn new(p: &Prepared) -> Self {
+        let mut by_currency: Vec<Vec<(Decimal, Near)>> = Vec::new();
+        for (inv, f) in p.facts.iter().enumerate() {
+            if f.open > Decimal::ZERO {
+                let c = f.currency as usize;
+                if by_currency.len() <= c {
+                    by_currency.resize(c + 1, Vec::new());
+                }
+                let near = Near {
+                    from: f.from,
+                    to: f.to,
+                    inv: inv as u32,
+                    name: f.name,
+                };
+                by_currency[c].push((f.open, near));
+            }
+        }
+        AmountIndex(by_currency.into_iter().map(ByAmount::new).collect())
+    }
+
+    /// Open invoices in payment `t`'s currency with an open amount in
+    /// [lo, hi], and those amounts.
+    pub fn near(&self, p: &Prepared, t: usize, lo: Decimal, hi: Decimal) -> (&[Decimal], &[Near]) {
+        match self.0.get(p.t_currency[t] as usize) {
+            Some(b) => b.between(lo, hi),
+            None => (&[], &[]),
+        }
+    }
+}
+
+impl ByAmount {
+    fn new(mut list: Vec<(Decimal, Near)>) -> Self {
+        list.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.inv.cmp(&b.1.inv)));
+        let opens: Vec<Decimal> = list.iter().map(|e| e.0).collect();
+        ByAmount {
+            coarse: opens.iter().step_by(COARSE).copied().collect(),
+            opens,
+            invoices: list.into_iter().map(|e| e.1).collect(),
+        }
+    }
+
+    fn between(&self, lo: Decimal, hi: Decimal) -> (&[Decimal], &[Near]) {
+        // The first amount >= lo is in the block after the last coarse amount < lo.
+        let block = self.coarse.partition_point(|a| *a < lo);
+        let from = block.saturating_sub(1) * COARSE;
+        let to = (block * COARSE + 1).min(self.opens.len());
+        let start = from + self.opens[from..to].partition_point(|a| *a < lo);
+        let end = start + gallop(&self.opens[start..], |a| *a <= hi);
+        (&self.opens[start..end], &self.invoices[start..end])
+    }
+}
+
+/// `list.partition_point(pred)`, searching from the front in doubling steps:
+/// quicker when the point is near the front, as a payment's neighbours are.
+fn gallop<T>(list: &[T], pred: impl Fn(&T) -> bool) -> usize {
+    let mut end = 1;
+    while end < list.len() && pred(&list[end]) {
+        end *= 2;
+    }
+    let from = end / 2;
+    let end = end.min(list.len());
+    from + list[from..end].partition_point(pred)
+}
+
+/// Those of `list` (sorted by `from`, no window longer than `widest` days)
+/// whose window may hold `day`: every one that does, and more whose window
+/// ends before it.
+fn starting_by(list: &[Dated], widest: i64, day: Day) -> &[Dated] {
+    let earliest = i64::from(day) - widest;
+    let start = list.partition_point(|e| i64::from(e.from) < earliest);
+    let end = start + list[start..].partition_point(|e| e.from <= day);
+    &list[start..end]
+}
+
+/// The invoices still untouched when the split search starts, by their
+/// counterparty: where it looks for the payer's invoices.
+pub(crate) struct NameIndex {
+    /// Per name: its untouched invoices, by the first day of their window.
+    by_name: Vec<Vec<Dated>>,
+    /// Per name: the longest of those windows, in days.
+    widest: Vec<i64>,
+}
+
+impl NameIndex {
+    /// Open invoices that no match has touched yet; a touched one never
+    /// becomes untouched again, so later searches need no others.
+    pub fn new(p: &Prepared, open: &[Decimal]) -> Self {
+        let mut by_name: Vec<Vec<Dated>> = vec![Vec::new(); p.names.len()];
+        for (inv, f) in p.facts.iter().enumerate() {
+            if open[inv] > Decimal::ZERO && open[inv] == f.open {
+                by_name[f.name as usize].push(Dated {
+                    from: f.from,
+                    to: f.to,
+                    inv: inv as u32,
+                    deleted: OWN,
+                });
+            }
+        }
+        let widest = by_name
+            .iter_mut()
+            .map(|list| {
+                list.sort_unstable_by_key(|e| (e.from, e.inv));
+                let widths = list.iter().map(|e| i64::from(e.to) - i64::from(e.from));
+                widths.max().unwrap_or(0)
+            })
+            .collect();
+        NameIndex { by_name, widest }
+    }
+
+    /// The untouched invoices of the counterparties that fit payment `t` at
+    /// least 0.5 (`Prepared::fitting_names`) whose date window holds the
+    /// payment. The others' invoices pass `find_split` only when the
+    /// description names their number exactly, and then `RefIndex` finds them.
+    pub fn payers_invoices(
+        &self,
+        p: &Prepared,
+        t: usize,
+        names: &mut Vec<u32>,
+        out: &mut Vec<usize>,
+    ) {
+        let day = p.transactions[t].booked_on;
+        p.fitting_names(t, names);
+        for &name in names.iter() {
+            let list = starting_by(
+                &self.by_name[name as usize],
+                self.widest[name as usize],
+                day,
+            );
+            out.extend(list.iter().filter(|e| e.to >= day).map(|e| e.inv as usize));
+        }
+    }
+}
