@@ -4,6 +4,7 @@
 //! indexes only have to hand them every pair those checks could accept.
 
 use crate::text::{self, Description, Descriptions, RefEvidence, Reference};
+use crate::units::AmountKeys;
 use crate::{date_window, term_end, Day, Invoice, Rules, Transaction};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -149,6 +150,11 @@ impl<'a> Prepared<'a> {
         (f.from..=f.to).contains(&self.transactions[t].booked_on)
     }
 
+    /// Invoice `inv`'s number, ready to look for.
+    pub fn invoice_reference(&self, inv: usize) -> &Reference {
+        &self.refs[inv]
+    }
+
     /// `text::find_reference` of invoice `inv`'s number in payment `t`.
     pub fn reference(&self, inv: usize, t: usize) -> Option<RefEvidence> {
         self.refs[inv].find_in(self.descriptions.get(t))
@@ -218,7 +224,13 @@ impl NameFits {
     /// Whether `p.name_fit(name, t) >= 0.5`.
     pub fn fits(&mut self, p: &Prepared, name: u32, t: usize) -> bool {
         self.payment(p, t);
-        self.fitting.contains(&name)
+        self.fitting.binary_search(&name).is_ok()
+    }
+
+    /// The names that fit payment `t` at least 0.5, ascending.
+    pub fn fitting(&mut self, p: &Prepared, t: usize) -> &[u32] {
+        self.payment(p, t);
+        &self.fitting
     }
 }
 
@@ -252,9 +264,9 @@ impl<'a> Names<'a> {
 /// tenant's own call; and no map is iterated in an order that reaches the
 /// output, so the hash never changes a result.
 #[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
+pub(crate) struct FastHasher(u64);
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 impl FastHasher {
     fn add(&mut self, word: u64) {
@@ -279,6 +291,10 @@ impl Hasher for FastHasher {
         self.add(u64::from(i));
     }
 
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
@@ -299,231 +315,37 @@ impl Hasher for FastHasher {
     }
 }
 
-/// Invoices by the keys their numbers can be found under: their digits (3
-/// or more), their digits with one deleted (from 4 digits on), and, for
-/// numbers with fewer than 3 digits, the whole normalized number (with
-/// more, a token equal to the number has its digits and finds it by them).
-/// Looking up a token, its digits and its digits with one deleted finds
-/// every invoice whose number `find_reference` sees in the token, exactly
-/// or one typo away, and more that it does not: that is the pool
-/// `candidates` looks at.
-pub(crate) struct RefIndex {
-    whole: Keys,
-    digits: Keys,
-    /// The invoices of all keys, each key's by the first day of their window.
-    entries: Vec<Dated>,
-}
-
-/// Where a key's invoices are in `RefIndex::entries`, and the longest of
-/// their windows in days.
-#[derive(Clone, Copy, Default)]
-struct Span {
-    start: u32,
-    end: u32,
-    widest: i64,
-}
-
-/// An invoice under a key, with its date window.
+/// An invoice with its date window.
 #[derive(Clone, Copy, Default)]
 struct Dated {
     from: Day,
     to: Day,
     inv: u32,
-    /// Under a key of its digits less one: the position of the deleted
-    /// digit; else, and past position 254, `OWN`.
-    deleted: u8,
 }
 
-const OWN: u8 = u8::MAX;
-
-/// Numbers for byte strings. Those of up to 16 bytes without a zero byte
-/// (nearly every key) are packed into an integer, so that probing the map
-/// compares integers instead of reading a string elsewhere in memory.
-#[derive(Default)]
-struct Keys {
-    short: FastMap<u128, Span>,
-    long: FastMap<Box<[u8]>, Span>,
+/// Open invoices by open amount: those near a payment. An invoice whose
+/// number the description does not carry needs the payment's exact amount
+/// or a counterparty that fits (`unnamed_may_fit`), so the amounts near a
+/// payment are looked up among the invoices of each payer that fits, and
+/// only the exact amount among everyone's: a few invoices instead of all
+/// the ledger's within a fee of the payment.
+pub(crate) struct AmountIndex {
+    pub keys: AmountKeys,
+    /// Per currency.
+    by_currency: Vec<ByAmount>,
+    /// Per (currency, counterparty name).
+    by_payer: FastMap<(u32, u32), ByAmount>,
 }
 
-fn packed(key: &[u8]) -> Option<u128> {
-    let mut bytes = [0; 16];
-    bytes.get_mut(..key.len())?.copy_from_slice(key);
-    (!key.contains(&0)).then(|| u128::from_le_bytes(bytes))
-}
-
-impl Keys {
-    fn get(&self, key: &[u8]) -> Option<&Span> {
-        match packed(key) {
-            Some(k) => self.short.get(&k),
-            None => self.long.get(key),
-        }
-    }
-
-    /// The key's span; a new key gets the number `numbered` in `start`
-    /// until `RefIndex::new` lays the spans out.
-    fn get_or_add(&mut self, key: &[u8], numbered: u32) -> &mut Span {
-        let new = Span {
-            start: numbered,
-            ..Span::default()
-        };
-        match packed(key) {
-            Some(k) => self.short.entry(k).or_insert(new),
-            None => self.long.entry(key.into()).or_insert(new),
-        }
-    }
-
-    fn spans(&mut self) -> impl Iterator<Item = &mut Span> {
-        self.short.values_mut().chain(self.long.values_mut())
-    }
-}
-
-/// `digits` without the digit at `k`, into `key`.
-fn deletion<'k>(digits: &[u8], k: usize, key: &'k mut Vec<u8>) -> &'k [u8] {
-    key.clear();
-    key.extend_from_slice(&digits[..k]);
-    key.extend_from_slice(&digits[k + 1..]);
-    key
-}
-
-impl RefIndex {
-    pub fn new(p: &Prepared) -> Self {
-        let (mut whole, mut digits) = (Keys::default(), Keys::default());
-        // (key number, invoice, deleted), in invoice order.
-        let mut pairs: Vec<(u32, u32, u8)> = Vec::new();
-        let mut add = |keys: &mut Keys, key: &[u8], i: usize, deleted: u8| {
-            let numbered = pairs.len() as u32; // unique, and later keys number higher
-            pairs.push((keys.get_or_add(key, numbered).start, i as u32, deleted));
-        };
-        let mut key = Vec::new();
-        for (i, r) in p.refs.iter().enumerate() {
-            let d = r.digits();
-            if d.len() < 3 {
-                if !r.full().is_empty() {
-                    add(&mut whole, r.full(), i, OWN);
-                }
-                continue;
-            }
-            add(&mut digits, d, i, OWN);
-            if d.len() >= 4 {
-                for k in 0..d.len() {
-                    let deleted = u8::try_from(k).unwrap_or(OWN);
-                    add(&mut digits, deletion(d, k, &mut key), i, deleted);
-                }
-            }
-        }
-        // Lay the keys out in the order of their numbers (a counting sort).
-        let mut starts = vec![0_u32; pairs.len() + 1];
-        for &(k, _, _) in &pairs {
-            starts[k as usize + 1] += 1;
-        }
-        for k in 1..starts.len() {
-            starts[k] += starts[k - 1];
-        }
-        let mut fill = starts.clone();
-        let mut entries = vec![Dated::default(); pairs.len()];
-        for &(k, i, deleted) in &pairs {
-            let f = &p.facts[i as usize];
-            entries[fill[k as usize] as usize] = Dated {
-                from: f.from,
-                to: f.to,
-                inv: i,
-                deleted,
-            };
-            fill[k as usize] += 1;
-        }
-        for span in whole.spans().chain(digits.spans()) {
-            let k = span.start as usize;
-            let (start, end) = (starts[k], starts[k + 1]);
-            let list = &mut entries[start as usize..end as usize];
-            list.sort_unstable_by_key(|e| (e.from, e.inv, e.deleted));
-            let widest = list
-                .iter()
-                .map(|e| i64::from(e.to) - i64::from(e.from))
-                .max();
-            *span = Span {
-                start,
-                end,
-                widest: widest.unwrap_or(0),
-            };
-        }
-        RefIndex {
-            whole,
-            digits,
-            entries,
-        }
-    }
-
-    /// The invoices under `key` whose date window may hold `day` (`starting_by`).
-    fn holding(&self, keys: &Keys, key: &[u8], day: Day) -> &[Dated] {
-        match keys.get(key) {
-            Some(span) => starting_by(
-                &self.entries[span.start as usize..span.end as usize],
-                span.widest,
-                day,
-            ),
-            None => &[],
-        }
-    }
-
-    /// The invoices whose number may appear among the tokens and whose date
-    /// window holds `day`, each with whether the description may name it
-    /// (`find_reference` tells); it names none of the others, those only
-    /// found by deleting a digit at another place than in the token (two
-    /// edits apart). Those only with `unnamed_too`.
-    pub fn lookup(
-        &self,
-        d: Description,
-        day: Day,
-        unnamed_too: bool,
-        out: &mut Vec<(usize, bool)>,
-    ) {
-        let mut add = |list: &[Dated], named: &dyn Fn(&Dated) -> bool| {
-            for e in list.iter().filter(|e| e.to >= day) {
-                let named = named(e);
-                if named || unnamed_too {
-                    out.push((e.inv as usize, named));
-                }
-            }
-        };
-        let mut seen: Vec<&[u8]> = Vec::new();
-        let mut key = Vec::new();
-        for (token, digits) in d.tokens_and_digits() {
-            add(self.holding(&self.whole, token, day), &|_| true);
-            // "INV10042" and "10042" have the same digits: look them up once.
-            if digits.len() < 3 || seen.contains(&digits) {
-                continue;
-            }
-            seen.push(digits);
-            add(self.holding(&self.digits, digits, day), &|_| true);
-            if digits.len() < 4 {
-                continue;
-            }
-            // Deleting any digit of a run gives the same key: once per run.
-            let mut k = 0;
-            while k < digits.len() {
-                let run = k + digits[k..].iter().take_while(|&&c| c == digits[k]).count();
-                let list = self.holding(&self.digits, deletion(digits, k, &mut key), day);
-                // The same digit deleted in both: one substitution apart.
-                let same_place =
-                    |e: &Dated| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
-                add(list, &same_place);
-                k = run;
-            }
-        }
-    }
-}
-
-/// Open invoices by currency, by open amount: those near a payment.
-pub(crate) struct AmountIndex(Vec<ByAmount>);
-
-/// One currency's open invoices by open amount (then position): the amounts
-/// apart from the rest, so that scanning either reads few cache lines.
+/// Open invoices by open amount (then position): the amounts apart from
+/// the rest, so that scanning either reads few cache lines.
 #[derive(Clone, Default)]
 struct ByAmount {
-    opens: Vec<Decimal>,
+    /// The open amounts' keys (`AmountKeys`).
+    opens: Vec<i64>,
     invoices: Vec<Near>,
-    /// Every `COARSE`th amount: a first search over these stays in cache.
-    coarse: Vec<Decimal>,
+    /// Every `COARSE`th key: a first search over these stays in cache.
+    coarse: Vec<i64>,
 }
 
 /// What `candidates` checks of an invoice near a payment's amount before
@@ -540,7 +362,10 @@ const COARSE: usize = 64;
 
 impl AmountIndex {
     pub fn new(p: &Prepared) -> Self {
-        let mut by_currency: Vec<Vec<(Decimal, Near)>> = Vec::new();
+        let positive = p.facts.iter().map(|f| f.open).filter(|o| *o > Decimal::ZERO);
+        let keys = AmountKeys::new(positive);
+        let mut by_currency: Vec<Vec<(i64, Near)>> = Vec::new();
+        let mut by_payer: FastMap<(u32, u32), Vec<(i64, Near)>> = FastMap::default();
         for (inv, f) in p.facts.iter().enumerate() {
             if f.open > Decimal::ZERO {
                 let c = f.currency as usize;
@@ -553,26 +378,40 @@ impl AmountIndex {
                     inv: inv as u32,
                     name: f.name,
                 };
-                by_currency[c].push((f.open, near));
+                let key = keys.key(f.open);
+                by_currency[c].push((key, near));
+                by_payer
+                    .entry((f.currency, f.name))
+                    .or_default()
+                    .push((key, near));
             }
         }
-        AmountIndex(by_currency.into_iter().map(ByAmount::new).collect())
+        AmountIndex {
+            keys,
+            by_currency: by_currency.into_iter().map(ByAmount::new).collect(),
+            by_payer: by_payer
+                .into_iter()
+                .map(|(k, list)| (k, ByAmount::new(list)))
+                .collect(),
+        }
     }
 
-    /// Open invoices in payment `t`'s currency with an open amount in
-    /// [lo, hi], and those amounts.
-    pub fn near(&self, p: &Prepared, t: usize, lo: Decimal, hi: Decimal) -> (&[Decimal], &[Near]) {
-        match self.0.get(p.t_currency[t] as usize) {
-            Some(b) => b.between(lo, hi),
-            None => (&[], &[]),
-        }
+    /// Open invoices in payment `t`'s currency whose open amount's key is
+    /// in [lo, hi]: of counterparty `name`, or of anyone.
+    pub fn near(&self, p: &Prepared, t: usize, name: Option<u32>, lo: i64, hi: i64) -> &[Near] {
+        let currency = p.t_currency[t];
+        let list = match name {
+            Some(name) => self.by_payer.get(&(currency, name)),
+            None => self.by_currency.get(currency as usize),
+        };
+        list.map_or(&[], |b| b.between(lo, hi))
     }
 }
 
 impl ByAmount {
-    fn new(mut list: Vec<(Decimal, Near)>) -> Self {
-        list.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.inv.cmp(&b.1.inv)));
-        let opens: Vec<Decimal> = list.iter().map(|e| e.0).collect();
+    fn new(mut list: Vec<(i64, Near)>) -> Self {
+        list.sort_unstable_by_key(|e| (e.0, e.1.inv));
+        let opens: Vec<i64> = list.iter().map(|e| e.0).collect();
         ByAmount {
             coarse: opens.iter().step_by(COARSE).copied().collect(),
             opens,
@@ -580,14 +419,14 @@ impl ByAmount {
         }
     }
 
-    fn between(&self, lo: Decimal, hi: Decimal) -> (&[Decimal], &[Near]) {
+    fn between(&self, lo: i64, hi: i64) -> &[Near] {
         // The first amount >= lo is in the block after the last coarse amount < lo.
         let block = self.coarse.partition_point(|a| *a < lo);
         let from = block.saturating_sub(1) * COARSE;
         let to = (block * COARSE + 1).min(self.opens.len());
         let start = from + self.opens[from..to].partition_point(|a| *a < lo);
         let end = start + gallop(&self.opens[start..], |a| *a <= hi);
-        (&self.opens[start..end], &self.invoices[start..end])
+        &self.invoices[start..end]
     }
 }
 
@@ -633,7 +472,6 @@ impl NameIndex {
                     from: f.from,
                     to: f.to,
                     inv: inv as u32,
-                    deleted: OWN,
                 });
             }
         }
@@ -651,7 +489,7 @@ impl NameIndex {
     /// The untouched invoices of the counterparties that fit payment `t` at
     /// least 0.5 (`Prepared::fitting_names`) whose date window holds the
     /// payment. The others' invoices pass `find_split` only when the
-    /// description names their number exactly, and then `RefIndex` finds them.
+    /// description names their number exactly, and then `RefSweep` finds them.
     pub fn payers_invoices(
         &self,
         p: &Prepared,

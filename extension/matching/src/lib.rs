@@ -6,10 +6,13 @@
 
 pub mod explain;
 mod index;
+mod refs;
 pub mod synthetic;
 pub mod text;
+mod units;
 
-use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared, RefIndex};
+use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared};
+use refs::RefSweep;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use text::RefEvidence;
@@ -369,25 +372,33 @@ fn validate(invoices: &[Invoice], rules: &Rules) -> Result<(), InputError> {
 
 /// Candidate (transaction, invoice) pairs with their evidence and score:
 /// the invoices whose number the description may carry, and those of about
-/// the payment's amount, in the payment's date window.
-fn candidates(p: &Prepared, refs: &RefIndex) -> Vec<Candidate> {
+/// the payment's amount, in the payment's date window. Also the invoices
+/// each description may name, for the split search.
+fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
     let rules = p.rules;
     let amounts = AmountIndex::new(p);
     let widest = rules.amount_tolerance.max(rules.fee_ceiling);
     let mut out = Vec::new();
     let mut named = Vec::new();
     let mut fits = NameFits::default();
+    let mut payers = Vec::new();
     // An invoice the description does not name is a candidate only with an
     // equal amount, a rounding gap or a fee (`amount_fit`). Without a
     // percentage tolerance and with exact sums, all of those are in the
     // window of amounts below, so `RefIndex` need not return them too.
     let unnamed_too = !(rules.amount_tolerance_pct.is_zero() && p.exact_sums);
-    for (ti, t) in p.transactions.iter().enumerate() {
-        if t.amount <= Decimal::ZERO {
-            continue;
-        }
+    // The payments by day, as `RefSweep` takes them.
+    let mut by_day: Vec<usize> = (0..p.transactions.len())
+        .filter(|&ti| p.transactions[ti].amount > Decimal::ZERO)
+        .collect();
+    by_day.sort_unstable_by_key(|&ti| (p.transactions[ti].booked_on, ti));
+    let mut sweep = RefSweep::new(p);
+    let mut named_pairs = Vec::new();
+    for ti in by_day {
+        let t = &p.transactions[ti];
         named.clear();
-        lookup(p, refs, ti, unnamed_too, &mut named);
+        lookup(p, &mut sweep, ti, unnamed_too, &mut named);
+        named_pairs.extend(named.iter().filter(|n| n.1).map(|n| (ti, n.0)));
         for &(ii, maybe_named) in &named {
             let reference = if maybe_named {
                 p.reference(ii, ti)
@@ -398,33 +409,84 @@ fn candidates(p: &Prepared, refs: &RefIndex) -> Vec<Candidate> {
         }
         // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
         // the percentage tolerance is checked exactly in `amount_fit`.
-        let pct_slack = t.amount * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED * Decimal::TWO;
-        let lo = t.amount - rules.amount_tolerance - pct_slack;
-        let hi = t.amount + widest + pct_slack;
-        let (opens, near) = amounts.near(p, ti, lo, hi);
-        for (&open, e) in opens.iter().zip(near) {
-            let ii = e.inv as usize;
-            if (e.from..=e.to).contains(&t.booked_on)
-                && unnamed_may_fit(p, ti, open, e.name, &mut fits)
-                && named.binary_search_by_key(&ii, |n| n.0).is_err()
-            {
-                out.extend(candidate(p, ti, ii, p.facts(ii), None, &mut fits));
+        let (lo, hi) = if rules.amount_tolerance_pct.is_zero() {
+            (t.amount - rules.amount_tolerance, t.amount + widest)
+        } else {
+            let pct_slack =
+                t.amount * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED * Decimal::TWO;
+            (
+                t.amount - rules.amount_tolerance - pct_slack,
+                t.amount + widest + pct_slack,
+            )
+        };
+        // Of those, the ones `unnamed_may_fit` lets through: the invoices of
+        // the payers that fit, and anyone's of the exact amount.
+        payers.clear();
+        payers.extend_from_slice(fits.fitting(p, ti));
+        let keys = &amounts.keys;
+        let (lo_key, hi_key) = (keys.at_least(lo), keys.at_most(hi));
+        let exact = (lo <= t.amount && t.amount <= hi)
+            .then(|| (None, keys.at_least(t.amount), keys.at_most(t.amount)));
+        let near = payers
+            .iter()
+            .map(|&name| (Some(name), lo_key, hi_key))
+            .chain(exact);
+        for (name, lo, hi) in near {
+            for e in amounts.near(p, ti, name, lo, hi) {
+                let ii = e.inv as usize;
+                if (name.is_some() || payers.binary_search(&e.name).is_err())
+                    && (e.from..=e.to).contains(&t.booked_on)
+                    && named.binary_search_by_key(&ii, |n| n.0).is_err()
+                {
+                    out.extend(candidate(p, ti, ii, p.facts(ii), None, &mut fits));
+                }
             }
         }
     }
-    out
+    (out, Named::new(p.transactions.len(), &named_pairs))
 }
 
-/// `RefIndex::lookup` for payment `ti`, appended to `out` by invoice, each once.
+/// Per payment: the invoices its description may name, ascending.
+struct Named {
+    /// Those of payment `t`: `invoices[starts[t]..starts[t + 1]]`.
+    starts: Vec<usize>,
+    invoices: Vec<usize>,
+}
+
+impl Named {
+    /// From (payment, invoice) pairs, each payment's by invoice.
+    fn new(payments: usize, pairs: &[(usize, usize)]) -> Self {
+        let mut starts = vec![0; payments + 1];
+        for &(t, _) in pairs {
+            starts[t + 1] += 1;
+        }
+        for t in 1..starts.len() {
+            starts[t] += starts[t - 1];
+        }
+        let mut fill = starts.clone();
+        let mut invoices = vec![0; pairs.len()];
+        for &(t, inv) in pairs {
+            invoices[fill[t]] = inv;
+            fill[t] += 1;
+        }
+        Named { starts, invoices }
+    }
+
+    fn of(&self, t: usize) -> &[usize] {
+        &self.invoices[self.starts[t]..self.starts[t + 1]]
+    }
+}
+
+/// `RefSweep::lookup` for payment `ti`, appended to `out` by invoice, each once.
 fn lookup(
     p: &Prepared,
-    refs: &RefIndex,
+    sweep: &mut RefSweep,
     ti: usize,
     unnamed_too: bool,
     out: &mut Vec<(usize, bool)>,
 ) {
     let start = out.len();
-    refs.lookup(
+    sweep.lookup(
         p.description(ti),
         p.transactions[ti].booked_on,
         unnamed_too,
@@ -575,8 +637,7 @@ pub fn reconcile(
 ) -> Result<Vec<Match>, InputError> {
     validate(invoices, rules)?;
     let p = Prepared::new(invoices, transactions, rules);
-    let refs = RefIndex::new(&p);
-    let mut cands = candidates(&p, &refs);
+    let (mut cands, named_by_t) = candidates(&p);
     // (score, t, inv) is unique per candidate: an unstable sort is as good.
     cands.sort_unstable_by(|a, b| {
         b.score
@@ -619,7 +680,7 @@ pub fn reconcile(
     for s in named {
         apply_split(s, &p, &mut t_left, &mut open, &mut matches);
     }
-    split_payments(&p, &refs, &mut t_left, &mut open, &mut matches);
+    split_payments(&p, &named_by_t, &mut t_left, &mut open, &mut matches);
     for c in cands.iter().filter(|c| !c.first_pass()) {
         allocate(
             c,
@@ -908,7 +969,7 @@ fn apply_split(
 /// invoices (by counterparty or named in the description) near the payment.
 fn split_payments(
     p: &Prepared,
-    refs: &RefIndex,
+    named: &Named,
     t_left: &mut [Decimal],
     open: &mut [Decimal],
     matches: &mut Vec<Match>,
@@ -917,19 +978,17 @@ fn split_payments(
         return;
     }
     let by_name = NameIndex::new(p, open);
-    let (mut found, mut names) = (Vec::new(), Vec::new());
+    let mut names = Vec::new();
     for (ti, t) in p.transactions.iter().enumerate() {
         if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
             continue;
         }
         // Those the description does not name need a counterparty that fits
         // to pass `find_split`, and then `payers_invoices` has them.
-        found.clear();
-        lookup(p, refs, ti, false, &mut found);
-        let named: Vec<usize> = found.iter().map(|f| f.0).collect();
-        let mut pool = named.clone();
+        let named = named.of(ti);
+        let mut pool = named.to_vec();
         by_name.payers_invoices(p, ti, &mut names, &mut pool);
-        if let Some(s) = find_split(p, ti, pool, &named, open) {
+        if let Some(s) = find_split(p, ti, pool, named, open) {
             apply_split(&s, p, t_left, open, matches);
         }
     }
