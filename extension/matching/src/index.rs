@@ -14,8 +14,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// and its strings are spread over several cache lines.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Facts {
-    /// The invoice's `open_amount`.
+    /// The invoice's `open_amount`, and its key (`AmountKeys`) when
+    /// positive, else -1 (keys are never negative for positive amounts).
     pub open: Decimal,
+    pub key: i64,
     /// The issue date and `term_end`.
     pub issue: Day,
     pub end: Day,
@@ -49,6 +51,8 @@ pub(crate) struct Prepared<'a> {
     descriptions: Descriptions,
     /// Whether no sum or difference of two amounts is rounded (`exact_sums`).
     pub exact_sums: bool,
+    /// Integer keys for the positive open amounts.
+    pub keys: AmountKeys,
 }
 
 /// Name word -> the names (indexes into `names`) with it.
@@ -97,12 +101,24 @@ impl<'a> Prepared<'a> {
             let next = currencies.len() as u32;
             *currencies.entry(c).or_insert(next)
         };
+        let positive = |d: &Decimal| !d.is_sign_negative() && !d.is_zero();
+        let keys = AmountKeys::new(
+            invoices
+                .iter()
+                .map(|i| i.open_amount)
+                .filter(positive),
+        );
         let facts = invoices
             .iter()
             .map(|inv| {
                 let (from, to) = date_window(rules, inv);
                 Facts {
                     open: inv.open_amount,
+                    key: if positive(&inv.open_amount) {
+                        keys.key(inv.open_amount)
+                    } else {
+                        -1
+                    },
                     issue: inv.issue_date,
                     end: term_end(inv),
                     from,
@@ -130,6 +146,7 @@ impl<'a> Prepared<'a> {
             names: names.words,
             descriptions: descriptions(transactions),
             exact_sums: exact_sums(invoices, transactions, rules),
+            keys,
         }
     }
 
@@ -158,12 +175,6 @@ impl<'a> Prepared<'a> {
     /// `text::find_reference` of invoice `inv`'s number in payment `t`.
     pub fn reference(&self, inv: usize, t: usize) -> Option<RefEvidence> {
         self.refs[inv].find_in(self.descriptions.get(t))
-    }
-
-    /// How well invoice `inv`'s counterparty fits payment `t`: 1 when the
-    /// description mentions it, else the similarity of the two names.
-    pub fn counterparty(&self, inv: usize, t: usize) -> f64 {
-        self.name_fit(self.facts[inv].name, t)
     }
 
     /// The names whose `name_fit` to payment `t` is 0.5 or more, ascending.
@@ -330,7 +341,6 @@ struct Dated {
 /// only the exact amount among everyone's: a few invoices instead of all
 /// the ledger's within a fee of the payment.
 pub(crate) struct AmountIndex {
-    pub keys: AmountKeys,
     /// Per currency.
     by_currency: Vec<ByAmount>,
     /// Per (currency, counterparty name).
@@ -362,8 +372,6 @@ const COARSE: usize = 64;
 
 impl AmountIndex {
     pub fn new(p: &Prepared) -> Self {
-        let positive = p.facts.iter().map(|f| f.open).filter(|o| *o > Decimal::ZERO);
-        let keys = AmountKeys::new(positive);
         let mut by_currency: Vec<Vec<(i64, Near)>> = Vec::new();
         let mut by_payer: FastMap<(u32, u32), Vec<(i64, Near)>> = FastMap::default();
         for (inv, f) in p.facts.iter().enumerate() {
@@ -378,16 +386,14 @@ impl AmountIndex {
                     inv: inv as u32,
                     name: f.name,
                 };
-                let key = keys.key(f.open);
-                by_currency[c].push((key, near));
+                by_currency[c].push((f.key, near));
                 by_payer
                     .entry((f.currency, f.name))
                     .or_default()
-                    .push((key, near));
+                    .push((f.key, near));
             }
         }
         AmountIndex {
-            keys,
             by_currency: by_currency.into_iter().map(ByAmount::new).collect(),
             by_payer: by_payer
                 .into_iter()

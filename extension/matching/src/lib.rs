@@ -14,7 +14,6 @@ mod units;
 use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared};
 use refs::RefSweep;
 use rust_decimal::Decimal;
-use std::collections::HashMap;
 use text::RefEvidence;
 
 /// A date as a day number (any fixed epoch; the glue uses Postgres' own).
@@ -238,6 +237,13 @@ impl Candidate {
     }
 }
 
+/// An integer that orders as `f64::total_cmp` orders floats (its own
+/// definition): sorting on it is sorting by score, with cheaper comparisons.
+fn total_order(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
+}
+
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
@@ -387,6 +393,7 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
     // percentage tolerance and with exact sums, all of those are in the
     // window of amounts below, so `RefIndex` need not return them too.
     let unnamed_too = !(rules.amount_tolerance_pct.is_zero() && p.exact_sums);
+    let unit_rules = unit_rules(p);
     // The payments by day, as `RefSweep` takes them.
     let mut by_day: Vec<usize> = (0..p.transactions.len())
         .filter(|&ti| p.transactions[ti].amount > Decimal::ZERO)
@@ -396,6 +403,7 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
     let mut named_pairs = Vec::new();
     for ti in by_day {
         let t = &p.transactions[ti];
+        let units = unit_rules.and_then(|u| u.paying(p, t.amount));
         named.clear();
         lookup(p, &mut sweep, ti, unnamed_too, &mut named);
         named_pairs.extend(named.iter().filter(|n| n.1).map(|n| (ti, n.0)));
@@ -405,7 +413,7 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
             } else {
                 None
             };
-            out.extend(candidate(p, ti, ii, p.facts(ii), reference, &mut fits));
+            out.extend(candidate(p, ti, ii, reference, units, &mut fits));
         }
         // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
         // the percentage tolerance is checked exactly in `amount_fit`.
@@ -423,7 +431,7 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
         // the payers that fit, and anyone's of the exact amount.
         payers.clear();
         payers.extend_from_slice(fits.fitting(p, ti));
-        let keys = &amounts.keys;
+        let keys = &p.keys;
         let (lo_key, hi_key) = (keys.at_least(lo), keys.at_most(hi));
         let exact = (lo <= t.amount && t.amount <= hi)
             .then(|| (None, keys.at_least(t.amount), keys.at_most(t.amount)));
@@ -438,7 +446,7 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
                     && (e.from..=e.to).contains(&t.booked_on)
                     && named.binary_search_by_key(&ii, |n| n.0).is_err()
                 {
-                    out.extend(candidate(p, ti, ii, p.facts(ii), None, &mut fits));
+                    out.extend(candidate(p, ti, ii, None, units, &mut fits));
                 }
             }
         }
@@ -507,35 +515,92 @@ fn lookup(
 
 /// Whether an invoice whose number the description does not carry may still
 /// be a candidate: only with the exact amount or a counterparty that fits
-/// (a fee or rounding gap needs one, see `candidate`). Most invoices of
-/// about the payment's amount stop here, before anything else is read.
-fn unnamed_may_fit(p: &Prepared, ti: usize, open: Decimal, name: u32, fits: &mut NameFits) -> bool {
-    (open - p.transactions[ti].amount).is_zero() || fits.fits(p, name, ti)
+/// (a fee or rounding gap needs one, see `candidate`).
+fn unnamed_may_fit(p: &Prepared, ti: usize, f: &Facts, units: Option<UnitFit>, fits: &mut NameFits) -> bool {
+    fits.fits(p, f.name, ti)
+        || units.map_or_else(
+            || (f.open - p.transactions[ti].amount).is_zero(),
+            |u| f.key == u.paid,
+        )
 }
 
-/// Payment `ti` and invoice `ii` (whose facts are `f`) as a candidate, if
-/// the evidence is enough; `reference` is `p.reference(ii, ti)`.
+/// `amount_fit` on integer units, for a payment of `paid` units under
+/// rules without a percentage tolerance: the amounts are whole numbers of
+/// units, so a gap is within a tolerance or fee exactly when it is within
+/// the whole units of it, and no decimal operation is needed.
+#[derive(Clone, Copy)]
+struct UnitFit {
+    tolerance: i64,
+    fee: i64,
+    paid: i64,
+}
+
+/// `UnitFit` without the payment, when the open amounts have units.
+fn unit_rules(p: &Prepared) -> Option<UnitFit> {
+    let rules = p.rules;
+    if !rules.amount_tolerance_pct.is_zero() {
+        return None;
+    }
+    Some(UnitFit {
+        tolerance: p.keys.floor(rules.amount_tolerance)?,
+        fee: p.keys.floor(rules.fee_ceiling)?,
+        paid: 0,
+    })
+}
+
+impl UnitFit {
+    /// For a payment of `paid`, if that is a whole number of units.
+    fn paying(self, p: &Prepared, paid: Decimal) -> Option<UnitFit> {
+        let paid = p.keys.units(paid)?;
+        Some(UnitFit { paid, ..self })
+    }
+
+    /// `amount_fit` of an invoice whose open amount is `open` units.
+    fn fit(self, open: i64, has_reference: bool) -> Option<AmountFit> {
+        let gap = open - self.paid;
+        if gap == 0 {
+            Some(AmountFit::Equal)
+        } else if gap.abs() <= self.tolerance {
+            Some(AmountFit::Tolerance)
+        } else if gap > 0 && gap <= self.fee {
+            Some(AmountFit::Fee)
+        } else if gap > 0 && has_reference {
+            Some(AmountFit::Partial)
+        } else if gap < 0 && has_reference {
+            Some(AmountFit::Over)
+        } else {
+            None
+        }
+    }
+}
+
+/// Payment `ti` and invoice `ii` as a candidate, if the evidence is enough;
+/// `reference` is `p.reference(ii, ti)`, `units` the payment's `UnitFit`.
 fn candidate(
     p: &Prepared,
     ti: usize,
     ii: usize,
-    f: &Facts,
     reference: Option<RefEvidence>,
+    units: Option<UnitFit>,
     fits: &mut NameFits,
 ) -> Option<Candidate> {
-    let (rules, t) = (p.rules, &p.transactions[ti]);
-    if f.open <= Decimal::ZERO {
+    let (rules, t, f) = (p.rules, &p.transactions[ti], p.facts(ii));
+    // `f.open <= 0`, without comparing decimals.
+    if f.open.is_zero() || f.open.is_sign_negative() {
         return None;
     }
     let same_currency = p.same_currency(f, ti);
     if !same_currency && !rules.allow_currency_mismatch {
         return None;
     }
-    if reference.is_none() && !unnamed_may_fit(p, ti, f.open, f.name, fits) {
+    if reference.is_none() && !unnamed_may_fit(p, ti, f, units, fits) {
         return None;
     }
     let fit = if same_currency {
-        amount_fit(rules, f.open, t.amount, reference.is_some())?
+        match units {
+            Some(u) => u.fit(f.key, reference.is_some())?,
+            None => amount_fit(rules, f.open, t.amount, reference.is_some())?,
+        }
     } else if reference == Some(RefEvidence::Exact) {
         AmountFit::Partial
     } else {
@@ -639,12 +704,7 @@ pub fn reconcile(
     let p = Prepared::new(invoices, transactions, rules);
     let (mut cands, named_by_t) = candidates(&p);
     // (score, t, inv) is unique per candidate: an unstable sort is as good.
-    cands.sort_unstable_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(a.t.cmp(&b.t))
-            .then(a.inv.cmp(&b.inv))
-    });
+    cands.sort_unstable_by_key(|c| (!total_order(c.score), c.t, c.inv));
 
     // How many candidates each transaction and invoice has near a score.
     let whole = || cands.iter().filter(|c| c.fit.settles_whole());
@@ -825,6 +885,7 @@ fn find_split(
     mut pool: Vec<usize>,
     named: &[usize],
     open: &[Decimal],
+    names: &mut NameFits,
 ) -> Option<Split> {
     let (rules, invoices, t) = (p.rules, p.invoices, &p.transactions[ti]);
     let max_k = rules.max_invoices_per_payment;
@@ -839,14 +900,17 @@ fn find_split(
     };
     pool.sort_unstable();
     pool.dedup();
+    // Untouched (`open[i] == f.open`), positive and below the payment; the
+    // cheap tests first. On units when the payment has them.
+    let paid = p.keys.units(t.amount);
     pool.retain(|&i| {
         let f = p.facts(i);
         p.same_currency(f, ti)
-            && open[i] > Decimal::ZERO
-            && open[i] == f.open
-            && open[i] < t.amount
             && p.in_window(f, ti)
-            && (p.counterparty(i, ti) >= 0.5 || reference(i) == Some(RefEvidence::Exact))
+            && f.key >= 0
+            && paid.map_or_else(|| f.open < t.amount, |paid| f.key < paid)
+            && (names.fits(p, f.name, ti) || reference(i) == Some(RefEvidence::Exact))
+            && open[i] == f.open
     });
     if pool.len() < 2 {
         return None;
@@ -864,8 +928,18 @@ fn find_split(
     }
     ranked.sort_unstable();
     let pool: Vec<usize> = ranked.into_iter().map(|(_, _, i)| i).collect();
-    let amounts: Vec<Decimal> = pool.iter().map(|&i| open[i]).collect();
-    let found = SubsetSum::run(&amounts, t.amount, rules.amount_tolerance, max_k);
+    // The same search on units, when the amounts and the tolerance are whole
+    // numbers of them (as `SubsetSum::run` would find, at a finer scale).
+    let found = match (paid, p.keys.units(rules.amount_tolerance)) {
+        (Some(paid), Some(tolerance)) => {
+            let amounts: Vec<i64> = pool.iter().map(|&i| p.facts(i).key).collect();
+            SubsetSum::search(&amounts, paid, tolerance, max_k)
+        }
+        _ => {
+            let amounts: Vec<Decimal> = pool.iter().map(|&i| open[i]).collect();
+            SubsetSum::run(&amounts, t.amount, rules.amount_tolerance, max_k)
+        }
+    };
     let fits = found.len().min(2);
     // The preferred subset is the one that needs the shortest head of the
     // ranked pool (then the fewest invoices): what a smaller pool would
@@ -881,7 +955,7 @@ fn find_split(
     let ref_frac = with_ref as f64 / best.len() as f64;
     let counterparty = best
         .iter()
-        .map(|&i| p.counterparty(i, ti))
+        .map(|&i| names.get(p, p.facts(i).name, ti))
         .fold(1.0_f64, f64::min);
     let date = best
         .iter()
@@ -903,18 +977,19 @@ fn find_split(
 /// a reference, so they are allocated in the first pass, by score. The named
 /// invoices are the candidates with an exact reference.
 fn named_splits(p: &Prepared, cands: &[Candidate], open: &[Decimal]) -> Vec<Split> {
-    let mut named: HashMap<usize, Vec<usize>> = HashMap::new();
-    for c in cands {
-        if c.reference == Some(RefEvidence::Exact) {
-            named.entry(c.t).or_default().push(c.inv);
-        }
-    }
+    let mut named: Vec<(usize, usize)> = cands
+        .iter()
+        .filter(|c| c.reference == Some(RefEvidence::Exact))
+        .map(|c| (c.t, c.inv))
+        .collect();
+    named.sort_unstable();
+    let mut fits = NameFits::default();
     let mut out: Vec<Split> = named
-        .into_iter()
-        .filter(|(_, pool)| pool.len() >= 2)
-        .filter_map(|(ti, mut pool)| {
-            pool.sort_unstable();
-            find_split(p, ti, pool.clone(), &pool, open)
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|pairs| pairs.len() >= 2)
+        .filter_map(|pairs| {
+            let pool: Vec<usize> = pairs.iter().map(|&(_, inv)| inv).collect();
+            find_split(p, pairs[0].0, pool.clone(), &pool, open, &mut fits)
         })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.t.cmp(&b.t)));
@@ -978,6 +1053,7 @@ fn split_payments(
         return;
     }
     let by_name = NameIndex::new(p, open);
+    let mut fits = NameFits::default();
     let mut names = Vec::new();
     for (ti, t) in p.transactions.iter().enumerate() {
         if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
@@ -988,7 +1064,7 @@ fn split_payments(
         let named = named.of(ti);
         let mut pool = named.to_vec();
         by_name.payers_invoices(p, ti, &mut names, &mut pool);
-        if let Some(s) = find_split(p, ti, pool, named, open) {
+        if let Some(s) = find_split(p, ti, pool, named, open, &mut fits) {
             apply_split(&s, p, t_left, open, matches);
         }
     }

@@ -540,3 +540,38 @@ fn random_ledgers_never_over_allocate_and_are_deterministic() {
         }
     }
 }
+
+#[test]
+fn amount_fit_on_units_is_amount_fit() {
+    let amounts = ["0.01", "0.02", "1", "24.99", "25", "25.01", "99.99", "100", "100.01", "125"];
+    let keys = units::AmountKeys::new(amounts.iter().map(|a| d(a)));
+    for tolerance in ["0", "0.01", "0.005", "1"] {
+        for fee in ["0", "25", "0.015"] {
+            let rules = Rules {
+                amount_tolerance: d(tolerance),
+                fee_ceiling: d(fee),
+                ..Rules::default()
+            };
+            let p_rules = UnitFit {
+                tolerance: keys.floor(rules.amount_tolerance).unwrap(),
+                fee: keys.floor(rules.fee_ceiling).unwrap(),
+                paid: 0,
+            };
+            for open in amounts {
+                for paid in amounts {
+                    for named in [false, true] {
+                        let u = UnitFit {
+                            paid: keys.units(d(paid)).unwrap(),
+                            ..p_rules
+                        };
+                        assert_eq!(
+                            u.fit(keys.units(d(open)).unwrap(), named),
+                            amount_fit(&rules, d(open), d(paid), named),
+                            "open {open}, paid {paid}, tolerance {tolerance}, fee {fee}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

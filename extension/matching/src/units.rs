@@ -52,6 +52,27 @@ impl AmountKeys {
         }
     }
 
+    /// `d` in units, if the keys are units and `d` is a whole number of
+    /// them within `LIMIT`: then sums and differences of a few such
+    /// amounts are exact, and compare as the decimals would.
+    pub fn units(&self, d: Decimal) -> Option<i64> {
+        match self {
+            AmountKeys::Units { scale } => {
+                let units = rescaled(d.mantissa(), scale.checked_sub(d.scale())?)?;
+                (units.abs() <= LIMIT).then_some(units as i64)
+            }
+            AmountKeys::Ranks(_) => None,
+        }
+    }
+
+    /// The largest number of units not above `d`, if the keys are units.
+    pub fn floor(&self, d: Decimal) -> Option<i64> {
+        match self {
+            AmountKeys::Units { scale } => Some(floor_units(d, *scale)),
+            AmountKeys::Ranks(_) => None,
+        }
+    }
+
     /// The smallest key of an amount `>= lo`: an open amount is at least
     /// `lo` exactly when its key is at least this.
     pub fn at_least(&self, lo: Decimal) -> i64 {
