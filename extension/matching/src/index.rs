@@ -326,12 +326,15 @@ impl Hasher for FastHasher {
     }
 }
 
-/// An invoice with its date window.
+/// An invoice with its date window, and what the split search first
+/// asks of it: its currency and the key of its open amount.
 #[derive(Clone, Copy, Default)]
 struct Dated {
     from: Day,
     to: Day,
     inv: u32,
+    currency: u32,
+    key: i64,
 }
 
 /// Open invoices by open amount: those near a payment. An invoice whose
@@ -478,6 +481,8 @@ impl NameIndex {
                     from: f.from,
                     to: f.to,
                     inv: inv as u32,
+                    currency: f.currency,
+                    key: f.key,
                 });
             }
         }
@@ -494,24 +499,28 @@ impl NameIndex {
 
     /// The untouched invoices of the counterparties that fit payment `t` at
     /// least 0.5 (`Prepared::fitting_names`) whose date window holds the
-    /// payment. The others' invoices pass `find_split` only when the
-    /// description names their number exactly, and then `RefSweep` finds them.
+    /// payment, in its currency and, when the payment is `paid` units,
+    /// below that: the others would not pass `find_split`. The others'
+    /// invoices pass it only when the description names their number
+    /// exactly, and then `RefSweep` finds them.
     pub fn payers_invoices(
         &self,
         p: &Prepared,
         t: usize,
-        names: &mut Vec<u32>,
+        paid: Option<i64>,
+        fits: &mut NameFits,
         out: &mut Vec<usize>,
     ) {
-        let day = p.transactions[t].booked_on;
-        p.fitting_names(t, names);
-        for &name in names.iter() {
+        let (day, currency) = (p.transactions[t].booked_on, p.t_currency[t]);
+        let below = paid.unwrap_or(i64::MAX);
+        for &name in fits.fitting(p, t) {
             let list = starting_by(
                 &self.by_name[name as usize],
                 self.widest[name as usize],
                 day,
             );
-            out.extend(list.iter().filter(|e| e.to >= day).map(|e| e.inv as usize));
+            let fit = |e: &&Dated| e.to >= day && e.currency == currency && e.key < below;
+            out.extend(list.iter().filter(fit).map(|e| e.inv as usize));
         }
     }
 }

@@ -1054,7 +1054,6 @@ fn split_payments(
     }
     let by_name = NameIndex::new(p, open);
     let mut fits = NameFits::default();
-    let mut names = Vec::new();
     for (ti, t) in p.transactions.iter().enumerate() {
         if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
             continue;
@@ -1063,7 +1062,8 @@ fn split_payments(
         // to pass `find_split`, and then `payers_invoices` has them.
         let named = named.of(ti);
         let mut pool = named.to_vec();
-        by_name.payers_invoices(p, ti, &mut names, &mut pool);
+        let paid = p.keys.units(t.amount);
+        by_name.payers_invoices(p, ti, paid, &mut fits, &mut pool);
         if let Some(s) = find_split(p, ti, pool, named, open, &mut fits) {
             apply_split(&s, p, t_left, open, matches);
         }
