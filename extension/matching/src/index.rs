@@ -36,9 +36,16 @@ pub(crate) struct Prepared<'a> {
     pub invoices: &'a [Invoice],
     pub transactions: &'a [Transaction],
     pub rules: &'a Rules,
-    /// Per invoice.
+    /// The invoices by the first day of their window (then position), and
+    /// each invoice's place in that order. The payments of one day read the
+    /// invoices of a few weeks around it: kept in this order, those are
+    /// close together in memory (see `RefSweep`), where by position they
+    /// would be spread over the whole ledger.
+    pub order: Vec<u32>,
+    place: Vec<u32>,
+    /// Per place in `order`.
     facts: Vec<Facts>,
-    /// Per invoice: its number, ready to look for in descriptions.
+    /// Per place in `order`: the invoice number, ready to look for in descriptions.
     refs: Vec<Reference>,
     /// Per transaction: the counterparty, an index into `names`, and the currency.
     t_name: Vec<u32>,
@@ -108,7 +115,7 @@ impl<'a> Prepared<'a> {
                 .map(|i| i.open_amount)
                 .filter(positive),
         );
-        let facts = invoices
+        let facts: Vec<Facts> = invoices
             .iter()
             .map(|inv| {
                 let (from, to) = date_window(rules, inv);
@@ -128,15 +135,23 @@ impl<'a> Prepared<'a> {
                 }
             })
             .collect();
+        let mut order: Vec<u32> = (0..invoices.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| (facts[i as usize].from, i));
+        let mut place = vec![0; order.len()];
+        for (k, &i) in order.iter().enumerate() {
+            place[i as usize] = k as u32;
+        }
         Prepared {
             invoices,
             transactions,
             rules,
-            facts,
-            refs: invoices
+            facts: order.iter().map(|&i| facts[i as usize]).collect(),
+            refs: order
                 .iter()
-                .map(|i| Reference::new(&i.reference))
+                .map(|&i| Reference::new(&invoices[i as usize].reference))
                 .collect(),
+            order,
+            place,
             t_name: transactions
                 .iter()
                 .map(|t| names.id(&t.counterparty))
@@ -151,7 +166,12 @@ impl<'a> Prepared<'a> {
     }
 
     pub fn facts(&self, inv: usize) -> &Facts {
-        &self.facts[inv]
+        &self.facts[self.place[inv] as usize]
+    }
+
+    /// The facts of the invoice at place `k` in `order`.
+    pub fn facts_at(&self, k: usize) -> &Facts {
+        &self.facts[k]
     }
 
     pub fn description(&self, t: usize) -> Description<'_> {
@@ -167,14 +187,14 @@ impl<'a> Prepared<'a> {
         (f.from..=f.to).contains(&self.transactions[t].booked_on)
     }
 
-    /// Invoice `inv`'s number, ready to look for.
-    pub fn invoice_reference(&self, inv: usize) -> &Reference {
-        &self.refs[inv]
+    /// The number of the invoice at place `k` in `order`, ready to look for.
+    pub fn reference_at(&self, k: usize) -> &Reference {
+        &self.refs[k]
     }
 
     /// `text::find_reference` of invoice `inv`'s number in payment `t`.
     pub fn reference(&self, inv: usize, t: usize) -> Option<RefEvidence> {
-        self.refs[inv].find_in(self.descriptions.get(t))
+        self.refs[self.place[inv] as usize].find_in(self.descriptions.get(t))
     }
 
     /// The names whose `name_fit` to payment `t` is 0.5 or more, ascending.
@@ -368,6 +388,8 @@ pub(crate) struct Near {
     pub from: Day,
     pub to: Day,
     pub inv: u32,
+    /// The invoice's place in `Prepared::order`.
+    pub place: u32,
     pub name: u32,
 }
 
@@ -377,7 +399,8 @@ impl AmountIndex {
     pub fn new(p: &Prepared) -> Self {
         let mut by_currency: Vec<Vec<(i64, Near)>> = Vec::new();
         let mut by_payer: FastMap<(u32, u32), Vec<(i64, Near)>> = FastMap::default();
-        for (inv, f) in p.facts.iter().enumerate() {
+        for (k, f) in p.facts.iter().enumerate() {
+            let inv = p.order[k] as usize;
             if f.open > Decimal::ZERO {
                 let c = f.currency as usize;
                 if by_currency.len() <= c {
@@ -387,6 +410,7 @@ impl AmountIndex {
                     from: f.from,
                     to: f.to,
                     inv: inv as u32,
+                    place: k as u32,
                     name: f.name,
                 };
                 by_currency[c].push((f.key, near));
@@ -475,7 +499,8 @@ impl NameIndex {
     /// becomes untouched again, so later searches need no others.
     pub fn new(p: &Prepared, open: &[Decimal]) -> Self {
         let mut by_name: Vec<Vec<Dated>> = vec![Vec::new(); p.names.len()];
-        for (inv, f) in p.facts.iter().enumerate() {
+        for (k, f) in p.facts.iter().enumerate() {
+            let inv = p.order[k] as usize;
             if open[inv] > Decimal::ZERO && open[inv] == f.open {
                 by_name[f.name as usize].push(Dated {
                     from: f.from,

@@ -12,7 +12,7 @@ pub mod text;
 mod units;
 
 use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared};
-use refs::RefSweep;
+use refs::{Found, RefSweep};
 use rust_decimal::Decimal;
 use text::RefEvidence;
 
@@ -406,14 +406,15 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
         let units = unit_rules.and_then(|u| u.paying(p, t.amount));
         named.clear();
         lookup(p, &mut sweep, ti, unnamed_too, &mut named);
-        named_pairs.extend(named.iter().filter(|n| n.1).map(|n| (ti, n.0)));
-        for &(ii, maybe_named) in &named {
-            let reference = if maybe_named {
-                p.reference(ii, ti)
+        named_pairs.extend(named.iter().filter(|n| n.named).map(|n| (ti, n.inv)));
+        for n in &named {
+            let reference = if n.named {
+                p.reference_at(n.place as usize).find_in(p.description(ti))
             } else {
                 None
             };
-            out.extend(candidate(p, ti, ii, reference, units, &mut fits));
+            let f = p.facts_at(n.place as usize);
+            out.extend(candidate(p, ti, n.inv, f, reference, units, &mut fits));
         }
         // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
         // the percentage tolerance is checked exactly in `amount_fit`.
@@ -444,9 +445,10 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
                 let ii = e.inv as usize;
                 if (name.is_some() || payers.binary_search(&e.name).is_err())
                     && (e.from..=e.to).contains(&t.booked_on)
-                    && named.binary_search_by_key(&ii, |n| n.0).is_err()
+                    && named.binary_search_by_key(&ii, |n| n.inv).is_err()
                 {
-                    out.extend(candidate(p, ti, ii, None, units, &mut fits));
+                    let f = p.facts_at(e.place as usize);
+                    out.extend(candidate(p, ti, ii, f, None, units, &mut fits));
                 }
             }
         }
@@ -491,10 +493,11 @@ fn lookup(
     sweep: &mut RefSweep,
     ti: usize,
     unnamed_too: bool,
-    out: &mut Vec<(usize, bool)>,
+    out: &mut Vec<Found>,
 ) {
     let start = out.len();
     sweep.lookup(
+        &p.order,
         p.description(ti),
         p.transactions[ti].booked_on,
         unnamed_too,
@@ -503,8 +506,8 @@ fn lookup(
     out[start..].sort_unstable();
     let mut kept = start;
     for k in start..out.len() {
-        if kept > start && out[kept - 1].0 == out[k].0 {
-            out[kept - 1].1 |= out[k].1;
+        if kept > start && out[kept - 1].inv == out[k].inv {
+            out[kept - 1].named |= out[k].named;
         } else {
             out[kept] = out[k];
             kept += 1;
@@ -574,17 +577,19 @@ impl UnitFit {
     }
 }
 
-/// Payment `ti` and invoice `ii` as a candidate, if the evidence is enough;
-/// `reference` is `p.reference(ii, ti)`, `units` the payment's `UnitFit`.
+/// Payment `ti` and invoice `ii` (whose facts are `f`) as a candidate, if
+/// the evidence is enough; `reference` is `p.reference(ii, ti)`, `units`
+/// the payment's `UnitFit`.
 fn candidate(
     p: &Prepared,
     ti: usize,
     ii: usize,
+    f: &Facts,
     reference: Option<RefEvidence>,
     units: Option<UnitFit>,
     fits: &mut NameFits,
 ) -> Option<Candidate> {
-    let (rules, t, f) = (p.rules, &p.transactions[ti], p.facts(ii));
+    let (rules, t) = (p.rules, &p.transactions[ti]);
     // `f.open <= 0`, without comparing decimals.
     if f.open.is_zero() || f.open.is_sign_negative() {
         return None;

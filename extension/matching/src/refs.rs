@@ -20,12 +20,12 @@ use std::collections::hash_map::Entry;
 /// The keys of the invoice numbers whose window holds the day of the last
 /// lookup: for each key, a list of its invoices linked through the nodes,
 /// so that an invoice leaves in constant time and the index allocates
-/// nothing as it moves. The nodes are laid out by the first day of their
-/// invoice's window, so that those in the index are close together in
-/// memory, a band that moves along as the days do.
+/// nothing as it moves. The nodes are laid out in `Prepared::order`, by
+/// the first day of their invoice's window, so that those in the index are
+/// close together in memory, a band that moves along as the days do.
 pub(crate) struct RefSweep {
-    /// Each invoice's keys, invoices by the first day of their window:
-    /// those of the `k`th are `nodes[starts[k]..starts[k + 1]]`.
+    /// Each invoice's keys: those of the `k`th in `Prepared::order` are
+    /// `nodes[starts[k]..starts[k + 1]]`.
     nodes: Vec<Node>,
     starts: Vec<u32>,
     /// The first and last day of each window, in that order.
@@ -55,13 +55,23 @@ struct Node {
     key: u64,
     next: u32,
     prev: u32,
-    inv: u32,
+    /// The invoice's place in `Prepared::order`.
+    place: u32,
     /// Under a key of its digits less one: the position of the deleted
     /// digit; else, and past position 254, `OWN`.
     deleted: u8,
 }
 
 const OWN: u8 = u8::MAX;
+
+/// An invoice `RefSweep::lookup` finds: its position, whether the
+/// description may name it, and its place in `Prepared::order`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Found {
+    pub inv: usize,
+    pub named: bool,
+    pub place: u32,
+}
 /// No node: the end of a list.
 const NONE: u32 = u32::MAX;
 
@@ -78,24 +88,19 @@ fn length_bit(len: usize) -> u64 {
 
 impl RefSweep {
     pub fn new(p: &Prepared) -> Self {
-        let n = p.invoices.len() as u32;
-        let mut order: Vec<u32> = (0..n).collect();
-        order.sort_unstable_by_key(|&i| (p.facts(i as usize).from, i));
-        let mut closing: Vec<(Day, u32)> = (0..n)
-            .map(|k| (p.facts(order[k as usize] as usize).to, k))
-            .collect();
+        let n = p.order.len();
+        let mut closing: Vec<(Day, u32)> = (0..n).map(|k| (p.facts_at(k).to, k as u32)).collect();
         closing.sort_unstable();
         let mut index = RefSweep {
             nodes: Vec::new(),
-            starts: Vec::with_capacity(order.len() + 1),
-            opening: order
-                .iter()
-                .map(|&i| (p.facts(i as usize).from, p.facts(i as usize).to))
+            starts: Vec::with_capacity(n + 1),
+            opening: (0..n)
+                .map(|k| (p.facts_at(k).from, p.facts_at(k).to))
                 .collect(),
             closing,
             opened: 0,
             closed: 0,
-            active: vec![false; order.len()],
+            active: vec![false; n],
             heads: FastMap::default(),
             long: FastMap::default(),
             whole_lengths: 0,
@@ -104,20 +109,19 @@ impl RefSweep {
         };
         index.starts.push(0);
         let mut key = Vec::new();
-        for &i in &order {
-            let i = i as usize;
-            let r = p.invoice_reference(i);
+        for place in 0..n {
+            let r = p.reference_at(place);
             let d = r.digits();
             if d.len() < 3 {
                 if !r.full().is_empty() {
-                    index.add(true, r.full(), i, OWN);
+                    index.add(true, r.full(), place, OWN);
                 }
             } else {
-                index.add(false, d, i, OWN);
+                index.add(false, d, place, OWN);
                 if d.len() >= 4 {
                     for k in 0..d.len() {
                         let deleted = u8::try_from(k).unwrap_or(OWN);
-                        index.add(false, deletion(d, k, &mut key), i, deleted);
+                        index.add(false, deletion(d, k, &mut key), place, deleted);
                     }
                 }
             }
@@ -126,7 +130,7 @@ impl RefSweep {
         index
     }
 
-    fn add(&mut self, whole: bool, key: &[u8], inv: usize, deleted: u8) {
+    fn add(&mut self, whole: bool, key: &[u8], place: usize, deleted: u8) {
         if whole {
             self.whole_lengths |= length_bit(key.len());
         } else {
@@ -143,7 +147,7 @@ impl RefSweep {
             key,
             next: NONE,
             prev: NONE,
-            inv: inv as u32,
+            place: place as u32,
             deleted,
         });
     }
@@ -237,22 +241,23 @@ impl RefSweep {
     /// the day of the previous call.
     pub fn lookup(
         &mut self,
+        order: &[u32],
         d: Description,
         day: Day,
         unnamed_too: bool,
-        out: &mut Vec<(usize, bool)>,
+        out: &mut Vec<Found>,
     ) {
         self.advance(day);
         let mut key = std::mem::take(&mut self.key);
         let mut seen: Vec<&[u8]> = Vec::new();
         for (token, digits) in d.tokens_and_digits() {
-            self.probe(true, token, &|_| true, unnamed_too, out);
+            self.probe(order, true, token, &|_| true, unnamed_too, out);
             // "INV10042" and "10042" have the same digits: look them up once.
             if digits.len() < 3 || seen.contains(&digits) {
                 continue;
             }
             seen.push(digits);
-            self.probe(false, digits, &|_| true, unnamed_too, out);
+            self.probe(order, false, digits, &|_| true, unnamed_too, out);
             if digits.len() < 4 {
                 continue;
             }
@@ -264,6 +269,7 @@ impl RefSweep {
                 let same_place =
                     |e: &Node| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
                 self.probe(
+                    order,
                     false,
                     deletion(digits, k, &mut key),
                     &same_place,
@@ -279,11 +285,12 @@ impl RefSweep {
     /// The active invoices under a key.
     fn probe(
         &self,
+        order: &[u32],
         whole: bool,
         key: &[u8],
         named: &dyn Fn(&Node) -> bool,
         unnamed_too: bool,
-        out: &mut Vec<(usize, bool)>,
+        out: &mut Vec<Found>,
     ) {
         let lengths = if whole {
             self.whole_lengths
@@ -301,7 +308,11 @@ impl RefSweep {
             let e = &self.nodes[node as usize];
             let named = named(e);
             if named || unnamed_too {
-                out.push((e.inv as usize, named));
+                out.push(Found {
+                    inv: order[e.place as usize] as usize,
+                    named,
+                    place: e.place,
+                });
             }
             node = e.next;
         }
