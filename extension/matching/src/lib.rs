@@ -7,12 +7,14 @@
 pub mod explain;
 mod index;
 mod refs;
+mod subset_sum;
 pub mod synthetic;
 pub mod text;
 mod units;
 
 use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared};
 use refs::{Found, RefSweep};
+use subset_sum::SubsetSum;
 use rust_decimal::Decimal;
 use text::RefEvidence;
 
@@ -689,7 +691,7 @@ fn reasons_for(
         }),
     }
     r.extend(evidence(inv, t, c.reference, c.counterparty));
-    if inv.currency != t.currency {
+    if !c.same_currency {
         r.push(Reason::CurrencyDiffers {
             invoice: inv.currency.clone(),
             transaction: t.currency.clone(),
@@ -832,7 +834,7 @@ fn allocate(
     if whole && (t_left[c.t] != t.amount || open[c.inv] != inv.open_amount) {
         return; // a full settlement needs both sides untouched
     }
-    let allocated = if inv.currency != t.currency {
+    let allocated = if !c.same_currency {
         open[c.inv]
     } else {
         t_left[c.t].min(open[c.inv])
@@ -842,7 +844,7 @@ fn allocate(
     }
     open[c.inv] -= allocated;
     t_left[c.t] -= allocated;
-    if whole || inv.currency != t.currency {
+    if whole || !c.same_currency {
         t_left[c.t] = Decimal::ZERO; // the payment is spent (fee or tolerance)
     }
     if matches!(c.fit, AmountFit::Fee | AmountFit::Tolerance) {
@@ -855,7 +857,7 @@ fn allocate(
             candidates: ties + 1,
         });
     }
-    let auto = ties == 0 && c.score >= p.rules.min_auto_score && inv.currency == t.currency;
+    let auto = ties == 0 && c.score >= p.rules.min_auto_score && c.same_currency;
     matches.push(Match {
         invoice: c.inv,
         transaction: c.t,
@@ -1072,152 +1074,6 @@ fn split_payments(
         if let Some(s) = find_split(p, ti, pool, named, open, &mut fits) {
             apply_split(&s, p, t_left, open, matches);
         }
-    }
-}
-
-/// Most subsets that fit one payment looked at before the search stops (it
-/// is ambiguous by then anyway).
-const SPLIT_FITS: usize = 64;
-/// Most partial subsets tried for one payment, so that many invoices of
-/// similar amounts and a high `max_invoices_per_payment` cannot make the
-/// search explode; it reports what it found by then.
-const SPLIT_STEPS: usize = 50_000;
-
-/// Subsets of 2..=max_k positive amounts that sum to `target` within `tol`:
-/// a depth-first search over the amounts in ascending order, so a branch
-/// ends at the first amount that overshoots, the last amount of a subset is
-/// found by binary search, and a branch is cut when even the largest amounts
-/// cannot make up what is missing.
-struct SubsetSum<T> {
-    /// (amount, position in the pool), ascending.
-    sorted: Vec<(T, usize)>,
-    /// `largest[r]`: the sum of the `r` largest amounts.
-    largest: Vec<T>,
-    target: T,
-    tol: T,
-    max_k: usize,
-    steps: usize,
-    chosen: Vec<usize>,
-    found: Vec<Vec<usize>>,
-}
-
-impl SubsetSum<Decimal> {
-    /// Up to SPLIT_FITS subsets that fit, each as ascending positions in
-    /// `amounts`. On integers when that gives the same answers.
-    fn run(amounts: &[Decimal], target: Decimal, tol: Decimal, max_k: usize) -> Vec<Vec<usize>> {
-        let mut values = amounts.to_vec();
-        values.extend([target, tol]);
-        let n = amounts.len();
-        match as_integers(&values) {
-            Some((ints, total)) if total < 1 << 62 => {
-                // Each fits in 64 bits, as its magnitude is at most `total`.
-                let ints: Vec<i64> = ints.into_iter().map(|v| v as i64).collect();
-                SubsetSum::search(&ints[..n], ints[n], ints[n + 1], max_k)
-            }
-            Some((ints, _)) => SubsetSum::search(&ints[..n], ints[n], ints[n + 1], max_k),
-            None => SubsetSum::search(amounts, target, tol, max_k),
-        }
-    }
-}
-
-/// The values as integers at their largest scale, and the sum of their
-/// magnitudes, if that stays within Decimal's 96-bit mantissa. Then no sum
-/// or difference the search forms is rounded, so Decimal arithmetic on them
-/// is exact, and integer arithmetic (several times faster) gives the very
-/// same answers; in 64 bits when the magnitudes add up to less than 2^62.
-fn as_integers(values: &[Decimal]) -> Option<(Vec<i128>, i128)> {
-    let scale = values.iter().map(Decimal::scale).max()?;
-    let ints = values
-        .iter()
-        .map(|v| {
-            v.mantissa()
-                .checked_mul(10_i128.checked_pow(scale - v.scale())?)
-        })
-        .collect::<Option<Vec<i128>>>()?;
-    let total = ints
-        .iter()
-        .try_fold(0_i128, |sum, v| sum.checked_add(v.checked_abs()?))?;
-    (total < 1 << 96).then_some((ints, total))
-}
-
-impl<T> SubsetSum<T>
-where
-    T: Copy + Ord + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T>,
-{
-    fn search(amounts: &[T], target: T, tol: T, max_k: usize) -> Vec<Vec<usize>> {
-        let zero = T::default();
-        let mut sorted: Vec<(T, usize)> =
-            amounts.iter().enumerate().map(|(k, a)| (*a, k)).collect();
-        sorted.sort();
-        let mut largest = vec![zero];
-        for (a, _) in sorted.iter().rev().take(max_k) {
-            largest.push(largest[largest.len() - 1] + *a);
-        }
-        let mut search = SubsetSum {
-            sorted,
-            largest,
-            target,
-            tol,
-            max_k,
-            steps: 0,
-            chosen: Vec::with_capacity(max_k),
-            found: Vec::new(),
-        };
-        if max_k >= 2 && search.sorted.len() >= 2 {
-            search.dfs(0, zero);
-        }
-        for f in &mut search.found {
-            f.sort_unstable();
-        }
-        search.found
-    }
-
-    fn done(&self) -> bool {
-        self.found.len() >= SPLIT_FITS || self.steps >= SPLIT_STEPS
-    }
-
-    /// Extends `chosen` (whose amounts add up to `sum`) with amounts from
-    /// position `from` on.
-    fn dfs(&mut self, from: usize, sum: T) {
-        self.steps += 1;
-        let n = self.sorted.len();
-        let chosen = self.chosen.len();
-        let (lo, hi) = (self.target - self.tol - sum, self.target + self.tol - sum);
-        let left = self.max_k - chosen;
-        if self.largest[left.min(n - from).min(self.largest.len() - 1)] < lo {
-            return;
-        }
-        if left == 1 {
-            // The last amount: any in [lo, hi].
-            let start = from + self.sorted[from..].partition_point(|(a, _)| *a < lo);
-            for k in start..n {
-                if self.sorted[k].0 > hi || self.found.len() >= SPLIT_FITS {
-                    break;
-                }
-                self.record(k);
-            }
-            return;
-        }
-        for k in from..n {
-            let a = self.sorted[k].0;
-            if a > hi || self.done() {
-                return;
-            }
-            if chosen >= 1 && a >= lo {
-                self.record(k);
-            }
-            if k + 1 < n {
-                self.chosen.push(k);
-                self.dfs(k + 1, sum + a);
-                self.chosen.pop();
-            }
-        }
-    }
-
-    fn record(&mut self, last: usize) {
-        let mut subset: Vec<usize> = self.chosen.iter().map(|&k| self.sorted[k].1).collect();
-        subset.push(self.sorted[last].1);
-        self.found.push(subset);
     }
 }
 

@@ -191,6 +191,12 @@ fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// `a == b`, compared in place: these are a few bytes, for which a call
+/// to `memcmp` costs more than the comparison.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// How an invoice's number appears in a description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefEvidence {
@@ -281,13 +287,13 @@ impl Reference {
         let mut typo = false;
         for s in description.spans {
             let t = &text[s.start..s.end];
-            if t == full {
+            if same(t, full) {
                 return Some(RefEvidence::Exact);
             }
             let t_digits = &digits[s.digits_start..s.digits_end];
             // Digits alone, when the token is only digits or carries the same prefix.
-            let letters_ok = t.len() == t_digits.len() || &text[s.start..s.stem_end] == stem;
-            if ref_digits.len() >= 3 && t_digits == ref_digits && letters_ok {
+            let letters_ok = t.len() == t_digits.len() || same(&text[s.start..s.stem_end], stem);
+            if ref_digits.len() >= 3 && same(t_digits, ref_digits) && letters_ok {
                 return Some(RefEvidence::Exact);
             }
             if ref_digits.len() >= 4
