@@ -377,7 +377,8 @@ struct ByAmount {
     /// The open amounts' keys (`AmountKeys`).
     opens: Vec<i64>,
     invoices: Vec<Near>,
-    /// Every `COARSE`th key: a first search over these stays in cache.
+    /// Every `COARSE`th key: a first search over these stays in cache, and
+    /// leaves a block of one cache line to search among the keys.
     coarse: Vec<i64>,
 }
 
@@ -393,7 +394,7 @@ pub(crate) struct Near {
     pub name: u32,
 }
 
-const COARSE: usize = 64;
+const COARSE: usize = 8;
 
 impl AmountIndex {
     pub fn new(p: &Prepared) -> Self {

@@ -236,14 +236,16 @@ enum Bytes {
 }
 
 impl Bytes {
-    fn new(bytes: &[u8]) -> Self {
+    /// The `len` bytes of `bytes`.
+    fn collect(len: usize, bytes: impl Iterator<Item = u8>) -> Self {
         let mut inline = [0; 22];
-        match inline.get_mut(..bytes.len()) {
-            Some(head) => {
-                head.copy_from_slice(bytes);
-                Bytes::Inline(bytes.len() as u8, inline)
+        if len <= inline.len() {
+            for (slot, b) in inline.iter_mut().zip(bytes) {
+                *slot = b;
             }
-            None => Bytes::Heap(bytes.into()),
+            Bytes::Inline(len as u8, inline)
+        } else {
+            Bytes::Heap(bytes.collect())
         }
     }
 
@@ -257,14 +259,25 @@ impl Bytes {
 
 impl Reference {
     pub(crate) fn new(reference: &str) -> Self {
-        let mut text = normalize(reference);
-        let full_end = text.len() as u32;
-        let stem_end = text.trim_end_matches(|c: char| c.is_ascii_digit()).len() as u32;
-        text.extend(reference.chars().filter(char::is_ascii_digit));
+        // `normalize` and the digits byte by byte, without a string: no
+        // byte of a non-ASCII character is an ASCII letter or digit.
+        let bytes = reference.as_bytes();
+        let full = || {
+            let alphanumeric = bytes.iter().filter(|b| b.is_ascii_alphanumeric());
+            alphanumeric.map(u8::to_ascii_uppercase)
+        };
+        let digits = || bytes.iter().copied().filter(u8::is_ascii_digit);
+        let (mut full_end, mut stem_end) = (0, 0);
+        for b in full() {
+            full_end += 1;
+            if !b.is_ascii_digit() {
+                stem_end = full_end; // the trailing digits start after it
+            }
+        }
         Reference {
-            text: Bytes::new(text.as_bytes()),
-            full_end,
-            stem_end,
+            text: Bytes::collect(full_end + digits().count(), full().chain(digits())),
+            full_end: full_end as u32,
+            stem_end: stem_end as u32,
         }
     }
 
