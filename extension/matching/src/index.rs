@@ -50,10 +50,15 @@ pub(crate) struct Prepared<'a> {
     /// Per transaction: the counterparty, an index into `names`, and the currency.
     t_name: Vec<u32>,
     t_currency: Vec<u32>,
-    /// The distinct counterparty names, as their words (`text::name_tokens`).
-    names: Vec<Vec<String>>,
-    /// Name word -> the names with it.
-    names_by_word: FastMap<String, Vec<u32>>,
+    /// The distinct counterparty names, as the numbers of their words
+    /// (`text::name_tokens`): names are compared by word numbers.
+    names: Vec<Vec<u32>>,
+    /// Per word number: the names with that word.
+    names_by_word: Vec<Vec<u32>>,
+    /// Per transaction: the numbers of the name words its description has
+    /// as tokens, ascending: `t_words[t_words_start[t]..t_words_start[t + 1]]`.
+    t_words: Vec<u32>,
+    t_words_start: Vec<u32>,
     /// Per transaction: the description's tokens (none for payments out).
     descriptions: Descriptions,
     /// Whether no sum or difference of two amounts is rounded (`exact_sums`).
@@ -62,15 +67,69 @@ pub(crate) struct Prepared<'a> {
     pub keys: AmountKeys,
 }
 
-/// Name word -> the names (indexes into `names`) with it.
-fn names_by_word(names: &[Vec<String>]) -> FastMap<String, Vec<u32>> {
-    let mut by_word: FastMap<String, Vec<u32>> = FastMap::default();
-    for (name, words) in names.iter().enumerate() {
-        for word in words {
-            by_word.entry(word.clone()).or_default().push(name as u32);
-        }
+/// The names as numbered words (`NumberedWords`).
+fn number_words(names: &[Vec<String>]) -> NumberedWords<'_> {
+    let mut numbers: FastMap<&str, u32> = FastMap::default();
+    let mut by_word: Vec<Vec<u32>> = Vec::new();
+    let numbered = names
+        .iter()
+        .enumerate()
+        .map(|(name, words)| {
+            let mut numbered: Vec<u32> = words
+                .iter()
+                .map(|word| {
+                    let next = numbers.len() as u32;
+                    let number = *numbers.entry(word).or_insert(next);
+                    if number == next {
+                        by_word.push(Vec::new());
+                    }
+                    by_word[number as usize].push(name as u32);
+                    number
+                })
+                .collect();
+            numbered.sort_unstable();
+            numbered
+        })
+        .collect();
+    NumberedWords {
+        names: numbered,
+        by_word,
+        numbers,
     }
-    by_word
+}
+
+/// Each name's word numbers, the names of each word number, and the
+/// numbers of the words.
+struct NumberedWords<'a> {
+    names: Vec<Vec<u32>>,
+    by_word: Vec<Vec<u32>>,
+    numbers: FastMap<&'a str, u32>,
+}
+
+/// Per transaction, the numbers of the name words among its description's
+/// tokens, ascending and each once (`Prepared::t_words`).
+fn description_words(
+    descriptions: &Descriptions,
+    count: usize,
+    numbers: &FastMap<&str, u32>,
+) -> (Vec<u32>, Vec<u32>) {
+    let (mut words, mut starts) = (Vec::new(), vec![0]);
+    for t in 0..count {
+        let start = words.len();
+        let tokens = descriptions.get(t).tokens();
+        words.extend(tokens.filter_map(|token| numbers.get(token)));
+        words[start..].sort_unstable();
+        let mut kept = start;
+        for k in start..words.len() {
+            if kept == start || words[kept - 1] != words[k] {
+                words[kept] = words[k];
+                kept += 1;
+            }
+        }
+        words.truncate(kept);
+        starts.push(words.len() as u32);
+    }
+    (words, starts)
 }
 
 /// The tokens of each transaction's description; none for payments out,
@@ -141,6 +200,15 @@ impl<'a> Prepared<'a> {
         for (k, &i) in order.iter().enumerate() {
             place[i as usize] = k as u32;
         }
+        let t_name = transactions
+            .iter()
+            .map(|t| names.id(&t.counterparty))
+            .collect();
+        let words = number_words(&names.words);
+        let descriptions = descriptions(transactions);
+        let (t_words, t_words_start) =
+            description_words(&descriptions, transactions.len(), &words.numbers);
+        let (names, names_by_word) = (words.names, words.by_word);
         Prepared {
             invoices,
             transactions,
@@ -152,14 +220,13 @@ impl<'a> Prepared<'a> {
                 .collect(),
             order,
             place,
-            t_name: transactions
-                .iter()
-                .map(|t| names.id(&t.counterparty))
-                .collect(),
+            t_name,
             t_currency: transactions.iter().map(|t| currency(&t.currency)).collect(),
-            names_by_word: names_by_word(&names.words),
-            names: names.words,
-            descriptions: descriptions(transactions),
+            names,
+            names_by_word,
+            t_words,
+            t_words_start,
+            descriptions,
             exact_sums: exact_sums(invoices, transactions, rules),
             keys,
         }
@@ -197,25 +264,31 @@ impl<'a> Prepared<'a> {
         self.refs[self.place[inv] as usize].find_in(self.descriptions.get(t))
     }
 
+    /// The numbers of the name words among payment `t`'s description tokens.
+    fn description_words(&self, t: usize) -> &[u32] {
+        &self.t_words[self.t_words_start[t] as usize..self.t_words_start[t + 1] as usize]
+    }
+
     /// The names whose `name_fit` to payment `t` is 0.5 or more, ascending.
     /// Such a name shares a word with the payer's name (similarity) or the
     /// description (mentioned), so only those are tried.
     pub fn fitting_names(&self, t: usize, out: &mut Vec<u32>) {
         out.clear();
-        let payer = self.names[self.t_name[t] as usize]
-            .iter()
-            .map(String::as_str);
-        let words = payer.chain(self.description(t).tokens());
-        out.extend(words.filter_map(|w| self.names_by_word.get(w)).flatten());
+        let payer = &self.names[self.t_name[t] as usize];
+        let words = payer.iter().chain(self.description_words(t));
+        out.extend(words.flat_map(|&w| &self.names_by_word[w as usize]));
         out.sort_unstable();
         out.dedup();
         out.retain(|&name| self.name_fit(name, t) >= 0.5);
     }
 
-    /// `counterparty` for every invoice whose counterparty is `name`.
+    /// How well a counterparty fits payment `t`: 1 when the description
+    /// mentions it (has every word of it as a token), else the similarity
+    /// of the two names.
     pub fn name_fit(&self, name: u32, t: usize) -> f64 {
         let words = &self.names[name as usize];
-        if self.descriptions.get(t).mentions(words) {
+        let tokens = self.description_words(t);
+        if !words.is_empty() && words.iter().all(|w| tokens.binary_search(w).is_ok()) {
             1.0
         } else {
             text::similarity(words, &self.names[self.t_name[t] as usize])

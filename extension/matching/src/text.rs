@@ -135,11 +135,6 @@ impl<'a> Description<'a> {
             )
         })
     }
-
-    /// Whether every word of a name (`name_tokens`) is a token; never for no words.
-    pub(crate) fn mentions(self, name_words: &[String]) -> bool {
-        !name_words.is_empty() && name_words.iter().all(|w| self.tokens().any(|t| t == w))
-    }
 }
 
 fn normalized(s: &str) -> impl Iterator<Item = char> + '_ {
@@ -347,7 +342,7 @@ pub fn counterparty_similarity(a: &str, b: &str) -> f64 {
 }
 
 /// `counterparty_similarity` of two names given as their `name_tokens`.
-pub(crate) fn similarity(ta: &[String], tb: &[String]) -> f64 {
+pub(crate) fn similarity<T: PartialEq>(ta: &[T], tb: &[T]) -> f64 {
     if ta.is_empty() || tb.is_empty() {
         return 0.0;
     }
