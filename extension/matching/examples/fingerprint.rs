@@ -4,7 +4,9 @@
 //! after changing the matcher: a speed-up must not move a digest. With a
 //! DIR, it also writes each result's Debug text there, to diff.
 //!
-//!     cargo run --release -p tenancy_matching --example fingerprint [DIR]
+//!     cargo run --release -p tenancy_matching --example fingerprint [--all] [DIR]
+//!
+//! `--all` also runs the wide and one-invoice rules on every large ledger.
 
 use rust_decimal::Decimal;
 use std::time::Instant;
@@ -41,12 +43,14 @@ fn rule_sets() -> Vec<(&'static str, Rules)> {
 }
 
 fn main() {
-    let dir = std::env::args().nth(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all = args.iter().any(|a| a == "--all");
+    let dir = args.iter().find(|a| *a != "--all");
     for (name, rules) in rule_sets() {
         for n in [2_000, 10_000, 100_000] {
             for seed in [1, 7, 42, 99, 2024] {
                 // The non-default rule sets on the large ledger only once, to keep it quick.
-                if name != "default" && n == 100_000 && seed != 42 {
+                if !all && name != "default" && n == 100_000 && seed != 42 {
                     continue;
                 }
                 let l = ledger(seed, n);

@@ -4,6 +4,7 @@
 //! indexes only have to hand them every pair those checks could accept.
 
 use crate::text::{self, Description, Descriptions, RefEvidence, Reference};
+use crate::units::AmountKeys;
 use crate::{date_window, term_end, Day, Invoice, Rules, Transaction};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -13,8 +14,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// and its strings are spread over several cache lines.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Facts {
-    /// The invoice's `open_amount`.
+    /// The invoice's `open_amount`, and its key (`AmountKeys`) when
+    /// positive, else -1 (keys are never negative for positive amounts).
     pub open: Decimal,
+    pub key: i64,
     /// The issue date and `term_end`.
     pub issue: Day,
     pub end: Day,
@@ -33,32 +36,100 @@ pub(crate) struct Prepared<'a> {
     pub invoices: &'a [Invoice],
     pub transactions: &'a [Transaction],
     pub rules: &'a Rules,
-    /// Per invoice.
+    /// The invoices by the first day of their window (then position), and
+    /// each invoice's place in that order. The payments of one day read the
+    /// invoices of a few weeks around it: kept in this order, those are
+    /// close together in memory (see `RefSweep`), where by position they
+    /// would be spread over the whole ledger.
+    pub order: Vec<u32>,
+    place: Vec<u32>,
+    /// Per place in `order`.
     facts: Vec<Facts>,
-    /// Per invoice: its number, ready to look for in descriptions.
+    /// Per place in `order`: the invoice number, ready to look for in descriptions.
     refs: Vec<Reference>,
     /// Per transaction: the counterparty, an index into `names`, and the currency.
     t_name: Vec<u32>,
     t_currency: Vec<u32>,
-    /// The distinct counterparty names, as their words (`text::name_tokens`).
-    names: Vec<Vec<String>>,
-    /// Name word -> the names with it.
-    names_by_word: FastMap<String, Vec<u32>>,
+    /// The distinct counterparty names, as the numbers of their words
+    /// (`text::name_tokens`): names are compared by word numbers.
+    names: Vec<Vec<u32>>,
+    /// Per word number: the names with that word.
+    names_by_word: Vec<Vec<u32>>,
+    /// Per transaction: the numbers of the name words its description has
+    /// as tokens, ascending: `t_words[t_words_start[t]..t_words_start[t + 1]]`.
+    t_words: Vec<u32>,
+    t_words_start: Vec<u32>,
     /// Per transaction: the description's tokens (none for payments out).
     descriptions: Descriptions,
     /// Whether no sum or difference of two amounts is rounded (`exact_sums`).
     pub exact_sums: bool,
+    /// Integer keys for the positive open amounts.
+    pub keys: AmountKeys,
 }
 
-/// Name word -> the names (indexes into `names`) with it.
-fn names_by_word(names: &[Vec<String>]) -> FastMap<String, Vec<u32>> {
-    let mut by_word: FastMap<String, Vec<u32>> = FastMap::default();
-    for (name, words) in names.iter().enumerate() {
-        for word in words {
-            by_word.entry(word.clone()).or_default().push(name as u32);
-        }
+/// The names as numbered words (`NumberedWords`).
+fn number_words(names: &[Vec<String>]) -> NumberedWords<'_> {
+    let mut numbers: FastMap<&str, u32> = FastMap::default();
+    let mut by_word: Vec<Vec<u32>> = Vec::new();
+    let numbered = names
+        .iter()
+        .enumerate()
+        .map(|(name, words)| {
+            let mut numbered: Vec<u32> = words
+                .iter()
+                .map(|word| {
+                    let next = numbers.len() as u32;
+                    let number = *numbers.entry(word).or_insert(next);
+                    if number == next {
+                        by_word.push(Vec::new());
+                    }
+                    by_word[number as usize].push(name as u32);
+                    number
+                })
+                .collect();
+            numbered.sort_unstable();
+            numbered
+        })
+        .collect();
+    NumberedWords {
+        names: numbered,
+        by_word,
+        numbers,
     }
-    by_word
+}
+
+/// Each name's word numbers, the names of each word number, and the
+/// numbers of the words.
+struct NumberedWords<'a> {
+    names: Vec<Vec<u32>>,
+    by_word: Vec<Vec<u32>>,
+    numbers: FastMap<&'a str, u32>,
+}
+
+/// Per transaction, the numbers of the name words among its description's
+/// tokens, ascending and each once (`Prepared::t_words`).
+fn description_words(
+    descriptions: &Descriptions,
+    count: usize,
+    numbers: &FastMap<&str, u32>,
+) -> (Vec<u32>, Vec<u32>) {
+    let (mut words, mut starts) = (Vec::new(), vec![0]);
+    for t in 0..count {
+        let start = words.len();
+        let tokens = descriptions.get(t).tokens();
+        words.extend(tokens.filter_map(|token| numbers.get(token)));
+        words[start..].sort_unstable();
+        let mut kept = start;
+        for k in start..words.len() {
+            if kept == start || words[kept - 1] != words[k] {
+                words[kept] = words[k];
+                kept += 1;
+            }
+        }
+        words.truncate(kept);
+        starts.push(words.len() as u32);
+    }
+    (words, starts)
 }
 
 /// The tokens of each transaction's description; none for payments out,
@@ -96,12 +167,24 @@ impl<'a> Prepared<'a> {
             let next = currencies.len() as u32;
             *currencies.entry(c).or_insert(next)
         };
-        let facts = invoices
+        let positive = |d: &Decimal| !d.is_sign_negative() && !d.is_zero();
+        let keys = AmountKeys::new(
+            invoices
+                .iter()
+                .map(|i| i.open_amount)
+                .filter(positive),
+        );
+        let facts: Vec<Facts> = invoices
             .iter()
             .map(|inv| {
                 let (from, to) = date_window(rules, inv);
                 Facts {
                     open: inv.open_amount,
+                    key: if positive(&inv.open_amount) {
+                        keys.key(inv.open_amount)
+                    } else {
+                        -1
+                    },
                     issue: inv.issue_date,
                     end: term_end(inv),
                     from,
@@ -111,29 +194,51 @@ impl<'a> Prepared<'a> {
                 }
             })
             .collect();
+        let mut order: Vec<u32> = (0..invoices.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| (facts[i as usize].from, i));
+        let mut place = vec![0; order.len()];
+        for (k, &i) in order.iter().enumerate() {
+            place[i as usize] = k as u32;
+        }
+        let t_name = transactions
+            .iter()
+            .map(|t| names.id(&t.counterparty))
+            .collect();
+        let words = number_words(&names.words);
+        let descriptions = descriptions(transactions);
+        let (t_words, t_words_start) =
+            description_words(&descriptions, transactions.len(), &words.numbers);
+        let (names, names_by_word) = (words.names, words.by_word);
         Prepared {
             invoices,
             transactions,
             rules,
-            facts,
-            refs: invoices
+            facts: order.iter().map(|&i| facts[i as usize]).collect(),
+            refs: order
                 .iter()
-                .map(|i| Reference::new(&i.reference))
+                .map(|&i| Reference::new(&invoices[i as usize].reference))
                 .collect(),
-            t_name: transactions
-                .iter()
-                .map(|t| names.id(&t.counterparty))
-                .collect(),
+            order,
+            place,
+            t_name,
             t_currency: transactions.iter().map(|t| currency(&t.currency)).collect(),
-            names_by_word: names_by_word(&names.words),
-            names: names.words,
-            descriptions: descriptions(transactions),
+            names,
+            names_by_word,
+            t_words,
+            t_words_start,
+            descriptions,
             exact_sums: exact_sums(invoices, transactions, rules),
+            keys,
         }
     }
 
     pub fn facts(&self, inv: usize) -> &Facts {
-        &self.facts[inv]
+        &self.facts[self.place[inv] as usize]
+    }
+
+    /// The facts of the invoice at place `k` in `order`.
+    pub fn facts_at(&self, k: usize) -> &Facts {
+        &self.facts[k]
     }
 
     pub fn description(&self, t: usize) -> Description<'_> {
@@ -149,15 +254,19 @@ impl<'a> Prepared<'a> {
         (f.from..=f.to).contains(&self.transactions[t].booked_on)
     }
 
-    /// `text::find_reference` of invoice `inv`'s number in payment `t`.
-    pub fn reference(&self, inv: usize, t: usize) -> Option<RefEvidence> {
-        self.refs[inv].find_in(self.descriptions.get(t))
+    /// The number of the invoice at place `k` in `order`, ready to look for.
+    pub fn reference_at(&self, k: usize) -> &Reference {
+        &self.refs[k]
     }
 
-    /// How well invoice `inv`'s counterparty fits payment `t`: 1 when the
-    /// description mentions it, else the similarity of the two names.
-    pub fn counterparty(&self, inv: usize, t: usize) -> f64 {
-        self.name_fit(self.facts[inv].name, t)
+    /// `text::find_reference` of invoice `inv`'s number in payment `t`.
+    pub fn reference(&self, inv: usize, t: usize) -> Option<RefEvidence> {
+        self.refs[self.place[inv] as usize].find_in(self.descriptions.get(t))
+    }
+
+    /// The numbers of the name words among payment `t`'s description tokens.
+    fn description_words(&self, t: usize) -> &[u32] {
+        &self.t_words[self.t_words_start[t] as usize..self.t_words_start[t + 1] as usize]
     }
 
     /// The names whose `name_fit` to payment `t` is 0.5 or more, ascending.
@@ -165,20 +274,21 @@ impl<'a> Prepared<'a> {
     /// description (mentioned), so only those are tried.
     pub fn fitting_names(&self, t: usize, out: &mut Vec<u32>) {
         out.clear();
-        let payer = self.names[self.t_name[t] as usize]
-            .iter()
-            .map(String::as_str);
-        let words = payer.chain(self.description(t).tokens());
-        out.extend(words.filter_map(|w| self.names_by_word.get(w)).flatten());
+        let payer = &self.names[self.t_name[t] as usize];
+        let words = payer.iter().chain(self.description_words(t));
+        out.extend(words.flat_map(|&w| &self.names_by_word[w as usize]));
         out.sort_unstable();
         out.dedup();
         out.retain(|&name| self.name_fit(name, t) >= 0.5);
     }
 
-    /// `counterparty` for every invoice whose counterparty is `name`.
+    /// How well a counterparty fits payment `t`: 1 when the description
+    /// mentions it (has every word of it as a token), else the similarity
+    /// of the two names.
     pub fn name_fit(&self, name: u32, t: usize) -> f64 {
         let words = &self.names[name as usize];
-        if self.descriptions.get(t).mentions(words) {
+        let tokens = self.description_words(t);
+        if !words.is_empty() && words.iter().all(|w| tokens.binary_search(w).is_ok()) {
             1.0
         } else {
             text::similarity(words, &self.names[self.t_name[t] as usize])
@@ -218,7 +328,13 @@ impl NameFits {
     /// Whether `p.name_fit(name, t) >= 0.5`.
     pub fn fits(&mut self, p: &Prepared, name: u32, t: usize) -> bool {
         self.payment(p, t);
-        self.fitting.contains(&name)
+        self.fitting.binary_search(&name).is_ok()
+    }
+
+    /// The names that fit payment `t` at least 0.5, ascending.
+    pub fn fitting(&mut self, p: &Prepared, t: usize) -> &[u32] {
+        self.payment(p, t);
+        &self.fitting
     }
 }
 
@@ -252,9 +368,9 @@ impl<'a> Names<'a> {
 /// tenant's own call; and no map is iterated in an order that reaches the
 /// output, so the hash never changes a result.
 #[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
+pub(crate) struct FastHasher(u64);
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 impl FastHasher {
     fn add(&mut self, word: u64) {
@@ -279,6 +395,10 @@ impl Hasher for FastHasher {
         self.add(u64::from(i));
     }
 
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
@@ -299,231 +419,40 @@ impl Hasher for FastHasher {
     }
 }
 
-/// Invoices by the keys their numbers can be found under: their digits (3
-/// or more), their digits with one deleted (from 4 digits on), and, for
-/// numbers with fewer than 3 digits, the whole normalized number (with
-/// more, a token equal to the number has its digits and finds it by them).
-/// Looking up a token, its digits and its digits with one deleted finds
-/// every invoice whose number `find_reference` sees in the token, exactly
-/// or one typo away, and more that it does not: that is the pool
-/// `candidates` looks at.
-pub(crate) struct RefIndex {
-    whole: Keys,
-    digits: Keys,
-    /// The invoices of all keys, each key's by the first day of their window.
-    entries: Vec<Dated>,
-}
-
-/// Where a key's invoices are in `RefIndex::entries`, and the longest of
-/// their windows in days.
-#[derive(Clone, Copy, Default)]
-struct Span {
-    start: u32,
-    end: u32,
-    widest: i64,
-}
-
-/// An invoice under a key, with its date window.
+/// An invoice with its date window, and what the split search first
+/// asks of it: its currency and the key of its open amount.
 #[derive(Clone, Copy, Default)]
 struct Dated {
     from: Day,
     to: Day,
     inv: u32,
-    /// Under a key of its digits less one: the position of the deleted
-    /// digit; else, and past position 254, `OWN`.
-    deleted: u8,
+    currency: u32,
+    key: i64,
 }
 
-const OWN: u8 = u8::MAX;
-
-/// Numbers for byte strings. Those of up to 16 bytes without a zero byte
-/// (nearly every key) are packed into an integer, so that probing the map
-/// compares integers instead of reading a string elsewhere in memory.
-#[derive(Default)]
-struct Keys {
-    short: FastMap<u128, Span>,
-    long: FastMap<Box<[u8]>, Span>,
+/// Open invoices by open amount: those near a payment. An invoice whose
+/// number the description does not carry needs the payment's exact amount
+/// or a counterparty that fits (`unnamed_may_fit`), so the amounts near a
+/// payment are looked up among the invoices of each payer that fits, and
+/// only the exact amount among everyone's: a few invoices instead of all
+/// the ledger's within a fee of the payment.
+pub(crate) struct AmountIndex {
+    /// Per currency.
+    by_currency: Vec<ByAmount>,
+    /// Per (currency, counterparty name).
+    by_payer: FastMap<(u32, u32), ByAmount>,
 }
 
-fn packed(key: &[u8]) -> Option<u128> {
-    let mut bytes = [0; 16];
-    bytes.get_mut(..key.len())?.copy_from_slice(key);
-    (!key.contains(&0)).then(|| u128::from_le_bytes(bytes))
-}
-
-impl Keys {
-    fn get(&self, key: &[u8]) -> Option<&Span> {
-        match packed(key) {
-            Some(k) => self.short.get(&k),
-            None => self.long.get(key),
-        }
-    }
-
-    /// The key's span; a new key gets the number `numbered` in `start`
-    /// until `RefIndex::new` lays the spans out.
-    fn get_or_add(&mut self, key: &[u8], numbered: u32) -> &mut Span {
-        let new = Span {
-            start: numbered,
-            ..Span::default()
-        };
-        match packed(key) {
-            Some(k) => self.short.entry(k).or_insert(new),
-            None => self.long.entry(key.into()).or_insert(new),
-        }
-    }
-
-    fn spans(&mut self) -> impl Iterator<Item = &mut Span> {
-        self.short.values_mut().chain(self.long.values_mut())
-    }
-}
-
-/// `digits` without the digit at `k`, into `key`.
-fn deletion<'k>(digits: &[u8], k: usize, key: &'k mut Vec<u8>) -> &'k [u8] {
-    key.clear();
-    key.extend_from_slice(&digits[..k]);
-    key.extend_from_slice(&digits[k + 1..]);
-    key
-}
-
-impl RefIndex {
-    pub fn new(p: &Prepared) -> Self {
-        let (mut whole, mut digits) = (Keys::default(), Keys::default());
-        // (key number, invoice, deleted), in invoice order.
-        let mut pairs: Vec<(u32, u32, u8)> = Vec::new();
-        let mut add = |keys: &mut Keys, key: &[u8], i: usize, deleted: u8| {
-            let numbered = pairs.len() as u32; // unique, and later keys number higher
-            pairs.push((keys.get_or_add(key, numbered).start, i as u32, deleted));
-        };
-        let mut key = Vec::new();
-        for (i, r) in p.refs.iter().enumerate() {
-            let d = r.digits();
-            if d.len() < 3 {
-                if !r.full().is_empty() {
-                    add(&mut whole, r.full(), i, OWN);
-                }
-                continue;
-            }
-            add(&mut digits, d, i, OWN);
-            if d.len() >= 4 {
-                for k in 0..d.len() {
-                    let deleted = u8::try_from(k).unwrap_or(OWN);
-                    add(&mut digits, deletion(d, k, &mut key), i, deleted);
-                }
-            }
-        }
-        // Lay the keys out in the order of their numbers (a counting sort).
-        let mut starts = vec![0_u32; pairs.len() + 1];
-        for &(k, _, _) in &pairs {
-            starts[k as usize + 1] += 1;
-        }
-        for k in 1..starts.len() {
-            starts[k] += starts[k - 1];
-        }
-        let mut fill = starts.clone();
-        let mut entries = vec![Dated::default(); pairs.len()];
-        for &(k, i, deleted) in &pairs {
-            let f = &p.facts[i as usize];
-            entries[fill[k as usize] as usize] = Dated {
-                from: f.from,
-                to: f.to,
-                inv: i,
-                deleted,
-            };
-            fill[k as usize] += 1;
-        }
-        for span in whole.spans().chain(digits.spans()) {
-            let k = span.start as usize;
-            let (start, end) = (starts[k], starts[k + 1]);
-            let list = &mut entries[start as usize..end as usize];
-            list.sort_unstable_by_key(|e| (e.from, e.inv, e.deleted));
-            let widest = list
-                .iter()
-                .map(|e| i64::from(e.to) - i64::from(e.from))
-                .max();
-            *span = Span {
-                start,
-                end,
-                widest: widest.unwrap_or(0),
-            };
-        }
-        RefIndex {
-            whole,
-            digits,
-            entries,
-        }
-    }
-
-    /// The invoices under `key` whose date window may hold `day` (`starting_by`).
-    fn holding(&self, keys: &Keys, key: &[u8], day: Day) -> &[Dated] {
-        match keys.get(key) {
-            Some(span) => starting_by(
-                &self.entries[span.start as usize..span.end as usize],
-                span.widest,
-                day,
-            ),
-            None => &[],
-        }
-    }
-
-    /// The invoices whose number may appear among the tokens and whose date
-    /// window holds `day`, each with whether the description may name it
-    /// (`find_reference` tells); it names none of the others, those only
-    /// found by deleting a digit at another place than in the token (two
-    /// edits apart). Those only with `unnamed_too`.
-    pub fn lookup(
-        &self,
-        d: Description,
-        day: Day,
-        unnamed_too: bool,
-        out: &mut Vec<(usize, bool)>,
-    ) {
-        let mut add = |list: &[Dated], named: &dyn Fn(&Dated) -> bool| {
-            for e in list.iter().filter(|e| e.to >= day) {
-                let named = named(e);
-                if named || unnamed_too {
-                    out.push((e.inv as usize, named));
-                }
-            }
-        };
-        let mut seen: Vec<&[u8]> = Vec::new();
-        let mut key = Vec::new();
-        for (token, digits) in d.tokens_and_digits() {
-            add(self.holding(&self.whole, token, day), &|_| true);
-            // "INV10042" and "10042" have the same digits: look them up once.
-            if digits.len() < 3 || seen.contains(&digits) {
-                continue;
-            }
-            seen.push(digits);
-            add(self.holding(&self.digits, digits, day), &|_| true);
-            if digits.len() < 4 {
-                continue;
-            }
-            // Deleting any digit of a run gives the same key: once per run.
-            let mut k = 0;
-            while k < digits.len() {
-                let run = k + digits[k..].iter().take_while(|&&c| c == digits[k]).count();
-                let list = self.holding(&self.digits, deletion(digits, k, &mut key), day);
-                // The same digit deleted in both: one substitution apart.
-                let same_place =
-                    |e: &Dated| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
-                add(list, &same_place);
-                k = run;
-            }
-        }
-    }
-}
-
-/// Open invoices by currency, by open amount: those near a payment.
-pub(crate) struct AmountIndex(Vec<ByAmount>);
-
-/// One currency's open invoices by open amount (then position): the amounts
-/// apart from the rest, so that scanning either reads few cache lines.
+/// Open invoices by open amount (then position): the amounts apart from
+/// the rest, so that scanning either reads few cache lines.
 #[derive(Clone, Default)]
 struct ByAmount {
-    opens: Vec<Decimal>,
+    /// The open amounts' keys (`AmountKeys`).
+    opens: Vec<i64>,
     invoices: Vec<Near>,
-    /// Every `COARSE`th amount: a first search over these stays in cache.
-    coarse: Vec<Decimal>,
+    /// Every `COARSE`th key: a first search over these stays in cache, and
+    /// leaves a block of one cache line to search among the keys.
+    coarse: Vec<i64>,
 }
 
 /// What `candidates` checks of an invoice near a payment's amount before
@@ -533,15 +462,19 @@ pub(crate) struct Near {
     pub from: Day,
     pub to: Day,
     pub inv: u32,
+    /// The invoice's place in `Prepared::order`.
+    pub place: u32,
     pub name: u32,
 }
 
-const COARSE: usize = 64;
+const COARSE: usize = 8;
 
 impl AmountIndex {
     pub fn new(p: &Prepared) -> Self {
-        let mut by_currency: Vec<Vec<(Decimal, Near)>> = Vec::new();
-        for (inv, f) in p.facts.iter().enumerate() {
+        let mut by_currency: Vec<Vec<(i64, Near)>> = Vec::new();
+        let mut by_payer: FastMap<(u32, u32), Vec<(i64, Near)>> = FastMap::default();
+        for (k, f) in p.facts.iter().enumerate() {
+            let inv = p.order[k] as usize;
             if f.open > Decimal::ZERO {
                 let c = f.currency as usize;
                 if by_currency.len() <= c {
@@ -551,28 +484,41 @@ impl AmountIndex {
                     from: f.from,
                     to: f.to,
                     inv: inv as u32,
+                    place: k as u32,
                     name: f.name,
                 };
-                by_currency[c].push((f.open, near));
+                by_currency[c].push((f.key, near));
+                by_payer
+                    .entry((f.currency, f.name))
+                    .or_default()
+                    .push((f.key, near));
             }
         }
-        AmountIndex(by_currency.into_iter().map(ByAmount::new).collect())
+        AmountIndex {
+            by_currency: by_currency.into_iter().map(ByAmount::new).collect(),
+            by_payer: by_payer
+                .into_iter()
+                .map(|(k, list)| (k, ByAmount::new(list)))
+                .collect(),
+        }
     }
 
-    /// Open invoices in payment `t`'s currency with an open amount in
-    /// [lo, hi], and those amounts.
-    pub fn near(&self, p: &Prepared, t: usize, lo: Decimal, hi: Decimal) -> (&[Decimal], &[Near]) {
-        match self.0.get(p.t_currency[t] as usize) {
-            Some(b) => b.between(lo, hi),
-            None => (&[], &[]),
-        }
+    /// Open invoices in payment `t`'s currency whose open amount's key is
+    /// in [lo, hi]: of counterparty `name`, or of anyone.
+    pub fn near(&self, p: &Prepared, t: usize, name: Option<u32>, lo: i64, hi: i64) -> &[Near] {
+        let currency = p.t_currency[t];
+        let list = match name {
+            Some(name) => self.by_payer.get(&(currency, name)),
+            None => self.by_currency.get(currency as usize),
+        };
+        list.map_or(&[], |b| b.between(lo, hi))
     }
 }
 
 impl ByAmount {
-    fn new(mut list: Vec<(Decimal, Near)>) -> Self {
-        list.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.inv.cmp(&b.1.inv)));
-        let opens: Vec<Decimal> = list.iter().map(|e| e.0).collect();
+    fn new(mut list: Vec<(i64, Near)>) -> Self {
+        list.sort_unstable_by_key(|e| (e.0, e.1.inv));
+        let opens: Vec<i64> = list.iter().map(|e| e.0).collect();
         ByAmount {
             coarse: opens.iter().step_by(COARSE).copied().collect(),
             opens,
@@ -580,14 +526,14 @@ impl ByAmount {
         }
     }
 
-    fn between(&self, lo: Decimal, hi: Decimal) -> (&[Decimal], &[Near]) {
+    fn between(&self, lo: i64, hi: i64) -> &[Near] {
         // The first amount >= lo is in the block after the last coarse amount < lo.
         let block = self.coarse.partition_point(|a| *a < lo);
         let from = block.saturating_sub(1) * COARSE;
         let to = (block * COARSE + 1).min(self.opens.len());
         let start = from + self.opens[from..to].partition_point(|a| *a < lo);
         let end = start + gallop(&self.opens[start..], |a| *a <= hi);
-        (&self.opens[start..end], &self.invoices[start..end])
+        &self.invoices[start..end]
     }
 }
 
@@ -627,13 +573,15 @@ impl NameIndex {
     /// becomes untouched again, so later searches need no others.
     pub fn new(p: &Prepared, open: &[Decimal]) -> Self {
         let mut by_name: Vec<Vec<Dated>> = vec![Vec::new(); p.names.len()];
-        for (inv, f) in p.facts.iter().enumerate() {
+        for (k, f) in p.facts.iter().enumerate() {
+            let inv = p.order[k] as usize;
             if open[inv] > Decimal::ZERO && open[inv] == f.open {
                 by_name[f.name as usize].push(Dated {
                     from: f.from,
                     to: f.to,
                     inv: inv as u32,
-                    deleted: OWN,
+                    currency: f.currency,
+                    key: f.key,
                 });
             }
         }
@@ -650,24 +598,28 @@ impl NameIndex {
 
     /// The untouched invoices of the counterparties that fit payment `t` at
     /// least 0.5 (`Prepared::fitting_names`) whose date window holds the
-    /// payment. The others' invoices pass `find_split` only when the
-    /// description names their number exactly, and then `RefIndex` finds them.
+    /// payment, in its currency and, when the payment is `paid` units,
+    /// below that: the others would not pass `find_split`. The others'
+    /// invoices pass it only when the description names their number
+    /// exactly, and then `RefSweep` finds them.
     pub fn payers_invoices(
         &self,
         p: &Prepared,
         t: usize,
-        names: &mut Vec<u32>,
+        paid: Option<i64>,
+        fits: &mut NameFits,
         out: &mut Vec<usize>,
     ) {
-        let day = p.transactions[t].booked_on;
-        p.fitting_names(t, names);
-        for &name in names.iter() {
+        let (day, currency) = (p.transactions[t].booked_on, p.t_currency[t]);
+        let below = paid.unwrap_or(i64::MAX);
+        for &name in fits.fitting(p, t) {
             let list = starting_by(
                 &self.by_name[name as usize],
                 self.widest[name as usize],
                 day,
             );
-            out.extend(list.iter().filter(|e| e.to >= day).map(|e| e.inv as usize));
+            let fit = |e: &&Dated| e.to >= day && e.currency == currency && e.key < below;
+            out.extend(list.iter().filter(fit).map(|e| e.inv as usize));
         }
     }
 }

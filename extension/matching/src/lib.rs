@@ -6,12 +6,16 @@
 
 pub mod explain;
 mod index;
+mod refs;
+mod subset_sum;
 pub mod synthetic;
 pub mod text;
+mod units;
 
-use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared, RefIndex};
+use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared};
+use refs::{Found, RefSweep};
+use subset_sum::SubsetSum;
 use rust_decimal::Decimal;
-use std::collections::HashMap;
 use text::RefEvidence;
 
 /// A date as a day number (any fixed epoch; the glue uses Postgres' own).
@@ -235,6 +239,13 @@ impl Candidate {
     }
 }
 
+/// An integer that orders as `f64::total_cmp` orders floats (its own
+/// definition): sorting on it is sorting by score, with cheaper comparisons.
+fn total_order(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
+}
+
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
@@ -369,62 +380,126 @@ fn validate(invoices: &[Invoice], rules: &Rules) -> Result<(), InputError> {
 
 /// Candidate (transaction, invoice) pairs with their evidence and score:
 /// the invoices whose number the description may carry, and those of about
-/// the payment's amount, in the payment's date window.
-fn candidates(p: &Prepared, refs: &RefIndex) -> Vec<Candidate> {
+/// the payment's amount, in the payment's date window. Also the invoices
+/// each description may name, for the split search.
+fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
     let rules = p.rules;
     let amounts = AmountIndex::new(p);
     let widest = rules.amount_tolerance.max(rules.fee_ceiling);
     let mut out = Vec::new();
     let mut named = Vec::new();
     let mut fits = NameFits::default();
+    let mut payers = Vec::new();
     // An invoice the description does not name is a candidate only with an
     // equal amount, a rounding gap or a fee (`amount_fit`). Without a
     // percentage tolerance and with exact sums, all of those are in the
     // window of amounts below, so `RefIndex` need not return them too.
     let unnamed_too = !(rules.amount_tolerance_pct.is_zero() && p.exact_sums);
-    for (ti, t) in p.transactions.iter().enumerate() {
-        if t.amount <= Decimal::ZERO {
-            continue;
-        }
+    let unit_rules = unit_rules(p);
+    // The payments by day, as `RefSweep` takes them.
+    let mut by_day: Vec<usize> = (0..p.transactions.len())
+        .filter(|&ti| p.transactions[ti].amount > Decimal::ZERO)
+        .collect();
+    by_day.sort_unstable_by_key(|&ti| (p.transactions[ti].booked_on, ti));
+    let mut sweep = RefSweep::new(p);
+    let mut named_pairs = Vec::new();
+    for ti in by_day {
+        let t = &p.transactions[ti];
+        let units = unit_rules.and_then(|u| u.paying(p, t.amount));
         named.clear();
-        lookup(p, refs, ti, unnamed_too, &mut named);
-        for &(ii, maybe_named) in &named {
-            let reference = if maybe_named {
-                p.reference(ii, ti)
+        lookup(p, &mut sweep, ti, unnamed_too, &mut named);
+        named_pairs.extend(named.iter().filter(|n| n.named).map(|n| (ti, n.inv)));
+        for n in &named {
+            let reference = if n.named {
+                p.reference_at(n.place as usize).find_in(p.description(ti))
             } else {
                 None
             };
-            out.extend(candidate(p, ti, ii, p.facts(ii), reference, &mut fits));
+            let f = p.facts_at(n.place as usize);
+            out.extend(candidate(p, ti, n.inv, f, reference, units, &mut fits));
         }
         // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
         // the percentage tolerance is checked exactly in `amount_fit`.
-        let pct_slack = t.amount * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED * Decimal::TWO;
-        let lo = t.amount - rules.amount_tolerance - pct_slack;
-        let hi = t.amount + widest + pct_slack;
-        let (opens, near) = amounts.near(p, ti, lo, hi);
-        for (&open, e) in opens.iter().zip(near) {
-            let ii = e.inv as usize;
-            if (e.from..=e.to).contains(&t.booked_on)
-                && unnamed_may_fit(p, ti, open, e.name, &mut fits)
-                && named.binary_search_by_key(&ii, |n| n.0).is_err()
-            {
-                out.extend(candidate(p, ti, ii, p.facts(ii), None, &mut fits));
+        let (lo, hi) = if rules.amount_tolerance_pct.is_zero() {
+            (t.amount - rules.amount_tolerance, t.amount + widest)
+        } else {
+            let pct_slack =
+                t.amount * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED * Decimal::TWO;
+            (
+                t.amount - rules.amount_tolerance - pct_slack,
+                t.amount + widest + pct_slack,
+            )
+        };
+        // Of those, the ones `unnamed_may_fit` lets through: the invoices of
+        // the payers that fit, and anyone's of the exact amount.
+        payers.clear();
+        payers.extend_from_slice(fits.fitting(p, ti));
+        let keys = &p.keys;
+        let (lo_key, hi_key) = (keys.at_least(lo), keys.at_most(hi));
+        let exact = (lo <= t.amount && t.amount <= hi)
+            .then(|| (None, keys.at_least(t.amount), keys.at_most(t.amount)));
+        let near = payers
+            .iter()
+            .map(|&name| (Some(name), lo_key, hi_key))
+            .chain(exact);
+        for (name, lo, hi) in near {
+            for e in amounts.near(p, ti, name, lo, hi) {
+                let ii = e.inv as usize;
+                if (name.is_some() || payers.binary_search(&e.name).is_err())
+                    && (e.from..=e.to).contains(&t.booked_on)
+                    && named.binary_search_by_key(&ii, |n| n.inv).is_err()
+                {
+                    let f = p.facts_at(e.place as usize);
+                    out.extend(candidate(p, ti, ii, f, None, units, &mut fits));
+                }
             }
         }
     }
-    out
+    (out, Named::new(p.transactions.len(), &named_pairs))
 }
 
-/// `RefIndex::lookup` for payment `ti`, appended to `out` by invoice, each once.
+/// Per payment: the invoices its description may name, ascending.
+struct Named {
+    /// Those of payment `t`: `invoices[starts[t]..starts[t + 1]]`.
+    starts: Vec<usize>,
+    invoices: Vec<usize>,
+}
+
+impl Named {
+    /// From (payment, invoice) pairs, each payment's by invoice.
+    fn new(payments: usize, pairs: &[(usize, usize)]) -> Self {
+        let mut starts = vec![0; payments + 1];
+        for &(t, _) in pairs {
+            starts[t + 1] += 1;
+        }
+        for t in 1..starts.len() {
+            starts[t] += starts[t - 1];
+        }
+        let mut fill = starts.clone();
+        let mut invoices = vec![0; pairs.len()];
+        for &(t, inv) in pairs {
+            invoices[fill[t]] = inv;
+            fill[t] += 1;
+        }
+        Named { starts, invoices }
+    }
+
+    fn of(&self, t: usize) -> &[usize] {
+        &self.invoices[self.starts[t]..self.starts[t + 1]]
+    }
+}
+
+/// `RefSweep::lookup` for payment `ti`, appended to `out` by invoice, each once.
 fn lookup(
     p: &Prepared,
-    refs: &RefIndex,
+    sweep: &mut RefSweep,
     ti: usize,
     unnamed_too: bool,
-    out: &mut Vec<(usize, bool)>,
+    out: &mut Vec<Found>,
 ) {
     let start = out.len();
-    refs.lookup(
+    sweep.lookup(
+        &p.order,
         p.description(ti),
         p.transactions[ti].booked_on,
         unnamed_too,
@@ -433,8 +508,8 @@ fn lookup(
     out[start..].sort_unstable();
     let mut kept = start;
     for k in start..out.len() {
-        if kept > start && out[kept - 1].0 == out[k].0 {
-            out[kept - 1].1 |= out[k].1;
+        if kept > start && out[kept - 1].inv == out[k].inv {
+            out[kept - 1].named |= out[k].named;
         } else {
             out[kept] = out[k];
             kept += 1;
@@ -445,35 +520,94 @@ fn lookup(
 
 /// Whether an invoice whose number the description does not carry may still
 /// be a candidate: only with the exact amount or a counterparty that fits
-/// (a fee or rounding gap needs one, see `candidate`). Most invoices of
-/// about the payment's amount stop here, before anything else is read.
-fn unnamed_may_fit(p: &Prepared, ti: usize, open: Decimal, name: u32, fits: &mut NameFits) -> bool {
-    (open - p.transactions[ti].amount).is_zero() || fits.fits(p, name, ti)
+/// (a fee or rounding gap needs one, see `candidate`).
+fn unnamed_may_fit(p: &Prepared, ti: usize, f: &Facts, units: Option<UnitFit>, fits: &mut NameFits) -> bool {
+    fits.fits(p, f.name, ti)
+        || units.map_or_else(
+            || (f.open - p.transactions[ti].amount).is_zero(),
+            |u| f.key == u.paid,
+        )
+}
+
+/// `amount_fit` on integer units, for a payment of `paid` units under
+/// rules without a percentage tolerance: the amounts are whole numbers of
+/// units, so a gap is within a tolerance or fee exactly when it is within
+/// the whole units of it, and no decimal operation is needed.
+#[derive(Clone, Copy)]
+struct UnitFit {
+    tolerance: i64,
+    fee: i64,
+    paid: i64,
+}
+
+/// `UnitFit` without the payment, when the open amounts have units.
+fn unit_rules(p: &Prepared) -> Option<UnitFit> {
+    let rules = p.rules;
+    if !rules.amount_tolerance_pct.is_zero() {
+        return None;
+    }
+    Some(UnitFit {
+        tolerance: p.keys.floor(rules.amount_tolerance)?,
+        fee: p.keys.floor(rules.fee_ceiling)?,
+        paid: 0,
+    })
+}
+
+impl UnitFit {
+    /// For a payment of `paid`, if that is a whole number of units.
+    fn paying(self, p: &Prepared, paid: Decimal) -> Option<UnitFit> {
+        let paid = p.keys.units(paid)?;
+        Some(UnitFit { paid, ..self })
+    }
+
+    /// `amount_fit` of an invoice whose open amount is `open` units.
+    fn fit(self, open: i64, has_reference: bool) -> Option<AmountFit> {
+        let gap = open - self.paid;
+        if gap == 0 {
+            Some(AmountFit::Equal)
+        } else if gap.abs() <= self.tolerance {
+            Some(AmountFit::Tolerance)
+        } else if gap > 0 && gap <= self.fee {
+            Some(AmountFit::Fee)
+        } else if gap > 0 && has_reference {
+            Some(AmountFit::Partial)
+        } else if gap < 0 && has_reference {
+            Some(AmountFit::Over)
+        } else {
+            None
+        }
+    }
 }
 
 /// Payment `ti` and invoice `ii` (whose facts are `f`) as a candidate, if
-/// the evidence is enough; `reference` is `p.reference(ii, ti)`.
+/// the evidence is enough; `reference` is `p.reference(ii, ti)`, `units`
+/// the payment's `UnitFit`.
 fn candidate(
     p: &Prepared,
     ti: usize,
     ii: usize,
     f: &Facts,
     reference: Option<RefEvidence>,
+    units: Option<UnitFit>,
     fits: &mut NameFits,
 ) -> Option<Candidate> {
     let (rules, t) = (p.rules, &p.transactions[ti]);
-    if f.open <= Decimal::ZERO {
+    // `f.open <= 0`, without comparing decimals.
+    if f.open.is_zero() || f.open.is_sign_negative() {
         return None;
     }
     let same_currency = p.same_currency(f, ti);
     if !same_currency && !rules.allow_currency_mismatch {
         return None;
     }
-    if reference.is_none() && !unnamed_may_fit(p, ti, f.open, f.name, fits) {
+    if reference.is_none() && !unnamed_may_fit(p, ti, f, units, fits) {
         return None;
     }
     let fit = if same_currency {
-        amount_fit(rules, f.open, t.amount, reference.is_some())?
+        match units {
+            Some(u) => u.fit(f.key, reference.is_some())?,
+            None => amount_fit(rules, f.open, t.amount, reference.is_some())?,
+        }
     } else if reference == Some(RefEvidence::Exact) {
         AmountFit::Partial
     } else {
@@ -557,7 +691,7 @@ fn reasons_for(
         }),
     }
     r.extend(evidence(inv, t, c.reference, c.counterparty));
-    if inv.currency != t.currency {
+    if !c.same_currency {
         r.push(Reason::CurrencyDiffers {
             invoice: inv.currency.clone(),
             transaction: t.currency.clone(),
@@ -575,15 +709,9 @@ pub fn reconcile(
 ) -> Result<Vec<Match>, InputError> {
     validate(invoices, rules)?;
     let p = Prepared::new(invoices, transactions, rules);
-    let refs = RefIndex::new(&p);
-    let mut cands = candidates(&p, &refs);
+    let (mut cands, named_by_t) = candidates(&p);
     // (score, t, inv) is unique per candidate: an unstable sort is as good.
-    cands.sort_unstable_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(a.t.cmp(&b.t))
-            .then(a.inv.cmp(&b.inv))
-    });
+    cands.sort_unstable_by_key(|c| (!total_order(c.score), c.t, c.inv));
 
     // How many candidates each transaction and invoice has near a score.
     let whole = || cands.iter().filter(|c| c.fit.settles_whole());
@@ -619,7 +747,7 @@ pub fn reconcile(
     for s in named {
         apply_split(s, &p, &mut t_left, &mut open, &mut matches);
     }
-    split_payments(&p, &refs, &mut t_left, &mut open, &mut matches);
+    split_payments(&p, &named_by_t, &mut t_left, &mut open, &mut matches);
     for c in cands.iter().filter(|c| !c.first_pass()) {
         allocate(
             c,
@@ -706,7 +834,7 @@ fn allocate(
     if whole && (t_left[c.t] != t.amount || open[c.inv] != inv.open_amount) {
         return; // a full settlement needs both sides untouched
     }
-    let allocated = if inv.currency != t.currency {
+    let allocated = if !c.same_currency {
         open[c.inv]
     } else {
         t_left[c.t].min(open[c.inv])
@@ -716,7 +844,7 @@ fn allocate(
     }
     open[c.inv] -= allocated;
     t_left[c.t] -= allocated;
-    if whole || inv.currency != t.currency {
+    if whole || !c.same_currency {
         t_left[c.t] = Decimal::ZERO; // the payment is spent (fee or tolerance)
     }
     if matches!(c.fit, AmountFit::Fee | AmountFit::Tolerance) {
@@ -729,7 +857,7 @@ fn allocate(
             candidates: ties + 1,
         });
     }
-    let auto = ties == 0 && c.score >= p.rules.min_auto_score && inv.currency == t.currency;
+    let auto = ties == 0 && c.score >= p.rules.min_auto_score && c.same_currency;
     matches.push(Match {
         invoice: c.inv,
         transaction: c.t,
@@ -764,6 +892,7 @@ fn find_split(
     mut pool: Vec<usize>,
     named: &[usize],
     open: &[Decimal],
+    names: &mut NameFits,
 ) -> Option<Split> {
     let (rules, invoices, t) = (p.rules, p.invoices, &p.transactions[ti]);
     let max_k = rules.max_invoices_per_payment;
@@ -778,14 +907,17 @@ fn find_split(
     };
     pool.sort_unstable();
     pool.dedup();
+    // Untouched (`open[i] == f.open`), positive and below the payment; the
+    // cheap tests first. On units when the payment has them.
+    let paid = p.keys.units(t.amount);
     pool.retain(|&i| {
         let f = p.facts(i);
         p.same_currency(f, ti)
-            && open[i] > Decimal::ZERO
-            && open[i] == f.open
-            && open[i] < t.amount
             && p.in_window(f, ti)
-            && (p.counterparty(i, ti) >= 0.5 || reference(i) == Some(RefEvidence::Exact))
+            && f.key >= 0
+            && paid.map_or_else(|| f.open < t.amount, |paid| f.key < paid)
+            && (names.fits(p, f.name, ti) || reference(i) == Some(RefEvidence::Exact))
+            && open[i] == f.open
     });
     if pool.len() < 2 {
         return None;
@@ -803,8 +935,18 @@ fn find_split(
     }
     ranked.sort_unstable();
     let pool: Vec<usize> = ranked.into_iter().map(|(_, _, i)| i).collect();
-    let amounts: Vec<Decimal> = pool.iter().map(|&i| open[i]).collect();
-    let found = SubsetSum::run(&amounts, t.amount, rules.amount_tolerance, max_k);
+    // The same search on units, when the amounts and the tolerance are whole
+    // numbers of them (as `SubsetSum::run` would find, at a finer scale).
+    let found = match (paid, p.keys.units(rules.amount_tolerance)) {
+        (Some(paid), Some(tolerance)) => {
+            let amounts: Vec<i64> = pool.iter().map(|&i| p.facts(i).key).collect();
+            SubsetSum::search(&amounts, paid, tolerance, max_k)
+        }
+        _ => {
+            let amounts: Vec<Decimal> = pool.iter().map(|&i| open[i]).collect();
+            SubsetSum::run(&amounts, t.amount, rules.amount_tolerance, max_k)
+        }
+    };
     let fits = found.len().min(2);
     // The preferred subset is the one that needs the shortest head of the
     // ranked pool (then the fewest invoices): what a smaller pool would
@@ -820,7 +962,7 @@ fn find_split(
     let ref_frac = with_ref as f64 / best.len() as f64;
     let counterparty = best
         .iter()
-        .map(|&i| p.counterparty(i, ti))
+        .map(|&i| names.get(p, p.facts(i).name, ti))
         .fold(1.0_f64, f64::min);
     let date = best
         .iter()
@@ -842,18 +984,19 @@ fn find_split(
 /// a reference, so they are allocated in the first pass, by score. The named
 /// invoices are the candidates with an exact reference.
 fn named_splits(p: &Prepared, cands: &[Candidate], open: &[Decimal]) -> Vec<Split> {
-    let mut named: HashMap<usize, Vec<usize>> = HashMap::new();
-    for c in cands {
-        if c.reference == Some(RefEvidence::Exact) {
-            named.entry(c.t).or_default().push(c.inv);
-        }
-    }
+    let mut named: Vec<(usize, usize)> = cands
+        .iter()
+        .filter(|c| c.reference == Some(RefEvidence::Exact))
+        .map(|c| (c.t, c.inv))
+        .collect();
+    named.sort_unstable();
+    let mut fits = NameFits::default();
     let mut out: Vec<Split> = named
-        .into_iter()
-        .filter(|(_, pool)| pool.len() >= 2)
-        .filter_map(|(ti, mut pool)| {
-            pool.sort_unstable();
-            find_split(p, ti, pool.clone(), &pool, open)
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|pairs| pairs.len() >= 2)
+        .filter_map(|pairs| {
+            let pool: Vec<usize> = pairs.iter().map(|&(_, inv)| inv).collect();
+            find_split(p, pairs[0].0, pool.clone(), &pool, open, &mut fits)
         })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.t.cmp(&b.t)));
@@ -908,7 +1051,7 @@ fn apply_split(
 /// invoices (by counterparty or named in the description) near the payment.
 fn split_payments(
     p: &Prepared,
-    refs: &RefIndex,
+    named: &Named,
     t_left: &mut [Decimal],
     open: &mut [Decimal],
     matches: &mut Vec<Match>,
@@ -917,167 +1060,20 @@ fn split_payments(
         return;
     }
     let by_name = NameIndex::new(p, open);
-    let (mut found, mut names) = (Vec::new(), Vec::new());
+    let mut fits = NameFits::default();
     for (ti, t) in p.transactions.iter().enumerate() {
         if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
             continue;
         }
         // Those the description does not name need a counterparty that fits
         // to pass `find_split`, and then `payers_invoices` has them.
-        found.clear();
-        lookup(p, refs, ti, false, &mut found);
-        let named: Vec<usize> = found.iter().map(|f| f.0).collect();
-        let mut pool = named.clone();
-        by_name.payers_invoices(p, ti, &mut names, &mut pool);
-        if let Some(s) = find_split(p, ti, pool, &named, open) {
+        let named = named.of(ti);
+        let mut pool = named.to_vec();
+        let paid = p.keys.units(t.amount);
+        by_name.payers_invoices(p, ti, paid, &mut fits, &mut pool);
+        if let Some(s) = find_split(p, ti, pool, named, open, &mut fits) {
             apply_split(&s, p, t_left, open, matches);
         }
-    }
-}
-
-/// Most subsets that fit one payment looked at before the search stops (it
-/// is ambiguous by then anyway).
-const SPLIT_FITS: usize = 64;
-/// Most partial subsets tried for one payment, so that many invoices of
-/// similar amounts and a high `max_invoices_per_payment` cannot make the
-/// search explode; it reports what it found by then.
-const SPLIT_STEPS: usize = 50_000;
-
-/// Subsets of 2..=max_k positive amounts that sum to `target` within `tol`:
-/// a depth-first search over the amounts in ascending order, so a branch
-/// ends at the first amount that overshoots, the last amount of a subset is
-/// found by binary search, and a branch is cut when even the largest amounts
-/// cannot make up what is missing.
-struct SubsetSum<T> {
-    /// (amount, position in the pool), ascending.
-    sorted: Vec<(T, usize)>,
-    /// `largest[r]`: the sum of the `r` largest amounts.
-    largest: Vec<T>,
-    target: T,
-    tol: T,
-    max_k: usize,
-    steps: usize,
-    chosen: Vec<usize>,
-    found: Vec<Vec<usize>>,
-}
-
-impl SubsetSum<Decimal> {
-    /// Up to SPLIT_FITS subsets that fit, each as ascending positions in
-    /// `amounts`. On integers when that gives the same answers.
-    fn run(amounts: &[Decimal], target: Decimal, tol: Decimal, max_k: usize) -> Vec<Vec<usize>> {
-        let mut values = amounts.to_vec();
-        values.extend([target, tol]);
-        let n = amounts.len();
-        match as_integers(&values) {
-            Some((ints, total)) if total < 1 << 62 => {
-                // Each fits in 64 bits, as its magnitude is at most `total`.
-                let ints: Vec<i64> = ints.into_iter().map(|v| v as i64).collect();
-                SubsetSum::search(&ints[..n], ints[n], ints[n + 1], max_k)
-            }
-            Some((ints, _)) => SubsetSum::search(&ints[..n], ints[n], ints[n + 1], max_k),
-            None => SubsetSum::search(amounts, target, tol, max_k),
-        }
-    }
-}
-
-/// The values as integers at their largest scale, and the sum of their
-/// magnitudes, if that stays within Decimal's 96-bit mantissa. Then no sum
-/// or difference the search forms is rounded, so Decimal arithmetic on them
-/// is exact, and integer arithmetic (several times faster) gives the very
-/// same answers; in 64 bits when the magnitudes add up to less than 2^62.
-fn as_integers(values: &[Decimal]) -> Option<(Vec<i128>, i128)> {
-    let scale = values.iter().map(Decimal::scale).max()?;
-    let ints = values
-        .iter()
-        .map(|v| {
-            v.mantissa()
-                .checked_mul(10_i128.checked_pow(scale - v.scale())?)
-        })
-        .collect::<Option<Vec<i128>>>()?;
-    let total = ints
-        .iter()
-        .try_fold(0_i128, |sum, v| sum.checked_add(v.checked_abs()?))?;
-    (total < 1 << 96).then_some((ints, total))
-}
-
-impl<T> SubsetSum<T>
-where
-    T: Copy + Ord + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T>,
-{
-    fn search(amounts: &[T], target: T, tol: T, max_k: usize) -> Vec<Vec<usize>> {
-        let zero = T::default();
-        let mut sorted: Vec<(T, usize)> =
-            amounts.iter().enumerate().map(|(k, a)| (*a, k)).collect();
-        sorted.sort();
-        let mut largest = vec![zero];
-        for (a, _) in sorted.iter().rev().take(max_k) {
-            largest.push(largest[largest.len() - 1] + *a);
-        }
-        let mut search = SubsetSum {
-            sorted,
-            largest,
-            target,
-            tol,
-            max_k,
-            steps: 0,
-            chosen: Vec::with_capacity(max_k),
-            found: Vec::new(),
-        };
-        if max_k >= 2 && search.sorted.len() >= 2 {
-            search.dfs(0, zero);
-        }
-        for f in &mut search.found {
-            f.sort_unstable();
-        }
-        search.found
-    }
-
-    fn done(&self) -> bool {
-        self.found.len() >= SPLIT_FITS || self.steps >= SPLIT_STEPS
-    }
-
-    /// Extends `chosen` (whose amounts add up to `sum`) with amounts from
-    /// position `from` on.
-    fn dfs(&mut self, from: usize, sum: T) {
-        self.steps += 1;
-        let n = self.sorted.len();
-        let chosen = self.chosen.len();
-        let (lo, hi) = (self.target - self.tol - sum, self.target + self.tol - sum);
-        let left = self.max_k - chosen;
-        if self.largest[left.min(n - from).min(self.largest.len() - 1)] < lo {
-            return;
-        }
-        if left == 1 {
-            // The last amount: any in [lo, hi].
-            let start = from + self.sorted[from..].partition_point(|(a, _)| *a < lo);
-            for k in start..n {
-                if self.sorted[k].0 > hi || self.found.len() >= SPLIT_FITS {
-                    break;
-                }
-                self.record(k);
-            }
-            return;
-        }
-        for k in from..n {
-            let a = self.sorted[k].0;
-            if a > hi || self.done() {
-                return;
-            }
-            if chosen >= 1 && a >= lo {
-                self.record(k);
-            }
-            if k + 1 < n {
-                self.chosen.push(k);
-                self.dfs(k + 1, sum + a);
-                self.chosen.pop();
-            }
-        }
-    }
-
-    fn record(&mut self, last: usize) {
-        let mut subset: Vec<usize> = self.chosen.iter().map(|&k| self.sorted[k].1).collect();
-        subset.push(self.sorted[last].1);
-        self.found.push(subset);
     }
 }
 

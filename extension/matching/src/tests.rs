@@ -2,6 +2,7 @@
 //! random ledgers: no panic, never over-allocated, deterministic.
 
 use super::*;
+use subset_sum::{SubsetSum, SPLIT_FITS};
 use std::str::FromStr;
 
 fn d(s: &str) -> Decimal {
@@ -537,6 +538,65 @@ fn random_ledgers_never_over_allocate_and_are_deterministic() {
                     "seed {seed}: transaction {t} over-allocated"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn amount_fit_on_units_is_amount_fit() {
+    let amounts = ["0.01", "0.02", "1", "24.99", "25", "25.01", "99.99", "100", "100.01", "125"];
+    let keys = units::AmountKeys::new(amounts.iter().map(|a| d(a)));
+    for tolerance in ["0", "0.01", "0.005", "1"] {
+        for fee in ["0", "25", "0.015"] {
+            let rules = Rules {
+                amount_tolerance: d(tolerance),
+                fee_ceiling: d(fee),
+                ..Rules::default()
+            };
+            let p_rules = UnitFit {
+                tolerance: keys.floor(rules.amount_tolerance).unwrap(),
+                fee: keys.floor(rules.fee_ceiling).unwrap(),
+                paid: 0,
+            };
+            for open in amounts {
+                for paid in amounts {
+                    for named in [false, true] {
+                        let u = UnitFit {
+                            paid: keys.units(d(paid)).unwrap(),
+                            ..p_rules
+                        };
+                        assert_eq!(
+                            u.fit(keys.units(d(open)).unwrap(), named),
+                            amount_fit(&rules, d(open), d(paid), named),
+                            "open {open}, paid {paid}, tolerance {tolerance}, fee {fee}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The subset search against every subset, on pools small enough that
+/// neither of its limits can stop it.
+#[test]
+fn subset_sum_is_every_subset_that_fits() {
+    let mut rng = Rng(7);
+    for _ in 0..300 {
+        let n = 2 + rng.below(10) as usize;
+        let amounts: Vec<i64> = (0..n).map(|_| 1 + rng.below(40) as i64).collect();
+        let (target, tol) = (rng.below(120) as i64, rng.below(3) as i64);
+        let max_k = 2 + rng.below(4) as usize;
+        let mut expected: Vec<Vec<usize>> = (0..1_u32 << n)
+            .filter(|set| (2..=max_k as u32).contains(&set.count_ones()))
+            .map(|set| (0..n).filter(|&k| set >> k & 1 == 1).collect::<Vec<_>>())
+            .filter(|s| (s.iter().map(|&k| amounts[k]).sum::<i64>() - target).abs() <= tol)
+            .collect();
+        let mut found = SubsetSum::search(&amounts, target, tol, max_k);
+        if expected.len() < SPLIT_FITS {
+            expected.sort();
+            found.sort();
+            assert_eq!(found, expected, "{amounts:?} {target} {tol} {max_k}");
         }
     }
 }

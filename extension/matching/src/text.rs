@@ -135,11 +135,6 @@ impl<'a> Description<'a> {
             )
         })
     }
-
-    /// Whether every word of a name (`name_tokens`) is a token; never for no words.
-    pub(crate) fn mentions(self, name_words: &[String]) -> bool {
-        !name_words.is_empty() && name_words.iter().all(|w| self.tokens().any(|t| t == w))
-    }
 }
 
 fn normalized(s: &str) -> impl Iterator<Item = char> + '_ {
@@ -191,6 +186,12 @@ fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// `a == b`, compared in place: these are a few bytes, for which a call
+/// to `memcmp` costs more than the comparison.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// How an invoice's number appears in a description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefEvidence {
@@ -230,14 +231,16 @@ enum Bytes {
 }
 
 impl Bytes {
-    fn new(bytes: &[u8]) -> Self {
+    /// The `len` bytes of `bytes`.
+    fn collect(len: usize, bytes: impl Iterator<Item = u8>) -> Self {
         let mut inline = [0; 22];
-        match inline.get_mut(..bytes.len()) {
-            Some(head) => {
-                head.copy_from_slice(bytes);
-                Bytes::Inline(bytes.len() as u8, inline)
+        if len <= inline.len() {
+            for (slot, b) in inline.iter_mut().zip(bytes) {
+                *slot = b;
             }
-            None => Bytes::Heap(bytes.into()),
+            Bytes::Inline(len as u8, inline)
+        } else {
+            Bytes::Heap(bytes.collect())
         }
     }
 
@@ -251,14 +254,25 @@ impl Bytes {
 
 impl Reference {
     pub(crate) fn new(reference: &str) -> Self {
-        let mut text = normalize(reference);
-        let full_end = text.len() as u32;
-        let stem_end = text.trim_end_matches(|c: char| c.is_ascii_digit()).len() as u32;
-        text.extend(reference.chars().filter(char::is_ascii_digit));
+        // `normalize` and the digits byte by byte, without a string: no
+        // byte of a non-ASCII character is an ASCII letter or digit.
+        let bytes = reference.as_bytes();
+        let full = || {
+            let alphanumeric = bytes.iter().filter(|b| b.is_ascii_alphanumeric());
+            alphanumeric.map(u8::to_ascii_uppercase)
+        };
+        let digits = || bytes.iter().copied().filter(u8::is_ascii_digit);
+        let (mut full_end, mut stem_end) = (0, 0);
+        for b in full() {
+            full_end += 1;
+            if !b.is_ascii_digit() {
+                stem_end = full_end; // the trailing digits start after it
+            }
+        }
         Reference {
-            text: Bytes::new(text.as_bytes()),
-            full_end,
-            stem_end,
+            text: Bytes::collect(full_end + digits().count(), full().chain(digits())),
+            full_end: full_end as u32,
+            stem_end: stem_end as u32,
         }
     }
 
@@ -281,13 +295,13 @@ impl Reference {
         let mut typo = false;
         for s in description.spans {
             let t = &text[s.start..s.end];
-            if t == full {
+            if same(t, full) {
                 return Some(RefEvidence::Exact);
             }
             let t_digits = &digits[s.digits_start..s.digits_end];
             // Digits alone, when the token is only digits or carries the same prefix.
-            let letters_ok = t.len() == t_digits.len() || &text[s.start..s.stem_end] == stem;
-            if ref_digits.len() >= 3 && t_digits == ref_digits && letters_ok {
+            let letters_ok = t.len() == t_digits.len() || same(&text[s.start..s.stem_end], stem);
+            if ref_digits.len() >= 3 && same(t_digits, ref_digits) && letters_ok {
                 return Some(RefEvidence::Exact);
             }
             if ref_digits.len() >= 4
@@ -328,7 +342,7 @@ pub fn counterparty_similarity(a: &str, b: &str) -> f64 {
 }
 
 /// `counterparty_similarity` of two names given as their `name_tokens`.
-pub(crate) fn similarity(ta: &[String], tb: &[String]) -> f64 {
+pub(crate) fn similarity<T: PartialEq>(ta: &[T], tb: &[T]) -> f64 {
     if ta.is_empty() || tb.is_empty() {
         return 0.0;
     }

@@ -1,0 +1,336 @@
+//! Invoices by the keys their numbers can be found under, for the payments
+//! of one day after another: the index holds only the invoices whose date
+//! window is open on that day, a few thousand of a large ledger's, so that
+//! it stays in cache where an index of every invoice would miss it on
+//! nearly every probe.
+//!
+//! The keys of an invoice number are its digits (3 or more), its digits
+//! with one deleted (from 4 digits on), and, for numbers with fewer than 3
+//! digits, the whole normalized number (with more, a token equal to the
+//! number has its digits and finds it by them). Looking up a token, its
+//! digits and its digits with one deleted finds every invoice whose number
+//! `find_reference` sees in the token, exactly or one typo away, and more
+//! that it does not: that is the pool `candidates` looks at.
+
+use crate::index::{FastMap, Prepared};
+use crate::text::Description;
+use crate::Day;
+use std::collections::hash_map::Entry;
+
+/// The keys of the invoice numbers whose window holds the day of the last
+/// lookup: for each key, a list of its invoices linked through the nodes,
+/// so that an invoice leaves in constant time and the index allocates
+/// nothing as it moves. The nodes are laid out in `Prepared::order`, by
+/// the first day of their invoice's window, so that those in the index are
+/// close together in memory, a band that moves along as the days do.
+pub(crate) struct RefSweep {
+    /// Each invoice's keys: those of the `k`th in `Prepared::order` are
+    /// `nodes[starts[k]..starts[k + 1]]`.
+    nodes: Vec<Node>,
+    starts: Vec<u32>,
+    /// The first and last day of each window, in that order.
+    opening: Vec<(Day, Day)>,
+    /// The last day of each window and its place in that order, ascending.
+    closing: Vec<(Day, u32)>,
+    /// How many of `opening` and `closing` are behind.
+    opened: usize,
+    closed: usize,
+    /// Per place in `opening`: whether its invoice is in the index.
+    active: Vec<bool>,
+    /// Key -> the first of its nodes.
+    heads: FastMap<u64, u32>,
+    /// Keys too long to pack into a number, numbered.
+    long: FastMap<Vec<u8>, u64>,
+    /// Bit `n` (63 for 63 and longer): some whole number, or digits key,
+    /// has `n` bytes. Tokens of other lengths need no probe.
+    whole_lengths: u64,
+    digit_lengths: u64,
+    /// Scratch for `lookup`.
+    key: Vec<u8>,
+}
+
+/// A key of an invoice, in the list of the invoices under it.
+#[derive(Clone, Copy)]
+struct Node {
+    key: u64,
+    next: u32,
+    prev: u32,
+    /// The invoice's place in `Prepared::order`.
+    place: u32,
+    /// Under a key of its digits less one: the position of the deleted
+    /// digit; else, and past position 254, `OWN`.
+    deleted: u8,
+}
+
+const OWN: u8 = u8::MAX;
+
+/// An invoice `RefSweep::lookup` finds: its position, whether the
+/// description may name it, and its place in `Prepared::order`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Found {
+    pub inv: usize,
+    pub named: bool,
+    pub place: u32,
+}
+/// No node: the end of a list.
+const NONE: u32 = u32::MAX;
+
+/// Keys as numbers. Digits (up to 18) are `10^len + value`, below 2^61;
+/// a whole number of up to 8 bytes is its ASCII bytes with the top bit
+/// (free in ASCII) set; longer keys are numbered in `RefSweep::long`, and
+/// their number has bit 62 set. So the three kinds never meet.
+const WHOLE: u64 = 1 << 63;
+const LONG: u64 = 1 << 62;
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+impl RefSweep {
+    pub fn new(p: &Prepared) -> Self {
+        let n = p.order.len();
+        let mut closing: Vec<(Day, u32)> = (0..n).map(|k| (p.facts_at(k).to, k as u32)).collect();
+        closing.sort_unstable();
+        let mut index = RefSweep {
+            nodes: Vec::new(),
+            starts: Vec::with_capacity(n + 1),
+            opening: (0..n)
+                .map(|k| (p.facts_at(k).from, p.facts_at(k).to))
+                .collect(),
+            closing,
+            opened: 0,
+            closed: 0,
+            active: vec![false; n],
+            heads: FastMap::default(),
+            long: FastMap::default(),
+            whole_lengths: 0,
+            digit_lengths: 0,
+            key: Vec::new(),
+        };
+        index.starts.push(0);
+        let mut key = Vec::new();
+        for place in 0..n {
+            let r = p.reference_at(place);
+            let d = r.digits();
+            if d.len() < 3 {
+                if !r.full().is_empty() {
+                    index.add(true, r.full(), place, OWN);
+                }
+            } else {
+                index.add(false, d, place, OWN);
+                if d.len() >= 4 {
+                    for k in 0..d.len() {
+                        let deleted = u8::try_from(k).unwrap_or(OWN);
+                        index.add(false, deletion(d, k, &mut key), place, deleted);
+                    }
+                }
+            }
+            index.starts.push(index.nodes.len() as u32);
+        }
+        index
+    }
+
+    fn add(&mut self, whole: bool, key: &[u8], place: usize, deleted: u8) {
+        if whole {
+            self.whole_lengths |= length_bit(key.len());
+        } else {
+            self.digit_lengths |= length_bit(key.len());
+        }
+        let key = match self.key(whole, key) {
+            Some(k) => k,
+            None => {
+                let next = LONG | self.long.len() as u64;
+                *self.long.entry(long_key(whole, key)).or_insert(next)
+            }
+        };
+        self.nodes.push(Node {
+            key,
+            next: NONE,
+            prev: NONE,
+            place: place as u32,
+            deleted,
+        });
+    }
+
+    /// The number of a key, if some invoice has it or it packs into one.
+    fn key(&self, whole: bool, key: &[u8]) -> Option<u64> {
+        match (whole, key.len()) {
+            (true, 0..=8) => {
+                let mut bytes = [0; 8];
+                bytes[..key.len()].copy_from_slice(key);
+                Some(u64::from_le_bytes(bytes) | WHOLE)
+            }
+            (false, 0..=18) => {
+                let value = key.iter().fold(0, |v, c| v * 10 + u64::from(c - b'0'));
+                Some(10_u64.pow(key.len() as u32) + value)
+            }
+            _ => self.long.get(&long_key(whole, key)).copied(),
+        }
+    }
+
+    /// Moves to `day`: the invoices whose window holds it, and no others.
+    fn advance(&mut self, day: Day) {
+        while let Some(&(from, to)) = self.opening.get(self.opened) {
+            if from > day {
+                break;
+            }
+            let k = self.opened;
+            self.opened += 1;
+            // A window that closed before the day never enters.
+            if to >= day {
+                self.active[k] = true;
+                self.link(k);
+            }
+        }
+        while let Some(&(to, k)) = self.closing.get(self.closed) {
+            if to >= day {
+                break;
+            }
+            self.closed += 1;
+            if std::mem::take(&mut self.active[k as usize]) {
+                self.unlink(k as usize);
+            }
+        }
+    }
+    /// The nodes of the `k`th invoice by the first day of its window.
+    fn nodes(&self, k: usize) -> std::ops::Range<usize> {
+        self.starts[k] as usize..self.starts[k + 1] as usize
+    }
+
+    fn link(&mut self, k: usize) {
+        for node in self.nodes(k) {
+            let n = node as u32;
+            let next = match self.heads.entry(self.nodes[node].key) {
+                Entry::Occupied(mut head) => head.insert(n),
+                Entry::Vacant(head) => {
+                    head.insert(n);
+                    NONE
+                }
+            };
+            if next != NONE {
+                self.nodes[next as usize].prev = n;
+            }
+            self.nodes[node].next = next;
+            self.nodes[node].prev = NONE;
+        }
+    }
+
+    fn unlink(&mut self, k: usize) {
+        for node in self.nodes(k) {
+            let Node {
+                key, prev, next, ..
+            } = self.nodes[node];
+            if next != NONE {
+                self.nodes[next as usize].prev = prev;
+            }
+            if prev != NONE {
+                self.nodes[prev as usize].next = next;
+            } else if next != NONE {
+                self.heads.insert(key, next);
+            } else {
+                self.heads.remove(&key);
+            }
+        }
+    }
+
+    /// The invoices whose number may appear among the tokens and whose date
+    /// window holds `day`, each with whether the description may name it
+    /// (`find_reference` tells); it names none of the others, those only
+    /// found by deleting a digit at another place than in the token (two
+    /// edits apart). Those only with `unnamed_too`. `day` is never before
+    /// the day of the previous call.
+    pub fn lookup(
+        &mut self,
+        order: &[u32],
+        d: Description,
+        day: Day,
+        unnamed_too: bool,
+        out: &mut Vec<Found>,
+    ) {
+        self.advance(day);
+        let mut key = std::mem::take(&mut self.key);
+        let mut seen: Vec<&[u8]> = Vec::new();
+        for (token, digits) in d.tokens_and_digits() {
+            self.probe(order, true, token, &|_| true, unnamed_too, out);
+            // "INV10042" and "10042" have the same digits: look them up once.
+            if digits.len() < 3 || seen.contains(&digits) {
+                continue;
+            }
+            seen.push(digits);
+            self.probe(order, false, digits, &|_| true, unnamed_too, out);
+            if digits.len() < 4 {
+                continue;
+            }
+            // Deleting any digit of a run gives the same key: once per run.
+            let mut k = 0;
+            while k < digits.len() {
+                let run = k + digits[k..].iter().take_while(|&&c| c == digits[k]).count();
+                // The same digit deleted in both: one substitution apart.
+                let same_place =
+                    |e: &Node| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
+                self.probe(
+                    order,
+                    false,
+                    deletion(digits, k, &mut key),
+                    &same_place,
+                    unnamed_too,
+                    out,
+                );
+                k = run;
+            }
+        }
+        self.key = key;
+    }
+
+    /// The active invoices under a key.
+    fn probe(
+        &self,
+        order: &[u32],
+        whole: bool,
+        key: &[u8],
+        named: &dyn Fn(&Node) -> bool,
+        unnamed_too: bool,
+        out: &mut Vec<Found>,
+    ) {
+        let lengths = if whole {
+            self.whole_lengths
+        } else {
+            self.digit_lengths
+        };
+        if lengths & length_bit(key.len()) == 0 {
+            return;
+        }
+        let Some(key) = self.key(whole, key) else {
+            return;
+        };
+        let mut node = self.heads.get(&key).copied().unwrap_or(NONE);
+        while node != NONE {
+            let e = &self.nodes[node as usize];
+            let named = named(e);
+            if named || unnamed_too {
+                out.push(Found {
+                    inv: order[e.place as usize] as usize,
+                    named,
+                    place: e.place,
+                });
+            }
+            node = e.next;
+        }
+    }
+}
+
+/// A long key, told apart by its kind.
+fn long_key(whole: bool, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(u8::from(whole));
+    k.extend_from_slice(key);
+    k
+}
+
+/// `digits` without the digit at `k`, into `key`.
+fn deletion<'k>(digits: &[u8], k: usize, key: &'k mut Vec<u8>) -> &'k [u8] {
+    key.clear();
+    key.extend_from_slice(&digits[..k]);
+    key.extend_from_slice(&digits[k + 1..]);
+    key
+}
