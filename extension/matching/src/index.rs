@@ -177,12 +177,7 @@ impl<'a> Prepared<'a> {
             *currencies.entry(c).or_insert(next)
         };
         let positive = |d: &Decimal| !d.is_sign_negative() && !d.is_zero();
-        let keys = AmountKeys::new(
-            invoices
-                .iter()
-                .map(|i| i.open_amount)
-                .filter(positive),
-        );
+        let keys = AmountKeys::new(invoices.iter().map(|i| i.open_amount).filter(positive));
         let facts: Vec<Facts> = invoices
             .iter()
             .map(|inv| {
@@ -223,7 +218,10 @@ impl<'a> Prepared<'a> {
             transactions,
             rules,
             facts: order.iter().map(|&i| facts[i as usize]).collect(),
-            refs: in_order(&place, invoices.iter().map(|i| Reference::new(&i.reference))),
+            refs: in_order(
+                &place,
+                invoices.iter().map(|i| Reference::new(&i.reference)),
+            ),
             order,
             place,
             t_name,
