@@ -67,6 +67,15 @@ pub(crate) struct Prepared<'a> {
     pub keys: AmountKeys,
 }
 
+/// The items (one per invoice, by position) laid out by `place`: read in
+/// the input's order, where reading the input's strings by place would
+/// jump all over memory.
+fn in_order<T>(place: &[u32], items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut placed: Vec<(u32, T)> = place.iter().copied().zip(items).collect();
+    placed.sort_unstable_by_key(|p| p.0);
+    placed.into_iter().map(|p| p.1).collect()
+}
+
 /// The names as numbered words (`NumberedWords`).
 fn number_words(names: &[Vec<String>]) -> NumberedWords<'_> {
     let mut numbers: FastMap<&str, u32> = FastMap::default();
@@ -168,12 +177,7 @@ impl<'a> Prepared<'a> {
             *currencies.entry(c).or_insert(next)
         };
         let positive = |d: &Decimal| !d.is_sign_negative() && !d.is_zero();
-        let keys = AmountKeys::new(
-            invoices
-                .iter()
-                .map(|i| i.open_amount)
-                .filter(positive),
-        );
+        let keys = AmountKeys::new(invoices.iter().map(|i| i.open_amount).filter(positive));
         let facts: Vec<Facts> = invoices
             .iter()
             .map(|inv| {
@@ -214,10 +218,10 @@ impl<'a> Prepared<'a> {
             transactions,
             rules,
             facts: order.iter().map(|&i| facts[i as usize]).collect(),
-            refs: order
-                .iter()
-                .map(|&i| Reference::new(&invoices[i as usize].reference))
-                .collect(),
+            refs: in_order(
+                &place,
+                invoices.iter().map(|i| Reference::new(&i.reference)),
+            ),
             order,
             place,
             t_name,

@@ -14,8 +14,8 @@ mod units;
 
 use index::{AmountIndex, Facts, NameFits, NameIndex, Prepared};
 use refs::{Found, RefSweep};
-use subset_sum::SubsetSum;
 use rust_decimal::Decimal;
+use subset_sum::SubsetSum;
 use text::RefEvidence;
 
 /// A date as a day number (any fixed epoch; the glue uses Postgres' own).
@@ -393,7 +393,7 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
     // An invoice the description does not name is a candidate only with an
     // equal amount, a rounding gap or a fee (`amount_fit`). Without a
     // percentage tolerance and with exact sums, all of those are in the
-    // window of amounts below, so `RefIndex` need not return them too.
+    // window of amounts below, so `RefSweep` need not return them too.
     let unnamed_too = !(rules.amount_tolerance_pct.is_zero() && p.exact_sums);
     let unit_rules = unit_rules(p);
     // The payments by day, as `RefSweep` takes them.
@@ -419,7 +419,8 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
             out.extend(candidate(p, ti, n.inv, f, reference, units, &mut fits));
         }
         // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
-        // the percentage tolerance is checked exactly in `amount_fit`.
+        // the percentage tolerance is checked exactly in `amount_fit`. (Without
+        // one the slack is zero: the same bounds, without decimal products.)
         let (lo, hi) = if rules.amount_tolerance_pct.is_zero() {
             (t.amount - rules.amount_tolerance, t.amount + widest)
         } else {
@@ -490,13 +491,7 @@ impl Named {
 }
 
 /// `RefSweep::lookup` for payment `ti`, appended to `out` by invoice, each once.
-fn lookup(
-    p: &Prepared,
-    sweep: &mut RefSweep,
-    ti: usize,
-    unnamed_too: bool,
-    out: &mut Vec<Found>,
-) {
+fn lookup(p: &Prepared, sweep: &mut RefSweep, ti: usize, unnamed_too: bool, out: &mut Vec<Found>) {
     let start = out.len();
     sweep.lookup(
         &p.order,
@@ -521,7 +516,13 @@ fn lookup(
 /// Whether an invoice whose number the description does not carry may still
 /// be a candidate: only with the exact amount or a counterparty that fits
 /// (a fee or rounding gap needs one, see `candidate`).
-fn unnamed_may_fit(p: &Prepared, ti: usize, f: &Facts, units: Option<UnitFit>, fits: &mut NameFits) -> bool {
+fn unnamed_may_fit(
+    p: &Prepared,
+    ti: usize,
+    f: &Facts,
+    units: Option<UnitFit>,
+    fits: &mut NameFits,
+) -> bool {
     fits.fits(p, f.name, ti)
         || units.map_or_else(
             || (f.open - p.transactions[ti].amount).is_zero(),

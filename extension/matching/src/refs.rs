@@ -249,14 +249,15 @@ impl RefSweep {
     ) {
         self.advance(day);
         let mut key = std::mem::take(&mut self.key);
-        let mut seen: Vec<&[u8]> = Vec::new();
-        for (token, digits) in d.tokens_and_digits() {
+        for (i, (token, digits)) in d.tokens_and_digits().enumerate() {
             self.probe(order, true, token, &|_| true, unnamed_too, out);
             // "INV10042" and "10042" have the same digits: look them up once.
-            if digits.len() < 3 || seen.contains(&digits) {
+            // (A description has a few tokens: looking back at them costs
+            // less than keeping a set.)
+            let mut before = d.tokens_and_digits().take(i);
+            if digits.len() < 3 || before.any(|(_, seen)| seen == digits) {
                 continue;
             }
-            seen.push(digits);
             self.probe(order, false, digits, &|_| true, unnamed_too, out);
             if digits.len() < 4 {
                 continue;

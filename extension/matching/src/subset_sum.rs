@@ -117,8 +117,10 @@ where
     }
 
     /// One step: extends `chosen[..depth]` (whose amounts add up to `sum`)
-    /// with amounts from index `from` on, when more than one is left to
-    /// choose (`last` chooses the last one).
+    /// with amounts from index `from` on. Inlined into `extend`, so that
+    /// the most frequent steps, those choosing the last amount, are no
+    /// calls.
+    #[inline(always)]
     fn visit(&mut self, depth: usize, from: usize, sum: T) {
         self.steps += 1;
         let n = self.amounts.len();
@@ -129,7 +131,22 @@ where
         if self.largest[left.min(n - from)] < lo {
             return;
         }
-        let mut below = n;
+        if left == 1 {
+            // The last amount: any in [lo, hi].
+            let start = from + self.amounts[from..].partition_point(|a| *a < lo);
+            for k in start..n {
+                if self.amounts[k] > hi || self.found.len() >= SPLIT_FITS {
+                    break;
+                }
+                self.record(depth, k);
+            }
+            return;
+        }
+        self.extend(depth, from, sum, lo, hi);
+    }
+
+    fn extend(&mut self, depth: usize, from: usize, sum: T, lo: T, hi: T) {
+        let n = self.amounts.len();
         for k in from..n {
             let a = self.amounts[k];
             if a > hi || self.done() {
@@ -140,36 +157,8 @@ where
             }
             if k + 1 < n {
                 self.chosen[depth] = k;
-                if left == 2 {
-                    self.last(depth + 1, k + 1, sum + a, &mut below);
-                } else {
-                    self.visit(depth + 1, k + 1, sum + a);
-                }
+                self.visit(depth + 1, k + 1, sum + a);
             }
-        }
-    }
-
-    /// `visit` with one amount left to choose: any in [lo, hi], from the
-    /// first that is at least `lo`. The steps of one `visit` have ever
-    /// larger sums, so ever smaller `lo`: `below`, the first of all amounts
-    /// that is at least `lo`, only moves down, and finding it costs a few
-    /// comparisons in all instead of a binary search each.
-    #[inline(always)]
-    fn last(&mut self, depth: usize, from: usize, sum: T, below: &mut usize) {
-        self.steps += 1;
-        let n = self.amounts.len();
-        let (lo, hi) = (self.low - sum, self.high - sum);
-        if self.largest[1] < lo {
-            return;
-        }
-        while *below > 0 && self.amounts[*below - 1] >= lo {
-            *below -= 1;
-        }
-        for k in (*below).max(from)..n {
-            if self.amounts[k] > hi || self.found.len() >= SPLIT_FITS {
-                break;
-            }
-            self.record(depth, k);
         }
     }
 

@@ -2,8 +2,8 @@
 //! random ledgers: no panic, never over-allocated, deterministic.
 
 use super::*;
-use subset_sum::{SubsetSum, SPLIT_FITS};
 use std::str::FromStr;
+use subset_sum::{SubsetSum, SPLIT_FITS};
 
 fn d(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
@@ -544,7 +544,9 @@ fn random_ledgers_never_over_allocate_and_are_deterministic() {
 
 #[test]
 fn amount_fit_on_units_is_amount_fit() {
-    let amounts = ["0.01", "0.02", "1", "24.99", "25", "25.01", "99.99", "100", "100.01", "125"];
+    let amounts = [
+        "0.01", "0.02", "1", "24.99", "25", "25.01", "99.99", "100", "100.01", "125",
+    ];
     let keys = units::AmountKeys::new(amounts.iter().map(|a| d(a)));
     for tolerance in ["0", "0.01", "0.005", "1"] {
         for fee in ["0", "25", "0.015"] {

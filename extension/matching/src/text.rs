@@ -30,7 +30,7 @@ pub(crate) struct Descriptions {
     /// The tokens, one after the other.
     text: String,
     /// Their digits, one after the other.
-    digits: String,
+    digits: Vec<u8>,
     spans: Vec<Span>,
     /// Where each description's spans end.
     ends: Vec<usize>,
@@ -51,7 +51,7 @@ struct Span {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Description<'a> {
     text: &'a str,
-    digits: &'a str,
+    digits: &'a [u8],
     spans: &'a [Span],
 }
 
@@ -97,14 +97,19 @@ impl Descriptions {
         if upper {
             self.text[start..].make_ascii_uppercase();
         }
-        let token = &self.text[start..];
+        // Byte by byte: no byte of a non-ASCII character is an ASCII digit.
+        let token = &self.text.as_bytes()[start..];
         let digits_start = self.digits.len();
         self.digits
-            .extend(token.chars().filter(char::is_ascii_digit));
+            .extend(token.iter().filter(|b| b.is_ascii_digit()));
+        let stem = token
+            .iter()
+            .rposition(|b| !b.is_ascii_digit())
+            .map_or(0, |k| k + 1);
         self.spans.push(Span {
             start,
             end: self.text.len(),
-            stem_end: start + token.trim_end_matches(|c: char| c.is_ascii_digit()).len(),
+            stem_end: start + stem,
             digits_start,
             digits_end: self.digits.len(),
         });
@@ -131,7 +136,7 @@ impl<'a> Description<'a> {
         self.spans.iter().map(move |s| {
             (
                 &self.text.as_bytes()[s.start..s.end],
-                &self.digits.as_bytes()[s.digits_start..s.digits_end],
+                &self.digits[s.digits_start..s.digits_end],
             )
         })
     }
@@ -291,7 +296,7 @@ impl Reference {
             return None;
         }
         let stem = &full[..self.stem_end as usize];
-        let (text, digits) = (description.text.as_bytes(), description.digits.as_bytes());
+        let (text, digits) = (description.text.as_bytes(), description.digits);
         let mut typo = false;
         for s in description.spans {
             let t = &text[s.start..s.end];
