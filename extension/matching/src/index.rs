@@ -73,7 +73,10 @@ pub(crate) struct Prepared<'a> {
 fn in_order<T>(order: &[u32], items: impl Iterator<Item = T>) -> Vec<T> {
     let mut items: Vec<Option<T>> = items.map(Some).collect();
     // `order` holds each position once: each item is taken once.
-    order.iter().filter_map(|&i| items[i as usize].take()).collect()
+    order
+        .iter()
+        .filter_map(|&i| items[i as usize].take())
+        .collect()
 }
 
 /// The names as numbered words (`NumberedWords`).
