@@ -67,13 +67,16 @@ pub(crate) struct Prepared<'a> {
     pub keys: AmountKeys,
 }
 
-/// The items (one per invoice, by position) laid out by `place`: read in
-/// the input's order, where reading the input's strings by place would
-/// jump all over memory.
-fn in_order<T>(place: &[u32], items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut placed: Vec<(u32, T)> = place.iter().copied().zip(items).collect();
-    placed.sort_unstable_by_key(|p| p.0);
-    placed.into_iter().map(|p| p.1).collect()
+/// The items (one per invoice, by position) laid out in `order`: made in
+/// the input's order, where making them in `order` would read the input's
+/// strings from all over memory.
+fn in_order<T>(order: &[u32], items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut items: Vec<Option<T>> = items.map(Some).collect();
+    // `order` holds each position once: each item is taken once.
+    order
+        .iter()
+        .filter_map(|&i| items[i as usize].take())
+        .collect()
 }
 
 /// The names as numbered words (`NumberedWords`).
@@ -219,7 +222,7 @@ impl<'a> Prepared<'a> {
             rules,
             facts: order.iter().map(|&i| facts[i as usize]).collect(),
             refs: in_order(
-                &place,
+                &order,
                 invoices.iter().map(|i| Reference::new(&i.reference)),
             ),
             order,

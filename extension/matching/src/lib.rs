@@ -646,7 +646,7 @@ fn evidence(
     inv: &Invoice,
     t: &Transaction,
     reference: Option<RefEvidence>,
-    counterparty: f64,
+    similarity: Decimal,
 ) -> [Reason; 3] {
     [
         Reason::Date {
@@ -660,12 +660,39 @@ fn evidence(
             },
             None => Reason::NoReference,
         },
-        Reason::Counterparty {
-            similarity: Decimal::from_f64_retain(counterparty)
-                .unwrap_or_default()
-                .round_dp(2),
-        },
+        Reason::Counterparty { similarity },
     ]
+}
+
+/// The allocation so far: what each payment and invoice has left, the
+/// matches made, and the counterparty similarities as decimals.
+struct Books {
+    t_left: Vec<Decimal>,
+    open: Vec<Decimal>,
+    matches: Vec<Match>,
+    similarities: Vec<(u64, Decimal)>,
+}
+
+/// How many similarities `Books` keeps: a ledger has few distinct ones.
+const SIMILARITIES: usize = 64;
+
+impl Books {
+    /// A counterparty fit as `Reason::Counterparty` reports it. Converting
+    /// a float costs hundreds of instructions, so the decimals of the
+    /// first few distinct fits are kept.
+    fn similarity(&mut self, counterparty: f64) -> Decimal {
+        let bits = counterparty.to_bits();
+        if let Some(&(_, d)) = self.similarities.iter().find(|s| s.0 == bits) {
+            return d;
+        }
+        let d = Decimal::from_f64_retain(counterparty)
+            .unwrap_or_default()
+            .round_dp(2);
+        if self.similarities.len() < SIMILARITIES {
+            self.similarities.push((bits, d));
+        }
+        d
+    }
 }
 
 fn reasons_for(
@@ -674,6 +701,7 @@ fn reasons_for(
     t: &Transaction,
     allocated: Decimal,
     open_after: Decimal,
+    similarity: Decimal,
 ) -> Vec<Reason> {
     let mut r = Vec::new();
     match c.fit {
@@ -691,7 +719,7 @@ fn reasons_for(
             excess: t.amount - allocated,
         }),
     }
-    r.extend(evidence(inv, t, c.reference, c.counterparty));
+    r.extend(evidence(inv, t, c.reference, similarity));
     if !c.same_currency {
         r.push(Reason::CurrencyDiffers {
             invoice: inv.currency.clone(),
@@ -718,48 +746,37 @@ pub fn reconcile(
     let whole = || cands.iter().filter(|c| c.fit.settles_whole());
     let per_t = ScoresBy::new(transactions.len(), whole().map(|c| (c.t, c.score)));
     let per_inv = ScoresBy::new(invoices.len(), whole().map(|c| (c.inv, c.score)));
-    let mut t_left: Vec<Decimal> = transactions
-        .iter()
-        .map(|t| t.amount.max(Decimal::ZERO))
-        .collect();
-    let mut open: Vec<Decimal> = invoices.iter().map(|i| i.open_amount).collect();
-    let mut matches = Vec::new();
+    let mut books = Books {
+        t_left: transactions
+            .iter()
+            .map(|t| t.amount.max(Decimal::ZERO))
+            .collect(),
+        open: invoices.iter().map(|i| i.open_amount).collect(),
+        matches: Vec::new(),
+        similarities: Vec::new(),
+    };
     // First, by score: whole settlements, partial payments naming their
     // invoice, and payments naming every invoice they split into. Then split
     // payments among what is left, then the rest (overpayments, partial
     // payments on a mistyped number): a payment that exactly covers several
     // invoices is a split, not an overpayment of the first one.
-    let named = named_splits(&p, &cands, &open);
+    let named = named_splits(&p, &cands, &books.open);
     let mut named = named.iter().peekable();
     for c in cands.iter().filter(|c| c.first_pass()) {
         while let Some(s) = named.next_if(|s| s.score > c.score) {
-            apply_split(s, &p, &mut t_left, &mut open, &mut matches);
+            apply_split(s, &p, &mut books);
         }
-        allocate(
-            c,
-            &p,
-            &per_t,
-            &per_inv,
-            &mut t_left,
-            &mut open,
-            &mut matches,
-        );
+        allocate(c, &p, &per_t, &per_inv, &mut books);
     }
     for s in named {
-        apply_split(s, &p, &mut t_left, &mut open, &mut matches);
+        apply_split(s, &p, &mut books);
     }
-    split_payments(&p, &named_by_t, &mut t_left, &mut open, &mut matches);
+    split_payments(&p, &named_by_t, &mut books);
     for c in cands.iter().filter(|c| !c.first_pass()) {
-        allocate(
-            c,
-            &p,
-            &per_t,
-            &per_inv,
-            &mut t_left,
-            &mut open,
-            &mut matches,
-        );
+        allocate(c, &p, &per_t, &per_inv, &mut books);
     }
+
+    let mut matches = books.matches;
 
     matches.sort_by(|a, b| {
         a.transaction
@@ -818,48 +835,41 @@ fn rivals(scores: &[f64], score: f64) -> usize {
 }
 
 /// Allocates one candidate pair if both sides still have room.
-fn allocate(
-    c: &Candidate,
-    p: &Prepared,
-    per_t: &ScoresBy,
-    per_inv: &ScoresBy,
-    t_left: &mut [Decimal],
-    open: &mut [Decimal],
-    matches: &mut Vec<Match>,
-) {
+fn allocate(c: &Candidate, p: &Prepared, per_t: &ScoresBy, per_inv: &ScoresBy, books: &mut Books) {
     let (t, inv) = (&p.transactions[c.t], &p.invoices[c.inv]);
-    if t_left[c.t].is_zero() || open[c.inv].is_zero() {
+    if books.t_left[c.t].is_zero() || books.open[c.inv].is_zero() {
         return;
     }
     let whole = c.fit.settles_whole();
-    if whole && (t_left[c.t] != t.amount || open[c.inv] != inv.open_amount) {
+    if whole && (books.t_left[c.t] != t.amount || books.open[c.inv] != inv.open_amount) {
         return; // a full settlement needs both sides untouched
     }
     let allocated = if !c.same_currency {
-        open[c.inv]
+        books.open[c.inv]
     } else {
-        t_left[c.t].min(open[c.inv])
+        books.t_left[c.t].min(books.open[c.inv])
     };
     if allocated <= Decimal::ZERO {
         return;
     }
-    open[c.inv] -= allocated;
-    t_left[c.t] -= allocated;
+    books.open[c.inv] -= allocated;
+    books.t_left[c.t] -= allocated;
     if whole || !c.same_currency {
-        t_left[c.t] = Decimal::ZERO; // the payment is spent (fee or tolerance)
+        books.t_left[c.t] = Decimal::ZERO; // the payment is spent (fee or tolerance)
     }
     if matches!(c.fit, AmountFit::Fee | AmountFit::Tolerance) {
-        open[c.inv] = Decimal::ZERO; // settled; the gap is a fee or rounding
+        books.open[c.inv] = Decimal::ZERO; // settled; the gap is a fee or rounding
     }
     let ties = rivals(per_t.of(c.t), c.score).max(rivals(per_inv.of(c.inv), c.score));
-    let mut reasons = reasons_for(c, inv, t, allocated, open[c.inv]);
+    let similarity = books.similarity(c.counterparty);
+    let mut reasons = reasons_for(c, inv, t, allocated, books.open[c.inv], similarity);
     if ties > 0 {
         reasons.push(Reason::Ambiguous {
             candidates: ties + 1,
         });
     }
     let auto = ties == 0 && c.score >= p.rules.min_auto_score && c.same_currency;
-    matches.push(Match {
+    books.matches.push(Match {
         invoice: c.inv,
         transaction: c.t,
         allocated,
@@ -1005,18 +1015,12 @@ fn named_splits(p: &Prepared, cands: &[Candidate], open: &[Decimal]) -> Vec<Spli
 }
 
 /// Allocates a split if the payment and all its invoices are untouched.
-fn apply_split(
-    s: &Split,
-    p: &Prepared,
-    t_left: &mut [Decimal],
-    open: &mut [Decimal],
-    matches: &mut Vec<Match>,
-) {
+fn apply_split(s: &Split, p: &Prepared, books: &mut Books) {
     let t = &p.transactions[s.t];
-    if t_left[s.t] != t.amount
+    if books.t_left[s.t] != t.amount
         || s.invoices
             .iter()
-            .any(|&i| open[i] != p.invoices[i].open_amount)
+            .any(|&i| books.open[i] != p.invoices[i].open_amount)
     {
         return;
     }
@@ -1024,18 +1028,19 @@ fn apply_split(
     let auto = unique && s.score >= p.rules.min_auto_score;
     let mut remaining = t.amount;
     for &i in &s.invoices {
-        let allocated = open[i].min(remaining);
+        let allocated = books.open[i].min(remaining);
         remaining -= allocated;
-        open[i] -= allocated;
+        books.open[i] -= allocated;
         let inv = &p.invoices[i];
         let mut reasons = vec![Reason::SplitPayment {
             invoices: s.invoices.len(),
         }];
-        reasons.extend(evidence(inv, t, p.reference(i, s.t), s.counterparty));
+        let similarity = books.similarity(s.counterparty);
+        reasons.extend(evidence(inv, t, p.reference(i, s.t), similarity));
         if !unique {
             reasons.push(Reason::Ambiguous { candidates: s.fits });
         }
-        matches.push(Match {
+        books.matches.push(Match {
             invoice: i,
             transaction: s.t,
             allocated,
@@ -1045,25 +1050,19 @@ fn apply_split(
             reasons,
         });
     }
-    t_left[s.t] = Decimal::ZERO;
+    books.t_left[s.t] = Decimal::ZERO;
 }
 
 /// Split payments among what the first pass left: the payer's open
 /// invoices (by counterparty or named in the description) near the payment.
-fn split_payments(
-    p: &Prepared,
-    named: &Named,
-    t_left: &mut [Decimal],
-    open: &mut [Decimal],
-    matches: &mut Vec<Match>,
-) {
+fn split_payments(p: &Prepared, named: &Named, books: &mut Books) {
     if p.rules.max_invoices_per_payment < 2 {
         return;
     }
-    let by_name = NameIndex::new(p, open);
+    let by_name = NameIndex::new(p, &books.open);
     let mut fits = NameFits::default();
     for (ti, t) in p.transactions.iter().enumerate() {
-        if t.amount <= Decimal::ZERO || t_left[ti] != t.amount {
+        if t.amount <= Decimal::ZERO || books.t_left[ti] != t.amount {
             continue;
         }
         // Those the description does not name need a counterparty that fits
@@ -1072,8 +1071,8 @@ fn split_payments(
         let mut pool = named.to_vec();
         let paid = p.keys.units(t.amount);
         by_name.payers_invoices(p, ti, paid, &mut fits, &mut pool);
-        if let Some(s) = find_split(p, ti, pool, named, open, &mut fits) {
-            apply_split(&s, p, t_left, open, matches);
+        if let Some(s) = find_split(p, ti, pool, named, &books.open, &mut fits) {
+            apply_split(&s, p, books);
         }
     }
 }

@@ -117,17 +117,31 @@ impl RefSweep {
                     index.add(true, r.full(), place, OWN);
                 }
             } else {
-                index.add(false, d, place, OWN);
+                index.add_digits(d, None, place, &mut key);
                 if d.len() >= 4 {
                     for k in 0..d.len() {
-                        let deleted = u8::try_from(k).unwrap_or(OWN);
-                        index.add(false, deletion(d, k, &mut key), place, deleted);
+                        index.add_digits(d, Some(k), place, &mut key);
                     }
                 }
             }
             index.starts.push(index.nodes.len() as u32);
         }
         index
+    }
+
+    /// Adds the key of digits `d`, or of `d` with the digit at `deleted`
+    /// deleted: worked out on the number of `d` when it has one.
+    fn add_digits(&mut self, d: &[u8], deleted: Option<usize>, place: usize, key: &mut Vec<u8>) {
+        let at = deleted.map_or(OWN, |k| u8::try_from(k).unwrap_or(OWN));
+        match (deleted, d.len() <= MAX_DIGITS) {
+            (None, _) => self.add(false, d, place, OWN),
+            (Some(k), true) => {
+                self.digit_lengths |= length_bit(d.len() - 1);
+                let number = deletion_number(digits_value(d), d.len(), k);
+                self.push(number, place, at);
+            }
+            (Some(k), false) => self.add(false, deletion(d, k, key), place, at),
+        }
     }
 
     fn add(&mut self, whole: bool, key: &[u8], place: usize, deleted: u8) {
@@ -143,6 +157,10 @@ impl RefSweep {
                 *self.long.entry(long_key(whole, key)).or_insert(next)
             }
         };
+        self.push(key, place, deleted);
+    }
+
+    fn push(&mut self, key: u64, place: usize, deleted: u8) {
         self.nodes.push(Node {
             key,
             next: NONE,
@@ -160,10 +178,7 @@ impl RefSweep {
                 bytes[..key.len()].copy_from_slice(key);
                 Some(u64::from_le_bytes(bytes) | WHOLE)
             }
-            (false, 0..=18) => {
-                let value = key.iter().fold(0, |v, c| v * 10 + u64::from(c - b'0'));
-                Some(10_u64.pow(key.len() as u32) + value)
-            }
+            (false, 0..=MAX_DIGITS) => Some(digits_number(key.len(), digits_value(key))),
             _ => self.long.get(&long_key(whole, key)).copied(),
         }
     }
@@ -262,6 +277,7 @@ impl RefSweep {
             if digits.len() < 4 {
                 continue;
             }
+            let value = (digits.len() <= MAX_DIGITS).then(|| digits_value(digits));
             // Deleting any digit of a run gives the same key: once per run.
             let mut k = 0;
             while k < digits.len() {
@@ -269,14 +285,17 @@ impl RefSweep {
                 // The same digit deleted in both: one substitution apart.
                 let same_place =
                     |e: &Node| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
-                self.probe(
-                    order,
-                    false,
-                    deletion(digits, k, &mut key),
-                    &same_place,
-                    unnamed_too,
-                    out,
-                );
+                match value {
+                    Some(value) if self.digit_lengths & length_bit(digits.len() - 1) != 0 => {
+                        let number = deletion_number(value, digits.len(), k);
+                        self.walk(order, number, &same_place, unnamed_too, out);
+                    }
+                    Some(_) => {}
+                    None => {
+                        let key = deletion(digits, k, &mut key);
+                        self.probe(order, false, key, &same_place, unnamed_too, out);
+                    }
+                }
                 k = run;
             }
         }
@@ -301,9 +320,20 @@ impl RefSweep {
         if lengths & length_bit(key.len()) == 0 {
             return;
         }
-        let Some(key) = self.key(whole, key) else {
-            return;
-        };
+        if let Some(key) = self.key(whole, key) {
+            self.walk(order, key, named, unnamed_too, out);
+        }
+    }
+
+    /// The active invoices under the key numbered `key`.
+    fn walk(
+        &self,
+        order: &[u32],
+        key: u64,
+        named: &dyn Fn(&Node) -> bool,
+        unnamed_too: bool,
+        out: &mut Vec<Found>,
+    ) {
         let mut node = self.heads.get(&key).copied().unwrap_or(NONE);
         while node != NONE {
             let e = &self.nodes[node as usize];
@@ -328,10 +358,51 @@ fn long_key(whole: bool, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Digits keys of up to this many digits are numbers.
+const MAX_DIGITS: usize = 18;
+
+/// The value of up to `MAX_DIGITS` digits.
+fn digits_value(digits: &[u8]) -> u64 {
+    digits.iter().fold(0, |v, c| v * 10 + u64::from(c - b'0'))
+}
+
+/// The number of a digits key of `len` digits whose value is `value`.
+fn digits_number(len: usize, value: u64) -> u64 {
+    10_u64.pow(len as u32) + value
+}
+
+/// The number of `len` digits of value `value` with the digit at `k`
+/// deleted: the digits before it moved down one place, and those after.
+fn deletion_number(value: u64, len: usize, k: usize) -> u64 {
+    let after = 10_u64.pow((len - 1 - k) as u32);
+    digits_number(len - 1, value / (after * 10) * after + value % after)
+}
+
 /// `digits` without the digit at `k`, into `key`.
 fn deletion<'k>(digits: &[u8], k: usize, key: &'k mut Vec<u8>) -> &'k [u8] {
     key.clear();
     key.extend_from_slice(&digits[..k]);
     key.extend_from_slice(&digits[k + 1..]);
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletions_by_number_are_deletions_of_the_digits() {
+        let mut key = Vec::new();
+        for digits in ["1000", "10042", "90909", "000123", "123456789012345678"] {
+            let d = digits.as_bytes();
+            for k in 0..d.len() {
+                let deleted = deletion(d, k, &mut key);
+                assert_eq!(
+                    deletion_number(digits_value(d), d.len(), k),
+                    digits_number(deleted.len(), digits_value(deleted)),
+                    "{digits} without position {k}"
+                );
+            }
+        }
+    }
 }

@@ -236,19 +236,6 @@ enum Bytes {
 }
 
 impl Bytes {
-    /// The `len` bytes of `bytes`.
-    fn collect(len: usize, bytes: impl Iterator<Item = u8>) -> Self {
-        let mut inline = [0; 22];
-        if len <= inline.len() {
-            for (slot, b) in inline.iter_mut().zip(bytes) {
-                *slot = b;
-            }
-            Bytes::Inline(len as u8, inline)
-        } else {
-            Bytes::Heap(bytes.collect())
-        }
-    }
-
     fn get(&self) -> &[u8] {
         match self {
             Bytes::Inline(len, bytes) => &bytes[..usize::from(*len)],
@@ -259,23 +246,41 @@ impl Bytes {
 
 impl Reference {
     pub(crate) fn new(reference: &str) -> Self {
-        // `normalize` and the digits byte by byte, without a string: no
-        // byte of a non-ASCII character is an ASCII letter or digit.
-        let bytes = reference.as_bytes();
-        let full = || {
-            let alphanumeric = bytes.iter().filter(|b| b.is_ascii_alphanumeric());
-            alphanumeric.map(u8::to_ascii_uppercase)
-        };
-        let digits = || bytes.iter().copied().filter(u8::is_ascii_digit);
-        let (mut full_end, mut stem_end) = (0, 0);
-        for b in full() {
+        // `normalize` and then its digits, in one pass over the bytes (no
+        // byte of a non-ASCII character is an ASCII letter or digit).
+        let mut inline = [0; 22];
+        let (mut full_end, mut stem_end, mut digits) = (0, 0, 0);
+        for b in reference.bytes().filter(u8::is_ascii_alphanumeric) {
+            if let Some(slot) = inline.get_mut(full_end) {
+                *slot = b.to_ascii_uppercase();
+            }
             full_end += 1;
-            if !b.is_ascii_digit() {
+            if b.is_ascii_digit() {
+                digits += 1;
+            } else {
                 stem_end = full_end; // the trailing digits start after it
             }
         }
+        let text = if full_end + digits <= inline.len() {
+            let mut end = full_end;
+            for k in 0..full_end {
+                if inline[k].is_ascii_digit() {
+                    inline[end] = inline[k];
+                    end += 1;
+                }
+            }
+            Bytes::Inline(end as u8, inline)
+        } else {
+            let full = reference.bytes().filter(u8::is_ascii_alphanumeric);
+            let full = full.map(|b| b.to_ascii_uppercase());
+            Bytes::Heap(
+                full.clone()
+                    .chain(full.filter(u8::is_ascii_digit))
+                    .collect(),
+            )
+        };
         Reference {
-            text: Bytes::collect(full_end + digits().count(), full().chain(digits())),
+            text,
             full_end: full_end as u32,
             stem_end: stem_end as u32,
         }
@@ -392,6 +397,19 @@ mod tests {
             None,
             "another prefix is another number"
         );
+    }
+
+    #[test]
+    fn references_are_normalized_then_their_digits() {
+        let long = "Rechnung Nr. 2024-000123 vom 01.02.2024";
+        for r in ["INV-1042", "inv 10/42 é", "", "---", "AB", "ÄÖ-12", "12AB", long] {
+            let reference = Reference::new(r);
+            let full = normalize(r);
+            let stem = full.trim_end_matches(|c: char| c.is_ascii_digit());
+            assert_eq!(reference.full(), full.as_bytes(), "{r}");
+            assert_eq!(reference.digits(), digits(r).as_bytes(), "{r}");
+            assert_eq!(reference.stem_end as usize, stem.len(), "{r}");
+        }
     }
 
     #[test]
