@@ -24,7 +24,10 @@ fn reason_json(r: &Reason) -> String {
     let mut s = match r {
         Reason::AmountEqual => kind("amount_equal"),
         Reason::AmountWithinTolerance { difference } => {
-            format!("{}, \"difference\": {difference}", kind("amount_within_tolerance"))
+            format!(
+                "{}, \"difference\": {difference}",
+                kind("amount_within_tolerance")
+            )
         }
         Reason::BankFee { fee } => format!("{}, \"fee\": {fee}", kind("bank_fee")),
         Reason::PartialPayment { remaining } => {

@@ -71,6 +71,41 @@ const COMPANIES: &[&str] = &[
     "Monarch Solutions",
 ];
 
+/// Syllables of coined company names, all two letters long so that
+/// different sequences never spell the same word.
+const SYLLABLES: &[&str] = &[
+    "ba", "ce", "di", "fo", "gu", "ha", "ke", "li", "mo", "nu", "pa", "re", "si", "to", "vu", "wa",
+    "xe", "zo",
+];
+const LEGAL_FORMS: &[&str] = &["GmbH", "Ltd", "SARL", "Inc", "AG", "Corp"];
+
+/// The customers of a ledger of `n` invoices: the 18 `COMPANIES` for every
+/// 10,000 invoices or part of it, so that a customer bills about as often
+/// (about one invoice a day) whatever the ledger's size. With a fixed list a
+/// 100,000-invoice ledger would have each customer billed eight times a day,
+/// which no real customer base looks like. Beyond the list, names are coined
+/// from `SYLLABLES`: a distinct first word each and a legal form.
+fn customers(n: usize) -> Vec<String> {
+    let count = COMPANIES.len() * n.div_ceil(10_000).max(1);
+    (0..count)
+        .map(|k| match COMPANIES.get(k) {
+            Some(name) => (*name).to_string(),
+            None => {
+                let mut word = String::new();
+                let mut rest = k;
+                while rest > 0 {
+                    word.push_str(SYLLABLES[rest % SYLLABLES.len()]);
+                    rest /= SYLLABLES.len();
+                }
+                let mut chars = word.chars();
+                let first = chars.next().map(|c| c.to_ascii_uppercase());
+                let word: String = first.into_iter().chain(chars).collect();
+                format!("{word} {}", LEGAL_FORMS[k % LEGAL_FORMS.len()])
+            }
+        })
+        .collect()
+}
+
 fn money(rng: &mut Rng) -> Decimal {
     Decimal::new(5_000 + rng.below(2_000_000) as i64, 2)
 }
@@ -152,8 +187,9 @@ pub fn ledger(seed: u64, n: usize) -> Ledger {
         l.truth.extend(invoices.iter().map(|&i| (i, t)));
         t
     };
+    let customers = customers(n);
     while l.invoices.len() < n {
-        let company = *rng.pick(COMPANIES);
+        let company = rng.pick(&customers).as_str();
         let issue = rng.below(700) as Day;
         let amount = money(&mut rng);
         let roll = rng.below(100);
@@ -298,7 +334,7 @@ pub fn ledger(seed: u64, n: usize) -> Ledger {
             }
             90..=94 => {
                 let _unpaid = new_invoice(&mut rng, &mut l, company, amount, issue);
-                let other = *rng.pick(COMPANIES);
+                let other = rng.pick(&customers).as_str();
                 pay(
                     &mut l,
                     Scenario::Unrelated,

@@ -402,7 +402,16 @@ mod tests {
     #[test]
     fn references_are_normalized_then_their_digits() {
         let long = "Rechnung Nr. 2024-000123 vom 01.02.2024";
-        for r in ["INV-1042", "inv 10/42 é", "", "---", "AB", "ÄÖ-12", "12AB", long] {
+        for r in [
+            "INV-1042",
+            "inv 10/42 é",
+            "",
+            "---",
+            "AB",
+            "ÄÖ-12",
+            "12AB",
+            long,
+        ] {
             let reference = Reference::new(r);
             let full = normalize(r);
             let stem = full.trim_end_matches(|c: char| c.is_ascii_digit());
