@@ -359,6 +359,8 @@ pub async fn session_as(role: &str, tenant: Option<&Tenant>) -> sqlx::PgConnecti
     if let Some(t) = tenant {
         set_tenant(&mut c, &t.slug).await;
     }
-    c.execute(format!("SET LOCAL ROLE {role}").as_str()).await.unwrap();
+    c.execute(format!("SET LOCAL ROLE {role}").as_str())
+        .await
+        .unwrap();
     c
 }

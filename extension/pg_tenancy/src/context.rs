@@ -18,13 +18,11 @@ fn read(setting: &pgrx::guc::GucSetting<Option<CString>>, name: &str) -> Option<
     }
     match uuid::Uuid::parse_str(text) {
         Ok(id) => Some(pgrx::Uuid::from_bytes(*id.as_bytes())),
-        Err(_) => {
-            crate::error::raise(
-                PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-                format!("{name} holds \"{text}\", which is not a uuid"),
-                "Set the context with tenancy.set_tenant() or tenancy.pre_request(), never by hand.",
-            )
-        }
+        Err(_) => crate::error::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            format!("{name} holds \"{text}\", which is not a uuid"),
+            "Set the context with tenancy.set_tenant() or tenancy.pre_request(), never by hand.",
+        ),
     }
 }
 

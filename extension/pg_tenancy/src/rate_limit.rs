@@ -89,12 +89,18 @@ pub fn rate_limit_take(
     }
     let budget = positive(requests, guc::RATE_LIMIT_REQUESTS.get());
     let window = positive(window_seconds, guc::RATE_LIMIT_WINDOW.get());
-    let key = Key { tenant: key_part(Some(tenant)), user: key_part(user) };
+    let key = Key {
+        tenant: key_part(Some(tenant)),
+        user: key_part(user),
+    };
     let decision = COUNTERS.exclusive().0.hit(key, unix_now(), budget, window);
     let int = |v: u32| Some(i32::try_from(v).unwrap_or(i32::MAX));
     let limit = int(budget);
     TableIterator::once(match decision {
-        Decision::Allowed { remaining, reset_in } => (true, limit, int(remaining), int(reset_in)),
+        Decision::Allowed {
+            remaining,
+            reset_in,
+        } => (true, limit, int(remaining), int(reset_in)),
         Decision::Limited { retry_after } => (false, limit, Some(0), int(retry_after)),
         Decision::Full => (false, None, None, None),
     })

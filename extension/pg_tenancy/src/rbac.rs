@@ -24,7 +24,11 @@ thread_local! {
 }
 
 fn invalid(message: String, hint: &str) -> ! {
-    crate::error::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, hint)
+    crate::error::raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        hint,
+    )
 }
 
 fn local_xid() -> u32 {

@@ -93,15 +93,25 @@ impl<const N: usize> Table<N> {
         };
         let slot = &mut self.slots[i];
         if !slot.used || slot.key != key || slot.reset_at <= now {
-            *slot = Slot { key, reset_at: now + window, count: 0, used: true };
+            *slot = Slot {
+                key,
+                reset_at: now + window,
+                count: 0,
+                used: true,
+            };
         }
         // A window made shorter applies to the running one too.
         slot.reset_at = slot.reset_at.min(now + window);
         if slot.count >= budget {
-            return Decision::Limited { retry_after: secs_until(slot.reset_at, now) };
+            return Decision::Limited {
+                retry_after: secs_until(slot.reset_at, now),
+            };
         }
         slot.count += 1;
-        Decision::Allowed { remaining: budget - slot.count, reset_in: secs_until(slot.reset_at, now) }
+        Decision::Allowed {
+            remaining: budget - slot.count,
+            reset_in: secs_until(slot.reset_at, now),
+        }
     }
 
     /// The slot holding `key`, or a free one for it; None when full. Deletes
@@ -143,7 +153,11 @@ impl<const N: usize> Table<N> {
                 let h = home(self.slots[j].key, N);
                 // The entry at j may fill the hole at i unless its home lies
                 // cyclically in (i, j].
-                let stays = if i <= j { i < h && h <= j } else { i < h || h <= j };
+                let stays = if i <= j {
+                    i < h && h <= j
+                } else {
+                    i < h || h <= j
+                };
                 if !stays {
                     break;
                 }
@@ -155,6 +169,9 @@ impl<const N: usize> Table<N> {
 
     /// Keys with a live window at `now` (for monitoring and tests).
     pub fn live(&self, now: i64) -> usize {
-        self.slots.iter().filter(|s| s.used && s.reset_at > now).count()
+        self.slots
+            .iter()
+            .filter(|s| s.used && s.reset_at > now)
+            .count()
     }
 }

@@ -10,22 +10,61 @@ fn exactly_the_budget_fits_in_a_window() {
     let mut t = Table::<64>::new();
     let k = key(1, 2);
     for i in 0..5 {
-        assert_eq!(t.hit(k, 100, 5, 60), Decision::Allowed { remaining: 4 - i, reset_in: 60 });
+        assert_eq!(
+            t.hit(k, 100, 5, 60),
+            Decision::Allowed {
+                remaining: 4 - i,
+                reset_in: 60
+            }
+        );
     }
     assert_eq!(t.hit(k, 130, 5, 60), Decision::Limited { retry_after: 30 });
     assert_eq!(t.hit(k, 159, 5, 60), Decision::Limited { retry_after: 1 });
     // The window ends at 160: a fresh one starts with that request.
-    assert_eq!(t.hit(k, 160, 5, 60), Decision::Allowed { remaining: 4, reset_in: 60 });
+    assert_eq!(
+        t.hit(k, 160, 5, 60),
+        Decision::Allowed {
+            remaining: 4,
+            reset_in: 60
+        }
+    );
 }
 
 #[test]
 fn keys_do_not_share_budgets() {
     let mut t = Table::<64>::new();
-    assert_eq!(t.hit(key(1, 1), 0, 1, 10), Decision::Allowed { remaining: 0, reset_in: 10 });
-    assert_eq!(t.hit(key(1, 1), 0, 1, 10), Decision::Limited { retry_after: 10 });
-    assert_eq!(t.hit(key(1, 2), 0, 1, 10), Decision::Allowed { remaining: 0, reset_in: 10 });
-    assert_eq!(t.hit(key(2, 1), 0, 1, 10), Decision::Allowed { remaining: 0, reset_in: 10 });
-    assert_eq!(t.hit(key(1, 0), 0, 1, 10), Decision::Allowed { remaining: 0, reset_in: 10 });
+    assert_eq!(
+        t.hit(key(1, 1), 0, 1, 10),
+        Decision::Allowed {
+            remaining: 0,
+            reset_in: 10
+        }
+    );
+    assert_eq!(
+        t.hit(key(1, 1), 0, 1, 10),
+        Decision::Limited { retry_after: 10 }
+    );
+    assert_eq!(
+        t.hit(key(1, 2), 0, 1, 10),
+        Decision::Allowed {
+            remaining: 0,
+            reset_in: 10
+        }
+    );
+    assert_eq!(
+        t.hit(key(2, 1), 0, 1, 10),
+        Decision::Allowed {
+            remaining: 0,
+            reset_in: 10
+        }
+    );
+    assert_eq!(
+        t.hit(key(1, 0), 0, 1, 10),
+        Decision::Allowed {
+            remaining: 0,
+            reset_in: 10
+        }
+    );
 }
 
 #[test]
@@ -42,22 +81,49 @@ fn a_lower_budget_applies_at_once() {
 fn a_shorter_window_applies_to_the_running_one() {
     let mut t = Table::<8>::new();
     let k = key(4, 4);
-    assert_eq!(t.hit(k, 0, 1, 3600), Decision::Allowed { remaining: 0, reset_in: 3600 });
+    assert_eq!(
+        t.hit(k, 0, 1, 3600),
+        Decision::Allowed {
+            remaining: 0,
+            reset_in: 3600
+        }
+    );
     assert_eq!(t.hit(k, 10, 1, 60), Decision::Limited { retry_after: 60 });
-    assert_eq!(t.hit(k, 70, 1, 60), Decision::Allowed { remaining: 0, reset_in: 60 });
+    assert_eq!(
+        t.hit(k, 70, 1, 60),
+        Decision::Allowed {
+            remaining: 0,
+            reset_in: 60
+        }
+    );
 }
 
 #[test]
 fn a_full_table_says_so_and_frees_expired_slots() {
     let mut t = Table::<4>::new();
     for u in 0..4 {
-        assert!(matches!(t.hit(key(1, u), 0, 9, 10), Decision::Allowed { .. }));
+        assert!(matches!(
+            t.hit(key(1, u), 0, 9, 10),
+            Decision::Allowed { .. }
+        ));
     }
     assert_eq!(t.hit(key(1, 99), 5, 9, 10), Decision::Full);
     // Known keys are still counted while full.
-    assert_eq!(t.hit(key(1, 2), 5, 9, 10), Decision::Allowed { remaining: 7, reset_in: 5 });
+    assert_eq!(
+        t.hit(key(1, 2), 5, 9, 10),
+        Decision::Allowed {
+            remaining: 7,
+            reset_in: 5
+        }
+    );
     // Once the windows are over, their slots are reused.
-    assert_eq!(t.hit(key(1, 99), 10, 9, 10), Decision::Allowed { remaining: 8, reset_in: 10 });
+    assert_eq!(
+        t.hit(key(1, 99), 10, 9, 10),
+        Decision::Allowed {
+            remaining: 8,
+            reset_in: 10
+        }
+    );
     assert_eq!(t.live(10), 1);
 }
 
@@ -83,7 +149,10 @@ impl Model {
             return Decision::Limited { retry_after: left };
         }
         w.1 += 1;
-        Decision::Allowed { remaining: budget - w.1, reset_in: left }
+        Decision::Allowed {
+            remaining: budget - w.1,
+            reset_in: left,
+        }
     }
 }
 
@@ -99,7 +168,10 @@ fn rng(mut s: u64) -> impl FnMut(u64) -> u64 {
 fn against_model<const N: usize>(seed: u64) {
     let mut next = rng(seed);
     let mut t = Table::<N>::new();
-    let mut m = Model { n: N, windows: HashMap::new() };
+    let mut m = Model {
+        n: N,
+        windows: HashMap::new(),
+    };
     let mut now = 1_000;
     for step in 0..20_000 {
         now += next(3) as i64;
@@ -107,8 +179,16 @@ fn against_model<const N: usize>(seed: u64) {
         let k = key(next(4) as u128, next(2 * N as u64) as u128);
         let budget = 1 + next(5) as u32;
         let window = 1 + next(40) as u32;
-        assert_eq!(t.hit(k, now, budget, window), m.hit(k, now, budget, window), "N {N} seed {seed} step {step}");
-        assert_eq!(t.live(now), m.windows.len(), "N {N} seed {seed} step {step}");
+        assert_eq!(
+            t.hit(k, now, budget, window),
+            m.hit(k, now, budget, window),
+            "N {N} seed {seed} step {step}"
+        );
+        assert_eq!(
+            t.live(now),
+            m.windows.len(),
+            "N {N} seed {seed} step {step}"
+        );
     }
 }
 
@@ -121,4 +201,3 @@ fn behaves_like_a_map_of_windows() {
         against_model::<64>(seed);
     }
 }
-

@@ -34,17 +34,37 @@ async fn http_writes_are_recorded_with_actor_request_id_and_changed_columns() {
     let body = json!({"amount": "10.50", "currency": "EUR", "issue_date": "2026-11-01",
                       "reference": "INV-A1", "counterparty": "Initech"});
     let r = api
-        .send(Method::POST, "/invoices", Some(&tok),
-              &[("Prefer", "return=representation"), ("X-Request-Id", "req-audit-1")], Some(&body))
+        .send(
+            Method::POST,
+            "/invoices",
+            Some(&tok),
+            &[
+                ("Prefer", "return=representation"),
+                ("X-Request-Id", "req-audit-1"),
+            ],
+            Some(&body),
+        )
         .await;
     assert_eq!(r.status, 201, "{r:?}");
     let id: Uuid = r.rows()[0]["id"].as_str().unwrap().parse().unwrap();
     let r = api
-        .write(Method::PATCH, &format!("/invoices?id=eq.{id}"), &tok, Some(&json!({"reference": "INV-A2"})))
+        .write(
+            Method::PATCH,
+            &format!("/invoices?id=eq.{id}"),
+            &tok,
+            Some(&json!({"reference": "INV-A2"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     // Deleting needs invoices.delete: the admin does it.
-    let r = api.write(Method::DELETE, &format!("/invoices?id=eq.{id}"), &token(t.id, t.admin), None).await;
+    let r = api
+        .write(
+            Method::DELETE,
+            &format!("/invoices?id=eq.{id}"),
+            &token(t.id, t.admin),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200, "{r:?}");
 
     let log = entries_for(&tok, "ledger.invoices", id).await;
@@ -76,33 +96,69 @@ async fn reconciliation_decisions_and_role_changes_are_recorded() {
     let db = admin().await;
     let t = new_tenant(&db).await;
     let tok = token(t.id, t.admin);
-    let reference = format!("INV-{}", &Uuid::new_v4().simple().to_string()[..8].to_uppercase());
+    let reference = format!(
+        "INV-{}",
+        &Uuid::new_v4().simple().to_string()[..8].to_uppercase()
+    );
     insert_invoice(&db, &t, &reference, "250.00").await;
     insert_transaction(&db, &t, &format!("Payment {reference}"), "250.00").await;
     let api = Api::new();
     let post = |name: &'static str, body: Value| {
         let tok = tok.clone();
         let api = api.clone();
-        async move { api.send(Method::POST, &format!("/rpc/{name}"), Some(&tok), &[], Some(&body)).await }
+        async move {
+            api.send(
+                Method::POST,
+                &format!("/rpc/{name}"),
+                Some(&tok),
+                &[],
+                Some(&body),
+            )
+            .await
+        }
     };
     let r = post("apply_reconciliation", json!({})).await;
     assert_eq!(r.status, 200, "{r:?}");
     let r = api.get("/matches?select=id", Some(&tok)).await;
     let match_id: Uuid = r.rows()[0]["id"].as_str().unwrap().parse().unwrap();
-    assert_eq!(post("confirm_match", json!({"match_id": match_id})).await.status, 200);
-    assert_eq!(post("undo_match", json!({"match_id": match_id})).await.status, 200);
+    assert_eq!(
+        post("confirm_match", json!({"match_id": match_id}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post("undo_match", json!({"match_id": match_id}))
+            .await
+            .status,
+        200
+    );
 
     let log = entries_for(&tok, "ledger.matches", match_id).await;
     let admin_user = json!(t.admin.to_string());
     let summary: Vec<(Value, Value, Value)> = log
         .iter()
-        .map(|e| (e["action"].clone(), e["request_path"].clone(), e["new_values"]["status"].clone()))
+        .map(|e| {
+            (
+                e["action"].clone(),
+                e["request_path"].clone(),
+                e["new_values"]["status"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
         [
-            (json!("INSERT"), json!("/rpc/apply_reconciliation"), json!("applied")),
-            (json!("UPDATE"), json!("/rpc/confirm_match"), json!("confirmed")),
+            (
+                json!("INSERT"),
+                json!("/rpc/apply_reconciliation"),
+                json!("applied")
+            ),
+            (
+                json!("UPDATE"),
+                json!("/rpc/confirm_match"),
+                json!("confirmed")
+            ),
             (json!("UPDATE"), json!("/rpc/undo_match"), json!("undone")),
         ],
         "{log:#?}"
@@ -110,17 +166,36 @@ async fn reconciliation_decisions_and_role_changes_are_recorded() {
     assert!(log.iter().all(|e| e["actor"] == admin_user), "{log:#?}");
 
     // Role and permission changes.
-    let r = post("create_role", json!({"name": "auditor", "description": "reads the log", "permissions": ["audit.read"]})).await;
+    let r = post(
+        "create_role",
+        json!({"name": "auditor", "description": "reads the log", "permissions": ["audit.read"]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{r:?}");
     let someone = Uuid::new_v4();
-    let r = post("assign_role", json!({"user_id": someone, "role": "auditor"})).await;
+    let r = post(
+        "assign_role",
+        json!({"user_id": someone, "role": "auditor"}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{r:?}");
     let r = api
         .get("/audit_log?table_name=in.(tenancy.roles,tenancy.role_permissions,tenancy.user_roles)&actor=not.is.null&order=id&select=action,table_name,new_values,actor", Some(&tok))
         .await;
     let rows = r.rows();
-    let tables: Vec<&str> = rows.iter().map(|e| e["table_name"].as_str().unwrap()).collect();
-    assert_eq!(tables, ["tenancy.roles", "tenancy.role_permissions", "tenancy.user_roles"], "{rows:#?}");
+    let tables: Vec<&str> = rows
+        .iter()
+        .map(|e| e["table_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            "tenancy.roles",
+            "tenancy.role_permissions",
+            "tenancy.user_roles"
+        ],
+        "{rows:#?}"
+    );
     assert_eq!(rows[1]["new_values"]["resource"], json!("audit"));
     assert_eq!(rows[2]["new_values"]["user_id"], json!(someone.to_string()));
     assert!(rows.iter().all(|e| e["actor"] == admin_user));
@@ -138,8 +213,13 @@ async fn tenants_read_only_their_own_entries_and_need_audit_read() {
     let b_tok = token(b.id, b.admin);
     assert_eq!(entries_for(&b_tok, "ledger.invoices", b_inv).await.len(), 1);
     assert_eq!(entries_for(&b_tok, "ledger.invoices", a_inv).await.len(), 0);
-    let r = Api::new().get("/audit_log?select=row_key&limit=10000", Some(&b_tok)).await;
-    assert!(!r.rows().iter().any(|e| e["row_key"]["id"] == json!(a_inv.to_string())));
+    let r = Api::new()
+        .get("/audit_log?select=row_key&limit=10000", Some(&b_tok))
+        .await;
+    assert!(!r
+        .rows()
+        .iter()
+        .any(|e| e["row_key"]["id"] == json!(a_inv.to_string())));
 
     // A role without audit.read: 403 naming it. No token: 401.
     for q in [
@@ -149,13 +229,17 @@ async fn tenants_read_only_their_own_entries_and_need_audit_read() {
         sqlx::query(q).bind(a.id).execute(&db).await.unwrap();
     }
     let clerk = Uuid::new_v4();
-    sqlx::query("INSERT INTO tenancy.user_roles (tenant_id, user_id, role) VALUES ($1, $2, 'clerk')")
-        .bind(a.id)
-        .bind(clerk)
-        .execute(&db)
-        .await
-        .unwrap();
-    let r = Api::new().get("/audit_log", Some(&token(a.id, clerk))).await;
+    sqlx::query(
+        "INSERT INTO tenancy.user_roles (tenant_id, user_id, role) VALUES ($1, $2, 'clerk')",
+    )
+    .bind(a.id)
+    .bind(clerk)
+    .execute(&db)
+    .await
+    .unwrap();
+    let r = Api::new()
+        .get("/audit_log", Some(&token(a.id, clerk)))
+        .await;
     r.assert_error(403, "PERMISSION_DENIED");
     assert!(r.message().contains("audit.read"), "{r:?}");
     let r = Api::new().get("/invoices", Some(&token(a.id, clerk))).await;
@@ -172,7 +256,9 @@ async fn tenants_read_only_their_own_entries_and_need_audit_read() {
     assert_eq!(tenants, [a.id]);
     let mut c = session_as("analyst", None).await;
     expect_db_error(
-        sqlx::query("SELECT count(*) FROM tenancy.audit_log").fetch_one(&mut c).await,
+        sqlx::query("SELECT count(*) FROM tenancy.audit_log")
+            .fetch_one(&mut c)
+            .await,
         "TN001",
     );
 }
@@ -185,14 +271,35 @@ async fn the_log_is_append_only() {
     let tok = token(t.id, t.admin);
     // Over HTTP, even an admin cannot change or delete entries.
     let api = Api::new();
-    let r = api.write(Method::PATCH, "/audit_log?id=gt.0", &tok, Some(&json!({"actor": null}))).await;
+    let r = api
+        .write(
+            Method::PATCH,
+            "/audit_log?id=gt.0",
+            &tok,
+            Some(&json!({"actor": null})),
+        )
+        .await;
     r.assert_error(403, "42501");
-    let r = api.write(Method::DELETE, "/audit_log?id=gt.0", &tok, None).await;
+    let r = api
+        .write(Method::DELETE, "/audit_log?id=gt.0", &tok, None)
+        .await;
     r.assert_error(403, "42501");
-    let r = api.write(Method::POST, "/audit_log", &tok, Some(&json!({"action": "INSERT"}))).await;
+    let r = api
+        .write(
+            Method::POST,
+            "/audit_log",
+            &tok,
+            Some(&json!({"action": "INSERT"})),
+        )
+        .await;
     r.assert_error(403, "42501");
     // In SQL, no API, analyst or job role may write it.
-    for role in ["authenticated", "analyst", "tenancy_jobs", "tenancy_maintenance"] {
+    for role in [
+        "authenticated",
+        "analyst",
+        "tenancy_jobs",
+        "tenancy_maintenance",
+    ] {
         for stmt in [
             "UPDATE tenancy.audit_log SET actor = NULL",
             "DELETE FROM tenancy.audit_log",
@@ -206,18 +313,33 @@ async fn the_log_is_append_only() {
     }
     // Not even its owner: a trigger refuses, naming the only way out.
     let e = expect_db_error(
-        sqlx::query("DELETE FROM tenancy.audit_log WHERE tenant_id = $1").bind(t.id).execute(&db).await,
+        sqlx::query("DELETE FROM tenancy.audit_log WHERE tenant_id = $1")
+            .bind(t.id)
+            .execute(&db)
+            .await,
         "42501",
     );
-    assert_eq!(e.message, "tenancy.audit_log is append-only: entries cannot be deleted");
+    assert_eq!(
+        e.message,
+        "tenancy.audit_log is append-only: entries cannot be deleted"
+    );
     let e = expect_db_error(
-        sqlx::query("UPDATE tenancy.audit_log SET actor = NULL WHERE tenant_id = $1").bind(t.id).execute(&db).await,
+        sqlx::query("UPDATE tenancy.audit_log SET actor = NULL WHERE tenant_id = $1")
+            .bind(t.id)
+            .execute(&db)
+            .await,
         "42501",
     );
-    assert_eq!(e.message, "tenancy.audit_log is append-only: entries cannot be updated");
+    assert_eq!(
+        e.message,
+        "tenancy.audit_log is append-only: entries cannot be updated"
+    );
     // Setting the maintenance flag by hand is reserved to superusers.
     let mut c = session_as("authenticated", None).await;
-    let e = expect_db_error(c.execute("SET LOCAL tenancy.audit_maintenance = on").await, "42501");
+    let e = expect_db_error(
+        c.execute("SET LOCAL tenancy.audit_maintenance = on").await,
+        "42501",
+    );
     assert!(e.message.contains("tenancy.audit_maintenance"), "{e:?}");
 }
 
@@ -225,8 +347,14 @@ async fn the_log_is_append_only() {
 async fn only_the_dba_enables_audit_and_only_the_maintenance_role_maintains() {
     let db = admin().await;
     for (role, call) in [
-        ("authenticated", "SELECT tenancy.enable_audit('ledger.invoices')"),
-        ("authenticated", "SELECT tenancy.disable_audit('ledger.invoices')"),
+        (
+            "authenticated",
+            "SELECT tenancy.enable_audit('ledger.invoices')",
+        ),
+        (
+            "authenticated",
+            "SELECT tenancy.disable_audit('ledger.invoices')",
+        ),
         ("authenticated", "SELECT * FROM tenancy.audit_maintain()"),
         ("analyst", "SELECT * FROM tenancy.audit_maintain()"),
         ("tenancy_jobs", "SELECT * FROM tenancy.audit_maintain()"),
@@ -237,20 +365,42 @@ async fn only_the_dba_enables_audit_and_only_the_maintenance_role_maintains() {
     // Bad input names the problem.
     // (No column is called tenant_id, or tenancy.check() would flag the
     // tables as unscoped while other tests run.)
-    db.execute("CREATE TABLE IF NOT EXISTS public.audit_no_pk (owner uuid, x int)").await.unwrap();
-    db.execute("CREATE TABLE IF NOT EXISTS public.audit_no_tenant (id int PRIMARY KEY)").await.unwrap();
-    db.execute("CREATE OR REPLACE VIEW public.audit_view AS SELECT * FROM public.audit_no_tenant").await.unwrap();
+    db.execute("CREATE TABLE IF NOT EXISTS public.audit_no_pk (owner uuid, x int)")
+        .await
+        .unwrap();
+    db.execute("CREATE TABLE IF NOT EXISTS public.audit_no_tenant (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    db.execute("CREATE OR REPLACE VIEW public.audit_view AS SELECT * FROM public.audit_no_tenant")
+        .await
+        .unwrap();
     for (call, message) in [
-        ("SELECT tenancy.enable_audit('public.audit_no_pk', 'owner')", "public.audit_no_pk has no primary key"),
-        ("SELECT tenancy.enable_audit('public.audit_no_tenant')", "public.audit_no_tenant has no uuid column \"tenant_id\""),
-        ("SELECT tenancy.enable_audit('public.audit_view')", "public.audit_view is not a table"),
-        ("SELECT tenancy.enable_audit('public.no_such_table')", "relation \"public.no_such_table\" does not exist"),
+        (
+            "SELECT tenancy.enable_audit('public.audit_no_pk', 'owner')",
+            "public.audit_no_pk has no primary key",
+        ),
+        (
+            "SELECT tenancy.enable_audit('public.audit_no_tenant')",
+            "public.audit_no_tenant has no uuid column \"tenant_id\"",
+        ),
+        (
+            "SELECT tenancy.enable_audit('public.audit_view')",
+            "public.audit_view is not a table",
+        ),
+        (
+            "SELECT tenancy.enable_audit('public.no_such_table')",
+            "relation \"public.no_such_table\" does not exist",
+        ),
     ] {
         let e = db_error(db.execute(call).await.unwrap_err());
         assert_eq!(e.message, message, "{call}");
         assert!(e.code == "22023" || e.code == "42P01", "{call}: {e:?}");
     }
-    db.execute("DROP VIEW public.audit_view; DROP TABLE public.audit_no_pk, public.audit_no_tenant").await.unwrap();
+    db.execute(
+        "DROP VIEW public.audit_view; DROP TABLE public.audit_no_pk, public.audit_no_tenant",
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -263,7 +413,10 @@ async fn pg_cron_drops_months_past_retention_as_whole_partitions() {
     .fetch_one(&db)
     .await
     .expect("the audit maintenance job is registered with pg_cron");
-    assert_eq!((command.as_str(), role.as_str()), ("SELECT tenancy.audit_maintain()", "tenancy_maintenance"));
+    assert_eq!(
+        (command.as_str(), role.as_str()),
+        ("SELECT tenancy.audit_maintain()", "tenancy_maintenance")
+    );
 
     // An entry from 400 days ago lands in the default partition; a recent one
     // in this month's.
@@ -282,16 +435,20 @@ async fn pg_cron_drops_months_past_retention_as_whole_partitions() {
     .fetch_one(&db)
     .await
     .unwrap();
-    let recent: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.audit_log WHERE at > now() - interval '1 day'")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let recent: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tenancy.audit_log WHERE at > now() - interval '1 day'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
     assert!(recent > 0);
 
     // pg_cron runs the same command as the same role, with a retention of
     // 300 days for that role: the old month is first moved out of the
     // default partition, then dropped whole.
-    db.execute("ALTER ROLE tenancy_maintenance SET tenancy.audit_retention = 300").await.unwrap();
+    db.execute("ALTER ROLE tenancy_maintenance SET tenancy.audit_retention = 300")
+        .await
+        .unwrap();
     let job = format!("test audit maintenance {}", Uuid::new_v4());
     let job_id: i64 = sqlx::query_scalar(
         "SELECT cron.schedule_in_database($1, '* * * * *', $2, current_database(), 'tenancy_maintenance', true)",
@@ -302,8 +459,13 @@ async fn pg_cron_drops_months_past_retention_as_whole_partitions() {
     .await
     .unwrap();
     let status = finish_cron_job(&db, job_id).await;
-    db.execute("ALTER ROLE tenancy_maintenance RESET tenancy.audit_retention").await.unwrap();
-    assert_eq!(status, "succeeded", "pg_cron runs audit_maintain within 150 s");
+    db.execute("ALTER ROLE tenancy_maintenance RESET tenancy.audit_retention")
+        .await
+        .unwrap();
+    assert_eq!(
+        status, "succeeded",
+        "pg_cron runs audit_maintain within 150 s"
+    );
 
     let gone: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.audit_log WHERE id = $1")
         .bind(old_id)
@@ -317,10 +479,12 @@ async fn pg_cron_drops_months_past_retention_as_whole_partitions() {
         .await
         .unwrap();
     assert!(!exists, "{old_part} was dropped");
-    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.audit_log WHERE at > now() - interval '1 day'")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let still: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tenancy.audit_log WHERE at > now() - interval '1 day'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
     assert!(still >= recent, "recent entries stay: {still} < {recent}");
     // The months ahead exist, so new entries never wait for the job.
     let ahead: i64 = sqlx::query_scalar(
@@ -358,16 +522,25 @@ async fn maintenance_waits_for_a_writer_that_then_reads_the_log() {
     let mut writer = sqlx::PgConnection::connect(&stack().db_url).await.unwrap();
     writer.execute("BEGIN").await.unwrap();
     sqlx::query("SELECT tenancy.create_tenant($1, 'Deadlock writer')")
-        .bind(format!("t-w-{}", &Uuid::new_v4().simple().to_string()[..10]))
+        .bind(format!(
+            "t-w-{}",
+            &Uuid::new_v4().simple().to_string()[..10]
+        ))
         .execute(&mut writer)
         .await
         .unwrap();
 
     // The maintainer starts and has to wait for the writer.
     let mut maintainer = sqlx::PgConnection::connect(&stack().db_url).await.unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut maintainer).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut maintainer)
+        .await
+        .unwrap();
     let run = tokio::spawn(async move {
-        maintainer.execute("BEGIN; SET LOCAL tenancy.audit_retention = 300").await.unwrap();
+        maintainer
+            .execute("BEGIN; SET LOCAL tenancy.audit_retention = 300")
+            .await
+            .unwrap();
         let done: Result<Vec<(String, String)>, sqlx::Error> =
             sqlx::query_as("SELECT action, partition_name FROM tenancy.audit_maintain()")
                 .fetch_all(&mut maintainer)
@@ -377,11 +550,13 @@ async fn maintenance_waits_for_a_writer_that_then_reads_the_log() {
     });
     let mut waited = false;
     for _ in 0..200 {
-        waited = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)")
-            .bind(pid)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        waited = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+        )
+        .bind(pid)
+        .fetch_one(&db)
+        .await
+        .unwrap();
         if waited {
             break;
         }
@@ -390,18 +565,28 @@ async fn maintenance_waits_for_a_writer_that_then_reads_the_log() {
     assert!(waited, "audit_maintain waits for the open writer");
 
     // The writer now reads the log, and commits.
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.audit_log WHERE table_name = 'tenancy.tenants'")
-        .fetch_one(&mut writer)
-        .await
-        .expect("the writer reads the log while maintenance waits (no deadlock)");
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tenancy.audit_log WHERE table_name = 'tenancy.tenants'",
+    )
+    .fetch_one(&mut writer)
+    .await
+    .expect("the writer reads the log while maintenance waits (no deadlock)");
     assert!(seen > 0);
     writer.execute("COMMIT").await.expect("the writer commits");
 
-    let done = run.await.unwrap().expect("audit_maintain succeeds once the writer is done (no deadlock)");
-    assert!(done.iter().any(|(a, _)| a == "dropped"), "the old month is dropped: {done:?}");
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.audit_log WHERE table_name = 'test.deadlock'")
-        .fetch_one(&db)
+    let done = run
         .await
-        .unwrap();
+        .unwrap()
+        .expect("audit_maintain succeeds once the writer is done (no deadlock)");
+    assert!(
+        done.iter().any(|(a, _)| a == "dropped"),
+        "the old month is dropped: {done:?}"
+    );
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tenancy.audit_log WHERE table_name = 'test.deadlock'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
     assert_eq!(left, 0);
 }

@@ -425,10 +425,7 @@ async fn pg_cron_runs_the_purge() {
         .await
         .unwrap();
     let status = finish_cron_job(&db, job_id).await;
-    assert_eq!(
-        status, "succeeded",
-        "pg_cron runs the purge within 150 s"
-    );
+    assert_eq!(status, "succeeded", "pg_cron runs the purge within 150 s");
     assert_eq!(
         stored_keys(&t).await,
         0,

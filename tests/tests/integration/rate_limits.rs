@@ -45,14 +45,23 @@ async fn within_budget_headers_then_429_with_retry_after() {
     }
     let r = api.get("/invoices", Some(&tok)).await;
     r.assert_error(429, "RATE_LIMITED");
-    assert_eq!(r.message().split(';').next().unwrap(), "rate limit exceeded: 3 requests per 3600 seconds");
+    assert_eq!(
+        r.message().split(';').next().unwrap(),
+        "rate limit exceeded: 3 requests per 3600 seconds"
+    );
     let retry = header(&r, "retry-after");
     assert!((1..=3600).contains(&retry), "{retry}");
     assert_eq!(header(&r, "x-ratelimit-remaining"), 0);
     // RPCs count too, and the budget is per user: the member is untouched.
-    api.send(Method::POST, "/rpc/my_permissions", Some(&tok), &[], Some(&json!({})))
-        .await
-        .assert_error(429, "RATE_LIMITED");
+    api.send(
+        Method::POST,
+        "/rpc/my_permissions",
+        Some(&tok),
+        &[],
+        Some(&json!({})),
+    )
+    .await
+    .assert_error(429, "RATE_LIMITED");
     let r = api.get("/invoices", Some(&token(t.id, t.member))).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(header(&r, "x-ratelimit-remaining"), 2);
@@ -87,8 +96,18 @@ async fn a_tenant_wide_budget_is_shared_by_its_users() {
     let t = new_tenant(&admin().await).await;
     set_limit(&t, 2, "1 hour", false).await;
     let api = Api::new();
-    assert_eq!(api.get("/invoices", Some(&token(t.id, t.admin))).await.status, 200);
-    assert_eq!(api.get("/invoices", Some(&token(t.id, t.member))).await.status, 200);
+    assert_eq!(
+        api.get("/invoices", Some(&token(t.id, t.admin)))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        api.get("/invoices", Some(&token(t.id, t.member)))
+            .await
+            .status,
+        200
+    );
     api.get("/invoices", Some(&token(t.id, t.readonly)))
         .await
         .assert_error(429, "RATE_LIMITED");
@@ -140,7 +159,11 @@ async fn a_tenant_over_its_limit_does_not_touch_the_others() {
     for i in 0..30 {
         let r = api.get("/invoices?limit=1", Some(&quiet_tok)).await;
         assert_eq!(r.status, 200, "request {i}: {r:?}");
-        assert_eq!(header(&r, "x-ratelimit-remaining"), 99 - i, "the quiet tenant's own count only");
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining"),
+            99 - i,
+            "the quiet tenant's own count only"
+        );
     }
     let noisy_statuses = hammer.await.unwrap();
     assert_eq!(noisy_statuses.iter().filter(|s| **s == 200).count(), 5);
@@ -156,15 +179,36 @@ async fn an_idempotent_replay_keeps_the_rate_limit_headers() {
                        "description": "rate limit replay", "counterparty": "Initech"}]);
     let api = Api::new();
     let first = api
-        .send(Method::POST, "/rpc/import_bank_transactions", Some(&tok), &[("Idempotency-Key", &key)], Some(&body))
+        .send(
+            Method::POST,
+            "/rpc/import_bank_transactions",
+            Some(&tok),
+            &[("Idempotency-Key", &key)],
+            Some(&body),
+        )
         .await;
     assert_eq!(first.status, 201, "{first:?}");
     let replay = api
-        .send(Method::POST, "/rpc/import_bank_transactions", Some(&tok), &[("Idempotency-Key", &key)], Some(&body))
+        .send(
+            Method::POST,
+            "/rpc/import_bank_transactions",
+            Some(&tok),
+            &[("Idempotency-Key", &key)],
+            Some(&body),
+        )
         .await;
     assert_eq!(replay.status, 201, "{replay:?}");
-    assert_eq!(replay.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
-    assert_eq!(header(&replay, "x-ratelimit-remaining"), header(&first, "x-ratelimit-remaining") - 1);
+    assert_eq!(
+        replay
+            .headers
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    assert_eq!(
+        header(&replay, "x-ratelimit-remaining"),
+        header(&first, "x-ratelimit-remaining") - 1
+    );
 }
 
 #[tokio::test]
@@ -172,12 +216,26 @@ async fn settings_are_validated_and_reserved_to_the_dba() {
     let db = admin().await;
     let t = new_tenant(&db).await;
     for (call, code, message) in [
-        ("SELECT tenancy.set_rate_limit($1, 0)", "22023", "requests must be at least 1, not 0"),
-        ("SELECT tenancy.set_rate_limit($1, 10, '0 seconds')", "22023",
-         "window_length must be whole seconds between 1 second and 31 days, not 00:00:00"),
-        ("SELECT tenancy.set_rate_limit($1, 10, '1.5 seconds')", "22023",
-         "window_length must be whole seconds between 1 second and 31 days, not 00:00:01.5"),
-        ("SELECT tenancy.set_rate_limit($1 || '-nope', 10)", "TN005", ""),
+        (
+            "SELECT tenancy.set_rate_limit($1, 0)",
+            "22023",
+            "requests must be at least 1, not 0",
+        ),
+        (
+            "SELECT tenancy.set_rate_limit($1, 10, '0 seconds')",
+            "22023",
+            "window_length must be whole seconds between 1 second and 31 days, not 00:00:00",
+        ),
+        (
+            "SELECT tenancy.set_rate_limit($1, 10, '1.5 seconds')",
+            "22023",
+            "window_length must be whole seconds between 1 second and 31 days, not 00:00:01.5",
+        ),
+        (
+            "SELECT tenancy.set_rate_limit($1 || '-nope', 10)",
+            "TN005",
+            "",
+        ),
     ] {
         let e = expect_db_error(sqlx::query(call).bind(&t.slug).execute(&db).await, code);
         if !message.is_empty() {
@@ -195,6 +253,9 @@ async fn settings_are_validated_and_reserved_to_the_dba() {
         expect_db_error(c.execute(call).await, "42501");
         c.execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
     }
-    let e = expect_db_error(c.execute("SET LOCAL tenancy.rate_limit = off").await, "42501");
+    let e = expect_db_error(
+        c.execute("SET LOCAL tenancy.rate_limit = off").await,
+        "42501",
+    );
     assert!(e.message.contains("tenancy.rate_limit"), "{e:?}");
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 fn reference() -> String {
-    format!("INV-{}", &Uuid::new_v4().simple().to_string()[..8].to_uppercase())
+    format!(
+        "INV-{}",
+        &Uuid::new_v4().simple().to_string()[..8].to_uppercase()
+    )
 }
 
 /// An invoice and the payment that settles it exactly, naming it.
@@ -23,17 +26,25 @@ async fn paid_invoice(db: &sqlx::PgPool, t: &Tenant, amount: &str) -> (Uuid, Uui
 
 async fn rpc(tok: &str, name: &str, body: Value) -> Reply {
     Api::new()
-        .send(Method::POST, &format!("/rpc/{name}"), Some(tok), &[], Some(&body))
+        .send(
+            Method::POST,
+            &format!("/rpc/{name}"),
+            Some(tok),
+            &[],
+            Some(&body),
+        )
         .await
 }
 
 async fn invoice_state(t: &Tenant, inv: Uuid) -> (String, String) {
-    let row = sqlx::query("SELECT open_amount::text, status FROM ledger.invoices WHERE tenant_id = $1 AND id = $2")
-        .bind(t.id)
-        .bind(inv)
-        .fetch_one(&admin().await)
-        .await
-        .unwrap();
+    let row = sqlx::query(
+        "SELECT open_amount::text, status FROM ledger.invoices WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(t.id)
+    .bind(inv)
+    .fetch_one(&admin().await)
+    .await
+    .unwrap();
     (row.get(0), row.get(1))
 }
 
@@ -61,9 +72,21 @@ async fn reconcile_apply_confirm_undo_and_explain_over_http() {
     assert_eq!(c["transaction_id"], json!(tx.to_string()));
     assert_eq!(c["allocated_amount"], json!(1200.00));
     assert_eq!(c["grade"], json!("auto"));
-    let kinds: Vec<&str> = c["reasons"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"amount_equal") && kinds.contains(&"reference"), "{kinds:?}");
-    assert_eq!(invoice_state(&t, inv).await.1, "open", "reconcile writes nothing");
+    let kinds: Vec<&str> = c["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"amount_equal") && kinds.contains(&"reference"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        invoice_state(&t, inv).await.1,
+        "open",
+        "reconcile writes nothing"
+    );
 
     let applied = rpc(&tok, "apply_reconciliation", json!({})).await;
     assert_eq!(applied.status, 200, "{applied:?}");
@@ -78,12 +101,20 @@ async fn reconcile_apply_confirm_undo_and_explain_over_http() {
     assert_eq!(rows.rows().len(), 1);
     assert_eq!(rows.rows()[0]["status"], json!("applied"));
 
-    let why = Api::new().get(&format!("/rpc/explain_match?match_id={match_id}"), Some(&tok)).await;
+    let why = Api::new()
+        .get(
+            &format!("/rpc/explain_match?match_id={match_id}"),
+            Some(&tok),
+        )
+        .await;
     assert_eq!(why.status, 200, "{why:?}");
     let sentence = why.body.as_str().unwrap();
     assert!(sentence.contains("Amount equal"), "{sentence}");
     assert!(sentence.contains("paid 14 days after issue"), "{sentence}");
-    assert!(sentence.contains(&format!("invoice number {r} found in the description")), "{sentence}");
+    assert!(
+        sentence.contains(&format!("invoice number {r} found in the description")),
+        "{sentence}"
+    );
 
     let confirmed = rpc(&tok, "confirm_match", json!({"match_id": match_id})).await;
     assert_eq!(confirmed.status, 200, "{confirmed:?}");
@@ -92,18 +123,31 @@ async fn reconcile_apply_confirm_undo_and_explain_over_http() {
 
     let undone = rpc(&tok, "undo_match", json!({"match_id": match_id})).await;
     assert_eq!(undone.body["status"], json!("undone"), "{undone:?}");
-    assert_eq!(invoice_state(&t, inv).await, ("1200.00".into(), "open".into()));
+    assert_eq!(
+        invoice_state(&t, inv).await,
+        ("1200.00".into(), "open".into())
+    );
     assert_eq!(unmatched(&t, tx).await, "1200.00");
     // Undoing twice is harmless; confirming an undone match is not.
-    assert_eq!(rpc(&tok, "undo_match", json!({"match_id": match_id})).await.status, 200);
+    assert_eq!(
+        rpc(&tok, "undo_match", json!({"match_id": match_id}))
+            .await
+            .status,
+        200
+    );
     rpc(&tok, "confirm_match", json!({"match_id": match_id}))
         .await
         .assert_error(400, "INVALID_ARGUMENT");
     // The pair can be matched again after an undo.
-    assert_eq!(rpc(&tok, "apply_reconciliation", json!({})).await.body["applied"], json!(1));
+    assert_eq!(
+        rpc(&tok, "apply_reconciliation", json!({})).await.body["applied"],
+        json!(1)
+    );
 
     let nobody = Uuid::new_v4();
-    rpc(&tok, "undo_match", json!({"match_id": nobody})).await.assert_error(404, "NOT_FOUND");
+    rpc(&tok, "undo_match", json!({"match_id": nobody}))
+        .await
+        .assert_error(404, "NOT_FOUND");
     Api::new()
         .get(&format!("/rpc/explain_match?match_id={nobody}"), Some(&tok))
         .await
@@ -123,15 +167,28 @@ async fn another_tenant_sees_and_touches_none_of_it() {
     let cands = rpc(&tb, "reconcile", json!({})).await;
     assert_eq!(cands.rows().len(), 1);
     assert_eq!(cands.rows()[0]["transaction_id"], json!(tx_b.to_string()));
-    assert!(Api::new().get("/matches", Some(&tb)).await.rows().is_empty());
-    rpc(&tb, "undo_match", json!({"match_id": match_a})).await.assert_error(404, "NOT_FOUND");
-    rpc(&tb, "confirm_match", json!({"match_id": match_a})).await.assert_error(404, "NOT_FOUND");
+    assert!(Api::new()
+        .get("/matches", Some(&tb))
+        .await
+        .rows()
+        .is_empty());
+    rpc(&tb, "undo_match", json!({"match_id": match_a}))
+        .await
+        .assert_error(404, "NOT_FOUND");
+    rpc(&tb, "confirm_match", json!({"match_id": match_a}))
+        .await
+        .assert_error(404, "NOT_FOUND");
     Api::new()
         .get(&format!("/rpc/explain_match?match_id={match_a}"), Some(&tb))
         .await
         .assert_error(404, "NOT_FOUND");
     let deleted = Api::new()
-        .write(Method::DELETE, &format!("/matches?id=eq.{match_a}"), &tb, None)
+        .write(
+            Method::DELETE,
+            &format!("/matches?id=eq.{match_a}"),
+            &tb,
+            None,
+        )
         .await;
     assert!(deleted.rows().is_empty(), "{deleted:?}");
     // B cannot allocate its payment to A's invoice: the invoice is not B's.
@@ -145,7 +202,11 @@ async fn another_tenant_sees_and_touches_none_of_it() {
         .await;
     assert_eq!(forged.status, 409, "{forged:?}");
     assert_eq!(forged.code(), "23503");
-    assert_eq!(invoice_state(&a, inv_a).await.0, "0.00", "A's match is intact");
+    assert_eq!(
+        invoice_state(&a, inv_a).await.0,
+        "0.00",
+        "A's match is intact"
+    );
 }
 
 #[tokio::test]
@@ -153,34 +214,68 @@ async fn permissions_guard_every_reconciliation_endpoint() {
     let db = admin().await;
     let t = new_tenant(&db).await;
     paid_invoice(&db, &t, "10.00").await;
-    let (ro, member, adm) = (token(t.id, t.readonly), token(t.id, t.member), token(t.id, t.admin));
+    let (ro, member, adm) = (
+        token(t.id, t.readonly),
+        token(t.id, t.member),
+        token(t.id, t.admin),
+    );
 
-    assert_eq!(rpc(&ro, "reconcile", json!({})).await.status, 200, "readonly may look");
+    assert_eq!(
+        rpc(&ro, "reconcile", json!({})).await.status,
+        200,
+        "readonly may look"
+    );
     let denied = rpc(&ro, "apply_reconciliation", json!({})).await;
     denied.assert_error(403, "PERMISSION_DENIED");
     assert!(denied.message().contains("matches.create"), "{denied:?}");
     let applied = rpc(&member, "apply_reconciliation", json!({})).await;
     assert_eq!(applied.body["applied"], json!(1), "{applied:?}");
     let id = applied.body["match_ids"][0].as_str().unwrap().to_string();
-    rpc(&ro, "undo_match", json!({"match_id": id})).await.assert_error(403, "PERMISSION_DENIED");
-    rpc(&ro, "confirm_match", json!({"match_id": id})).await.assert_error(403, "PERMISSION_DENIED");
-    let anon = Api::new().send(Method::POST, "/rpc/reconcile", None, &[], Some(&json!({}))).await;
+    rpc(&ro, "undo_match", json!({"match_id": id}))
+        .await
+        .assert_error(403, "PERMISSION_DENIED");
+    rpc(&ro, "confirm_match", json!({"match_id": id}))
+        .await
+        .assert_error(403, "PERMISSION_DENIED");
+    let anon = Api::new()
+        .send(Method::POST, "/rpc/reconcile", None, &[], Some(&json!({})))
+        .await;
     anon.assert_error(401, "42501");
 
     // Rules: reconciliation.manage, which admins hold and members do not.
-    let denied = rpc(&member, "set_reconcile_rules", json!({"rules": {"fee_ceiling": 5}})).await;
+    let denied = rpc(
+        &member,
+        "set_reconcile_rules",
+        json!({"rules": {"fee_ceiling": 5}}),
+    )
+    .await;
     denied.assert_error(403, "PERMISSION_DENIED");
-    assert!(denied.message().contains("reconciliation.manage"), "{denied:?}");
-    let set = rpc(&adm, "set_reconcile_rules", json!({"rules": {"fee_ceiling": 5, "days_after": 90}})).await;
+    assert!(
+        denied.message().contains("reconciliation.manage"),
+        "{denied:?}"
+    );
+    let set = rpc(
+        &adm,
+        "set_reconcile_rules",
+        json!({"rules": {"fee_ceiling": 5, "days_after": 90}}),
+    )
+    .await;
     assert_eq!(set.status, 200, "{set:?}");
     assert_eq!(set.body["fee_ceiling"], json!(5));
     let read = Api::new().get("/rpc/reconcile_rules", Some(&member)).await;
     assert_eq!(read.body["days_after"], json!(90), "{read:?}");
-    assert_eq!(read.body["min_auto_score"], Value::Null, "unset rules keep the default");
+    assert_eq!(
+        read.body["min_auto_score"],
+        Value::Null,
+        "unset rules keep the default"
+    );
     // Bad rules are a 400 naming the rule, never a 500.
     for (rules, needle) in [
         (json!({"fee_cap": 1}), "unknown rule \"fee_cap\""),
-        (json!({"days_after": "soon"}), "rule \"days_after\" has an invalid value"),
+        (
+            json!({"days_after": "soon"}),
+            "rule \"days_after\" has an invalid value",
+        ),
         (json!({"min_auto_score": 3}), "min_auto_score"),
         (json!([1]), "rules must be a JSON object"),
     ] {
@@ -188,7 +283,12 @@ async fn permissions_guard_every_reconciliation_endpoint() {
         assert_eq!(r.status, 400, "{r:?}");
         assert!(r.message().contains(needle), "{needle}: {r:?}");
     }
-    let r = rpc(&adm, "set_reconcile_rules", json!({"rules": {"days_before": -1}})).await;
+    let r = rpc(
+        &adm,
+        "set_reconcile_rules",
+        json!({"rules": {"days_before": -1}}),
+    )
+    .await;
     r.assert_error(400, "INVALID_ARGUMENT");
 }
 
@@ -227,9 +327,17 @@ async fn concurrent_runs_never_allocate_more_than_an_amount() {
     let inv1 = insert_invoice(&db, &t, &r, "60.00").await;
     let inv2 = insert_invoice(&db, &t, &format!("{r}-B"), "60.00").await;
     let tx = insert_transaction(&db, &t, "no reference", "100.00").await;
-    let (mut c1, mut c2) = (session_as("authenticated", Some(&t)).await, session_as("authenticated", Some(&t)).await);
+    let (mut c1, mut c2) = (
+        session_as("authenticated", Some(&t)).await,
+        session_as("authenticated", Some(&t)).await,
+    );
     let manual = "INSERT INTO ledger.matches (invoice_id, transaction_id, allocated_amount) VALUES ($1, $2, 60)";
-    sqlx::query(manual).bind(inv1).bind(tx).execute(&mut c1).await.unwrap();
+    sqlx::query(manual)
+        .bind(inv1)
+        .bind(tx)
+        .execute(&mut c1)
+        .await
+        .unwrap();
     let second = sqlx::query(manual).bind(inv2).bind(tx).execute(&mut c2);
     let commit = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -241,7 +349,10 @@ async fn concurrent_runs_never_allocate_more_than_an_amount() {
     assert!(e.message.contains("exceeds what is open"), "{e:?}");
     c2.execute("ROLLBACK").await.unwrap();
     assert_eq!(unmatched(&t, tx).await, "40.00");
-    assert_eq!(invoice_state(&t, inv2).await, ("60.00".into(), "open".into()));
+    assert_eq!(
+        invoice_state(&t, inv2).await,
+        ("60.00".into(), "open".into())
+    );
 }
 
 #[tokio::test]
@@ -252,43 +363,88 @@ async fn manual_matches_over_http_keep_amounts_right() {
     let inv = insert_invoice(&db, &t, &reference(), "80.00").await;
     let tx = insert_transaction(&db, &t, "no reference", "50.00").await;
     let too_much = Api::new()
-        .write(Method::POST, "/matches", &tok, Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": 60})))
+        .write(
+            Method::POST,
+            "/matches",
+            &tok,
+            Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": 60})),
+        )
         .await;
     too_much.assert_error(409, "ALLOCATION_EXCEEDED");
     let ok = Api::new()
-        .write(Method::POST, "/matches", &tok, Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": 50})))
+        .write(
+            Method::POST,
+            "/matches",
+            &tok,
+            Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": 50})),
+        )
         .await;
     assert_eq!(ok.status, 201, "{ok:?}");
     assert_eq!(ok.rows()[0]["grade"], json!("manual"));
     assert_eq!(ok.rows()[0]["status"], json!("confirmed"));
-    assert_eq!(invoice_state(&t, inv).await, ("30.00".into(), "partially_paid".into()));
+    assert_eq!(
+        invoice_state(&t, inv).await,
+        ("30.00".into(), "partially_paid".into())
+    );
     let bad = Api::new()
-        .write(Method::POST, "/matches", &tok, Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": -5})))
+        .write(
+            Method::POST,
+            "/matches",
+            &tok,
+            Some(&json!({"invoice_id": inv, "transaction_id": tx, "allocated_amount": -5})),
+        )
         .await;
     assert_eq!(bad.status, 400, "{bad:?}");
     let id = ok.rows()[0]["id"].as_str().unwrap().to_string();
     // A deleted match gives its amount back; the invoice cannot go while matched.
-    let del_inv = Api::new().write(Method::DELETE, &format!("/invoices?id=eq.{inv}"), &token(t.id, t.admin), None).await;
+    let del_inv = Api::new()
+        .write(
+            Method::DELETE,
+            &format!("/invoices?id=eq.{inv}"),
+            &token(t.id, t.admin),
+            None,
+        )
+        .await;
     assert_eq!(del_inv.status, 409, "{del_inv:?}");
-    let del = Api::new().write(Method::DELETE, &format!("/matches?id=eq.{id}"), &token(t.id, t.admin), None).await;
+    let del = Api::new()
+        .write(
+            Method::DELETE,
+            &format!("/matches?id=eq.{id}"),
+            &token(t.id, t.admin),
+            None,
+        )
+        .await;
     assert_eq!(del.rows().len(), 1, "{del:?}");
-    assert_eq!(invoice_state(&t, inv).await, ("80.00".into(), "open".into()));
+    assert_eq!(
+        invoice_state(&t, inv).await,
+        ("80.00".into(), "open".into())
+    );
     assert_eq!(unmatched(&t, tx).await, "50.00");
 }
 
 async fn jobs_connection() -> PgConnection {
     let url = stack().db_url.replacen("postgres@", "tenancy_jobs@", 1);
-    PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("connect as tenancy_jobs: {e}"))
+    PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connect as tenancy_jobs: {e}"))
 }
 
 #[tokio::test]
 async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
     let db = admin().await;
-    let (a, b, c) = (new_tenant(&db).await, new_tenant(&db).await, new_tenant(&db).await);
+    let (a, b, c) = (
+        new_tenant(&db).await,
+        new_tenant(&db).await,
+        new_tenant(&db).await,
+    );
     let (inv_a, _, _) = paid_invoice(&db, &a, "10.00").await;
     let (inv_b, _, _) = paid_invoice(&db, &b, "20.00").await;
     let (inv_c, _, _) = paid_invoice(&db, &c, "30.00").await;
-    sqlx::query("SELECT tenancy.suspend_tenant($1)").bind(&b.slug).execute(&db).await.unwrap();
+    sqlx::query("SELECT tenancy.suspend_tenant($1)")
+        .bind(&b.slug)
+        .execute(&db)
+        .await
+        .unwrap();
     let mut jobs = jobs_connection().await;
     sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()', $1)")
         .bind(vec![a.slug.clone(), b.slug.clone(), c.id.to_string()])
@@ -296,23 +452,36 @@ async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
         .await
         .unwrap();
     assert_eq!(invoice_state(&a, inv_a).await.1, "paid");
-    assert_eq!(invoice_state(&b, inv_b).await.1, "open", "suspended tenants are skipped");
+    assert_eq!(
+        invoice_state(&b, inv_b).await.1,
+        "open",
+        "suspended tenants are skipped"
+    );
     assert_eq!(invoice_state(&c, inv_c).await.1, "paid");
     // Without a context the job role reads nothing: it is not a superuser.
     let e = expect_db_error(
-        sqlx::query("SELECT count(*) FROM ledger.invoices").fetch_one(&mut jobs).await,
+        sqlx::query("SELECT count(*) FROM ledger.invoices")
+            .fetch_one(&mut jobs)
+            .await,
         "TN001",
     );
     assert!(e.message.contains("no tenant"), "{e:?}");
     let e = expect_db_error(
-        sqlx::query("CALL tenancy.for_each_tenant('tenancy.set_tenant(text)')").execute(&mut jobs).await,
+        sqlx::query("CALL tenancy.for_each_tenant('tenancy.set_tenant(text)')")
+            .execute(&mut jobs)
+            .await,
         "22023",
     );
-    assert!(e.message.contains("is not a function without arguments"), "{e:?}");
+    assert!(
+        e.message.contains("is not a function without arguments"),
+        "{e:?}"
+    );
     // Not for the API roles.
     let mut api = session_as("authenticated", Some(&a)).await;
     expect_db_error(
-        sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')").execute(&mut api).await,
+        sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')")
+            .execute(&mut api)
+            .await,
         "42501",
     );
 }
@@ -327,7 +496,10 @@ async fn pg_cron_applies_reconciliation_per_tenant() {
     .await
     .expect("the reconciliation job is registered with pg_cron");
     let (command, user, schedule): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!(command, "CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')");
+    assert_eq!(
+        command,
+        "CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')"
+    );
     assert_eq!(user, "tenancy_jobs");
     assert_eq!(schedule, "*/10 * * * *");
 
