@@ -100,7 +100,17 @@ CREATE VIEW public.recon_text_amount WITH (security_invoker = true) AS
 CREATE VIEW public.recon_null_open WITH (security_invoker = true) AS
     SELECT id, amount, currency, issue_date, due_date, reference, counterparty, NULL::numeric AS open_amount
     FROM public.recon_invoices;
-GRANT SELECT ON public.recon_no_currency, public.recon_text_amount, public.recon_null_open TO golden_recon;
+-- Amounts of 10^20 or more, or with more digits than the matcher keeps exactly.
+CREATE VIEW public.recon_huge_amount WITH (security_invoker = true) AS
+    SELECT id, CASE WHEN id = 1 THEN 1e20 ELSE amount END AS amount, currency, booked_on, description,
+           counterparty
+    FROM public.recon_transactions;
+CREATE VIEW public.recon_long_amount WITH (security_invoker = true) AS
+    SELECT id, amount + 1e-29 AS amount, currency, issue_date, due_date, reference, counterparty,
+           open_amount + 1e-29 AS open_amount
+    FROM public.recon_invoices;
+GRANT SELECT ON public.recon_no_currency, public.recon_text_amount, public.recon_null_open,
+    public.recon_huge_amount, public.recon_long_amount TO golden_recon;
 BEGIN;
 SET LOCAL ROLE golden_recon;
 SELECT tenancy.set_tenant('books-a') IS NOT NULL AS tenant_set;
@@ -110,6 +120,10 @@ ROLLBACK TO s;
 SELECT * FROM tenancy.reconcile('public.recon_invoices', 'public.recon_text_amount');
 ROLLBACK TO s;
 SELECT * FROM tenancy.reconcile('public.recon_null_open', 'public.recon_transactions');
+ROLLBACK TO s;
+SELECT * FROM tenancy.reconcile('public.recon_invoices', 'public.recon_huge_amount');
+ROLLBACK TO s;
+SELECT * FROM tenancy.reconcile('public.recon_long_amount', 'public.recon_transactions');
 ROLLBACK TO s;
 SELECT * FROM tenancy.reconcile('public.recon_invoices', 'public.sales_invoices_pkey');
 ROLLBACK TO s;
@@ -135,7 +149,8 @@ ROLLBACK;
 
 -- Clean up.
 DROP TABLE public.shared_lines;
-DROP VIEW public.recon_no_currency, public.recon_text_amount, public.recon_null_open;
+DROP VIEW public.recon_no_currency, public.recon_text_amount, public.recon_null_open,
+    public.recon_huge_amount, public.recon_long_amount;
 DROP VIEW public.recon_invoices, public.recon_transactions;
 DROP TABLE public.sales_invoices, public.statement_lines;
 SELECT tenancy.drop_tenant('books-a');

@@ -145,9 +145,20 @@ pub struct Match {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputError {
-    InvoiceAmountNotPositive { invoice: usize },
-    OpenAmountOutOfRange { invoice: usize },
-    BadRules { rule: &'static str },
+    InvoiceAmountNotPositive {
+        invoice: usize,
+    },
+    /// An amount of `MAX_AMOUNT` or more (in magnitude).
+    AmountTooLarge {
+        what: &'static str,
+        index: usize,
+    },
+    OpenAmountOutOfRange {
+        invoice: usize,
+    },
+    BadRules {
+        rule: &'static str,
+    },
 }
 
 impl std::fmt::Display for InputError {
@@ -167,6 +178,11 @@ impl std::fmt::Display for InputError {
                     invoice + 1
                 )
             }
+            InputError::AmountTooLarge { what, index } => write!(
+                f,
+                "{what} #{} has an amount of 10^20 or more, beyond what reconcile handles",
+                index + 1
+            ),
             InputError::BadRules { rule } => write!(f, "rule {rule} is out of range"),
         }
     }
@@ -338,14 +354,40 @@ fn reference_score(r: Option<RefEvidence>) -> f64 {
     }
 }
 
-fn validate(invoices: &[Invoice], rules: &Rules) -> Result<(), InputError> {
+/// Amounts must be smaller than this (10^20) in magnitude. Sums of ten of
+/// them, a percentage of one and every window around one then stay far
+/// inside what a `Decimal` holds (about 7.9 * 10^28), so no arithmetic on
+/// amounts can overflow. Ten times a country's yearly product in the
+/// smallest currency units is still far below it.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0x6310_0000, 0x6BC7_5E2D, 0x5, false, 0);
+
+fn validate(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+) -> Result<(), InputError> {
     for (i, inv) in invoices.iter().enumerate() {
         if inv.amount <= Decimal::ZERO {
             return Err(InputError::InvoiceAmountNotPositive { invoice: i });
         }
+        if inv.amount >= MAX_AMOUNT {
+            return Err(InputError::AmountTooLarge {
+                what: "invoice",
+                index: i,
+            });
+        }
         if inv.open_amount < Decimal::ZERO || inv.open_amount > inv.amount {
             return Err(InputError::OpenAmountOutOfRange { invoice: i });
         }
+    }
+    if let Some(index) = transactions
+        .iter()
+        .position(|t| t.amount.abs() >= MAX_AMOUNT)
+    {
+        return Err(InputError::AmountTooLarge {
+            what: "transaction",
+            index,
+        });
     }
     let checks: [(bool, &'static str); 7] = [
         (rules.amount_tolerance >= Decimal::ZERO, "amount_tolerance"),
@@ -391,10 +433,16 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
     let mut fits = NameFits::default();
     let mut payers = Vec::new();
     // An invoice the description does not name is a candidate only with an
-    // equal amount, a rounding gap or a fee (`amount_fit`). Without a
-    // percentage tolerance and with exact sums, all of those are in the
-    // window of amounts below, so `RefSweep` need not return them too.
-    let unnamed_too = !(rules.amount_tolerance_pct.is_zero() && p.exact_sums);
+    // equal amount, a rounding gap or a fee (`amount_fit`). With exact sums
+    // all of those are in the window of amounts below, so `RefSweep` need
+    // not return them too.
+    let unnamed_too = !p.exact_sums;
+    // A percentage tolerance q accepts an invoice of `open` for a payment of
+    // `paid` when |open - paid| <= open * q: from paid / (1 + q), which is
+    // above paid - paid * q, up to paid / (1 - q) = paid + paid * q / (1 - q)
+    // (no bound when q is 1). The window takes twice those slacks, so that
+    // rounding never narrows it.
+    let q = rules.amount_tolerance_pct / Decimal::ONE_HUNDRED;
     let unit_rules = unit_rules(p);
     // The payments by day, as `RefSweep` takes them.
     let mut by_day: Vec<usize> = (0..p.transactions.len())
@@ -418,17 +466,19 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
             let f = p.facts_at(n.place as usize);
             out.extend(candidate(p, ti, n.inv, f, reference, units, &mut fits));
         }
-        // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)];
-        // the percentage tolerance is checked exactly in `amount_fit`. (Without
-        // one the slack is zero: the same bounds, without decimal products.)
-        let (lo, hi) = if rules.amount_tolerance_pct.is_zero() {
+        // Amounts near the payment: [amount - tolerance, amount + max(tolerance, fee)],
+        // widened by the percentage's slacks; `amount_fit` checks exactly.
+        // (Without a percentage: the same bounds, without decimal products.)
+        let (lo, hi) = if q.is_zero() {
             (t.amount - rules.amount_tolerance, t.amount + widest)
         } else {
-            let pct_slack =
-                t.amount * rules.amount_tolerance_pct / Decimal::ONE_HUNDRED * Decimal::TWO;
+            let above = (t.amount * q)
+                .checked_div(Decimal::ONE - q)
+                .and_then(|s| s.checked_mul(Decimal::TWO))
+                .and_then(|s| (t.amount + widest).checked_add(s));
             (
-                t.amount - rules.amount_tolerance - pct_slack,
-                t.amount + widest + pct_slack,
+                t.amount - rules.amount_tolerance - t.amount * q * Decimal::TWO,
+                above.unwrap_or(Decimal::MAX),
             )
         };
         // Of those, the ones `unnamed_may_fit` lets through: the invoices of
@@ -736,7 +786,15 @@ pub fn reconcile(
     transactions: &[Transaction],
     rules: &Rules,
 ) -> Result<Vec<Match>, InputError> {
-    validate(invoices, rules)?;
+    validate(invoices, transactions, rules)?;
+    // No gap between two valid amounts reaches MAX_AMOUNT, so a larger
+    // tolerance or fee ceiling accepts exactly what MAX_AMOUNT does, and
+    // bounded, sums with them cannot overflow.
+    let rules = &Rules {
+        amount_tolerance: rules.amount_tolerance.min(MAX_AMOUNT),
+        fee_ceiling: rules.fee_ceiling.min(MAX_AMOUNT),
+        ..rules.clone()
+    };
     let p = Prepared::new(invoices, transactions, rules);
     let (mut cands, named_by_t) = candidates(&p);
     // (score, t, inv) is unique per candidate: an unstable sort is as good.

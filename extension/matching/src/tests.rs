@@ -602,3 +602,79 @@ fn subset_sum_is_every_subset_that_fits() {
         }
     }
 }
+
+#[test]
+fn a_percentage_tolerance_over_half_still_finds_the_invoice() {
+    // A gap of 60 is within 60 % of the open amount of 100 (and 99 within
+    // 100 %): the invoice must be a candidate though the description does
+    // not name it, at any percentage the rules allow.
+    for (pct, paid, gap) in [("60", "40", "60"), ("100", "1", "99")] {
+        let rules = Rules {
+            amount_tolerance_pct: d(pct),
+            ..Rules::default()
+        };
+        let invoices = [inv("100", "INV-7", "Acme GmbH", 10)];
+        let transactions = [tx(paid, "transfer", "ACME", 12)];
+        let ms = reconcile(&invoices, &transactions, &rules).unwrap();
+        let m = only(&ms);
+        assert_eq!(
+            (m.invoice, m.allocated, m.grade),
+            (0, d(paid), Grade::Suggested)
+        );
+        assert!(m
+            .reasons
+            .contains(&Reason::AmountWithinTolerance { difference: d(gap) }));
+    }
+}
+
+#[test]
+fn amounts_up_to_the_limit_never_overflow_and_larger_ones_are_errors() {
+    let big = MAX_AMOUNT - d("0.01");
+    let widest = Rules {
+        amount_tolerance_pct: Decimal::ONE_HUNDRED,
+        amount_tolerance: Decimal::MAX,
+        fee_ceiling: Decimal::MAX,
+        max_invoices_per_payment: 10,
+        ..Rules::default()
+    };
+    let nearly_all = Rules {
+        amount_tolerance_pct: d("99.9999999999999999999999999"),
+        ..widest.clone()
+    };
+    // Ten invoices of the largest amount and one payment of nearly all of
+    // them (a split search over sums beyond 10^20), payments of a tiny and
+    // the largest amount, out and in.
+    let invoices: Vec<Invoice> = (0..10)
+        .map(|k| inv(&big.to_string(), &format!("INV-{k}"), "Acme", 10))
+        .collect();
+    let transactions = [
+        tx(&big.to_string(), "INV-0", "Acme", 12),
+        tx(&(-big).to_string(), "refund", "Acme", 12),
+        tx("0.0000000000000000000000000001", "INV-1", "Acme", 12),
+        tx(&(big - d("5")).to_string(), "Acme batch", "Acme", 13),
+    ];
+    for rules in [Rules::default(), widest, nearly_all] {
+        let ms = reconcile(&invoices, &transactions, &rules).unwrap();
+        assert!(!ms.is_empty());
+    }
+    let too_big = MAX_AMOUNT.to_string();
+    let err = reconcile(
+        &[inv(&too_big, "INV-1", "Acme", 10)],
+        &[],
+        &Rules::default(),
+    );
+    assert_eq!(
+        err.unwrap_err().to_string(),
+        "invoice #1 has an amount of 10^20 or more, beyond what reconcile handles"
+    );
+    let err = reconcile(
+        &[],
+        &[tx(&format!("-{too_big}"), "", "", 1)],
+        &Rules::default(),
+    );
+    assert_eq!(
+        err.unwrap_err().to_string(),
+        "transaction #1 has an amount of 10^20 or more, beyond what reconcile handles"
+    );
+    assert_eq!(MAX_AMOUNT, d("100000000000000000000"));
+}

@@ -12,9 +12,10 @@ use pgrx::{AnyNumeric, PgRelation};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
-use tenancy_matching::{explain, Grade, Invoice, Rules, Transaction};
+use tenancy_matching::{explain, Grade, Invoice, Rules, Transaction, MAX_AMOUNT};
 
-const RANGES: &str = "Ranges: amount_tolerance >= 0, amount_tolerance_pct 0..100, fee_ceiling >= 0, \
+const RANGES: &str =
+    "Ranges: amount_tolerance >= 0, amount_tolerance_pct 0..100, fee_ceiling >= 0, \
 days_before and days_after 0..3660, min_auto_score 0..1, max_invoices_per_payment 1..10.";
 
 /// Day numbers count from this date; any fixed epoch works for the matcher.
@@ -89,10 +90,11 @@ struct Source {
 
 fn inspect(rel: &PgRelation, what: &str, columns: &[Column], optional: Option<&Column>) -> Source {
     let oid = rel.oid();
-    let name: String = Spi::get_one_with_args("SELECT $1::regclass::text", &[DatumWithOid::from(oid)])
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| rel.name().to_string());
+    let name: String =
+        Spi::get_one_with_args("SELECT $1::regclass::text", &[DatumWithOid::from(oid)])
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| rel.name().to_string());
     let relkind = rel.rd_rel;
     #[allow(unsafe_code)]
     let relkind = unsafe { (*relkind).relkind } as u8;
@@ -217,7 +219,10 @@ impl Row<'_> {
             if self.id.is_empty() {
                 format!("{}: a row has a NULL \"{column}\"", self.source.name)
             } else {
-                format!("{}: row {} has a NULL \"{column}\"", self.source.name, self.id)
+                format!(
+                    "{}: row {} has a NULL \"{column}\"",
+                    self.source.name, self.id
+                )
             },
             "Give the column a value, or filter such rows out with a view.",
         )
@@ -225,16 +230,22 @@ impl Row<'_> {
 
     fn amount(&self, i: usize, c: &Column) -> Decimal {
         let text = self.text(i, c).unwrap_or_default();
-        Decimal::from_str(&text).unwrap_or_else(|_| {
-            fail(
+        // A decimal holds 28 or 29 digits; beyond that, parsing rounds. A
+        // longer text is kept only if it reads back the same: money is exact.
+        let exact = |d: &Decimal| {
+            text.bytes().filter(u8::is_ascii_digit).count() <= 28 || d.to_string() == text
+        };
+        match Decimal::from_str(&text) {
+            Ok(d) if d.abs() < MAX_AMOUNT && exact(&d) => d,
+            _ => fail(
                 PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
                 format!(
-                    "{}: row {} has \"{}\" = {text}, which is not a finite amount of at most 28 digits",
+                    "{}: row {} has \"{}\" = {text}, which is not an amount tenancy.reconcile handles",
                     self.source.name, self.id, c.name
                 ),
-                "Amounts must be finite numerics.",
-            )
-        })
+                "Amounts must be finite, below 10^20 in magnitude, with at most 28 significant digits.",
+            ),
+        }
     }
 
     fn day(&self, i: usize, c: &Column) -> Option<i32> {
@@ -429,7 +440,12 @@ fn reconcile_relations(
     };
     let started = std::time::Instant::now();
     let inv_source = inspect(&invoices_rel, "invoices", &INVOICE_COLUMNS, None);
-    let tx_source = inspect(&transactions_rel, "transactions", &TRANSACTION_COLUMNS, Some(&UNMATCHED));
+    let tx_source = inspect(
+        &transactions_rel,
+        "transactions",
+        &TRANSACTION_COLUMNS,
+        Some(&UNMATCHED),
+    );
     let (inv_ids, invs) = invoices(&inv_source);
     let (tx_ids, txs) = transactions(&tx_source);
     let read = started.elapsed();
