@@ -147,8 +147,26 @@ SELECT tenancy.set_tenant('books-a') IS NOT NULL AS tenant_set;
 SELECT * FROM tenancy.reconcile('public.recon_invoices', 'public.shared_lines');
 ROLLBACK;
 
+-- Long descriptions, kept compressed in the row or out of line, are read
+-- whole: the invoice number at the end of each is found.
+CREATE TABLE public.long_lines (id int, amount numeric, currency text, booked_on date, description text,
+                                counterparty text);
+INSERT INTO public.long_lines VALUES
+    (1, 480.00, 'EUR', '2026-03-28', repeat('x', 10000) || ' INV-1044', 'Umbrella Corp.'),
+    (2, 1000.00, 'EUR', '2026-03-25',
+     (SELECT string_agg(md5(g::text), ' ') FROM generate_series(1, 400) g) || ' INV-1047', 'Stark Ltd');
+SELECT id, octet_length(description) AS length, pg_column_size(description) AS stored
+FROM public.long_lines ORDER BY id;
+GRANT SELECT ON public.long_lines TO golden_recon;
+BEGIN;
+SET LOCAL ROLE golden_recon;
+SELECT tenancy.set_tenant('books-a') IS NOT NULL AS tenant_set;
+SELECT invoice_id, transaction_id AS line, grade, tenancy.explain_reasons(reasons) AS why
+FROM tenancy.reconcile('public.recon_invoices', 'public.long_lines') ORDER BY line;
+ROLLBACK;
+
 -- Clean up.
-DROP TABLE public.shared_lines;
+DROP TABLE public.shared_lines, public.long_lines;
 DROP VIEW public.recon_no_currency, public.recon_text_amount, public.recon_null_open,
     public.recon_huge_amount, public.recon_long_amount;
 DROP VIEW public.recon_invoices, public.recon_transactions;

@@ -195,21 +195,64 @@ fn inspect(rel: &PgRelation, what: &str, columns: &[Column], optional: Option<&C
     }
 }
 
-/// One row of a source, read column by column with errors naming the column.
+/// One row of a source, its columns taken apart once, read with errors
+/// naming the column.
 struct Row<'a> {
     source: &'a Source,
-    row: pgrx::spi::SpiHeapTupleData<'a>,
+    values: &'a [pg_sys::Datum],
+    nulls: &'a [bool],
     id: String,
 }
 
+/// The bytes of a text datum, detoasted if it is compressed or stored out
+/// of line (a long value read straight from a table).
+///
+/// # Safety
+///
+/// `d` must be a non-null text datum that stays valid while the bytes are used.
+#[allow(unsafe_code)]
+unsafe fn text_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
+    let mut p = d.cast_mut_ptr::<pg_sys::varlena>();
+    // SAFETY: the caller's promise; detoasting copies into the current
+    // memory context, SPI's, which lives until the read is done.
+    unsafe {
+        if pgrx::varlena::varatt_is_1b_e(p) || pgrx::varlena::varatt_is_4b_c(p) {
+            p = pg_sys::pg_detoast_datum_packed(p);
+        }
+        pgrx::varlena::varlena_to_byte_slice(p)
+    }
+}
+
 impl Row<'_> {
+    fn datum(&self, i: usize) -> Option<pg_sys::Datum> {
+        (!self.nulls[i]).then(|| self.values[i])
+    }
+
     fn text(&self, i: usize, c: &Column) -> Option<String> {
-        let v: Option<String> = self.row.get(i + 1).unwrap_or_else(|e| panic!("{e}"));
-        match (v, c.nulls) {
-            (Some(v), _) => Some(v),
+        match (self.datum(i), c.nulls) {
+            (Some(d), _) => Some(self.string(d, c.name)),
             (None, Nulls::Empty) => Some(String::new()),
             (None, Nulls::Allowed) => None,
             (None, Nulls::Refused) => self.null(c.name),
+        }
+    }
+
+    /// A column the query casts to text.
+    fn string(&self, d: pg_sys::Datum, column: &str) -> String {
+        // SAFETY: the query casts every text column to text, and the tuple
+        // it comes from stays in SPI's result until the read is done.
+        #[allow(unsafe_code)]
+        let bytes = unsafe { text_bytes(d) };
+        match std::str::from_utf8(bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => fail(
+                PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+                format!(
+                    "{}: row {} has a \"{column}\" that is not valid UTF-8",
+                    self.source.name, self.id
+                ),
+                "tenancy.reconcile reads text in UTF-8: use a UTF8 database.",
+            ),
         }
     }
 
@@ -248,17 +291,18 @@ impl Row<'_> {
         }
     }
 
+    /// A column the query turns into a day number (an integer).
     fn day(&self, i: usize, c: &Column) -> Option<i32> {
-        let v: Option<i32> = self.row.get(i + 1).unwrap_or_else(|e| panic!("{e}"));
+        let v = self.datum(i).map(|d| d.value() as i32);
         if v.is_none() && c.nulls == Nulls::Refused {
             self.null(c.name);
         }
         v
     }
 
+    /// The query's last column: whether the row's tenant is not the current one.
     fn foreign_tenant(&self, i: usize) {
-        let foreign: Option<bool> = self.row.get(i + 1).unwrap_or_else(|e| panic!("{e}"));
-        if foreign.unwrap_or(true) {
+        if self.datum(i).is_none_or(|d| d.value() != 0) {
             fail(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 format!(
@@ -271,26 +315,50 @@ impl Row<'_> {
     }
 }
 
-/// Reads every row of a source with `f`, as the caller.
+/// Reads every row of a source with `f`, as the caller. Each tuple is taken
+/// apart with one call into Postgres rather than one per column.
 fn read<T>(source: &Source, mut f: impl FnMut(&Row) -> Option<T>) -> (Vec<String>, Vec<T>) {
     Spi::connect(|client| {
-        let rows = client.select(source.query.as_str(), None, &[])?;
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: Option<String> = row.get(1)?;
+        let n = client.select(source.query.as_str(), None, &[])?.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return Ok::<_, pgrx::spi::SpiError>((ids, out));
+        }
+        // SAFETY: the select just run left its n rows in SPI_tuptable, which
+        // stays until this connection ends; nothing else runs SPI meanwhile.
+        #[allow(unsafe_code)]
+        let (tuples, desc) = unsafe {
+            let table = &*pg_sys::SPI_tuptable;
+            (std::slice::from_raw_parts(table.vals, n), table.tupdesc)
+        };
+        #[allow(unsafe_code)]
+        let natts = usize::try_from(unsafe { (*desc).natts }).unwrap_or(0);
+        let mut values = vec![pg_sys::Datum::from(0usize); natts];
+        let mut nulls = vec![true; natts];
+        for &tuple in tuples {
+            // SAFETY: a tuple of the result with its descriptor, into arrays
+            // of the descriptor's width.
+            #[allow(unsafe_code)]
+            unsafe {
+                pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr())
+            };
             let mut r = Row {
                 source,
-                row,
+                values: &values,
+                nulls: &nulls,
                 id: String::new(),
             };
-            r.id = id.unwrap_or_else(|| r.null("id"));
+            r.id = match r.datum(0) {
+                Some(d) => r.string(d, "id"),
+                None => r.null("id"),
+            };
             if let Some(v) = f(&r) {
                 ids.push(r.id);
                 out.push(v);
             }
         }
-        Ok::<_, pgrx::spi::SpiError>((ids, out))
+        Ok((ids, out))
     })
     .unwrap_or_else(|e| panic!("reading {} failed: {e}", source.name))
 }
@@ -466,12 +534,21 @@ fn reconcile_relations(
         (started.elapsed() - read).as_secs_f64() * 1e3,
         matches.len()
     );
+    // Scores are rounded to four decimals, so few distinct ones repeat over
+    // many rows: each is converted to numeric once.
+    let mut scores: HashMap<u64, AnyNumeric> = HashMap::new();
     TableIterator::new(matches.into_iter().map(move |m| {
+        let score = scores
+            .entry(m.score.to_bits())
+            .or_insert_with(|| {
+                numeric(Decimal::from_str(&format!("{:.4}", m.score)).unwrap_or_default())
+            })
+            .clone();
         (
             inv_ids[m.invoice].clone(),
             tx_ids[m.transaction].clone(),
             numeric(m.allocated),
-            numeric(Decimal::from_str(&format!("{:.4}", m.score)).unwrap_or_default()),
+            score,
             match m.grade {
                 Grade::Auto => "auto".to_string(),
                 Grade::Suggested => "suggested".to_string(),
