@@ -8,74 +8,81 @@ use std::fmt::Write;
 
 /// `[{"kind": "amount_equal"}, {"kind": "date", "days_after_issue": 3, ...}]`
 pub fn reasons_json(reasons: &[Reason]) -> String {
-    let mut out = String::from("[");
+    let mut out = String::with_capacity(64 * reasons.len() + 2);
+    out.push('[');
     for (i, r) in reasons.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
-        out.push_str(&reason_json(r));
+        // Writing to a String cannot fail.
+        let _ = write_reason(&mut out, r);
     }
     out.push(']');
     out
 }
 
-fn reason_json(r: &Reason) -> String {
-    let kind = |k: &str| format!("{{\"kind\": \"{k}\"");
-    let mut s = match r {
-        Reason::AmountEqual => kind("amount_equal"),
+/// One reason as a JSON object, appended to `out`.
+fn write_reason(out: &mut String, r: &Reason) -> std::fmt::Result {
+    let kind = match r {
+        Reason::AmountEqual => "amount_equal",
+        Reason::AmountWithinTolerance { .. } => "amount_within_tolerance",
+        Reason::BankFee { .. } => "bank_fee",
+        Reason::PartialPayment { .. } => "partial_payment",
+        Reason::Overpayment { .. } => "overpayment",
+        Reason::SplitPayment { .. } => "split_payment",
+        Reason::Date { .. } => "date",
+        Reason::Reference { .. } => "reference",
+        Reason::NoReference => "no_reference",
+        Reason::Counterparty { .. } => "counterparty",
+        Reason::Ambiguous { .. } => "ambiguous",
+        Reason::CurrencyDiffers { .. } => "currency_differs",
+    };
+    write!(out, "{{\"kind\": \"{kind}\"")?;
+    match r {
+        Reason::AmountEqual | Reason::NoReference => {}
         Reason::AmountWithinTolerance { difference } => {
-            format!(
-                "{}, \"difference\": {difference}",
-                kind("amount_within_tolerance")
-            )
+            write!(out, ", \"difference\": {difference}")?
         }
-        Reason::BankFee { fee } => format!("{}, \"fee\": {fee}", kind("bank_fee")),
-        Reason::PartialPayment { remaining } => {
-            format!("{}, \"remaining\": {remaining}", kind("partial_payment"))
-        }
-        Reason::Overpayment { excess } => format!("{}, \"excess\": {excess}", kind("overpayment")),
-        Reason::SplitPayment { invoices } => {
-            format!("{}, \"invoices\": {invoices}", kind("split_payment"))
-        }
+        Reason::BankFee { fee } => write!(out, ", \"fee\": {fee}")?,
+        Reason::PartialPayment { remaining } => write!(out, ", \"remaining\": {remaining}")?,
+        Reason::Overpayment { excess } => write!(out, ", \"excess\": {excess}")?,
+        Reason::SplitPayment { invoices } => write!(out, ", \"invoices\": {invoices}")?,
         Reason::Date {
             days_after_issue,
             days_after_due,
         } => {
-            let due = days_after_due.map_or("null".to_string(), |d| d.to_string());
-            format!(
-                "{}, \"days_after_issue\": {days_after_issue}, \"days_after_due\": {due}",
-                kind("date")
-            )
+            write!(
+                out,
+                ", \"days_after_issue\": {days_after_issue}, \"days_after_due\": "
+            )?;
+            match days_after_due {
+                Some(d) => write!(out, "{d}")?,
+                None => out.push_str("null"),
+            }
         }
-        Reason::Reference { reference, exact } => format!(
-            "{}, \"reference\": {}, \"exact\": {exact}",
-            kind("reference"),
-            quote(reference)
-        ),
-        Reason::NoReference => kind("no_reference"),
-        Reason::Counterparty { similarity } => {
-            format!("{}, \"similarity\": {similarity}", kind("counterparty"))
+        Reason::Reference { reference, exact } => {
+            out.push_str(", \"reference\": ");
+            quote(out, reference);
+            write!(out, ", \"exact\": {exact}")?
         }
-        Reason::Ambiguous { candidates } => {
-            format!("{}, \"candidates\": {candidates}", kind("ambiguous"))
-        }
+        Reason::Counterparty { similarity } => write!(out, ", \"similarity\": {similarity}")?,
+        Reason::Ambiguous { candidates } => write!(out, ", \"candidates\": {candidates}")?,
         Reason::CurrencyDiffers {
             invoice,
             transaction,
-        } => format!(
-            "{}, \"invoice_currency\": {}, \"transaction_currency\": {}",
-            kind("currency_differs"),
-            quote(invoice),
-            quote(transaction)
-        ),
-    };
-    s.push('}');
-    s
+        } => {
+            out.push_str(", \"invoice_currency\": ");
+            quote(out, invoice);
+            out.push_str(", \"transaction_currency\": ");
+            quote(out, transaction);
+        }
+    }
+    out.push('}');
+    Ok(())
 }
 
-/// A JSON string literal.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// `s` as a JSON string literal, appended to `out`.
+fn quote(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -88,7 +95,6 @@ fn quote(s: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
