@@ -34,6 +34,13 @@ pub fn stack() -> Stack {
 }
 
 /// A pool connected as the superuser to the test database.
+/// The URL of another database of the test cluster, as the same user.
+pub fn db_url(name: &str) -> String {
+    let url = stack().db_url;
+    let (base, _) = url.rsplit_once('/').expect("a database URL");
+    format!("{base}/{name}")
+}
+
 pub async fn admin() -> PgPool {
     let url = stack().db_url;
     PgPoolOptions::new()

@@ -20,12 +20,6 @@ fn repo_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
-fn db_url(name: &str) -> String {
-    let url = stack().db_url;
-    let (base, _) = url.rsplit_once('/').expect("a database URL");
-    format!("{base}/{name}")
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()

@@ -521,3 +521,46 @@ async fn pg_cron_applies_reconciliation_per_tenant() {
     assert_eq!(invoice_state(&a, inv_a).await.1, "paid");
     assert_eq!(invoice_state(&b, inv_b).await.1, "paid");
 }
+
+/// In a database whose encoding is not UTF-8, text that is not valid UTF-8
+/// is an error naming the relation, row and column, never a crash.
+#[tokio::test]
+async fn text_that_is_not_utf8_is_an_error_naming_the_row() {
+    let db = admin().await;
+    let name = format!("latin1_{}", Uuid::new_v4().simple());
+    db.execute(
+        format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
+            .as_str(),
+    )
+    .await
+    .unwrap();
+    let mut conn = PgConnection::connect(&db_url(&name)).await.unwrap();
+    conn.execute(
+        "CREATE EXTENSION pg_tenancy;
+         SELECT tenancy.create_tenant('latin', 'Latin-1 books');
+         CREATE TABLE public.invoices (id text, amount numeric, currency text, issue_date date,
+             due_date date, reference text, counterparty text, open_amount numeric);
+         CREATE TABLE public.lines (id int, amount numeric, currency text, booked_on date,
+             description text, counterparty text);
+         INSERT INTO public.invoices VALUES ('INV-1', 10, 'EUR', '2026-01-01', NULL, 'INV-1', 'Café Müller', 10);",
+    )
+    .await
+    .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    set_tenant(&mut *tx, "latin").await;
+    let err = expect_db_error(
+        sqlx::query("SELECT * FROM tenancy.reconcile('public.invoices', 'public.lines')")
+            .fetch_all(&mut *tx)
+            .await,
+        "22021",
+    );
+    assert_eq!(
+        err.message,
+        "public.invoices: row INV-1 has a \"counterparty\" that is not valid UTF-8"
+    );
+    tx.rollback().await.unwrap();
+    conn.close().await.unwrap();
+    db.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+}
