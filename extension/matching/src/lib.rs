@@ -441,8 +441,10 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
     // `paid` when |open - paid| <= open * q: from paid / (1 + q), which is
     // above paid - paid * q, up to paid / (1 - q) = paid + paid * q / (1 - q)
     // (no bound when q is 1). The window takes twice those slacks, so that
-    // rounding never narrows it.
+    // rounding never narrows it; per unit paid, worked out once here.
     let q = rules.amount_tolerance_pct / Decimal::ONE_HUNDRED;
+    let below = q * Decimal::TWO;
+    let above = below.checked_div(Decimal::ONE - q);
     let unit_rules = unit_rules(p);
     // The payments by day, as `RefSweep` takes them.
     let mut by_day: Vec<usize> = (0..p.transactions.len())
@@ -472,13 +474,12 @@ fn candidates(p: &Prepared) -> (Vec<Candidate>, Named) {
         let (lo, hi) = if q.is_zero() {
             (t.amount - rules.amount_tolerance, t.amount + widest)
         } else {
-            let above = (t.amount * q)
-                .checked_div(Decimal::ONE - q)
-                .and_then(|s| s.checked_mul(Decimal::TWO))
+            let hi = above
+                .and_then(|r| t.amount.checked_mul(r))
                 .and_then(|s| (t.amount + widest).checked_add(s));
             (
-                t.amount - rules.amount_tolerance - t.amount * q * Decimal::TWO,
-                above.unwrap_or(Decimal::MAX),
+                t.amount - rules.amount_tolerance - t.amount * below,
+                hi.unwrap_or(Decimal::MAX),
             )
         };
         // Of those, the ones `unnamed_may_fit` lets through: the invoices of
