@@ -33,7 +33,6 @@ pub fn stack() -> Stack {
     }
 }
 
-/// A pool connected as the superuser to the test database.
 /// The URL of another database of the test cluster, as the same user.
 pub fn db_url(name: &str) -> String {
     let url = stack().db_url;
@@ -41,6 +40,7 @@ pub fn db_url(name: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// A pool connected as the superuser to the test database.
 pub async fn admin() -> PgPool {
     let url = stack().db_url;
     PgPoolOptions::new()
