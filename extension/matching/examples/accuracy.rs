@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
-use tenancy_matching::synthetic::{ledger, Scenario};
+mod synthetic;
+
+use synthetic::{ledger, Scenario};
 use tenancy_matching::{reconcile, Grade, Rules};
 
 fn pct(a: usize, b: usize) -> String {

@@ -10,7 +10,9 @@
 
 use rust_decimal::Decimal;
 use std::time::Instant;
-use tenancy_matching::synthetic::ledger;
+mod synthetic;
+
+use synthetic::ledger;
 use tenancy_matching::{reconcile, Rules};
 
 /// FNV-1a, 64 bits: stable across Rust versions, unlike std's hashers.

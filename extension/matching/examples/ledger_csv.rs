@@ -7,7 +7,9 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use tenancy_matching::synthetic::ledger;
+mod synthetic;
+
+use synthetic::ledger;
 
 fn field(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))

@@ -3,9 +3,10 @@
 //! looked at. A match is still decided by the checks in `lib.rs`; the
 //! indexes only have to hand them every pair those checks could accept.
 
+use crate::input::{Day, Invoice, Transaction};
+use crate::rules::{term_end, Rules};
 use crate::text::{self, Description, Descriptions, RefEvidence, Reference};
 use crate::units::AmountKeys;
-use crate::{date_window, term_end, Day, Invoice, Rules, Transaction};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -184,7 +185,7 @@ impl<'a> Prepared<'a> {
         let facts: Vec<Facts> = invoices
             .iter()
             .map(|inv| {
-                let (from, to) = date_window(rules, inv);
+                let (from, to) = rules.date_window(inv);
                 Facts {
                     open: inv.open_amount,
                     key: if positive(&inv.open_amount) {
@@ -426,17 +427,6 @@ impl Hasher for FastHasher {
     }
 }
 
-/// An invoice with its date window, and what the split search first
-/// asks of it: its currency and the key of its open amount.
-#[derive(Clone, Copy, Default)]
-struct Dated {
-    from: Day,
-    to: Day,
-    inv: u32,
-    currency: u32,
-    key: i64,
-}
-
 /// Open invoices by open amount: those near a payment. An invoice whose
 /// number the description does not carry needs the payment's exact amount
 /// or a counterparty that fits (`unnamed_may_fit`), so the amounts near a
@@ -520,6 +510,29 @@ impl AmountIndex {
         };
         list.map_or(&[], |b| b.between(lo, hi))
     }
+
+    /// The open invoices of the counterparties that fit payment `t` at
+    /// least 0.5 (`Prepared::fitting_names`) whose date window holds the
+    /// payment, in its currency and, when the payment is `paid` units,
+    /// below that: the others would not pass the split search. (The
+    /// others' invoices pass it only when the description names their
+    /// number exactly, and then `RefSweep` finds them.)
+    pub fn payers_invoices(
+        &self,
+        p: &Prepared,
+        t: usize,
+        paid: Option<i64>,
+        fits: &mut NameFits,
+        out: &mut Vec<usize>,
+    ) {
+        let day = p.transactions[t].booked_on;
+        let below = paid.map_or(i64::MAX, |paid| paid - 1);
+        for &name in fits.fitting(p, t) {
+            let list = self.near(p, t, Some(name), i64::MIN, below);
+            let holds = |e: &&Near| e.from <= day && day <= e.to;
+            out.extend(list.iter().filter(holds).map(|e| e.inv as usize));
+        }
+    }
 }
 
 impl ByAmount {
@@ -554,79 +567,4 @@ fn gallop<T>(list: &[T], pred: impl Fn(&T) -> bool) -> usize {
     let from = end / 2;
     let end = end.min(list.len());
     from + list[from..end].partition_point(pred)
-}
-
-/// Those of `list` (sorted by `from`, no window longer than `widest` days)
-/// whose window may hold `day`: every one that does, and more whose window
-/// ends before it.
-fn starting_by(list: &[Dated], widest: i64, day: Day) -> &[Dated] {
-    let earliest = i64::from(day) - widest;
-    let start = list.partition_point(|e| i64::from(e.from) < earliest);
-    let end = start + list[start..].partition_point(|e| e.from <= day);
-    &list[start..end]
-}
-
-/// The invoices still untouched when the split search starts, by their
-/// counterparty: where it looks for the payer's invoices.
-pub(crate) struct NameIndex {
-    /// Per name: its untouched invoices, by the first day of their window.
-    by_name: Vec<Vec<Dated>>,
-    /// Per name: the longest of those windows, in days.
-    widest: Vec<i64>,
-}
-
-impl NameIndex {
-    /// Open invoices that no match has touched yet; a touched one never
-    /// becomes untouched again, so later searches need no others.
-    pub fn new(p: &Prepared, open: &[Decimal]) -> Self {
-        let mut by_name: Vec<Vec<Dated>> = vec![Vec::new(); p.names.len()];
-        for (k, f) in p.facts.iter().enumerate() {
-            let inv = p.order[k] as usize;
-            if open[inv] > Decimal::ZERO && open[inv] == f.open {
-                by_name[f.name as usize].push(Dated {
-                    from: f.from,
-                    to: f.to,
-                    inv: inv as u32,
-                    currency: f.currency,
-                    key: f.key,
-                });
-            }
-        }
-        let widest = by_name
-            .iter_mut()
-            .map(|list| {
-                list.sort_unstable_by_key(|e| (e.from, e.inv));
-                let widths = list.iter().map(|e| i64::from(e.to) - i64::from(e.from));
-                widths.max().unwrap_or(0)
-            })
-            .collect();
-        NameIndex { by_name, widest }
-    }
-
-    /// The untouched invoices of the counterparties that fit payment `t` at
-    /// least 0.5 (`Prepared::fitting_names`) whose date window holds the
-    /// payment, in its currency and, when the payment is `paid` units,
-    /// below that: the others would not pass `find_split`. The others'
-    /// invoices pass it only when the description names their number
-    /// exactly, and then `RefSweep` finds them.
-    pub fn payers_invoices(
-        &self,
-        p: &Prepared,
-        t: usize,
-        paid: Option<i64>,
-        fits: &mut NameFits,
-        out: &mut Vec<usize>,
-    ) {
-        let (day, currency) = (p.transactions[t].booked_on, p.t_currency[t]);
-        let below = paid.unwrap_or(i64::MAX);
-        for &name in fits.fitting(p, t) {
-            let list = starting_by(
-                &self.by_name[name as usize],
-                self.widest[name as usize],
-                day,
-            );
-            let fit = |e: &&Dated| e.to >= day && e.currency == currency && e.key < below;
-            out.extend(list.iter().filter(fit).map(|e| e.inv as usize));
-        }
-    }
 }

@@ -2,6 +2,8 @@
 //! random ledgers: no panic, never over-allocated, deterministic.
 
 use super::*;
+use rules::RuleError;
+use score::{amount_fit, UnitFit};
 use std::str::FromStr;
 use subset_sum::{SubsetSum, SPLIT_FITS};
 
@@ -411,7 +413,9 @@ fn bad_input_is_an_error_naming_the_row() {
     };
     assert_eq!(
         reconcile(&[], &[], &rules),
-        Err(InputError::BadRules { rule: "days_after" })
+        Err(InputError::Rules(RuleError::OutOfRange {
+            rule: "days_after"
+        }))
     );
 }
 

@@ -6,22 +6,6 @@ pub fn normalize(s: &str) -> String {
     normalized(s).collect()
 }
 
-/// The digits of a string, in order: "INV-10/42" -> "1042".
-pub fn digits(s: &str) -> String {
-    s.chars().filter(char::is_ascii_digit).collect()
-}
-
-/// Candidate invoice numbers found in a description: every run of letters
-/// and digits, plus every pair of adjacent runs joined ("INV 1042" -> "INV1042").
-pub fn tokens(description: &str) -> Vec<String> {
-    let mut d = Descriptions::default();
-    d.push(description);
-    let mut out: Vec<String> = d.get(0).tokens().map(str::to_string).collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
 /// The tokens of descriptions (those of `tokens`, unsorted), each with its
 /// digits and its letter part worked out once, so that comparing them with
 /// many invoice numbers allocates nothing; all descriptions in one place.
@@ -77,14 +61,6 @@ impl Descriptions {
                 self.push_token(&[previous, run], true);
             }
             previous = Some(run);
-        }
-        self.ends.push(self.spans.len());
-    }
-
-    /// Adds tokens taken as they are, not normalized.
-    fn push_tokens(&mut self, tokens: &[String]) {
-        for t in tokens {
-            self.push_token(&[t], false);
         }
         self.ends.push(self.spans.len());
     }
@@ -148,32 +124,8 @@ fn normalized(s: &str) -> impl Iterator<Item = char> + '_ {
         .map(|c| c.to_ascii_uppercase())
 }
 
-/// Levenshtein distance, stopping early once it exceeds `max`.
-pub fn within_edits(a: &str, b: &str, max: usize) -> Option<usize> {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len().abs_diff(b.len()) > max {
-        return None;
-    }
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        let mut row_min = cur[0];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-            row_min = row_min.min(cur[j + 1]);
-        }
-        if row_min > max {
-            return None;
-        }
-        prev = cur;
-    }
-    let d = prev[b.len()];
-    (d <= max).then_some(d)
-}
-
-/// `within_edits(a, b, 1).is_some()` without allocating: equal, or one
-/// insertion, deletion or substitution apart.
+/// Equal, or one insertion, deletion or substitution apart (an edit
+/// distance of at most one), without allocating.
 fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     let same = short.iter().zip(long).take_while(|(x, y)| x == y).count();
@@ -205,15 +157,6 @@ pub enum RefEvidence {
     /// The digits with one typo, e.g. "INV1024" for INV-1042 is not one (two
     /// edits), "INV1043" is.
     Typo,
-}
-
-/// Whether `reference` (an invoice number) appears in the description tokens.
-/// Digit comparisons need at least 3 digits, typos at least 4, so that short
-/// numbers in free text do not pass for invoice numbers.
-pub fn find_reference(reference: &str, tokens: &[String]) -> Option<RefEvidence> {
-    let mut d = Descriptions::default();
-    d.push_tokens(tokens);
-    Reference::new(reference).find_in(d.get(0))
 }
 
 /// An invoice number prepared for `find_reference`: normalized, and its
@@ -295,6 +238,9 @@ impl Reference {
         &self.text.get()[self.full_end as usize..]
     }
 
+    /// How this number appears among a description's tokens, if it does.
+    /// Digit comparisons need at least 3 digits, typos at least 4, so that
+    /// short numbers in free text do not pass for invoice numbers.
     pub(crate) fn find_in(&self, description: Description) -> Option<RefEvidence> {
         let (full, ref_digits) = self.text.get().split_at(self.full_end as usize);
         if full.is_empty() {
@@ -344,14 +290,9 @@ pub fn name_tokens(name: &str) -> Vec<String> {
     t
 }
 
-/// Similarity of two counterparty names in [0, 1]: shared words over all
-/// words, ignoring case, punctuation and legal forms ("Initech GmbH" vs
-/// "INITECH" is 1).
-pub fn counterparty_similarity(a: &str, b: &str) -> f64 {
-    similarity(&name_tokens(a), &name_tokens(b))
-}
-
-/// `counterparty_similarity` of two names given as their `name_tokens`.
+/// Similarity of two counterparty names, given as their `name_tokens`, in
+/// [0, 1]: shared words over all words, so that case, punctuation and legal
+/// forms do not count ("Initech GmbH" vs "INITECH" is 1).
 pub(crate) fn similarity<T: PartialEq>(ta: &[T], tb: &[T]) -> f64 {
     if ta.is_empty() || tb.is_empty() {
         return 0.0;
@@ -361,16 +302,67 @@ pub(crate) fn similarity<T: PartialEq>(ta: &[T], tb: &[T]) -> f64 {
     shared as f64 / union as f64
 }
 
-/// Whether a description mentions the counterparty's name (payments often
-/// carry it there when the counterparty field is empty).
-pub fn mentions(description_tokens: &[String], name: &str) -> bool {
-    let names = name_tokens(name);
-    !names.is_empty() && names.iter().all(|n| description_tokens.contains(n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Helpers for the tests: the strings the matcher works on, made the slow way.
+
+    fn digits(s: &str) -> String {
+        s.chars().filter(char::is_ascii_digit).collect()
+    }
+
+    /// Every run of letters and digits of a description, plus every pair
+    /// of adjacent runs joined ("INV 1042" -> "INV1042"), normalized.
+    fn tokens(description: &str) -> Vec<String> {
+        let mut d = Descriptions::default();
+        d.push(description);
+        let mut out: Vec<String> = d.get(0).tokens().map(str::to_string).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether `reference` appears in a description made of these tokens.
+    fn find_reference(reference: &str, tokens: &[String]) -> Option<RefEvidence> {
+        let mut d = Descriptions::default();
+        d.push(&tokens.join(" "));
+        Reference::new(reference).find_in(d.get(0))
+    }
+
+    fn counterparty_similarity(a: &str, b: &str) -> f64 {
+        similarity(&name_tokens(a), &name_tokens(b))
+    }
+
+    fn mentions(description: &str, name: &str) -> bool {
+        let (words, tokens) = (name_tokens(name), tokens(description));
+        !words.is_empty() && words.iter().all(|n| tokens.contains(n))
+    }
+
+    /// Levenshtein distance, stopping early once it exceeds `max`: the
+    /// oracle for `within_one_edit`.
+    fn within_edits(a: &str, b: &str, max: usize) -> Option<usize> {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len().abs_diff(b.len()) > max {
+            return None;
+        }
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.iter().enumerate() {
+            let mut cur = vec![i + 1; b.len() + 1];
+            let mut row_min = cur[0];
+            for (j, cb) in b.iter().enumerate() {
+                let cost = usize::from(ca != cb);
+                cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+                row_min = row_min.min(cur[j + 1]);
+            }
+            if row_min > max {
+                return None;
+            }
+            prev = cur;
+        }
+        let d = prev[b.len()];
+        (d <= max).then_some(d)
+    }
 
     #[test]
     fn references_are_found_exactly_or_with_one_typo() {
@@ -427,7 +419,7 @@ mod tests {
         assert_eq!(counterparty_similarity("Umbrella Ltd", "Hooli SARL"), 0.0);
         assert!(counterparty_similarity("Wonka Industries", "WONKA IND") > 0.3);
         assert_eq!(counterparty_similarity("", "x"), 0.0);
-        assert!(mentions(&tokens("WIRE GX-2001 WONKA"), "Wonka"));
+        assert!(mentions("WIRE GX-2001 WONKA", "Wonka"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Deterministic synthetic ledgers with ground truth, in roughly the
 //! proportions real bank feeds have: for accuracy reports and benchmarks.
 
-use crate::{Day, Invoice, Transaction};
 use rust_decimal::Decimal;
+use tenancy_matching::{Day, Invoice, Transaction};
 
 /// What produced a transaction, so reports can break results down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

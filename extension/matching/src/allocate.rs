@@ -1,0 +1,193 @@
+//! Allocation: candidates taken in score order while both the payment and
+//! the invoice have room, graded `auto` only when nothing else scores close.
+
+use crate::candidates::Candidate;
+use crate::index::Prepared;
+use crate::input::{Invoice, Transaction};
+use crate::output::{Grade, Match, Reason};
+use crate::score::AmountFit;
+use crate::text::RefEvidence;
+use rust_decimal::Decimal;
+
+/// Scores closer than this are a tie: never `auto`.
+pub(crate) const TIE_MARGIN: f64 = 0.05;
+
+/// The date, invoice number and counterparty evidence of a pair.
+pub(crate) fn evidence(
+    inv: &Invoice,
+    t: &Transaction,
+    reference: Option<RefEvidence>,
+    similarity: Decimal,
+) -> [Reason; 3] {
+    [
+        Reason::Date {
+            days_after_issue: t.booked_on - inv.issue_date,
+            days_after_due: inv.due_date.map(|d| t.booked_on - d),
+        },
+        match reference {
+            Some(e) => Reason::Reference {
+                reference: inv.reference.clone(),
+                exact: e == RefEvidence::Exact,
+            },
+            None => Reason::NoReference,
+        },
+        Reason::Counterparty { similarity },
+    ]
+}
+
+/// The allocation so far: what each payment and invoice has left, the
+/// matches made, and the counterparty similarities as decimals.
+pub(crate) struct Books {
+    pub(crate) t_left: Vec<Decimal>,
+    pub(crate) open: Vec<Decimal>,
+    pub(crate) matches: Vec<Match>,
+    pub(crate) similarities: Vec<(u64, Decimal)>,
+}
+
+/// How many similarities `Books` keeps: a ledger has few distinct ones.
+pub(crate) const SIMILARITIES: usize = 64;
+
+impl Books {
+    /// A counterparty fit as `Reason::Counterparty` reports it. Converting
+    /// a float costs hundreds of instructions, so the decimals of the
+    /// first few distinct fits are kept.
+    pub(crate) fn similarity(&mut self, counterparty: f64) -> Decimal {
+        let bits = counterparty.to_bits();
+        if let Some(&(_, d)) = self.similarities.iter().find(|s| s.0 == bits) {
+            return d;
+        }
+        let d = Decimal::from_f64_retain(counterparty)
+            .unwrap_or_default()
+            .round_dp(2);
+        if self.similarities.len() < SIMILARITIES {
+            self.similarities.push((bits, d));
+        }
+        d
+    }
+}
+
+pub(crate) fn reasons_for(
+    c: &Candidate,
+    inv: &Invoice,
+    t: &Transaction,
+    allocated: Decimal,
+    open_after: Decimal,
+    similarity: Decimal,
+) -> Vec<Reason> {
+    let mut r = Vec::new();
+    match c.fit {
+        AmountFit::Equal => r.push(Reason::AmountEqual),
+        AmountFit::Tolerance => r.push(Reason::AmountWithinTolerance {
+            difference: (inv.open_amount - t.amount).abs(),
+        }),
+        AmountFit::Fee => r.push(Reason::BankFee {
+            fee: inv.open_amount - t.amount,
+        }),
+        AmountFit::Partial => r.push(Reason::PartialPayment {
+            remaining: open_after,
+        }),
+        AmountFit::Over => r.push(Reason::Overpayment {
+            excess: t.amount - allocated,
+        }),
+    }
+    r.extend(evidence(inv, t, c.reference, similarity));
+    if !c.same_currency {
+        r.push(Reason::CurrencyDiffers {
+            invoice: inv.currency.clone(),
+            transaction: t.currency.clone(),
+        });
+    }
+    r
+}
+
+/// The scores of the whole settlements of each transaction (or invoice),
+/// all in one vector.
+pub(crate) struct ScoresBy {
+    /// Those of `k`: `scores[starts[k]..starts[k + 1]]`.
+    pub(crate) starts: Vec<usize>,
+    pub(crate) scores: Vec<f64>,
+}
+
+impl ScoresBy {
+    pub(crate) fn new(n: usize, items: impl Iterator<Item = (usize, f64)> + Clone) -> Self {
+        let mut starts = vec![0; n + 1];
+        for (k, _) in items.clone() {
+            starts[k + 1] += 1;
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        let mut fill = starts.clone();
+        let mut scores = vec![0.0; starts[n]];
+        for (k, score) in items {
+            scores[fill[k]] = score;
+            fill[k] += 1;
+        }
+        ScoresBy { starts, scores }
+    }
+
+    pub(crate) fn of(&self, k: usize) -> &[f64] {
+        &self.scores[self.starts[k]..self.starts[k + 1]]
+    }
+}
+
+/// Candidates within the tie margin of `score`, besides the one at hand.
+pub(crate) fn rivals(scores: &[f64], score: f64) -> usize {
+    scores
+        .iter()
+        .filter(|x| **x >= score - TIE_MARGIN)
+        .count()
+        .saturating_sub(1)
+}
+
+/// Allocates one candidate pair if both sides still have room.
+pub(crate) fn allocate(
+    c: &Candidate,
+    p: &Prepared,
+    per_t: &ScoresBy,
+    per_inv: &ScoresBy,
+    books: &mut Books,
+) {
+    let (t, inv) = (&p.transactions[c.t], &p.invoices[c.inv]);
+    if books.t_left[c.t].is_zero() || books.open[c.inv].is_zero() {
+        return;
+    }
+    let whole = c.fit.settles_whole();
+    if whole && (books.t_left[c.t] != t.amount || books.open[c.inv] != inv.open_amount) {
+        return; // a full settlement needs both sides untouched
+    }
+    let allocated = if !c.same_currency {
+        books.open[c.inv]
+    } else {
+        books.t_left[c.t].min(books.open[c.inv])
+    };
+    if allocated <= Decimal::ZERO {
+        return;
+    }
+    books.open[c.inv] -= allocated;
+    books.t_left[c.t] -= allocated;
+    if whole || !c.same_currency {
+        books.t_left[c.t] = Decimal::ZERO; // the payment is spent (fee or tolerance)
+    }
+    if matches!(c.fit, AmountFit::Fee | AmountFit::Tolerance) {
+        books.open[c.inv] = Decimal::ZERO; // settled; the gap is a fee or rounding
+    }
+    let ties = rivals(per_t.of(c.t), c.score).max(rivals(per_inv.of(c.inv), c.score));
+    let similarity = books.similarity(c.counterparty);
+    let mut reasons = reasons_for(c, inv, t, allocated, books.open[c.inv], similarity);
+    if ties > 0 {
+        reasons.push(Reason::Ambiguous {
+            candidates: ties + 1,
+        });
+    }
+    let auto = ties == 0 && c.score >= p.rules.min_auto_score && c.same_currency;
+    books.matches.push(Match {
+        invoice: c.inv,
+        transaction: c.t,
+        allocated,
+        score: c.score,
+        grade: if auto { Grade::Auto } else { Grade::Suggested },
+        group: 0,
+        reasons,
+    });
+}
