@@ -1,6 +1,8 @@
 //! The one way the Rust side raises an error: a standard SQLSTATE, a message
 //! naming what is wrong and a hint naming the fix. (Custom SQLSTATEs such as
-//! TN001 are raised from SQL, by `tenancy.raise_error`.)
+//! TN001, and the HTTP statuses of the error catalog, are raised from SQL by
+//! `tenancy.raise_error`; SQL wrappers turn these errors into catalog codes
+//! where the API promises one.)
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{function_name, PgLogLevel, PgSqlErrorCode};

@@ -8,12 +8,13 @@
 //! instead of a silently ignored placeholder.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use std::ffi::CString;
+use pgrx::{pg_sys, PgLogLevel, PgSqlErrorCode};
+use std::ffi::{CStr, CString};
 
-pub const TENANT_ID: &str = "tenancy.tenant_id";
-pub const USER_ID: &str = "tenancy.user_id";
-
-pub const IDEMPOTENCY_KEY: &str = "tenancy.idempotency_key";
+/// The names of the settings the extension sets itself, transaction-locally.
+pub const TENANT_ID: &CStr = c"tenancy.tenant_id";
+pub const USER_ID: &CStr = c"tenancy.user_id";
+pub const IDEMPOTENCY_KEY: &CStr = c"tenancy.idempotency_key";
 
 pub static TENANT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static USER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -28,7 +29,7 @@ pub static AUDIT_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn init() {
     GucRegistry::define_string_guc(
-        c"tenancy.tenant_id",
+        TENANT_ID,
         c"Tenant of the current transaction (set by tenancy.set_tenant or tenancy.pre_request).",
         c"Transaction-local; empty means no tenant. Only the extension's own functions may set it.",
         &TENANT,
@@ -36,7 +37,7 @@ pub fn init() {
         GucFlags::DISALLOW_IN_FILE,
     );
     GucRegistry::define_string_guc(
-        c"tenancy.user_id",
+        USER_ID,
         c"User (JWT sub) of the current transaction.",
         c"Transaction-local; empty means no user. Only the extension's own functions may set it.",
         &USER,
@@ -44,7 +45,7 @@ pub fn init() {
         GucFlags::DISALLOW_IN_FILE,
     );
     GucRegistry::define_string_guc(
-        c"tenancy.idempotency_key",
+        IDEMPOTENCY_KEY,
         c"Idempotency key claimed by the current transaction.",
         c"Transaction-local; set by tenancy.idempotency_claim and read by tenancy.idempotency_complete.",
         &CLAIMED_KEY,
@@ -118,7 +119,45 @@ pub fn init() {
         GucFlags::DISALLOW_IN_FILE,
     );
     #[allow(unsafe_code)]
+    // SAFETY: called once from _PG_init, with a NUL-terminated static string.
     unsafe {
-        pgrx::pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr());
+        pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr());
+    }
+}
+
+/// Sets `name` to `value` for the rest of the current transaction, as
+/// `set_config(name, value, true)` does: Postgres itself refuses the
+/// superuser-only settings to a caller not running with superuser rights.
+pub fn set_local(name: &CStr, value: &str) {
+    let Ok(value) = CString::new(value) else {
+        crate::error::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "the value for {} contains a NUL byte",
+                name.to_string_lossy()
+            ),
+            "Pass text without NUL bytes.",
+        );
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: both strings are NUL-terminated and outlive the call, which
+    // copies them; on failure it raises an ERROR (elevel ERROR), which pgrx
+    // turns into a Rust panic that unwinds to the function's boundary.
+    unsafe {
+        let context = if pg_sys::superuser() {
+            pg_sys::GucContext::PGC_SUSET
+        } else {
+            pg_sys::GucContext::PGC_USERSET
+        };
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            context,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            PgLogLevel::ERROR as i32,
+            false,
+        );
     }
 }

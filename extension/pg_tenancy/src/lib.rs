@@ -1,15 +1,22 @@
-//! pg_tenancy: the pgrx glue. Rust here is thin: GUCs, the context readers
-//! and setters that policies call, and SQL files wired in with
-//! `extension_sql_file!`. Catalog-heavy logic lives in `src/sql/*.sql`.
+//! pg_tenancy: the pgrx glue. Rust here is thin: GUCs (`guc`), the context
+//! readers that policies call (`context`) and its setter (`session`), the
+//! RBAC cache (`rbac`), idempotency's settings (`idempotency`), rate-limit
+//! counters in shared memory (`rate_limit`), reconciliation's reading of
+//! relations (`reconcile`), and SQL files wired in with
+//! `extension_sql_file!`. Catalog-heavy logic lives in `src/sql/*.sql`;
+//! algorithms live in the pure crates `tenancy_matching` and
+//! `tenancy_ratelimit`.
 
 use pgrx::prelude::*;
 
 mod context;
 mod error;
 mod guc;
+mod idempotency;
 mod rate_limit;
 mod rbac;
 mod reconcile;
+mod session;
 
 ::pgrx::pg_module_magic!();
 
@@ -18,12 +25,12 @@ extension_sql_file!("sql/errors.sql", name = "errors", requires = ["schema"]);
 extension_sql_file!(
     "sql/tenants.sql",
     name = "tenants",
-    requires = ["errors", context::set_context]
+    requires = ["errors", session::set_context]
 );
 extension_sql_file!(
     "sql/context.sql",
     name = "context",
-    requires = ["tenants", context::current_tenant_id, context::set_context]
+    requires = ["tenants", context::current_tenant_id, session::set_context]
 );
 extension_sql_file!("sql/enable.sql", name = "enable", requires = ["context"]);
 extension_sql_file!("sql/check.sql", name = "check", requires = ["enable"]);
@@ -40,12 +47,21 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/idempotency.sql",
     name = "idempotency",
-    requires = ["context", context::set_claimed_key, context::claimed_key]
+    requires = [
+        "context",
+        idempotency::set_claimed_key,
+        idempotency::claimed_key
+    ]
 );
 extension_sql_file!(
     "sql/reconcile.sql",
     name = "reconcile",
-    requires = ["rbac", context::set_context, reconcile::reconcile_relations]
+    requires = [
+        "rbac",
+        session::set_context,
+        reconcile::reconcile_relations,
+        reconcile::rules::checked_rules
+    ]
 );
 extension_sql_file!(
     "sql/rate_limit.sql",

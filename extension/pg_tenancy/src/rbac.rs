@@ -33,13 +33,14 @@ fn invalid(message: String, hint: &str) -> ! {
 
 fn local_xid() -> u32 {
     #[allow(unsafe_code)]
+    // SAFETY: MyProc is this backend's PGPROC, set before any SQL runs.
     unsafe {
         (*pg_sys::MyProc).lxid
     }
 }
 
 fn select_pairs(query: &str) -> Vec<(String, Vec<String>)> {
-    Spi::connect(|client| {
+    let rows = Spi::connect(|client| {
         let mut out = Vec::new();
         for row in client.select(query, None, &[])? {
             let first: String = row.get(1)?.unwrap_or_default();
@@ -47,8 +48,34 @@ fn select_pairs(query: &str) -> Vec<(String, Vec<String>)> {
             out.push((first, second));
         }
         Ok::<_, pgrx::spi::SpiError>(out)
+    });
+    rows.unwrap_or_else(|e| {
+        crate::error::raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("reading the RBAC tables failed: {e}"),
+            "The tenancy schema's RBAC tables do not have the shape this version expects: run ALTER EXTENSION pg_tenancy UPDATE.",
+        )
     })
-    .unwrap_or_else(|e| panic!("reading the RBAC tables failed: {e}"))
+}
+
+/// The value `cache` holds for `key`, loaded with `load` when it holds
+/// another key's or none.
+fn cached<K: PartialEq, V, R>(
+    cache: &RefCell<Option<(K, V)>>,
+    key: K,
+    load: impl FnOnce() -> V,
+    read: impl FnOnce(&V) -> R,
+) -> R {
+    let mut cache = cache.borrow_mut();
+    match cache.as_ref() {
+        Some((k, v)) if *k == key => read(v),
+        _ => {
+            let v = load();
+            let r = read(&v);
+            *cache = Some((key, v));
+            r
+        }
+    }
 }
 
 /// Does the current user hold resource.action? No validation of the names:
@@ -61,21 +88,18 @@ fn held(resource: &str, action: &str) -> bool {
         return true; // set_tenant without a user: bounded by database grants
     };
     let key = (local_xid(), tenant, user, EPOCH.get());
-    GRANTS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.as_ref().is_none_or(|(k, _)| *k != key) {
-            let grants =
-                select_pairs("SELECT resource, ARRAY[action] FROM tenancy.current_grants()")
-                    .into_iter()
-                    .map(|(r, mut a)| (r, a.pop().unwrap_or_default()))
-                    .collect();
-            *cache = Some((key, grants));
-        }
-        let (_, grants) = cache.as_ref().expect("just loaded");
+    let load = || {
+        select_pairs("SELECT resource, ARRAY[action] FROM tenancy.current_grants()")
+            .into_iter()
+            .map(|(r, mut a)| (r, a.pop().unwrap_or_default()))
+            .collect()
+    };
+    let holds = |grants: &HashSet<(String, String)>| {
         grants
             .iter()
             .any(|(r, a)| (r == ANY || r == resource) && (a == ANY || a == action))
-    })
+    };
+    GRANTS.with(|cache| cached(cache, key, load, holds))
 }
 
 /// Stores grants read by pre_request's own statement for this transaction.
@@ -93,29 +117,41 @@ pub fn remember_grants(tenant: pgrx::Uuid, user: pgrx::Uuid, grants: impl Iterat
 /// Errors unless resource.action names a registered resource and action.
 fn validate(resource: &str, action: &str) {
     let key = (local_xid(), EPOCH.get());
+    let load = || {
+        select_pairs("SELECT name, actions FROM tenancy.resources")
+            .into_iter()
+            .collect()
+    };
     RESOURCES.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.as_ref().is_none_or(|(k, _)| *k != key) {
-            let resources = select_pairs("SELECT name, actions FROM tenancy.resources").into_iter().collect();
-            *cache = Some((key, resources));
-        }
-        let (_, resources) = cache.as_ref().expect("just loaded");
-        if resource != ANY {
-            match resources.get(resource) {
-                None => invalid(
-                    format!("unknown resource \"{resource}\""),
-                    "Resources are registered by tenancy.protect(); see SELECT * FROM tenancy.resources;",
-                ),
-                Some(actions) if action != ANY && !actions.iter().any(|a| a == action) => invalid(
-                    format!("unknown action \"{action}\" for resource \"{resource}\""),
-                    &format!("Its actions: {}", actions.join(", ")),
-                ),
-                _ => {}
-            }
-        } else if action != ANY && !resources.values().any(|acts| acts.iter().any(|a| a == action)) {
-            invalid(format!("unknown action \"{action}\""), "See SELECT * FROM tenancy.resources;");
-        }
+        cached(cache, key, load, |resources| {
+            check(resources, resource, action)
+        })
     })
+}
+
+fn check(resources: &HashMap<String, Vec<String>>, resource: &str, action: &str) {
+    if resource != ANY {
+        match resources.get(resource) {
+            None => invalid(
+                format!("unknown resource \"{resource}\""),
+                "Resources are registered by tenancy.protect(); see SELECT * FROM tenancy.resources;",
+            ),
+            Some(actions) if action != ANY && !actions.iter().any(|a| a == action) => invalid(
+                format!("unknown action \"{action}\" for resource \"{resource}\""),
+                &format!("Its actions: {}", actions.join(", ")),
+            ),
+            _ => {}
+        }
+    } else if action != ANY
+        && !resources
+            .values()
+            .any(|acts| acts.iter().any(|a| a == action))
+    {
+        invalid(
+            format!("unknown action \"{action}\""),
+            "See SELECT * FROM tenancy.resources;",
+        );
+    }
 }
 
 fn check_name<'a>(kind: &str, value: Option<&'a str>) -> &'a str {

@@ -1,4 +1,4 @@
--- Audit trail (DESIGN §3/§4, issue #7): who changed what, kept for years.
+-- Audit trail (README "Audit trail"): who changed what, kept for years.
 --
 -- tenancy.enable_audit(tbl) adds three AFTER ... FOR EACH STATEMENT triggers
 -- with transition tables: one trigger call per statement writes all of its

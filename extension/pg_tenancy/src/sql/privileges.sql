@@ -20,7 +20,9 @@ GRANT EXECUTE ON FUNCTION
     tenancy.permission_denied(text, text),
     tenancy.current_grants(),
     tenancy.reconcile(regclass, regclass, jsonb),
-    tenancy._reconcile(regclass, regclass, numeric, numeric, numeric, integer, integer, numeric, integer, boolean),
+    tenancy._reconcile(regclass, regclass, text),
+    tenancy._reconcile_rules(text),
+    tenancy._call_rules(jsonb),
     tenancy.effective_reconcile_rules(jsonb),
     tenancy.explain_reasons(jsonb)
 TO PUBLIC;

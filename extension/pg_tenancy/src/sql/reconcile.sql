@@ -1,9 +1,12 @@
 -- Reconciliation: per-tenant rules, tenancy.reconcile (a wrapper around the
--- Rust matcher, src/reconcile.rs), the plain-language explanation of a match,
+-- Rust matcher, src/reconcile/), the plain-language explanation of a match,
 -- and for_each_tenant, which runs scheduled work once per active tenant.
 
--- Rules per tenant. NULL means the built-in default (DESIGN §7; the defaults
--- live in one place, the matcher's Rules::default()).
+-- Rules per tenant, one column per rule; NULL means the built-in default.
+-- The rules themselves -- names, defaults, ranges -- are defined once, by the
+-- matcher (extension/matching/src/rules.rs): tenancy._reconcile_rules()
+-- checks a set of values against that definition, so this table holds no
+-- ranges of its own.
 CREATE TABLE tenancy.reconcile_rules (
     tenant_id                uuid PRIMARY KEY REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
     amount_tolerance         numeric,
@@ -14,14 +17,7 @@ CREATE TABLE tenancy.reconcile_rules (
     min_auto_score           numeric,
     max_invoices_per_payment integer,
     allow_currency_mismatch  boolean,
-    updated_at               timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT reconcile_rules_amount_tolerance CHECK (amount_tolerance >= 0),
-    CONSTRAINT reconcile_rules_amount_tolerance_pct CHECK (amount_tolerance_pct BETWEEN 0 AND 100),
-    CONSTRAINT reconcile_rules_fee_ceiling CHECK (fee_ceiling >= 0),
-    CONSTRAINT reconcile_rules_days_before CHECK (days_before BETWEEN 0 AND 3660),
-    CONSTRAINT reconcile_rules_days_after CHECK (days_after BETWEEN 0 AND 3660),
-    CONSTRAINT reconcile_rules_min_auto_score CHECK (min_auto_score BETWEEN 0 AND 1),
-    CONSTRAINT reconcile_rules_max_invoices CHECK (max_invoices_per_payment BETWEEN 1 AND 10)
+    updated_at               timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE tenancy.reconcile_rules IS 'Reconciliation rules per tenant; NULL = the built-in default. Read with tenancy.effective_reconcile_rules(), set with tenancy.set_reconcile_rules().';
 SELECT pg_catalog.pg_extension_config_dump('tenancy.reconcile_rules', '');
@@ -30,8 +26,35 @@ SELECT pg_catalog.pg_extension_config_dump('tenancy.reconcile_rules', '');
 INSERT INTO tenancy.resources (name, actions) VALUES ('reconciliation', ARRAY['manage']);
 SELECT pg_catalog.pg_extension_config_dump('tenancy.resources', 'WHERE name NOT IN (''roles'', ''reconciliation'')');
 
+-- The rules of one call, as the text of one JSON object: the current
+-- tenant's stored rules with the call's overrides on top (a JSON null
+-- restores a default), checked against the matcher's definition of the rules
+-- by tenancy._reconcile_rules(). A bad rule is INVALID_ARGUMENT (22023; 400
+-- over HTTP) naming the rule.
+CREATE FUNCTION tenancy._call_rules(overrides jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    merged text;
+    message text;
+    hint text;
+BEGIN
+    merged := (coalesce((SELECT jsonb_strip_nulls(to_jsonb(x) - 'tenant_id' - 'updated_at')
+                         FROM tenancy.reconcile_rules x WHERE x.tenant_id = tenancy.tenant_scope()), '{}')
+               || coalesce(overrides, '{}'))::text;
+    RETURN tenancy._reconcile_rules(merged);
+EXCEPTION WHEN invalid_parameter_value THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+    PERFORM tenancy.raise_error('INVALID_ARGUMENT', message, hint);
+    RETURN NULL;
+END
+$$;
+
 -- The current tenant's rules with the overrides of one call applied. Unknown
--- rule names and values of the wrong type are errors naming the rule.
+-- rule names, values of the wrong type and values out of range are errors
+-- naming the rule.
 CREATE FUNCTION tenancy.effective_reconcile_rules(overrides jsonb DEFAULT '{}')
 RETURNS tenancy.reconcile_rules
 LANGUAGE plpgsql STABLE
@@ -39,32 +62,10 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r tenancy.reconcile_rules;
-    rule text;
-    known text[] := ARRAY['amount_tolerance', 'amount_tolerance_pct', 'fee_ceiling', 'days_before',
-                          'days_after', 'min_auto_score', 'max_invoices_per_payment', 'allow_currency_mismatch'];
 BEGIN
-    SELECT * INTO r FROM tenancy.reconcile_rules x WHERE x.tenant_id = tenancy.tenant_scope();
+    r := jsonb_populate_record(NULL::tenancy.reconcile_rules, tenancy._call_rules(overrides)::jsonb);
     r.tenant_id := tenancy.current_tenant_id();
-    IF overrides IS NULL OR overrides = '{}' THEN
-        RETURN r;
-    END IF;
-    IF jsonb_typeof(overrides) <> 'object' THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'rules must be a JSON object',
-            format('Rules: %s.', array_to_string(known, ', ')));
-    END IF;
-    FOR rule IN SELECT k FROM jsonb_object_keys(overrides) k ORDER BY k LOOP
-        IF rule <> ALL (known) THEN
-            PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('unknown rule "%s"', left(rule, 100)),
-                format('Rules: %s.', array_to_string(known, ', ')));
-        END IF;
-        BEGIN
-            r := jsonb_populate_record(r, jsonb_build_object(rule, overrides -> rule));
-        EXCEPTION WHEN data_exception THEN
-            PERFORM tenancy.raise_error('INVALID_ARGUMENT',
-                format('rule "%s" has an invalid value: %s', rule, left((overrides -> rule)::text, 100)),
-                'amount_tolerance, amount_tolerance_pct, fee_ceiling and min_auto_score are numbers; days_before, days_after and max_invoices_per_payment whole numbers; allow_currency_mismatch true or false.');
-        END;
-    END LOOP;
+    r.updated_at := (SELECT x.updated_at FROM tenancy.reconcile_rules x WHERE x.tenant_id = r.tenant_id);
     RETURN r;
 END
 $$;
@@ -95,10 +96,6 @@ BEGIN
         updated_at = EXCLUDED.updated_at
     RETURNING * INTO r;
     RETURN r;
-EXCEPTION WHEN check_violation THEN
-    PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('rule out of range (%s)', SQLERRM),
-        'amount_tolerance, fee_ceiling >= 0; amount_tolerance_pct 0..100; days 0..3660; min_auto_score 0..1; max_invoices_per_payment 1..10.');
-    RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION tenancy.set_reconcile_rules(jsonb) IS 'Sets reconciliation rules of the current tenant, e.g. {"fee_ceiling": 15, "days_after": 90}; a JSON null restores a default. Needs reconciliation.manage.';
@@ -110,10 +107,7 @@ LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT m.invoice_id, m.transaction_id, m.allocated_amount, m.score, m.grade, m.group_id, m.reasons::jsonb
-    FROM tenancy.effective_reconcile_rules(rules) r,
-         tenancy._reconcile(invoices, transactions, r.amount_tolerance, r.amount_tolerance_pct,
-                            r.fee_ceiling, r.days_before, r.days_after, r.min_auto_score,
-                            r.max_invoices_per_payment, r.allow_currency_mismatch) m
+    FROM tenancy._reconcile(invoices, transactions, tenancy._call_rules(rules)) m
 $$;
 COMMENT ON FUNCTION tenancy.reconcile(regclass, regclass, jsonb) IS 'Candidate matches between invoices (id, amount, currency, issue_date, due_date, reference, counterparty, open_amount) and bank transactions (id, amount, currency, booked_on, description, counterparty; unmatched_amount if present) of the current tenant, read as the caller, with score, grade (auto | suggested), group and reasons. rules overrides the tenant''s rules for this call.';
 

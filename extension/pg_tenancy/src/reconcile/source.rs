@@ -1,0 +1,198 @@
+//! What a relation must look like to be reconciled: the conventional
+//! columns, their types and how NULLs read, checked against the catalog with
+//! errors naming the relation and column; and the query that reads them.
+
+use crate::error::raise as fail;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use std::collections::HashMap;
+
+/// Day numbers count from this date; any fixed epoch works for the matcher.
+const EPOCH: &str = "DATE '2000-01-01'";
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// Read as text; any type.
+    Text,
+    /// An amount: a numeric-category type, read exactly as numeric.
+    Amount,
+    /// A date, or a timestamp read as its date.
+    Date,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Nulls {
+    /// NULL is an error naming the column.
+    Refused,
+    /// NULL is allowed (a missing due date).
+    Allowed,
+    /// NULL reads as '' (no reference, no description).
+    Empty,
+}
+
+pub struct Column {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub nulls: Nulls,
+}
+
+const fn col(name: &'static str, kind: Kind, nulls: Nulls) -> Column {
+    Column { name, kind, nulls }
+}
+
+pub const INVOICE_COLUMNS: [Column; 8] = [
+    col("id", Kind::Text, Nulls::Refused),
+    col("amount", Kind::Amount, Nulls::Refused),
+    col("currency", Kind::Text, Nulls::Refused),
+    col("issue_date", Kind::Date, Nulls::Refused),
+    col("due_date", Kind::Date, Nulls::Allowed),
+    col("reference", Kind::Text, Nulls::Empty),
+    col("counterparty", Kind::Text, Nulls::Empty),
+    col("open_amount", Kind::Amount, Nulls::Refused),
+];
+
+pub const TRANSACTION_COLUMNS: [Column; 6] = [
+    col("id", Kind::Text, Nulls::Refused),
+    col("amount", Kind::Amount, Nulls::Refused),
+    col("currency", Kind::Text, Nulls::Refused),
+    col("booked_on", Kind::Date, Nulls::Refused),
+    col("description", Kind::Text, Nulls::Empty),
+    col("counterparty", Kind::Text, Nulls::Empty),
+];
+
+/// Optional on transactions: what is left after earlier matches (the
+/// reference ledger maintains it). When present it is what may be allocated.
+pub const UNMATCHED: Column = col("unmatched_amount", Kind::Amount, Nulls::Refused);
+/// Optional: when present, every visible row must belong to the current tenant.
+const TENANT: &str = "tenant_id";
+
+/// A relation as the matcher needs it: its name for messages and the query
+/// that reads the conventional columns (plus the optional ones it has).
+pub struct Source {
+    pub name: String,
+    pub query: String,
+    pub has_unmatched: bool,
+    pub has_tenant: bool,
+}
+
+/// The relation's name, its kind and its columns with their type category
+/// ('N' numeric, 'D' date/time, ...).
+fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>) {
+    let read = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT c.oid::regclass::text, c.relkind::text, a.attname::text, t.typcategory::text
+             FROM pg_catalog.pg_class c
+             LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+             WHERE c.oid = $1",
+            None,
+            &[DatumWithOid::from(oid)],
+        )?;
+        let (mut name, mut relkind, mut types) = (String::new(), String::new(), HashMap::new());
+        for row in rows {
+            name = row.get(1)?.unwrap_or_default();
+            relkind = row.get(2)?.unwrap_or_default();
+            if let (Some(n), Some(c)) = (row.get::<String>(3)?, row.get::<String>(4)?) {
+                types.insert(n, c);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>((name, relkind, types))
+    });
+    read.unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!(
+                "reading the catalog entry of relation {} failed: {e}",
+                oid.to_u32()
+            ),
+            "This is a bug in pg_tenancy: please report it with the statement that hit it.",
+        )
+    })
+}
+
+/// Checks that `oid` is a relation with `columns` of the right types and
+/// builds the query that reads them (and `optional`, when it has it).
+pub fn inspect(
+    oid: pg_sys::Oid,
+    what: &str,
+    columns: &[Column],
+    optional: Option<&Column>,
+) -> Source {
+    let (name, relkind, types) = catalog(oid);
+    if !matches!(relkind.as_str(), "r" | "v" | "m" | "p" | "f") {
+        fail(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{what} relation {name} is not a table or view"),
+            "Pass a table, view or materialized view.",
+        );
+    }
+    let expected = || {
+        columns
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut select = Vec::new();
+    for c in columns {
+        let Some(category) = types.get(c.name) else {
+            fail(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!("{what} relation {name} has no column \"{}\"", c.name),
+                &format!(
+                    "tenancy.reconcile needs {what} columns {}; a view can rename yours.",
+                    expected()
+                ),
+            );
+        };
+        let expr = match c.kind {
+            Kind::Text => format!("\"{}\"::text", c.name),
+            Kind::Amount => {
+                if category != "N" {
+                    fail(
+                        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                        format!("column \"{}\" of {name} is not a number", c.name),
+                        "Amounts must be numeric (or an integer type).",
+                    );
+                }
+                format!("\"{}\"::numeric::text", c.name)
+            }
+            Kind::Date => {
+                if category != "D" {
+                    fail(
+                        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                        format!("column \"{}\" of {name} is not a date", c.name),
+                        "Dates must be date, timestamp or timestamptz.",
+                    );
+                }
+                format!("(\"{}\"::date - {EPOCH})", c.name)
+            }
+        };
+        select.push(expr);
+    }
+    let optional = optional.filter(|c| types.get(c.name).is_some_and(|t| t == "N"));
+    if let Some(c) = optional {
+        select.push(format!("\"{}\"::numeric::text", c.name));
+    }
+    let has_unmatched = optional.is_some();
+    let has_tenant = types.contains_key(TENANT);
+    if has_tenant {
+        select.push(format!(
+            "\"{TENANT}\"::text IS DISTINCT FROM (SELECT tenancy.current_tenant_id()::text)"
+        ));
+    }
+    let list = select
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("{e} AS _c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Ordered by id so that the same rows always give the same matches.
+    let query = format!("SELECT {list} FROM {name} ORDER BY \"id\"");
+    Source {
+        name,
+        query,
+        has_unmatched,
+        has_tenant,
+    }
+}
