@@ -38,7 +38,7 @@ GRANT SELECT ON bench_recon.invoices, bench_recon.transactions, bench_recon.trut
 VACUUM (FREEZE, ANALYZE) bench_recon.invoices;
 VACUUM (FREEZE, ANALYZE) bench_recon.transactions;
 
--- The baseline: a strong plain-SQL matcher (DESIGN §9) — exact open amount,
+-- The baseline: a strong plain-SQL matcher (README "Benchmarks") — exact open amount,
 -- same currency, booking inside the date window; candidates naming the
 -- invoice number in the description first, then the closest date; greedy
 -- one-to-one.

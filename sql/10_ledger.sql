@@ -1,6 +1,6 @@
 -- The reference ledger: invoices and bank transactions, tenant-scoped with
--- tenancy.enable(). Column names follow DESIGN §7 so tenancy.reconcile runs on
--- them directly. Amounts are exact numerics with at most 4 decimals.
+-- tenancy.enable(). Column names follow the conventions of the README's
+-- "Reconciliation" section, so tenancy.reconcile runs on them directly. Amounts are exact numerics with at most 4 decimals.
 CREATE SCHEMA IF NOT EXISTS ledger;
 
 CREATE TABLE IF NOT EXISTS ledger.invoices (

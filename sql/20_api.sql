@@ -113,7 +113,7 @@ END
 $$;
 COMMENT ON FUNCTION api.import_bank_transactions(jsonb) IS 'Imports a JSON array of bank transactions exactly once per Idempotency-Key header (required). Retries replay the stored 201 response with Idempotent-Replayed: true.';
 
--- Reconciliation (DESIGN §7). Candidates are computed, never stored, by
+-- Reconciliation (README "Reconciliation"). Candidates are computed, never stored, by
 -- reconcile; apply_reconciliation stores the auto-grade ones.
 CREATE OR REPLACE FUNCTION api.reconcile(rules jsonb DEFAULT '{}')
 RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,

@@ -40,6 +40,13 @@ pub fn db_url(name: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// The repository's root: where `sql/`, `docker/` and `api-config/` are.
+pub fn repo_root() -> std::path::PathBuf {
+    std::env::var("PG_TENANCY_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
 /// A pool connected as the superuser to the test database.
 pub async fn admin() -> PgPool {
     let url = stack().db_url;
@@ -316,6 +323,19 @@ impl Api {
         )
         .await
     }
+}
+
+/// POST /rpc/`name` with a JSON body, as the holder of `token`.
+pub async fn rpc(token: &str, name: &str, body: serde_json::Value) -> Reply {
+    Api::new()
+        .send(
+            reqwest::Method::POST,
+            &format!("/rpc/{name}"),
+            Some(token),
+            &[],
+            Some(&body),
+        )
+        .await
 }
 
 /// Waits up to 150 s for pg_cron to finish a run of `job_id`, then

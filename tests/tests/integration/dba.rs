@@ -14,12 +14,6 @@ fn pg_bin(tool: &str) -> PathBuf {
     path
 }
 
-fn repo_root() -> PathBuf {
-    std::env::var("PG_TENANCY_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()

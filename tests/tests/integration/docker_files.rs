@@ -1,16 +1,11 @@
 //! docker/ must use the very files the native stack and the tests use: no
 //! second copy of any SQL or configuration that could drift.
 
+use integration::repo_root;
 use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    std::env::var("PG_TENANCY_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-}
-
 fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -29,7 +24,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn the_container_loads_every_sql_file_the_native_stack_loads() {
     let compose = read("docker/docker-compose.yml");
-    let mut sql: Vec<String> = std::fs::read_dir(root().join("sql"))
+    let mut sql: Vec<String> = std::fs::read_dir(repo_root().join("sql"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".sql") && n.starts_with(|c: char| c.is_ascii_digit()))
@@ -88,7 +83,7 @@ fn the_container_uses_the_same_server_and_postgrest_settings() {
 
 #[test]
 fn docker_holds_no_copy_of_sql_or_configuration() {
-    for path in files_under(&root().join("docker")) {
+    for path in files_under(&repo_root().join("docker")) {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         assert!(
             !name.ends_with(".sql") && !name.ends_with(".conf"),

@@ -6,18 +6,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-async fn rpc(token: &str, name: &str, args: Value) -> Reply {
-    Api::new()
-        .send(
-            Method::POST,
-            &format!("/rpc/{name}"),
-            Some(token),
-            &[],
-            Some(&args),
-        )
-        .await
-}
-
 fn assert_denied(r: &Reply, permission_words: &str) {
     r.assert_error(403, "PERMISSION_DENIED");
     assert!(

@@ -24,18 +24,6 @@ async fn paid_invoice(db: &sqlx::PgPool, t: &Tenant, amount: &str) -> (Uuid, Uui
     (inv, tx, r)
 }
 
-async fn rpc(tok: &str, name: &str, body: Value) -> Reply {
-    Api::new()
-        .send(
-            Method::POST,
-            &format!("/rpc/{name}"),
-            Some(tok),
-            &[],
-            Some(&body),
-        )
-        .await
-}
-
 async fn invoice_state(t: &Tenant, inv: Uuid) -> (String, String) {
     let row = sqlx::query(
         "SELECT open_amount::text, status FROM ledger.invoices WHERE tenant_id = $1 AND id = $2",
