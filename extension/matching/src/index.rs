@@ -4,6 +4,7 @@
 //! indexes only have to hand them every pair those checks could accept.
 
 use crate::input::{Day, Invoice, Transaction};
+use crate::names::NameIndex;
 use crate::rules::{term_end, Rules};
 use crate::text::{self, Description, Descriptions, RefEvidence, Reference};
 use crate::units::AmountKeys;
@@ -54,8 +55,8 @@ pub(crate) struct Prepared<'a> {
     /// The distinct counterparty names, as the numbers of their words
     /// (`text::name_tokens`): names are compared by word numbers.
     names: Vec<Vec<u32>>,
-    /// Per word number: the names with that word.
-    names_by_word: Vec<Vec<u32>>,
+    /// The names that may fit a payment, by their rare words.
+    name_index: NameIndex,
     /// Per transaction: the numbers of the name words its description has
     /// as tokens, ascending: `t_words[t_words_start[t]..t_words_start[t + 1]]`.
     t_words: Vec<u32>,
@@ -83,21 +84,14 @@ fn in_order<T>(order: &[u32], items: impl Iterator<Item = T>) -> Vec<T> {
 /// The names as numbered words (`NumberedWords`).
 fn number_words(names: &[Vec<String>]) -> NumberedWords<'_> {
     let mut numbers: FastMap<&str, u32> = FastMap::default();
-    let mut by_word: Vec<Vec<u32>> = Vec::new();
     let numbered = names
         .iter()
-        .enumerate()
-        .map(|(name, words)| {
+        .map(|words| {
             let mut numbered: Vec<u32> = words
                 .iter()
                 .map(|word| {
                     let next = numbers.len() as u32;
-                    let number = *numbers.entry(word).or_insert(next);
-                    if number == next {
-                        by_word.push(Vec::new());
-                    }
-                    by_word[number as usize].push(name as u32);
-                    number
+                    *numbers.entry(word).or_insert(next)
                 })
                 .collect();
             numbered.sort_unstable();
@@ -106,16 +100,13 @@ fn number_words(names: &[Vec<String>]) -> NumberedWords<'_> {
         .collect();
     NumberedWords {
         names: numbered,
-        by_word,
         numbers,
     }
 }
 
-/// Each name's word numbers, the names of each word number, and the
-/// numbers of the words.
+/// Each name's word numbers and the numbers of the words.
 struct NumberedWords<'a> {
     names: Vec<Vec<u32>>,
-    by_word: Vec<Vec<u32>>,
     numbers: FastMap<&'a str, u32>,
 }
 
@@ -216,7 +207,8 @@ impl<'a> Prepared<'a> {
         let descriptions = descriptions(transactions);
         let (t_words, t_words_start) =
             description_words(&descriptions, transactions.len(), &words.numbers);
-        let (names, names_by_word) = (words.names, words.by_word);
+        let name_index = NameIndex::new(&words.names, words.numbers.len());
+        let names = words.names;
         Prepared {
             invoices,
             transactions,
@@ -231,7 +223,7 @@ impl<'a> Prepared<'a> {
             t_name,
             t_currency: transactions.iter().map(|t| currency(&t.currency)).collect(),
             names,
-            names_by_word,
+            name_index,
             t_words,
             t_words_start,
             descriptions,
@@ -278,13 +270,11 @@ impl<'a> Prepared<'a> {
     }
 
     /// The names whose `name_fit` to payment `t` is 0.5 or more, ascending.
-    /// Such a name shares a word with the payer's name (similarity) or the
-    /// description (mentioned), so only those are tried.
+    /// Only those `NameIndex` finds by their rare words are tried.
     pub fn fitting_names(&self, t: usize, out: &mut Vec<u32>) {
         out.clear();
-        let payer = &self.names[self.t_name[t] as usize];
-        let words = payer.iter().chain(self.description_words(t));
-        out.extend(words.flat_map(|&w| &self.names_by_word[w as usize]));
+        let mentioned = self.description_words(t);
+        self.name_index.candidates(self.t_name[t], mentioned, out);
         out.sort_unstable();
         out.dedup();
         out.retain(|&name| self.name_fit(name, t) >= 0.5);

@@ -9,6 +9,7 @@ mod candidates;
 pub mod explain;
 mod index;
 mod input;
+mod names;
 mod output;
 mod refs;
 pub mod rules;

@@ -20,10 +20,13 @@ pub const SLOTS: usize = 16_384;
 #[derive(Clone, Copy)]
 pub struct Counters(Table<SLOTS>);
 
-// Plain data: no pointers, no heap, valid in any process that maps it.
+// SAFETY: plain data -- no pointers, no heap -- valid in any process that
+// maps it, as shared memory must be.
 #[allow(unsafe_code)]
 unsafe impl PGRXSharedMemory for Counters {}
 
+// SAFETY: a static with a unique, NUL-terminated name, initialized once by
+// pg_shmem_init! in _PG_init while the postmaster preloads the library.
 #[allow(unsafe_code)]
 static COUNTERS: PgLwLock<Counters> = unsafe { PgLwLock::new(c"pg_tenancy rate limits") };
 
@@ -35,6 +38,8 @@ static READY: AtomicBool = AtomicBool::new(false);
 // unsafe hooks: both are pgrx's, not ours.
 #[allow(unexpected_cfgs, unsafe_code)]
 pub fn init() {
+    // SAFETY: a flag the postmaster sets while it loads preloaded libraries;
+    // read in _PG_init, by the process that set it.
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     if preloading {
         pg_shmem_init!(COUNTERS = Counters(Table::new()));
