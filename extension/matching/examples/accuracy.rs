@@ -9,7 +9,7 @@ use std::time::Instant;
 mod synthetic;
 
 use synthetic::{ledger, Scenario};
-use tenancy_matching::{reconcile, Grade, Rules};
+use tenancy_matching::{reconcile, Grade, Reason, Rules};
 
 fn pct(a: usize, b: usize) -> String {
     if b == 0 {
@@ -72,6 +72,45 @@ fn main() {
         counted.len()
     );
     println!("auto among ambiguous dups    {auto_on_ambiguous}   target 0");
+    // Suggestions cast a wider net: tied alternatives and payments outside
+    // the date window lower their precision by design.
+    let suggested: Vec<_> = matches
+        .iter()
+        .filter(|m| m.grade == Grade::Suggested)
+        .collect();
+    let suggested_right = suggested
+        .iter()
+        .filter(|m| truth.contains(&(m.invoice, m.transaction)))
+        .count();
+    println!(
+        "suggested precision          {} ({suggested_right}/{})",
+        pct(suggested_right, suggested.len()),
+        suggested.len()
+    );
+    let is_tie =
+        |m: &&tenancy_matching::Match| m.reasons.iter().any(|r| matches!(r, Reason::Tie { .. }));
+    let mut ties: BTreeMap<usize, (usize, bool)> = BTreeMap::new();
+    for m in matches.iter().filter(is_tie) {
+        let e = ties.entry(m.transaction).or_default();
+        e.0 += 1;
+        e.1 |= truth.contains(&(m.invoice, m.transaction));
+    }
+    let with_truth = ties.values().filter(|(_, right)| *right).count();
+    let rows: usize = ties.values().map(|(n, _)| n).sum();
+    println!(
+        "tie cases                    {} payments offered {rows} tied rows; the true invoice among them in {}",
+        ties.len(),
+        pct(with_truth, ties.len())
+    );
+    let outside = matches
+        .iter()
+        .filter(|m| {
+            m.reasons
+                .iter()
+                .any(|r| matches!(r, Reason::OutsideWindow { .. }))
+        })
+        .count();
+    println!("outside the date window      {outside} suggested");
     println!();
     println!(
         "{:<24} {:>8} {:>8} {:>8} {:>10}",

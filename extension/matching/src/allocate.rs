@@ -100,16 +100,15 @@ pub(crate) fn reasons_for(
     r
 }
 
-/// The scores of the whole settlements of each transaction (or invoice),
-/// all in one vector.
-pub(crate) struct ScoresBy {
-    /// Those of `k`: `scores[starts[k]..starts[k + 1]]`.
-    pub(crate) starts: Vec<usize>,
-    pub(crate) scores: Vec<f64>,
+/// Items grouped by a key in one vector: those of key `k` are
+/// `items[starts[k]..starts[k + 1]]`, in the order they were given.
+pub(crate) struct Grouped<T> {
+    starts: Vec<usize>,
+    items: Vec<T>,
 }
 
-impl ScoresBy {
-    pub(crate) fn new(n: usize, items: impl Iterator<Item = (usize, f64)> + Clone) -> Self {
+impl<T: Copy + Default> Grouped<T> {
+    pub(crate) fn new(n: usize, items: impl Iterator<Item = (usize, T)> + Clone) -> Self {
         let mut starts = vec![0; n + 1];
         for (k, _) in items.clone() {
             starts[k + 1] += 1;
@@ -118,36 +117,60 @@ impl ScoresBy {
             starts[k] += starts[k - 1];
         }
         let mut fill = starts.clone();
-        let mut scores = vec![0.0; starts[n]];
-        for (k, score) in items {
-            scores[fill[k]] = score;
+        let mut grouped = vec![T::default(); starts[n]];
+        for (k, item) in items {
+            grouped[fill[k]] = item;
             fill[k] += 1;
         }
-        ScoresBy { starts, scores }
+        Grouped {
+            starts,
+            items: grouped,
+        }
     }
 
-    pub(crate) fn of(&self, k: usize) -> &[f64] {
-        &self.scores[self.starts[k]..self.starts[k + 1]]
+    pub(crate) fn of(&self, k: usize) -> &[T] {
+        &self.items[self.starts[k]..self.starts[k + 1]]
     }
 }
 
-/// Candidates within the tie margin of `score`, besides the one at hand.
-pub(crate) fn rivals(scores: &[f64], score: f64) -> usize {
-    scores
-        .iter()
-        .filter(|x| **x >= score - TIE_MARGIN)
-        .count()
-        .saturating_sub(1)
+/// The whole settlements (`AmountFit::settles_whole`) of each payment, as
+/// positions in the candidates, best first; and the scores of those of each
+/// invoice. Who else fits about as well decides ties.
+pub(crate) struct Rivals<'a> {
+    pub(crate) cands: &'a [Candidate],
+    pub(crate) per_t: Grouped<usize>,
+    pub(crate) per_inv: Grouped<f64>,
+}
+
+impl<'a> Rivals<'a> {
+    /// `cands` sorted best first.
+    pub(crate) fn new(cands: &'a [Candidate], payments: usize, invoices: usize) -> Self {
+        let whole = || {
+            cands
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.fit.settles_whole())
+        };
+        Rivals {
+            cands,
+            per_t: Grouped::new(payments, whole().map(|(k, c)| (c.t, k))),
+            per_inv: Grouped::new(invoices, whole().map(|(_, c)| (c.inv, c.score))),
+        }
+    }
+
+    /// Other whole settlements within the tie margin of `c`, of its payment
+    /// or of its invoice, whichever has more.
+    fn of(&self, c: &Candidate) -> usize {
+        let of_t = self.per_t.of(c.t).iter().map(|&k| self.cands[k].score);
+        let of_t = of_t.filter(|x| *x >= c.score - TIE_MARGIN).count();
+        let of_inv = self.per_inv.of(c.inv).iter();
+        let of_inv = of_inv.filter(|x| **x >= c.score - TIE_MARGIN).count();
+        of_t.max(of_inv).saturating_sub(1)
+    }
 }
 
 /// Allocates one candidate pair if both sides still have room.
-pub(crate) fn allocate(
-    c: &Candidate,
-    p: &Prepared,
-    per_t: &ScoresBy,
-    per_inv: &ScoresBy,
-    books: &mut Books,
-) {
+pub(crate) fn allocate(c: &Candidate, p: &Prepared, rivals: &Rivals, books: &mut Books) {
     let (t, inv) = (&p.transactions[c.t], &p.invoices[c.inv]);
     if books.t_left[c.t].is_zero() || books.open[c.inv].is_zero() {
         return;
@@ -172,7 +195,7 @@ pub(crate) fn allocate(
     if matches!(c.fit, AmountFit::Fee | AmountFit::Tolerance) {
         books.open[c.inv] = Decimal::ZERO; // settled; the gap is a fee or rounding
     }
-    let ties = rivals(per_t.of(c.t), c.score).max(rivals(per_inv.of(c.inv), c.score));
+    let ties = rivals.of(c);
     let similarity = books.similarity(c.counterparty);
     let mut reasons = reasons_for(c, inv, t, allocated, books.open[c.inv], similarity);
     if ties > 0 {
@@ -190,4 +213,47 @@ pub(crate) fn allocate(
         group: 0,
         reasons,
     });
+    if ties > 0 && whole {
+        offer_tied(c, p, rivals, books);
+    }
+}
+
+/// The other invoices that settle `c`'s payment about as well as `c` does
+/// and are still untouched, each offered as a suggestion beside it, so
+/// that a person can pick (identical invoices issued days apart, say).
+/// Every row of such a set, `c`'s included, says so with `Reason::Tie`.
+/// The others take nothing from the books: only `c` is allocated.
+fn offer_tied(c: &Candidate, p: &Prepared, rivals: &Rivals, books: &mut Books) {
+    let t = &p.transactions[c.t];
+    let chosen = books.matches.len() - 1;
+    for &k in rivals.per_t.of(c.t) {
+        let alt = &rivals.cands[k];
+        if alt.score < c.score - TIE_MARGIN {
+            break; // best first: no other is closer
+        }
+        let inv = &p.invoices[alt.inv];
+        if alt.inv == c.inv || !alt.same_currency || books.open[alt.inv] != inv.open_amount {
+            continue;
+        }
+        let allocated = t.amount.min(inv.open_amount);
+        let similarity = books.similarity(alt.counterparty);
+        let open_after = inv.open_amount - allocated;
+        books.matches.push(Match {
+            invoice: alt.inv,
+            transaction: c.t,
+            allocated,
+            score: alt.score,
+            grade: Grade::Suggested,
+            group: 0,
+            reasons: reasons_for(alt, inv, t, allocated, open_after, similarity),
+        });
+    }
+    let offered = books.matches.len() - chosen;
+    if offered > 1 {
+        for m in &mut books.matches[chosen..] {
+            m.reasons.push(Reason::Tie {
+                candidates: offered,
+            });
+        }
+    }
 }

@@ -75,7 +75,7 @@ pub(crate) fn candidates(p: &Prepared, amounts: &AmountIndex) -> (Vec<Candidate>
         .filter(|&ti| p.transactions[ti].amount > Decimal::ZERO)
         .collect();
     by_day.sort_unstable_by_key(|&ti| (p.transactions[ti].booked_on, ti));
-    let mut sweep = RefSweep::new(p);
+    let mut sweep = RefSweep::new(p, 0, &|_| true);
     let mut named_pairs = Vec::new();
     for ti in by_day {
         let t = &p.transactions[ti];

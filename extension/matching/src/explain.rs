@@ -35,6 +35,8 @@ fn write_reason(out: &mut String, r: &Reason) -> std::fmt::Result {
         Reason::NoReference => "no_reference",
         Reason::Counterparty { .. } => "counterparty",
         Reason::Ambiguous { .. } => "ambiguous",
+        Reason::Tie { .. } => "tie",
+        Reason::OutsideWindow { .. } => "outside_window",
         Reason::CurrencyDiffers { .. } => "currency_differs",
     };
     write!(out, "{{\"kind\": \"{kind}\"")?;
@@ -66,7 +68,10 @@ fn write_reason(out: &mut String, r: &Reason) -> std::fmt::Result {
             write!(out, ", \"exact\": {exact}")?
         }
         Reason::Counterparty { similarity } => write!(out, ", \"similarity\": {similarity}")?,
-        Reason::Ambiguous { candidates } => write!(out, ", \"candidates\": {candidates}")?,
+        Reason::Ambiguous { candidates } | Reason::Tie { candidates } => {
+            write!(out, ", \"candidates\": {candidates}")?
+        }
+        Reason::OutsideWindow { days } => write!(out, ", \"days\": {days}")?,
         Reason::CurrencyDiffers {
             invoice,
             transaction,

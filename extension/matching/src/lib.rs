@@ -11,6 +11,7 @@ mod index;
 mod input;
 mod names;
 mod output;
+mod outside;
 mod refs;
 pub mod rules;
 mod score;
@@ -23,7 +24,7 @@ pub use input::{Day, InputError, Invoice, Transaction, MAX_AMOUNT};
 pub use output::{Grade, Match, Reason};
 pub use rules::Rules;
 
-use allocate::{allocate, Books, ScoresBy};
+use allocate::{allocate, Books, Rivals};
 use index::Prepared;
 use rust_decimal::Decimal;
 use split::{apply_split, named_splits, split_payments};
@@ -51,10 +52,8 @@ pub fn reconcile(
     // (score, t, inv) is unique per candidate: an unstable sort is as good.
     cands.sort_unstable_by_key(|c| (!score::total_order(c.score), c.t, c.inv));
 
-    // How many candidates each transaction and invoice has near a score.
-    let whole = || cands.iter().filter(|c| c.fit.settles_whole());
-    let per_t = ScoresBy::new(transactions.len(), whole().map(|c| (c.t, c.score)));
-    let per_inv = ScoresBy::new(invoices.len(), whole().map(|c| (c.inv, c.score)));
+    // Who else each payment and invoice could be settled by, for ties.
+    let rivals = Rivals::new(&cands, transactions.len(), invoices.len());
     let mut books = Books {
         t_left: transactions
             .iter()
@@ -75,15 +74,16 @@ pub fn reconcile(
         while let Some(s) = named.next_if(|s| s.score > c.score) {
             apply_split(s, &p, &mut books);
         }
-        allocate(c, &p, &per_t, &per_inv, &mut books);
+        allocate(c, &p, &rivals, &mut books);
     }
     for s in named {
         apply_split(s, &p, &mut books);
     }
     split_payments(&p, &amounts, &named_by_t, &mut books);
     for c in cands.iter().filter(|c| !c.first_pass()) {
-        allocate(c, &p, &per_t, &per_inv, &mut books);
+        allocate(c, &p, &rivals, &mut books);
     }
+    outside::outside_window(&p, &mut books);
 
     let mut matches = books.matches;
 

@@ -44,6 +44,17 @@ pub enum Reason {
     Ambiguous {
         candidates: usize,
     },
+    /// One of `candidates` rows offered for the same payment because their
+    /// invoices fit it equally well: alternatives, of which a person picks
+    /// one (their allocations are not added up).
+    Tie {
+        candidates: usize,
+    },
+    /// The payment names the invoice and pays exactly its open amount, but
+    /// falls this many days outside the date window: only suggested.
+    OutsideWindow {
+        days: i32,
+    },
     CurrencyDiffers {
         invoice: String,
         transaction: String,

@@ -87,16 +87,20 @@ fn length_bit(len: usize) -> u64 {
 }
 
 impl RefSweep {
-    pub fn new(p: &Prepared) -> Self {
+    /// The numbers of the invoices at the places `keep` keeps, each found
+    /// on the days of its date window widened by `margin` days each side.
+    pub fn new(p: &Prepared, margin: Day, keep: &dyn Fn(usize) -> bool) -> Self {
         let n = p.order.len();
-        let mut closing: Vec<(Day, u32)> = (0..n).map(|k| (p.facts_at(k).to, k as u32)).collect();
+        let window = |k: usize| {
+            let f = p.facts_at(k);
+            (f.from.saturating_sub(margin), f.to.saturating_add(margin))
+        };
+        let mut closing: Vec<(Day, u32)> = (0..n).map(|k| (window(k).1, k as u32)).collect();
         closing.sort_unstable();
         let mut index = RefSweep {
             nodes: Vec::new(),
             starts: Vec::with_capacity(n + 1),
-            opening: (0..n)
-                .map(|k| (p.facts_at(k).from, p.facts_at(k).to))
-                .collect(),
+            opening: (0..n).map(window).collect(),
             closing,
             opened: 0,
             closed: 0,
@@ -110,6 +114,10 @@ impl RefSweep {
         index.starts.push(0);
         let mut key = Vec::new();
         for place in 0..n {
+            if !keep(place) {
+                index.starts.push(index.nodes.len() as u32);
+                continue;
+            }
             let r = p.reference_at(place);
             let d = r.digits();
             if d.len() < 3 {

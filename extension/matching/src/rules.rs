@@ -26,6 +26,10 @@ pub struct Rules {
     /// Whether an invoice and a payment in different currencies may match
     /// (then only on the invoice number, and never `auto`).
     pub allow_currency_mismatch: bool,
+    /// How many days outside the date window a payment that names an
+    /// invoice's number and pays exactly its open amount is still suggested
+    /// (never `auto`): a prepayment a week early, a payment a month late.
+    pub suggestion_days: i32,
 }
 
 impl Default for Rules {
@@ -39,6 +43,7 @@ impl Default for Rules {
             min_auto_score: 0.8,
             max_invoices_per_payment: 5,
             allow_currency_mismatch: false,
+            suggestion_days: 30,
         }
     }
 }
@@ -84,7 +89,7 @@ impl Kind {
 }
 
 /// Every rule by name, in the order they are listed to users.
-pub const RULES: [(&str, Kind); 8] = [
+pub const RULES: [(&str, Kind); 9] = [
     ("amount_tolerance", Kind::Amount),
     ("amount_tolerance_pct", Kind::Percent),
     ("fee_ceiling", Kind::Amount),
@@ -93,6 +98,7 @@ pub const RULES: [(&str, Kind); 8] = [
     ("min_auto_score", Kind::Score),
     ("max_invoices_per_payment", Kind::Invoices),
     ("allow_currency_mismatch", Kind::Flag),
+    ("suggestion_days", Kind::Days),
 ];
 
 /// The rule names, comma-separated, for hints.
@@ -189,6 +195,7 @@ impl Rules {
             "fee_ceiling" => self.fee_ceiling = number()?,
             "days_before" => self.days_before = days(whole()?),
             "days_after" => self.days_after = days(whole()?),
+            "suggestion_days" => self.suggestion_days = days(whole()?),
             "min_auto_score" => self.min_auto_score = text.parse().map_err(|_| invalid())?,
             "max_invoices_per_payment" => {
                 self.max_invoices_per_payment = usize::try_from(whole()?).unwrap_or(0)
@@ -206,6 +213,7 @@ impl Rules {
             "fee_ceiling" => self.fee_ceiling.to_string(),
             "days_before" => self.days_before.to_string(),
             "days_after" => self.days_after.to_string(),
+            "suggestion_days" => self.suggestion_days.to_string(),
             "min_auto_score" => self.min_auto_score.to_string(),
             "max_invoices_per_payment" => self.max_invoices_per_payment.to_string(),
             _ => self.allow_currency_mismatch.to_string(),
@@ -225,6 +233,7 @@ impl Rules {
                 "fee_ceiling" => amount(self.fee_ceiling),
                 "days_before" => (0..=3660).contains(&self.days_before),
                 "days_after" => (0..=3660).contains(&self.days_after),
+                "suggestion_days" => (0..=3660).contains(&self.suggestion_days),
                 "min_auto_score" => (0.0..=1.0).contains(&self.min_auto_score),
                 "max_invoices_per_payment" => (1..=10).contains(&self.max_invoices_per_payment),
                 _ => true,
@@ -279,6 +288,7 @@ mod tests {
             ("min_auto_score", "0.9"),
             ("max_invoices_per_payment", "3"),
             ("allow_currency_mismatch", "true"),
+            ("suggestion_days", "14"),
         ] {
             r.set(name, Some(value)).unwrap();
         }
@@ -291,6 +301,7 @@ mod tests {
             min_auto_score: 0.9,
             max_invoices_per_payment: 3,
             allow_currency_mismatch: true,
+            suggestion_days: 14,
         };
         assert_eq!(r, expected);
         assert_eq!(r.check(), Ok(()));

@@ -72,10 +72,21 @@ fn early_and_late_payments_inside_the_window_match() {
         let ms = run(&invoices, &[tx("100.00", "INV-1", "Hooli", booked)]);
         assert_eq!(only(&ms).grade, Grade::Auto, "booked on day {booked}");
     }
-    for booked in [90, 200] {
+    // Outside the window the evidence is weaker: a suggestion at most, and
+    // only within suggestion_days of it.
+    for (booked, outside) in [(90, 5), (200, 10)] {
+        let ms = run(&invoices, &[tx("100.00", "INV-1", "Hooli", booked)]);
+        let m = only(&ms);
+        assert_eq!(m.grade, Grade::Suggested, "booked on day {booked}");
+        assert!(
+            m.reasons.contains(&Reason::OutsideWindow { days: outside }),
+            "{m:?}"
+        );
+    }
+    for booked in [60, 300] {
         assert!(
             run(&invoices, &[tx("100.00", "INV-1", "Hooli", booked)]).is_empty(),
-            "day {booked} is outside the window"
+            "day {booked} is far outside the window"
         );
     }
 }
@@ -363,25 +374,28 @@ fn a_payment_in_another_currency_comes_after_one_in_the_invoices() {
 }
 
 #[test]
-fn recurring_equal_amounts_are_never_auto() {
-    // A monthly retainer: two open invoices of the same amount, one payment
-    // without a reference.
+fn recurring_equal_amounts_are_never_auto_and_every_tied_invoice_is_offered() {
+    // A monthly retainer: three open invoices of the same amount, issued
+    // days apart, one payment without a reference.
     let invoices = [
         inv("500.00", "R-01", "Stark Retail", 100),
         inv("500.00", "R-02", "Stark Retail", 101),
+        inv("500.00", "R-03", "Stark Retail", 103),
     ];
     let ms = run(
         &invoices,
         &[tx("500.00", "monthly retainer", "Stark Retail", 110)],
     );
-    let m = only(&ms);
-    assert_eq!(m.grade, Grade::Suggested);
-    assert!(
-        m.reasons
-            .iter()
-            .any(|r| matches!(r, Reason::Ambiguous { candidates: 2 })),
-        "{m:?}"
-    );
+    assert_eq!(ms.len(), 3, "{ms:#?}");
+    for (m, i) in ms.iter().zip(0..) {
+        assert_eq!((m.invoice, m.transaction), (i, 0), "{m:?}");
+        assert_eq!(m.grade, Grade::Suggested, "{m:?}");
+        assert_eq!(m.allocated, d("500.00"), "{m:?}");
+        assert!(m.reasons.contains(&Reason::Tie { candidates: 3 }), "{m:?}");
+        assert_eq!(m.group, 1, "one payment, one group: {m:?}");
+    }
+    // The one allocated also says how close the others came.
+    assert!(ms[0].reasons.contains(&Reason::Ambiguous { candidates: 3 }));
 }
 
 #[test]
@@ -522,13 +536,23 @@ fn random_ledgers_never_over_allocate_and_are_deterministic() {
                 reconcile(&invoices, &transactions, &rules).unwrap(),
                 "seed {seed}"
             );
+            // Tied rows are alternatives: one of them counts.
             let mut per_inv = vec![Decimal::ZERO; invoices.len()];
             let mut per_tx = vec![Decimal::ZERO; transactions.len()];
+            let mut tied = vec![Decimal::ZERO; transactions.len()];
             for m in &ms {
                 assert!(m.allocated > Decimal::ZERO, "seed {seed}: {m:?}");
                 assert!((0.0..=1.0).contains(&m.score), "seed {seed}: {m:?}");
-                per_inv[m.invoice] += m.allocated;
-                per_tx[m.transaction] += m.allocated;
+                if m.reasons.iter().any(|r| matches!(r, Reason::Tie { .. })) {
+                    assert_eq!(m.grade, Grade::Suggested, "seed {seed}: {m:?}");
+                    tied[m.transaction] = tied[m.transaction].max(m.allocated);
+                } else {
+                    per_inv[m.invoice] += m.allocated;
+                    per_tx[m.transaction] += m.allocated;
+                }
+            }
+            for (t, extra) in tied.iter().enumerate() {
+                per_tx[t] += extra;
             }
             for (i, inv) in invoices.iter().enumerate() {
                 assert!(
@@ -681,4 +705,38 @@ fn amounts_up_to_the_limit_never_overflow_and_larger_ones_are_errors() {
         "transaction #1 has an amount of 10^20 or more, beyond what reconcile handles"
     );
     assert_eq!(MAX_AMOUNT, d("100000000000000000000"));
+}
+
+#[test]
+fn a_payment_naming_an_invoice_outside_the_date_window_is_suggested_with_the_gap() {
+    // A prepayment a week before the invoice date (days_before is 5), and a
+    // payment 70 days after the due date (days_after is 60).
+    let early = inv("250.00", "INV-7001", "Initech", 100);
+    let late = Invoice {
+        due_date: Some(130),
+        ..inv("90.00", "INV-7002", "Hooli", 100)
+    };
+    let ms = run(
+        &[early, late],
+        &[
+            tx("250.00", "prepayment INV-7001", "Initech", 93),
+            tx("90.00", "INV-7002 finally", "Hooli", 200),
+        ],
+    );
+    assert_eq!(ms.len(), 2, "{ms:#?}");
+    for (m, (i, days)) in ms.iter().zip([(0, 2), (1, 10)]) {
+        assert_eq!((m.invoice, m.transaction), (i, i), "{m:?}");
+        assert_eq!(m.grade, Grade::Suggested, "never auto: {m:?}");
+        assert!(m.reasons.contains(&Reason::OutsideWindow { days }), "{m:?}");
+    }
+    // Beyond suggestion_days, or with another amount, nothing.
+    let rules = Rules {
+        suggestion_days: 1,
+        ..Rules::default()
+    };
+    let invoices = [inv("250.00", "INV-7001", "Initech", 100)];
+    let payment = [tx("250.00", "prepayment INV-7001", "Initech", 93)];
+    assert!(reconcile(&invoices, &payment, &rules).unwrap().is_empty());
+    let payment = [tx("240.00", "prepayment INV-7001", "Initech", 93)];
+    assert!(run(&invoices, &payment).is_empty());
 }
