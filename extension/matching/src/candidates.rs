@@ -9,7 +9,9 @@ use crate::score::{
     W_AMOUNT, W_COUNTERPARTY, W_DATE, W_REFERENCE,
 };
 use crate::text::RefEvidence;
+use crate::watch::{Phase, Watch};
 use rust_decimal::Decimal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug)]
 pub(crate) struct Candidate {
@@ -45,11 +47,87 @@ impl Candidate {
     }
 }
 
+/// Payments looked up per thread below which a second thread is not worth
+/// starting.
+const PARALLEL_FROM: usize = 4_096;
+/// Payments between two ticks of the watch (or checks of the stop flag).
+const TICK_EVERY: usize = 1_024;
+
 /// Candidate (transaction, invoice) pairs with their evidence and score:
 /// the invoices whose number the description may carry, and those of about
 /// the payment's amount, in the payment's date window. Also the invoices
-/// each description may name, for the split search.
-pub(crate) fn candidates(p: &Prepared, amounts: &AmountIndex) -> (Vec<Candidate>, Named) {
+/// each description may name, for the split search. The payments are
+/// looked up in two halves by date, on two threads when there are enough.
+pub(crate) fn candidates(
+    p: &Prepared,
+    amounts: &AmountIndex,
+    watch: &mut dyn Watch,
+) -> (Vec<Candidate>, Named) {
+    // The payments by day, as `RefSweep` takes them.
+    let mut by_day: Vec<usize> = (0..p.transactions.len())
+        .filter(|&ti| p.transactions[ti].amount > Decimal::ZERO)
+        .collect();
+    by_day.sort_unstable_by_key(|&ti| (p.transactions[ti].booked_on, ti));
+    let (first, second) = by_day.split_at(by_day.len() / 2);
+    let stop = AtomicBool::new(false);
+    let mut one = if by_day.len() < 2 * PARALLEL_FROM {
+        None
+    } else {
+        std::thread::scope(|s| {
+            let mut helper = None;
+            let helped = watch.spawning(&mut || {
+                helper = Some(s.spawn(|| {
+                    lookups(p, amounts, second, &mut |_| !stop.load(Ordering::Relaxed))
+                }));
+            });
+            let helper = helper.filter(|_| helped)?;
+            // Should `tick` unwind, the helper stops before the scope joins it.
+            let stop_helper = StopOnDrop(&stop);
+            let mut out = lookups(p, amounts, first, &mut |done| {
+                watch.tick(Phase::Candidates, done);
+                true
+            });
+            let theirs = helper
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            drop(stop_helper);
+            out.0.extend(theirs.0);
+            out.1.extend(theirs.1);
+            Some(out)
+        })
+    };
+    let (out, named_pairs) = one.take().unwrap_or_else(|| {
+        lookups(p, amounts, &by_day, &mut |done| {
+            watch.tick(Phase::Candidates, done);
+            true
+        })
+    });
+    (out, Named::new(p.transactions.len(), &named_pairs))
+}
+
+/// Sets the flag when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The candidates of the payments `by_day` (ascending by day), and the
+/// (payment, invoice) pairs each description may name. `go` is asked every
+/// `TICK_EVERY` payments whether to go on; when it says no, what is found
+/// so far is returned (the caller is stopping anyway).
+fn lookups(
+    p: &Prepared,
+    amounts: &AmountIndex,
+    by_day: &[usize],
+    go: &mut dyn FnMut(usize) -> bool,
+) -> (Vec<Candidate>, Vec<(usize, usize)>) {
+    let (Some(&first), Some(&last)) = (by_day.first(), by_day.last()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let (from, to) = (p.transactions[first].booked_on, p.transactions[last].booked_on);
     let rules = p.rules;
     let widest = rules.amount_tolerance.max(rules.fee_ceiling);
     let mut out = Vec::new();
@@ -70,14 +148,16 @@ pub(crate) fn candidates(p: &Prepared, amounts: &AmountIndex) -> (Vec<Candidate>
     let below = q * Decimal::TWO;
     let above = below.checked_div(Decimal::ONE - q);
     let unit_rules = unit_rules(p);
-    // The payments by day, as `RefSweep` takes them.
-    let mut by_day: Vec<usize> = (0..p.transactions.len())
-        .filter(|&ti| p.transactions[ti].amount > Decimal::ZERO)
-        .collect();
-    by_day.sort_unstable_by_key(|&ti| (p.transactions[ti].booked_on, ti));
-    let mut sweep = RefSweep::new(p, 0, &|_| true);
+    // Only the invoices whose window meets these payments' days.
+    let mut sweep = RefSweep::new(p, 0, &|k| {
+        let f = p.facts_at(k);
+        f.from <= to && f.to >= from
+    });
     let mut named_pairs = Vec::new();
-    for ti in by_day {
+    for (done, &ti) in by_day.iter().enumerate() {
+        if done % TICK_EVERY == 0 && done > 0 && !go(done) {
+            break;
+        }
         let t = &p.transactions[ti];
         let units = unit_rules.and_then(|u| u.paying(p, t.amount));
         named.clear();
@@ -131,7 +211,7 @@ pub(crate) fn candidates(p: &Prepared, amounts: &AmountIndex) -> (Vec<Candidate>
             }
         }
     }
-    (out, Named::new(p.transactions.len(), &named_pairs))
+    (out, named_pairs)
 }
 
 /// Per payment: the invoices its description may name, ascending.

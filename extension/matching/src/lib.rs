@@ -19,10 +19,12 @@ mod split;
 mod subset_sum;
 mod text;
 mod units;
+pub mod watch;
 
 pub use input::{Day, InputError, Invoice, Transaction, MAX_AMOUNT};
 pub use output::{Grade, Match, Reason};
 pub use rules::Rules;
+pub use watch::{Phase, Unwatched, Watch};
 
 use allocate::{allocate, Books, Rivals};
 use index::Prepared;
@@ -30,11 +32,22 @@ use rust_decimal::Decimal;
 use split::{apply_split, named_splits, split_payments};
 
 /// Matches invoices against transactions. Each transaction is allocated at
-/// most its amount, each invoice at most its open amount.
+/// most its amount, each invoice at most its open amount (tied alternatives
+/// aside, see `Reason::Tie`).
 pub fn reconcile(
     invoices: &[Invoice],
     transactions: &[Transaction],
     rules: &Rules,
+) -> Result<Vec<Match>, InputError> {
+    reconcile_watched(invoices, transactions, rules, &mut Unwatched)
+}
+
+/// `reconcile`, telling `watch` how it goes (and letting it stop the call).
+pub fn reconcile_watched(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+    watch: &mut dyn Watch,
 ) -> Result<Vec<Match>, InputError> {
     input::validate(invoices, transactions)?;
     rules.check()?;
@@ -46,9 +59,12 @@ pub fn reconcile(
         fee_ceiling: rules.fee_ceiling.min(MAX_AMOUNT),
         ..rules.clone()
     };
+    watch.tick(Phase::Preparing, 0);
     let p = Prepared::new(invoices, transactions, rules);
     let amounts = index::AmountIndex::new(&p);
-    let (mut cands, named_by_t) = candidates::candidates(&p, &amounts);
+    watch.tick(Phase::Candidates, 0);
+    let (mut cands, named_by_t) = candidates::candidates(&p, &amounts, watch);
+    watch.tick(Phase::Allocating, 0);
     // (score, t, inv) is unique per candidate: an unstable sort is as good.
     cands.sort_unstable_by_key(|c| (!score::total_order(c.score), c.t, c.inv));
 
@@ -70,18 +86,21 @@ pub fn reconcile(
     // invoices is a split, not an overpayment of the first one.
     let named = named_splits(&p, &cands, &books.open);
     let mut named = named.iter().peekable();
+    let mut ticks = Ticks::new(watch);
     for c in cands.iter().filter(|c| c.first_pass()) {
         while let Some(s) = named.next_if(|s| s.score > c.score) {
             apply_split(s, &p, &mut books);
         }
         allocate(c, &p, &rivals, &mut books);
+        ticks.step();
     }
     for s in named {
         apply_split(s, &p, &mut books);
     }
-    split_payments(&p, &amounts, &named_by_t, &mut books);
+    split_payments(&p, &amounts, &named_by_t, &mut books, &mut || ticks.step());
     for c in cands.iter().filter(|c| !c.first_pass()) {
         allocate(c, &p, &rivals, &mut books);
+        ticks.step();
     }
     outside::outside_window(&p, &mut books);
 
@@ -101,6 +120,27 @@ pub fn reconcile(
         m.group = group.0;
     }
     Ok(matches)
+}
+
+/// Steps of the allocation, told to the watch every `EVERY` of them.
+struct Ticks<'a> {
+    watch: &'a mut dyn Watch,
+    done: usize,
+}
+
+impl<'a> Ticks<'a> {
+    const EVERY: usize = 4_096;
+
+    fn new(watch: &'a mut dyn Watch) -> Self {
+        Ticks { watch, done: 0 }
+    }
+
+    fn step(&mut self) {
+        self.done += 1;
+        if self.done % Self::EVERY == 0 {
+            self.watch.tick(Phase::Allocating, self.done);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -196,12 +196,14 @@ pub(crate) fn split_payments(
     amounts: &AmountIndex,
     named: &Named,
     books: &mut Books,
+    step: &mut dyn FnMut(),
 ) {
     if p.rules.max_invoices_per_payment < 2 {
         return;
     }
     let mut fits = NameFits::default();
     for (ti, t) in p.transactions.iter().enumerate() {
+        step();
         if t.amount <= Decimal::ZERO || books.t_left[ti] != t.amount {
             continue;
         }
