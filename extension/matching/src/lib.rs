@@ -20,11 +20,13 @@ mod subset_sum;
 mod text;
 mod units;
 pub mod watch;
+pub mod windows;
 
 pub use input::{Day, InputError, Invoice, Transaction, MAX_AMOUNT};
 pub use output::{Grade, Match, Reason};
 pub use rules::Rules;
 pub use watch::{Phase, Unwatched, Watch};
+pub use windows::{Counts, Keyed, WindowError, Windows};
 
 use allocate::{allocate, Books, Rivals};
 use index::Prepared;
@@ -49,6 +51,16 @@ pub fn reconcile_watched(
     rules: &Rules,
     watch: &mut dyn Watch,
 ) -> Result<Vec<Match>, InputError> {
+    matched(invoices, transactions, rules, watch).map(|(matches, _)| matches)
+}
+
+/// The matches, and what is still open on each invoice after them.
+fn matched(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+    watch: &mut dyn Watch,
+) -> Result<(Vec<Match>, Vec<Decimal>), InputError> {
     input::validate(invoices, transactions)?;
     rules.check()?;
     // No gap between two valid amounts reaches MAX_AMOUNT, so a larger
@@ -119,7 +131,7 @@ pub fn reconcile_watched(
         }
         m.group = group.0;
     }
-    Ok(matches)
+    Ok((matches, books.open))
 }
 
 /// Steps of the allocation, told to the watch every `EVERY` of them.

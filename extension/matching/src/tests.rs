@@ -740,3 +740,105 @@ fn a_payment_naming_an_invoice_outside_the_date_window_is_suggested_with_the_gap
     let payment = [tx("240.00", "prepayment INV-7001", "Initech", 93)];
     assert!(run(&invoices, &payment).is_empty());
 }
+
+/// Runs `Windows` over the rows (keys: their positions), fed in the order
+/// the extension reads them: invoices by issue date, payments by day.
+fn windowed(
+    invoices: &[Invoice],
+    transactions: &[Transaction],
+    rules: &Rules,
+    budget: usize,
+) -> Result<(Vec<Keyed<usize>>, Counts), WindowError> {
+    let mut inv: Vec<usize> = (0..invoices.len()).collect();
+    inv.sort_by_key(|&i| (invoices[i].issue_date, i));
+    let mut tx: Vec<usize> = (0..transactions.len()).collect();
+    tx.sort_by_key(|&t| (transactions[t].booked_on, t));
+    let (mut inv, mut tx) = (inv.into_iter(), tx.into_iter());
+    let mut w = Windows::new(rules.clone(), budget)?;
+    let mut out = Vec::new();
+    while let Some(ms) = w.next(
+        &mut || inv.next().map(|i| (i, invoices[i].clone())),
+        &mut || tx.next().map(|t| (t, transactions[t].clone())),
+        &mut Unwatched,
+    )? {
+        out.extend(ms);
+    }
+    Ok((out, w.counts()))
+}
+
+#[test]
+fn one_window_is_reconcile_itself() {
+    for seed in 1..=60u64 {
+        let (invoices, transactions) = random_ledger(seed, 5 + (seed as usize % 40));
+        let rules = Rules::default();
+        let whole = reconcile(&invoices, &transactions, &rules).unwrap();
+        let (keyed, counts) = windowed(&invoices, &transactions, &rules, usize::MAX).unwrap();
+        assert_eq!(counts.windows, usize::from(!transactions.is_empty()), "seed {seed}");
+        let keyed: Vec<Match> = keyed
+            .into_iter()
+            .map(|k| Match {
+                invoice: k.invoice,
+                transaction: k.transaction,
+                ..k.matched
+            })
+            .collect();
+        assert_eq!(keyed, whole, "seed {seed}");
+    }
+}
+
+#[test]
+fn small_windows_lose_no_match_at_their_edges_and_never_over_allocate() {
+    // An invoice issued on day 100 and paid on day 150, naming it, with
+    // other payments on every day in between: a budget of a few days of
+    // payments puts the invoice and its payment in different windows.
+    let mut invoices = vec![inv("4321.00", "INV-9001", "Initech", 100)];
+    let mut transactions = Vec::new();
+    for day in 100..=160 {
+        invoices.push(inv("10.00", &format!("F-{day}"), "Filler", day));
+        transactions.push(tx("10.00", &format!("F-{day}"), "Filler", day));
+    }
+    transactions.push(tx("4321.00", "Payment INV-9001", "Initech", 150));
+    let rules = Rules::default();
+    let (keyed, counts) = windowed(&invoices, &transactions, &rules, 40_000).unwrap();
+    assert!(counts.windows > 5, "{counts:?}");
+    let paid = transactions.len() - 1;
+    let m = keyed
+        .iter()
+        .find(|k| k.transaction == paid)
+        .expect("the payment of the invoice of an earlier window is matched");
+    assert_eq!((m.invoice, m.matched.grade), (0, Grade::Auto), "{m:?}");
+    assert_eq!(keyed.len(), transactions.len(), "every payment matched once");
+    // Groups keep counting across windows.
+    let mut groups: Vec<usize> = keyed.iter().map(|k| k.matched.group).collect();
+    groups.dedup();
+    assert_eq!(groups.len(), keyed.len());
+
+    for seed in 1..=60u64 {
+        let (invoices, transactions) = random_ledger(seed, 10 + (seed as usize % 40));
+        for budget in [8_000, 20_000, 60_000] {
+            let Ok((keyed, _)) = windowed(&invoices, &transactions, &rules, budget) else {
+                continue; // one day needs more than this budget
+            };
+            let again = windowed(&invoices, &transactions, &rules, budget).unwrap().0;
+            assert_eq!(keyed, again, "seed {seed}: deterministic");
+            let mut per_inv = vec![Decimal::ZERO; invoices.len()];
+            for k in &keyed {
+                if !k.matched.reasons.iter().any(|r| matches!(r, Reason::Tie { .. })) {
+                    per_inv[k.invoice] += k.matched.allocated;
+                }
+            }
+            for (i, inv) in invoices.iter().enumerate() {
+                assert!(per_inv[i] <= inv.open_amount, "seed {seed}: invoice {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_day_larger_than_the_budget_is_a_clear_error() {
+    let invoices = [inv("100.00", "INV-1", "Hooli", 100)];
+    let transactions = [tx("100.00", "INV-1", "Hooli", 101)];
+    let e = windowed(&invoices, &transactions, &Rules::default(), 1_000).unwrap_err();
+    assert!(matches!(e, WindowError::BudgetTooSmall { day: 101, .. }), "{e:?}");
+    assert!(e.to_string().contains("more than the 0 MB allowed"), "{e}");
+}

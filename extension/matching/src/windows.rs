@@ -1,0 +1,289 @@
+//! Reconciling more than fits in memory at once: the payments are taken in
+//! windows of consecutive days, each matched against the invoices that can
+//! still be paid on those days, so what is held at any time is one window
+//! and never the whole ledger.
+//!
+//! The sources come sorted: invoices by issue date, payments by booking
+//! date. A window grows a day at a time while the payments of its days and
+//! the invoices live on them -- those whose date window, widened by
+//! `suggestion_days`, holds one of the days -- fit in the budget. An
+//! invoice stays held, with what is still open on it, until its window has
+//! closed before the next window's first day: a payment in a later window
+//! still finds an invoice issued in an earlier one, so no match is lost at
+//! a window's edge. Every invoice a payment could match is in the
+//! payment's window; windows only change the order in which payments
+//! compete for invoices (earlier days first).
+//!
+//! When everything fits, there is one window, and the result is exactly
+//! `reconcile`'s on all rows ordered by key.
+
+use crate::input::{Day, InputError, Invoice, Transaction};
+use crate::output::Match;
+use crate::rules::Rules;
+use crate::watch::{Phase, Watch};
+use rust_decimal::Decimal;
+
+/// Bytes a row takes in a window besides its text: the row itself and its
+/// share of the matcher's indexes, candidates and matches.
+const INVOICE_BYTES: usize = 700;
+const PAYMENT_BYTES: usize = 900;
+
+/// Why a window cannot be matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowError {
+    /// The payments of one day and the invoices live on it need more than
+    /// the budget.
+    BudgetTooSmall {
+        day: Day,
+        needed: usize,
+        budget: usize,
+    },
+    Input(InputError),
+}
+
+impl std::fmt::Display for WindowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WindowError::BudgetTooSmall { needed, budget, .. } => write!(
+                f,
+                "the payments of one day and the invoices open on it need about {} MB, more than the {} MB allowed",
+                needed.div_ceil(1 << 20),
+                budget >> 20
+            ),
+            WindowError::Input(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for WindowError {}
+
+impl From<InputError> for WindowError {
+    fn from(e: InputError) -> Self {
+        WindowError::Input(e)
+    }
+}
+
+/// A match, with its invoice and payment named by their keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Keyed<K> {
+    pub invoice: K,
+    pub transaction: K,
+    pub matched: Match,
+}
+
+/// What has been read and matched so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub invoices: usize,
+    pub payments: usize,
+    pub matches: usize,
+    pub windows: usize,
+}
+
+/// An invoice held across windows, with what is still open on it.
+struct Held<K> {
+    key: K,
+    invoice: Invoice,
+    /// The first and last day a payment may arrive, suggestions included.
+    from: Day,
+    until: Day,
+    bytes: usize,
+}
+
+type Row<K, T> = (K, T);
+
+/// A reconciliation in windows: call `next` until it returns None.
+pub struct Windows<K> {
+    rules: Rules,
+    budget: usize,
+    held: Vec<Held<K>>,
+    held_bytes: usize,
+    /// Read from the sources and not yet placed.
+    next_invoice: Option<Row<K, Invoice>>,
+    next_payment: Option<Row<K, Transaction>>,
+    /// A day's payments that did not fit the last window: the next one's first.
+    carried: Vec<Row<K, Transaction>>,
+    carried_bytes: usize,
+    started: bool,
+    groups: usize,
+    counts: Counts,
+}
+
+fn invoice_bytes<K>(key: &K, i: &Invoice) -> usize {
+    INVOICE_BYTES
+        + std::mem::size_of_val(key)
+        + 2 * (i.reference.len() + i.counterparty.len() + i.currency.len())
+}
+
+fn payment_bytes<K>(key: &K, t: &Transaction) -> usize {
+    PAYMENT_BYTES
+        + std::mem::size_of_val(key)
+        + 3 * t.description.len()
+        + 2 * (t.counterparty.len() + t.currency.len())
+}
+
+impl<K: Ord + Clone> Windows<K> {
+    /// `budget`: the bytes one window may hold.
+    pub fn new(rules: Rules, budget: usize) -> Result<Self, InputError> {
+        rules.check()?;
+        Ok(Windows {
+            rules,
+            budget,
+            held: Vec::new(),
+            held_bytes: 0,
+            next_invoice: None,
+            next_payment: None,
+            carried: Vec::new(),
+            carried_bytes: 0,
+            started: false,
+            groups: 0,
+            counts: Counts::default(),
+        })
+    }
+
+    /// Rows read and matches made so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// The matches of the next window, or None once every payment has had
+    /// its window. `invoices` and `payments` give the next row of each
+    /// source (sorted as the module says), or None at its end.
+    pub fn next(
+        &mut self,
+        invoices: &mut dyn FnMut() -> Option<Row<K, Invoice>>,
+        payments: &mut dyn FnMut() -> Option<Row<K, Transaction>>,
+        watch: &mut dyn Watch,
+    ) -> Result<Option<Vec<Keyed<K>>>, WindowError> {
+        if !self.started {
+            self.started = true;
+            self.next_invoice = invoices();
+            self.next_payment = payments();
+            self.counts.payments += usize::from(self.next_payment.is_some());
+        }
+        let mut window = std::mem::take(&mut self.carried);
+        let mut window_bytes = std::mem::take(&mut self.carried_bytes);
+        let first_day = match (window.first(), &self.next_payment) {
+            (Some((_, t)), _) | (None, Some((_, t))) => t.booked_on,
+            (None, None) => return Ok(None),
+        };
+        // Invoices whose window closed before this one's first day are done.
+        self.held.retain(|h| h.until >= first_day);
+        self.held_bytes = self.held.iter().map(|h| h.bytes).sum();
+        if self.held_bytes + window_bytes > self.budget {
+            return Err(WindowError::BudgetTooSmall {
+                day: first_day,
+                needed: self.held_bytes + window_bytes,
+                budget: self.budget,
+            });
+        }
+        let mut last_day = window.last().map(|(_, t)| t.booked_on);
+        while let Some(day) = self.next_payment.as_ref().map(|(_, t)| t.booked_on) {
+            let mut day_payments = Vec::new();
+            let mut day_bytes = 0;
+            while let Some((k, t)) = self.next_payment.take() {
+                if t.booked_on != day {
+                    self.next_payment = Some((k, t));
+                    break;
+                }
+                day_bytes += payment_bytes(&k, &t);
+                day_payments.push((k, t));
+                self.next_payment = payments();
+                self.counts.payments += usize::from(self.next_payment.is_some());
+            }
+            self.hold(day, first_day, invoices);
+            let needed = self.held_bytes + window_bytes + day_bytes;
+            if needed > self.budget {
+                if window.is_empty() {
+                    return Err(WindowError::BudgetTooSmall {
+                        day,
+                        needed,
+                        budget: self.budget,
+                    });
+                }
+                self.carried = day_payments;
+                self.carried_bytes = day_bytes;
+                break;
+            }
+            window.extend(day_payments);
+            window_bytes += day_bytes;
+            last_day = Some(day);
+            watch.tick(Phase::Preparing, self.counts.payments);
+        }
+        let last_day = last_day.unwrap_or(first_day);
+        self.matched(window, last_day, watch).map(Some)
+    }
+
+    /// Holds the invoices that open by `day`, but for those closed before
+    /// `first_day` or with nothing open.
+    fn hold(
+        &mut self,
+        day: Day,
+        first_day: Day,
+        invoices: &mut dyn FnMut() -> Option<Row<K, Invoice>>,
+    ) {
+        let margin = self.rules.suggestion_days;
+        while let Some((k, inv)) = self.next_invoice.take() {
+            let (from, to) = self.rules.date_window(&inv);
+            let (from, until) = (from.saturating_sub(margin), to.saturating_add(margin));
+            if from > day {
+                self.next_invoice = Some((k, inv));
+                break;
+            }
+            self.next_invoice = invoices();
+            self.counts.invoices += 1;
+            if until < first_day || inv.open_amount <= Decimal::ZERO {
+                continue;
+            }
+            let bytes = invoice_bytes(&k, &inv);
+            self.held_bytes += bytes;
+            self.held.push(Held {
+                key: k,
+                invoice: inv,
+                from,
+                until,
+                bytes,
+            });
+        }
+    }
+
+    /// Matches the payments of one window (its last day `last_day`) against
+    /// the invoices held that are open by then, and keeps what is left open.
+    fn matched(
+        &mut self,
+        mut window: Vec<Row<K, Transaction>>,
+        last_day: Day,
+        watch: &mut dyn Watch,
+    ) -> Result<Vec<Keyed<K>>, WindowError> {
+        // By key, as a single window over everything would have them.
+        window.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut used: Vec<usize> = (0..self.held.len())
+            .filter(|&h| self.held[h].from <= last_day)
+            .collect();
+        used.sort_unstable_by(|&a, &b| self.held[a].key.cmp(&self.held[b].key));
+        let keys: Vec<K> = used.iter().map(|&h| self.held[h].key.clone()).collect();
+        let invoices: Vec<Invoice> = used.iter().map(|&h| self.held[h].invoice.clone()).collect();
+        let payments: Vec<Transaction> = window.iter().map(|(_, t)| t.clone()).collect();
+        let (matches, open) = crate::matched(&invoices, &payments, &self.rules, watch)?;
+        for (k, &h) in used.iter().enumerate() {
+            self.held[h].invoice.open_amount = open[k];
+        }
+        self.held.retain(|h| h.invoice.open_amount > Decimal::ZERO);
+        self.held_bytes = self.held.iter().map(|h| h.bytes).sum();
+        let groups = self.groups;
+        self.groups += matches.last().map_or(0, |m| m.group);
+        self.counts.matches += matches.len();
+        self.counts.windows += 1;
+        Ok(matches
+            .into_iter()
+            .map(|mut m| {
+                m.group += groups;
+                Keyed {
+                    invoice: keys[m.invoice].clone(),
+                    transaction: window[m.transaction].0.clone(),
+                    matched: m,
+                }
+            })
+            .collect())
+    }
+}
