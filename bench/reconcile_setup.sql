@@ -10,7 +10,7 @@ CREATE TABLE bench_recon.invoices (
     reference text, counterparty text, open_amount numeric, tenant_id uuid);
 CREATE TABLE bench_recon.transactions (
     n int, id uuid, amount numeric, currency text, booked_on date, description text,
-    counterparty text, tenant_id uuid);
+    counterparty text, tenant_id uuid, unmatched_amount numeric);
 CREATE TABLE bench_recon.truth (invoice_id uuid, transaction_id uuid, PRIMARY KEY (invoice_id, transaction_id));
 CREATE TEMP TABLE raw_inv (n int, amount numeric, currency text, issue int, due int, reference text, counterparty text, open numeric);
 CREATE TEMP TABLE raw_tx (n int, amount numeric, currency text, booked int, description text, counterparty text);
@@ -28,11 +28,15 @@ INSERT INTO bench_recon.invoices
 SELECT n, pg_temp.uid(1, n), amount, currency, DATE '2000-01-01' + issue, DATE '2000-01-01' + due,
        reference, counterparty, open, :'tenant' FROM raw_inv;
 INSERT INTO bench_recon.transactions
-SELECT n, pg_temp.uid(2, n), amount, currency, DATE '2000-01-01' + booked, description, counterparty, :'tenant'
+SELECT n, pg_temp.uid(2, n), amount, currency, DATE '2000-01-01' + booked, description, counterparty, :'tenant',
+       greatest(amount, 0)
 FROM raw_tx;
 INSERT INTO bench_recon.truth SELECT pg_temp.uid(1, inv), pg_temp.uid(2, tx) FROM raw_truth ON CONFLICT DO NOTHING;
 SELECT tenancy.enable('bench_recon.invoices');
 SELECT tenancy.enable('bench_recon.transactions');
+-- The open-item indexes of the reference ledger (sql/10_ledger.sql).
+CREATE INDEX ON bench_recon.invoices (tenant_id, issue_date) WHERE open_amount IS DISTINCT FROM 0;
+CREATE INDEX ON bench_recon.transactions (tenant_id, booked_on) WHERE unmatched_amount IS DISTINCT FROM 0;
 GRANT USAGE ON SCHEMA bench_recon TO authenticated;
 GRANT SELECT ON bench_recon.invoices, bench_recon.transactions, bench_recon.truth TO authenticated;
 VACUUM (FREEZE, ANALYZE) bench_recon.invoices;

@@ -80,6 +80,22 @@ FROM tenancy.reconcile('public.recon_invoices', 'public.recon_transactions')
 WHERE invoice_id = 'INV-1043';
 COMMIT;
 
+-- Suggestions cast a wider net than auto: a prepayment naming its invoice
+-- eight days before the invoice date (days_before is 5) is suggested, with
+-- the gap; beyond suggestion_days it is not.
+BEGIN;
+SET LOCAL ROLE golden_recon;
+SELECT tenancy.set_tenant('books-a') IS NOT NULL AS tenant_set;
+INSERT INTO public.sales_invoices VALUES
+    ('INV-2001', 'Acme Co', 90.00, 'EUR', '2026-05-20', '2026-06-19', 90.00);
+INSERT INTO public.statement_lines VALUES (20, 90.00, 'EUR', '2026-05-12', 'Prepayment INV-2001', 'Acme Co');
+SELECT invoice_id, transaction_id AS line, grade, tenancy.explain_reasons(reasons) AS why
+FROM tenancy.reconcile('public.recon_invoices', 'public.recon_transactions') WHERE invoice_id = 'INV-2001';
+SELECT count(*) AS beyond_two_days
+FROM tenancy.reconcile('public.recon_invoices', 'public.recon_transactions', '{"suggestion_days": 2}')
+WHERE invoice_id = 'INV-2001';
+ROLLBACK;
+
 -- Another tenant sees none of it.
 BEGIN;
 SET LOCAL ROLE golden_recon;

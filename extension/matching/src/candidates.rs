@@ -76,9 +76,10 @@ pub(crate) fn candidates(
         std::thread::scope(|s| {
             let mut helper = None;
             let helped = watch.spawning(&mut || {
-                helper = Some(s.spawn(|| {
-                    lookups(p, amounts, second, &mut |_| !stop.load(Ordering::Relaxed))
-                }));
+                helper =
+                    Some(s.spawn(|| {
+                        lookups(p, amounts, second, &mut |_| !stop.load(Ordering::Relaxed))
+                    }));
             });
             let helper = helper.filter(|_| helped)?;
             // Should `tick` unwind, the helper stops before the scope joins it.
@@ -127,7 +128,10 @@ fn lookups(
     let (Some(&first), Some(&last)) = (by_day.first(), by_day.last()) else {
         return (Vec::new(), Vec::new());
     };
-    let (from, to) = (p.transactions[first].booked_on, p.transactions[last].booked_on);
+    let (from, to) = (
+        p.transactions[first].booked_on,
+        p.transactions[last].booked_on,
+    );
     let rules = p.rules;
     let widest = rules.amount_tolerance.max(rules.fee_ceiling);
     let mut out = Vec::new();

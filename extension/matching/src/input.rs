@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 /// A date as a day number (any fixed epoch; the glue uses Postgres' own).
 pub type Day = i32;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Invoice {
     pub amount: Decimal,
     pub open_amount: Decimal,
@@ -19,7 +19,7 @@ pub struct Invoice {
     pub counterparty: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transaction {
     /// Money received is positive; payments out (negative) are never matched.
     pub amount: Decimal,

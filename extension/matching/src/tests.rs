@@ -773,7 +773,11 @@ fn one_window_is_reconcile_itself() {
         let rules = Rules::default();
         let whole = reconcile(&invoices, &transactions, &rules).unwrap();
         let (keyed, counts) = windowed(&invoices, &transactions, &rules, usize::MAX).unwrap();
-        assert_eq!(counts.windows, usize::from(!transactions.is_empty()), "seed {seed}");
+        assert_eq!(
+            counts.windows,
+            usize::from(!transactions.is_empty()),
+            "seed {seed}"
+        );
         let keyed: Vec<Match> = keyed
             .into_iter()
             .map(|k| Match {
@@ -783,6 +787,24 @@ fn one_window_is_reconcile_itself() {
             })
             .collect();
         assert_eq!(keyed, whole, "seed {seed}");
+        // Handed over all at once and in any order: the same.
+        let mut w = Windows::new(rules.clone(), usize::MAX).unwrap();
+        let at_once = w
+            .whole(
+                invoices.iter().cloned().enumerate().rev().collect(),
+                transactions.iter().cloned().enumerate().rev().collect(),
+                &mut Unwatched,
+            )
+            .unwrap();
+        let at_once: Vec<Match> = at_once
+            .into_iter()
+            .map(|k| Match {
+                invoice: k.invoice,
+                transaction: k.transaction,
+                ..k.matched
+            })
+            .collect();
+        assert_eq!(at_once, whole, "seed {seed}");
     }
 }
 
@@ -807,7 +829,11 @@ fn small_windows_lose_no_match_at_their_edges_and_never_over_allocate() {
         .find(|k| k.transaction == paid)
         .expect("the payment of the invoice of an earlier window is matched");
     assert_eq!((m.invoice, m.matched.grade), (0, Grade::Auto), "{m:?}");
-    assert_eq!(keyed.len(), transactions.len(), "every payment matched once");
+    assert_eq!(
+        keyed.len(),
+        transactions.len(),
+        "every payment matched once"
+    );
     // Groups keep counting across windows.
     let mut groups: Vec<usize> = keyed.iter().map(|k| k.matched.group).collect();
     groups.dedup();
@@ -819,11 +845,18 @@ fn small_windows_lose_no_match_at_their_edges_and_never_over_allocate() {
             let Ok((keyed, _)) = windowed(&invoices, &transactions, &rules, budget) else {
                 continue; // one day needs more than this budget
             };
-            let again = windowed(&invoices, &transactions, &rules, budget).unwrap().0;
+            let again = windowed(&invoices, &transactions, &rules, budget)
+                .unwrap()
+                .0;
             assert_eq!(keyed, again, "seed {seed}: deterministic");
             let mut per_inv = vec![Decimal::ZERO; invoices.len()];
             for k in &keyed {
-                if !k.matched.reasons.iter().any(|r| matches!(r, Reason::Tie { .. })) {
+                if !k
+                    .matched
+                    .reasons
+                    .iter()
+                    .any(|r| matches!(r, Reason::Tie { .. }))
+                {
                     per_inv[k.invoice] += k.matched.allocated;
                 }
             }
@@ -839,6 +872,9 @@ fn a_day_larger_than_the_budget_is_a_clear_error() {
     let invoices = [inv("100.00", "INV-1", "Hooli", 100)];
     let transactions = [tx("100.00", "INV-1", "Hooli", 101)];
     let e = windowed(&invoices, &transactions, &Rules::default(), 1_000).unwrap_err();
-    assert!(matches!(e, WindowError::BudgetTooSmall { day: 101, .. }), "{e:?}");
+    assert!(
+        matches!(e, WindowError::BudgetTooSmall { day: 101, .. }),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("more than the 0 MB allowed"), "{e}");
 }

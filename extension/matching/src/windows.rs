@@ -109,13 +109,14 @@ pub struct Windows<K> {
     counts: Counts,
 }
 
-fn invoice_bytes<K>(key: &K, i: &Invoice) -> usize {
+/// The bytes `invoice` and `payment` are counted for in a window's budget.
+pub fn invoice_bytes<K>(key: &K, i: &Invoice) -> usize {
     INVOICE_BYTES
         + std::mem::size_of_val(key)
         + 2 * (i.reference.len() + i.counterparty.len() + i.currency.len())
 }
 
-fn payment_bytes<K>(key: &K, t: &Transaction) -> usize {
+pub fn payment_bytes<K>(key: &K, t: &Transaction) -> usize {
     PAYMENT_BYTES
         + std::mem::size_of_val(key)
         + 3 * t.description.len()
@@ -214,6 +215,35 @@ impl<K: Ord + Clone> Windows<K> {
         self.matched(window, last_day, watch).map(Some)
     }
 
+    /// Matches all the rows given as one window, in whatever order they
+    /// come: what `next` would do when everything fits the budget (the
+    /// caller has counted it with `invoice_bytes` and `payment_bytes`).
+    pub fn whole(
+        &mut self,
+        invoices: Vec<Row<K, Invoice>>,
+        payments: Vec<Row<K, Transaction>>,
+        watch: &mut dyn Watch,
+    ) -> Result<Vec<Keyed<K>>, WindowError> {
+        self.started = true;
+        self.counts.invoices += invoices.len();
+        self.counts.payments += payments.len();
+        for (key, invoice) in invoices {
+            if invoice.open_amount > Decimal::ZERO {
+                self.held.push(Held {
+                    key,
+                    invoice,
+                    from: Day::MIN,
+                    until: Day::MAX,
+                    bytes: 0,
+                });
+            }
+        }
+        if payments.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.matched(payments, Day::MAX, watch)
+    }
+
     /// Holds the invoices that open by `day`, but for those closed before
     /// `first_day` or with nothing open.
     fn hold(
@@ -262,9 +292,15 @@ impl<K: Ord + Clone> Windows<K> {
             .collect();
         used.sort_unstable_by(|&a, &b| self.held[a].key.cmp(&self.held[b].key));
         let keys: Vec<K> = used.iter().map(|&h| self.held[h].key.clone()).collect();
-        let invoices: Vec<Invoice> = used.iter().map(|&h| self.held[h].invoice.clone()).collect();
-        let payments: Vec<Transaction> = window.iter().map(|(_, t)| t.clone()).collect();
-        let (matches, open) = crate::matched(&invoices, &payments, &self.rules, watch)?;
+        // Lent to the matcher and given back.
+        let take = |h: &mut Held<K>| std::mem::take(&mut h.invoice);
+        let invoices: Vec<Invoice> = used.iter().map(|&h| take(&mut self.held[h])).collect();
+        let (payment_keys, payments): (Vec<K>, Vec<Transaction>) = window.into_iter().unzip();
+        let matched = crate::matched(&invoices, &payments, &self.rules, watch);
+        for (invoice, &h) in invoices.into_iter().zip(&used) {
+            self.held[h].invoice = invoice;
+        }
+        let (matches, open) = matched?;
         for (k, &h) in used.iter().enumerate() {
             self.held[h].invoice.open_amount = open[k];
         }
@@ -280,7 +316,7 @@ impl<K: Ord + Clone> Windows<K> {
                 m.group += groups;
                 Keyed {
                     invoice: keys[m.invoice].clone(),
-                    transaction: window[m.transaction].0.clone(),
+                    transaction: payment_keys[m.transaction].clone(),
                     matched: m,
                 }
             })

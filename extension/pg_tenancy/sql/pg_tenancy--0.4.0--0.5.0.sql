@@ -2,7 +2,9 @@
 --
 -- Each part says why it changes. Released SQL (released/pg_tenancy--0.4.0.sql)
 -- stays as it was; a database on 0.4.0 reaches exactly what a fresh 0.5.0
--- install creates (tests/released_sql.sh checks it).
+-- install creates (tests/released_sql.sh checks it). Restart Postgres after
+-- installing the new library (it is preloaded), then ALTER EXTENSION
+-- pg_tenancy UPDATE.
 
 -- ---------------------------------------------------------------------------
 -- 1. Reconciliation rules are defined once, by the matcher.
@@ -19,8 +21,8 @@
 -- tenancy._reconcile_rules(text) and tenancy._call_rules(jsonb) are new;
 -- effective_reconcile_rules, set_reconcile_rules and reconcile call them; the
 -- table's range constraints go (the same ranges are checked before any
--- write). Same results: a rule out of range is still refused with 22023
--- (400 over HTTP) naming the rule.
+-- write). A rule out of range is still refused with 22023 (400 over HTTP)
+-- naming the rule. A new rule, suggestion_days (part 2), gets its column.
 -- ---------------------------------------------------------------------------
 
 DROP FUNCTION tenancy._reconcile(regclass, regclass, numeric, numeric, numeric, integer, integer, numeric,
@@ -55,7 +57,8 @@ ALTER TABLE tenancy.reconcile_rules
     DROP CONSTRAINT reconcile_rules_days_before,
     DROP CONSTRAINT reconcile_rules_days_after,
     DROP CONSTRAINT reconcile_rules_min_auto_score,
-    DROP CONSTRAINT reconcile_rules_max_invoices;
+    DROP CONSTRAINT reconcile_rules_max_invoices,
+    ADD COLUMN suggestion_days integer;
 
 -- The rules of one call, as the text of one JSON object: the current
 -- tenant's stored rules with the call's overrides on top (a JSON null
@@ -97,6 +100,7 @@ BEGIN
     RETURN r;
 END
 $$;
+COMMENT ON FUNCTION tenancy.effective_reconcile_rules(jsonb) IS 'The current tenant''s reconciliation rules with one call''s overrides applied (NULL = built-in default).';
 
 CREATE OR REPLACE FUNCTION tenancy.set_reconcile_rules(rules jsonb)
 RETURNS tenancy.reconcile_rules
@@ -119,23 +123,123 @@ BEGIN
         min_auto_score = EXCLUDED.min_auto_score,
         max_invoices_per_payment = EXCLUDED.max_invoices_per_payment,
         allow_currency_mismatch = EXCLUDED.allow_currency_mismatch,
+        suggestion_days = EXCLUDED.suggestion_days,
         updated_at = EXCLUDED.updated_at
     RETURNING * INTO r;
     RETURN r;
 END
 $$;
-
-CREATE OR REPLACE FUNCTION tenancy.reconcile(invoices regclass, transactions regclass, rules jsonb DEFAULT '{}')
-RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
-               grade text, group_id bigint, reasons jsonb)
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT m.invoice_id, m.transaction_id, m.allocated_amount, m.score, m.grade, m.group_id, m.reasons::jsonb
-    FROM tenancy._reconcile(invoices, transactions, tenancy._call_rules(rules)) m
-$$;
+COMMENT ON FUNCTION tenancy.set_reconcile_rules(jsonb) IS 'Sets reconciliation rules of the current tenant, e.g. {"fee_ceiling": 15, "days_after": 90}; a JSON null restores a default. Needs reconciliation.manage.';
 
 REVOKE ALL ON FUNCTION tenancy._reconcile(regclass, regclass, text), tenancy._reconcile_rules(text),
     tenancy._call_rules(jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy._reconcile(regclass, regclass, text), tenancy._reconcile_rules(text),
     tenancy._call_rules(jsonb) TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- 2. Reconciliation at ledger scale.
+--
+-- Why: 0.4.0 read every row of both relations, settled history included, and
+-- held them all in memory: a tenant with 1,000,000 settled invoices paid for
+-- all of them on every call. Now only open invoices (open_amount <> 0) and
+-- unmatched transactions (unmatched_amount <> 0, when the relation has it)
+-- are read, through cursors, and open sets larger than the setting
+-- tenancy.reconcile_memory are matched in windows of payment days (the
+-- library's part). tenancy.reconcile becomes a plain SQL function the planner
+-- inlines, so its rows are not copied into a second result set. Ties are
+-- offered as several suggestions ('tie' reasons), and a payment that names an
+-- invoice and pays it exactly a few days outside the date window is suggested
+-- (rule suggestion_days, 'outside_window' reasons): explain_reasons words both.
+-- ---------------------------------------------------------------------------
+
+-- A plain SQL function without SET clauses, so that the planner inlines it
+-- into the calling query: its rows go straight from tenancy._reconcile to
+-- the caller, instead of through a second result set of their own.
+CREATE OR REPLACE FUNCTION tenancy.reconcile(invoices regclass, transactions regclass, rules jsonb DEFAULT '{}')
+RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
+               grade text, group_id bigint, reasons jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT m.invoice_id, m.transaction_id, m.allocated_amount, m.score, m.grade, m.group_id,
+           m.reasons::pg_catalog.jsonb
+    FROM tenancy._reconcile(invoices, transactions, tenancy._call_rules(rules)) m
+$$;
+COMMENT ON FUNCTION tenancy.reconcile(regclass, regclass, jsonb) IS 'Candidate matches between invoices (id, amount, currency, issue_date, due_date, reference, counterparty, open_amount) and bank transactions (id, amount, currency, booked_on, description, counterparty; unmatched_amount if present) of the current tenant, read as the caller, with score, grade (auto | suggested), group and reasons. rules overrides the tenant''s rules for this call.';
+
+CREATE OR REPLACE FUNCTION tenancy.explain_reasons(reasons jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH parts AS (
+        SELECT n, CASE r ->> 'kind'
+            WHEN 'amount_equal' THEN 'amount equal'
+            WHEN 'amount_within_tolerance' THEN format('amount within %s of the open amount', r ->> 'difference')
+            WHEN 'bank_fee' THEN format('a bank fee of %s deducted', r ->> 'fee')
+            WHEN 'partial_payment' THEN format('a partial payment, %s still open', r ->> 'remaining')
+            WHEN 'overpayment' THEN format('overpaid by %s', r ->> 'excess')
+            WHEN 'split_payment' THEN format('one payment for %s invoices', r ->> 'invoices')
+            WHEN 'date' THEN
+                CASE sign((r ->> 'days_after_issue')::int)
+                    WHEN 0 THEN 'paid on the issue date'
+                    WHEN 1 THEN format('paid %s day%s after issue', r ->> 'days_after_issue',
+                                       CASE WHEN r ->> 'days_after_issue' = '1' THEN '' ELSE 's' END)
+                    ELSE format('paid %s day%s before issue', abs((r ->> 'days_after_issue')::int),
+                                CASE WHEN r ->> 'days_after_issue' = '-1' THEN '' ELSE 's' END)
+                END
+                || CASE WHEN (r ->> 'days_after_due')::int > 0
+                        THEN format(' (%s days after the due date)', r ->> 'days_after_due') ELSE '' END
+            WHEN 'reference' THEN format('invoice number %s found in the description%s', r ->> 'reference',
+                                         CASE WHEN (r ->> 'exact')::boolean THEN '' ELSE ' with a typo' END)
+            WHEN 'no_reference' THEN 'no invoice number in the description'
+            WHEN 'counterparty' THEN format('counterparty name %s%% similar', round((r ->> 'similarity')::numeric * 100))
+            WHEN 'ambiguous' THEN format('%s candidates scored about the same, so a person should decide',
+                                         r ->> 'candidates')
+            WHEN 'tie' THEN format('one of %s invoices that fit this payment equally: pick one', r ->> 'candidates')
+            WHEN 'outside_window' THEN format('%s day%s outside the date window, so only a suggestion', r ->> 'days',
+                                              CASE WHEN r ->> 'days' = '1' THEN '' ELSE 's' END)
+            WHEN 'currency_differs' THEN format('currencies differ (invoice %s, payment %s)',
+                                                r ->> 'invoice_currency', r ->> 'transaction_currency')
+            ELSE r ->> 'kind'
+        END AS part
+        FROM jsonb_array_elements(CASE jsonb_typeof(reasons) WHEN 'array' THEN reasons ELSE '[]' END)
+             WITH ORDINALITY AS e(r, n)
+    )
+    SELECT coalesce(upper(left(s, 1)) || substr(s, 2) || '.', 'No evidence recorded.')
+    FROM (SELECT string_agg(part, ', ' ORDER BY n) AS s FROM parts) x
+$$;
+COMMENT ON FUNCTION tenancy.explain_reasons(jsonb) IS 'A plain-language sentence from the reasons of a match, e.g. "Amount equal, paid 3 days after issue, invoice number INV-1042 found in the description."';
+
+-- Progress of running calls, for DBAs (shared memory: the library is
+-- preloaded, so a restart after installing it is needed anyway).
+CREATE FUNCTION tenancy._reconcile_progress() RETURNS TABLE (
+    "pid" integer,
+    "tenant_id" uuid,
+    "phase" text,
+    "started_at" timestamptz,
+    "invoices_read" bigint,
+    "transactions_read" bigint,
+    "matches" bigint,
+    "windows" bigint
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'running_wrapper';
+REVOKE ALL ON FUNCTION tenancy._reconcile_progress() FROM PUBLIC;
+
+-- Reconciliations running now, one row per backend, as DBAs know them from
+-- Postgres' pg_stat_progress_* views: the tenant, the phase, rows read and
+-- matches made so far, and from pg_stat_activity who runs what. For
+-- monitoring roles only: it shows every tenant's running calls.
+CREATE VIEW tenancy.reconcile_progress AS
+SELECT p.pid, a.datname, a.usename, p.tenant_id, t.slug AS tenant, p.phase,
+       p.invoices_read, p.transactions_read, p.matches, p.windows,
+       p.started_at, now() - p.started_at AS running_for, a.query
+FROM tenancy._reconcile_progress() p
+LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = p.pid
+LEFT JOIN tenancy.tenants t ON t.id = p.tenant_id;
+
+COMMENT ON VIEW tenancy.reconcile_progress IS 'Running tenancy.reconcile calls (and what runs them, e.g. apply_reconciliation): tenant, phase, invoices and transactions read, matches and windows so far. Readable by pg_monitor.';
+REVOKE ALL ON tenancy.reconcile_progress FROM PUBLIC;
+GRANT SELECT ON tenancy.reconcile_progress TO pg_monitor;
+GRANT EXECUTE ON FUNCTION tenancy._reconcile_progress() TO pg_monitor;

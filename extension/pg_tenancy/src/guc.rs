@@ -26,6 +26,8 @@ pub static RATE_LIMIT_REQUESTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 pub static RATE_LIMIT_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 pub static AUDIT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 365 + 2);
 pub static AUDIT_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// kB; 256 MB.
+pub static RECONCILE_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -117,6 +119,16 @@ pub fn init() {
         &AUDIT_MAINTENANCE,
         GucContext::Suset,
         GucFlags::DISALLOW_IN_FILE,
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.reconcile_memory",
+        c"Memory one tenancy.reconcile call may hold for its open items (default 256 MB).",
+        c"Larger open sets are matched in windows of payment days that fit; a single day that does not fit is an error naming this setting.",
+        &RECONCILE_MEMORY,
+        1024,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
     );
     #[allow(unsafe_code)]
     // SAFETY: called once from _PG_init, with a NUL-terminated static string.

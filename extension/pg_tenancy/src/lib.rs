@@ -13,10 +13,12 @@ mod context;
 mod error;
 mod guc;
 mod idempotency;
+mod progress;
 mod rate_limit;
 mod rbac;
 mod reconcile;
 mod session;
+mod shmem;
 
 ::pgrx::pg_module_magic!();
 
@@ -60,7 +62,8 @@ extension_sql_file!(
         "rbac",
         session::set_context,
         reconcile::reconcile_relations,
-        reconcile::rules::checked_rules
+        reconcile::rules::checked_rules,
+        progress::running
     ]
 );
 extension_sql_file!(
@@ -80,6 +83,12 @@ extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
     rate_limit::init();
+    // SAFETY: a flag the postmaster sets while it loads preloaded libraries.
+    #[allow(unsafe_code)]
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        static SEGMENTS: [&shmem::Segment; 1] = [&progress::SEGMENT];
+        shmem::register(&SEGMENTS);
+    }
 }
 
 /// The version of the extension's shared library (matches `extversion` after an update).

@@ -11,4 +11,5 @@ mod linter;
 mod rate_limits;
 mod rbac;
 mod reconcile;
+mod reconcile_scale;
 mod sql_context;

@@ -1,29 +1,39 @@
 //! `tenancy._reconcile`: the glue between two relations and the pure matcher
-//! in `extension/matching`. It checks the relations' shape (`source`),
-//! reads them with SPI as the caller, so that row level security scopes
+//! in `extension/matching`. It checks the relations' shape (`source`), reads
+//! their open rows with SPI as the caller, so that row level security scopes
 //! them to the current tenant (`read`, where all unsafe code is), checks
-//! their values with errors that name the relation, row and column, runs
-//! the matcher and streams its matches. `tenancy.reconcile`
+//! their values with errors that name the relation, row and column, and
+//! matches them in windows of payment days under the memory budget
+//! `tenancy.reconcile_memory` (`tenancy_matching::Windows`), streaming each
+//! window's matches before reading the next. `tenancy.reconcile`
 //! (src/sql/reconcile.sql) wraps it: it hands over the tenant's rules with
 //! the per-call overrides (`rules`) and turns `reasons` into jsonb.
 
+mod numeric;
 mod read;
-mod rules;
+pub mod rules;
 mod source;
+mod watch;
 
 use crate::error::raise as fail;
+use crate::progress::{Phase, Report};
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgRelation};
-use read::read;
+use read::Row;
 use rust_decimal::Decimal;
-use source::{inspect, Source, INVOICE_COLUMNS, TRANSACTION_COLUMNS, UNMATCHED};
-use std::collections::HashMap;
+use source::{Source, INVOICE_COLUMNS, TRANSACTION_COLUMNS, UNMATCHED};
+use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
-use tenancy_matching::{explain, Grade, Invoice, Transaction};
+use std::time::{Duration, Instant};
+use tenancy_matching::{explain, Grade, Invoice, Keyed, Transaction, WindowError, Windows};
 
-fn invoices(source: &Source) -> (Vec<String>, Vec<Invoice>) {
+/// Rows fetched from a cursor at a time.
+const BATCH: usize = 1_000;
+
+/// An invoice row, checked.
+fn invoice(source: &Source, r: &Row) -> Option<Invoice> {
     let c = &INVOICE_COLUMNS;
-    read(source, |r| {
+    {
         if source.has_tenant {
             r.foreign_tenant(c.len());
         }
@@ -57,12 +67,13 @@ fn invoices(source: &Source) -> (Vec<String>, Vec<Invoice>) {
             );
         }
         Some(inv)
-    })
+    }
 }
 
-fn transactions(source: &Source) -> (Vec<String>, Vec<Transaction>) {
+/// A transaction row, checked; None for money going out or nothing left.
+fn transaction(source: &Source, r: &Row) -> Option<Transaction> {
     let c = &TRANSACTION_COLUMNS;
-    read(source, |r| {
+    {
         let mut next = c.len();
         let amount = r.amount(1, &c[1]);
         if amount.is_zero() {
@@ -91,7 +102,7 @@ fn transactions(source: &Source) -> (Vec<String>, Vec<Transaction>) {
             description: r.text(4, &c[4]).unwrap_or_default(),
             counterparty: r.text(5, &c[5]).unwrap_or_default(),
         })
-    })
+    }
 }
 
 fn numeric(d: Decimal) -> AnyNumeric {
@@ -127,48 +138,260 @@ fn reconcile_relations(
         );
     };
     let rules = rules::parse(rules);
-    let started = std::time::Instant::now();
-    let inv_source = inspect(invoices_rel.oid(), "invoices", &INVOICE_COLUMNS, None);
-    let tx_source = inspect(
-        transactions_rel.oid(),
-        "transactions",
-        &TRANSACTION_COLUMNS,
-        Some(&UNMATCHED),
-    );
-    let (inv_ids, invs) = invoices(&inv_source);
-    let (tx_ids, txs) = transactions(&tx_source);
-    let read = started.elapsed();
-    let matches = tenancy_matching::reconcile(&invs, &txs, &rules).unwrap_or_else(|e| {
-        // The glue has checked the amounts and the rules already.
+    let budget = usize::try_from(crate::guc::RECONCILE_MEMORY.get())
+        .unwrap_or(0)
+        .saturating_mul(1024);
+    let windows = Windows::new(rules, budget).unwrap_or_else(|e| {
         fail(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             e.to_string(),
             &tenancy_matching::rules::ranges(),
         )
     });
-    // For DBAs and the benchmark: where the time of a call goes
-    // (SET client_min_messages = debug1 shows it).
-    pgrx::debug1!(
-        "tenancy.reconcile: read {} invoices and {} transactions in {:.1} ms, matched in {:.1} ms: {} matches",
-        invs.len(),
-        txs.len(),
-        read.as_secs_f64() * 1e3,
-        (started.elapsed() - read).as_secs_f64() * 1e3,
-        matches.len()
-    );
-    // Scores are rounded to four decimals, so few distinct ones repeat over
-    // many rows: each is converted to numeric once.
-    let mut scores: HashMap<u64, AnyNumeric> = HashMap::new();
-    TableIterator::new(matches.into_iter().map(move |m| {
-        let score = scores
+    let report = Report::start(crate::context::current_tenant_id());
+    let run = Run {
+        invoices: Reader::open(source::invoices(invoices_rel.oid()), false, invoice, report),
+        payments: Reader::open(
+            source::transactions(transactions_rel.oid()),
+            false,
+            transaction,
+            report,
+        ),
+        report,
+        windows,
+        budget,
+        out: VecDeque::new(),
+        scores: HashMap::new(),
+        matching: Duration::ZERO,
+        started: Instant::now(),
+        whole_tried: false,
+        done_matching: false,
+        done: false,
+    };
+    TableIterator::new(run)
+}
+
+/// The rows of one source, read through its cursor a batch at a time.
+struct Reader<T> {
+    source: Source,
+    cursor: String,
+    rows: VecDeque<(String, T)>,
+    ended: bool,
+    read: usize,
+    /// Time spent fetching and taking rows apart.
+    time: Duration,
+    convert: fn(&Source, &Row) -> Option<T>,
+    report: Report,
+}
+
+impl<T> Reader<T> {
+    /// Reads `source` in any order, or by date when `ordered`.
+    fn open(
+        source: Source,
+        ordered: bool,
+        convert: fn(&Source, &Row) -> Option<T>,
+        report: Report,
+    ) -> Self {
+        Reader {
+            cursor: read::open(&source, ordered),
+            source,
+            rows: VecDeque::new(),
+            ended: false,
+            read: 0,
+            time: Duration::ZERO,
+            convert,
+            report,
+        }
+    }
+
+    fn next(&mut self) -> Option<(String, T)> {
+        while self.rows.is_empty() && !self.ended {
+            let started = Instant::now();
+            let (source, convert) = (&self.source, self.convert);
+            let n = read::fetch(
+                source,
+                &self.cursor,
+                BATCH,
+                |r| convert(source, r),
+                &mut self.rows,
+            );
+            self.read += n;
+            self.report.read(source.order == "issue_date", self.read);
+            pgrx::check_for_interrupts!();
+            if n < BATCH {
+                self.ended = true;
+                read::close(&self.cursor);
+            }
+            self.time += started.elapsed();
+        }
+        self.rows.pop_front()
+    }
+
+    /// The same source again from its start, by date.
+    fn reopen_ordered(&mut self) {
+        if !self.ended {
+            read::close(&self.cursor);
+        }
+        let time = self.time;
+        *self = Reader::open(self.source.clone(), true, self.convert, self.report);
+        self.time = time;
+    }
+}
+
+/// One call of `_reconcile` as it streams: its two sources, the windows,
+/// and the matches of the current window not yet returned.
+struct Run {
+    invoices: Reader<Invoice>,
+    payments: Reader<Transaction>,
+    report: Report,
+    windows: Windows<String>,
+    /// Bytes a window may hold (`tenancy.reconcile_memory`).
+    budget: usize,
+    out: VecDeque<Keyed<String>>,
+    /// Scores are rounded to four decimals, so few distinct ones repeat over
+    /// many rows: each is converted to numeric once.
+    scores: HashMap<u64, AnyNumeric>,
+    /// Time spent matching (the rest of the call is reading and writing).
+    matching: Duration,
+    started: Instant,
+    /// Whether reading everything at once, in any order, was tried.
+    whole_tried: bool,
+    /// Every window has been matched.
+    done_matching: bool,
+    done: bool,
+}
+
+type Output = (String, String, AnyNumeric, AnyNumeric, String, i64, String);
+
+impl Run {
+    /// Reads both sources in any order, as one window, if they fit the
+    /// budget: most calls, and without the cost of ordering by date. When
+    /// they do not, what was read is dropped and both are read again by
+    /// date, in windows.
+    fn whole(&mut self) -> Option<Vec<Keyed<String>>> {
+        let mut invoices = Vec::new();
+        let mut payments = Vec::new();
+        let mut bytes = 0;
+        while bytes <= self.budget {
+            let Some(row) = self.invoices.next() else {
+                break;
+            };
+            bytes += tenancy_matching::windows::invoice_bytes(&row.0, &row.1);
+            invoices.push(row);
+        }
+        while bytes <= self.budget {
+            let Some(row) = self.payments.next() else {
+                break;
+            };
+            bytes += tenancy_matching::windows::payment_bytes(&row.0, &row.1);
+            payments.push(row);
+            pgrx::check_for_interrupts!();
+        }
+        if bytes > self.budget || !self.invoices.ended || !self.payments.ended {
+            self.invoices.reopen_ordered();
+            self.payments.reopen_ordered();
+            return None;
+        }
+        let started = Instant::now();
+        let matched = self
+            .windows
+            .whole(invoices, payments, &mut watch::Backend(self.report));
+        self.matching += started.elapsed();
+        Some(matched.unwrap_or_else(|e| self.refuse(e)))
+    }
+
+    /// Reads and matches the next window; false when there is none.
+    fn next_window(&mut self) -> bool {
+        if !self.whole_tried {
+            self.whole_tried = true;
+            if let Some(matches) = self.whole() {
+                self.report.matched(matches.len(), 1);
+                self.report.phase(Phase::Returning);
+                self.out.extend(matches);
+                self.done_matching = true;
+                return true;
+            }
+        }
+        if self.done_matching {
+            return false;
+        }
+        let started = Instant::now();
+        let reading = self.invoices.time + self.payments.time;
+        let (invoices, payments) = (&mut self.invoices, &mut self.payments);
+        let window = self.windows.next(
+            &mut || invoices.next(),
+            &mut || payments.next(),
+            &mut watch::Backend(self.report),
+        );
+        let read = self.invoices.time + self.payments.time - reading;
+        self.matching += started.elapsed().saturating_sub(read);
+        let counts = self.windows.counts();
+        self.report.matched(counts.matches, counts.windows);
+        match window {
+            Ok(Some(matches)) => {
+                self.out.extend(matches);
+                self.report.phase(Phase::Returning);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => self.refuse(e),
+        }
+    }
+
+    fn refuse(&self, e: WindowError) -> ! {
+        match e {
+            WindowError::BudgetTooSmall { needed, budget, .. } => fail(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                e.to_string(),
+                &format!(
+                    "Raise tenancy.reconcile_memory (now {} MB) to at least {} MB, e.g. ALTER ROLE ... SET tenancy.reconcile_memory = '{}MB' as a superuser.",
+                    budget >> 20,
+                    needed.div_ceil(1 << 20),
+                    needed.div_ceil(1 << 20).next_power_of_two()
+                ),
+            ),
+            WindowError::Input(e) => fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                e.to_string(),
+                &tenancy_matching::rules::ranges(),
+            ),
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.report.finish();
+        let counts = self.windows.counts();
+        let total = self.started.elapsed();
+        // For DBAs and the benchmark: where the time of a call goes
+        // (SET client_min_messages = debug1 shows it).
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let read = self.invoices.time + self.payments.time;
+        pgrx::debug1!(
+            "tenancy.reconcile: read {} invoices and {} transactions in {:.1} ms, matched in {:.1} ms in {} window(s), {} matches returned in {:.1} ms ({:.1} ms in all)",
+            self.invoices.read,
+            self.payments.read,
+            ms(read),
+            ms(self.matching),
+            counts.windows,
+            counts.matches,
+            ms(total.saturating_sub(read + self.matching)),
+            ms(total)
+        );
+    }
+
+    fn output(&mut self, k: Keyed<String>) -> Output {
+        let m = k.matched;
+        let score = self
+            .scores
             .entry(m.score.to_bits())
             .or_insert_with(|| {
                 numeric(Decimal::from_str(&format!("{:.4}", m.score)).unwrap_or_default())
             })
             .clone();
         (
-            inv_ids[m.invoice].clone(),
-            tx_ids[m.transaction].clone(),
+            k.invoice,
+            k.transaction,
             numeric(m.allocated),
             score,
             match m.grade {
@@ -178,5 +401,29 @@ fn reconcile_relations(
             i64::try_from(m.group).unwrap_or(i64::MAX),
             explain::reasons_json(&m.reasons),
         )
-    }))
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.report.finish();
+    }
+}
+
+impl Iterator for Run {
+    type Item = Output;
+
+    fn next(&mut self) -> Option<Output> {
+        loop {
+            if let Some(k) = self.out.pop_front() {
+                return Some(self.output(k));
+            }
+            if self.done || !self.next_window() {
+                if !self.done {
+                    self.finish();
+                }
+                return None;
+            }
+        }
+    }
 }

@@ -1,13 +1,16 @@
 //! Reading a source's rows as the caller, with SPI: every unsafe step of
-//! reconciliation is here. Each result tuple is taken apart with one call
-//! into Postgres, and each value is read with errors naming the relation,
-//! the row and the column.
+//! reconciliation is here. A source is read through a cursor, a batch at a
+//! time, so that only one batch of Postgres tuples is held at once; each
+//! tuple is taken apart with one call into Postgres, and each value is read
+//! with errors naming the relation, the row and the column. Amounts are
+//! read from numeric's stored form (`numeric.rs`), not through text.
 
+use super::numeric;
 use super::source::{Column, Nulls, Source};
 use crate::error::raise as fail;
 use pgrx::prelude::*;
 use rust_decimal::Decimal;
-use std::str::FromStr;
+use std::ffi::{CStr, CString};
 use tenancy_matching::MAX_AMOUNT;
 
 /// One row of a source, its columns taken apart once, read with errors
@@ -19,12 +22,14 @@ pub struct Row<'a> {
     pub id: String,
 }
 
-/// The bytes of a text datum, detoasted if it is compressed or stored out
-/// of line (a long value read straight from a table).
+/// The bytes of a varlena datum (text, numeric) after its header,
+/// detoasted if it is compressed or stored out of line (a long value read
+/// straight from a table).
 ///
 /// # Safety
 ///
-/// `d` must be a non-null text datum that stays valid while the bytes are used.
+/// `d` must be a non-null varlena datum that stays valid while the bytes
+/// are used.
 #[allow(unsafe_code)]
 unsafe fn text_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
     let mut p = d.cast_mut_ptr::<pg_sys::varlena>();
@@ -86,23 +91,32 @@ impl Row<'_> {
         )
     }
 
+    /// An amount: a numeric, read exactly.
     pub fn amount(&self, i: usize, c: &Column) -> Decimal {
-        let text = self.text(i, c).unwrap_or_default();
-        // A decimal holds 28 or 29 digits; beyond that, parsing rounds. A
-        // longer text is kept only if it reads back the same: money is exact.
-        let exact = |d: &Decimal| {
-            text.bytes().filter(u8::is_ascii_digit).count() <= 28 || d.to_string() == text
+        let Some(d) = self.datum(i) else {
+            self.null(c.name)
         };
-        match Decimal::from_str(&text) {
-            Ok(d) if d.abs() < MAX_AMOUNT && exact(&d) => d,
-            _ => fail(
-                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                format!(
-                    "{}: row {} has \"{}\" = {text}, which is not an amount tenancy.reconcile handles",
-                    self.source.name, self.id, c.name
-                ),
-                "Amounts must be finite, below 10^20 in magnitude, with at most 28 significant digits.",
-            ),
+        // SAFETY: the query casts every amount to numeric, a varlena, and
+        // the tuple it comes from stays in SPI's result until it is read.
+        #[allow(unsafe_code)]
+        let bytes = unsafe { text_bytes(d) };
+        match numeric::decode(bytes) {
+            Some(value) if value.abs() < MAX_AMOUNT => value,
+            _ => {
+                // SAFETY: numeric_out of a numeric datum returns a C string.
+                #[allow(unsafe_code)]
+                let text: Option<&CStr> =
+                    unsafe { pgrx::direct_function_call(pg_sys::numeric_out, &[Some(d)]) };
+                let text = text.map(CStr::to_string_lossy).unwrap_or_default();
+                fail(
+                    PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                    format!(
+                        "{}: row {} has \"{}\" = {text}, which is not an amount tenancy.reconcile handles",
+                        self.source.name, self.id, c.name
+                    ),
+                    "Amounts must be finite, below 10^20 in magnitude, with at most 28 significant digits.",
+                )
+            }
         }
     }
 
@@ -130,57 +144,85 @@ impl Row<'_> {
     }
 }
 
-/// Reads every row of a source with `f`, as the caller. Each tuple is taken
-/// apart with one call into Postgres rather than one per column.
-pub fn read<T>(source: &Source, mut f: impl FnMut(&Row) -> Option<T>) -> (Vec<String>, Vec<T>) {
-    Spi::connect(|client| {
-        let n = client.select(source.query.as_str(), None, &[])?.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut out = Vec::with_capacity(n);
-        if n == 0 {
-            return Ok::<_, pgrx::spi::SpiError>((ids, out));
-        }
-        // SAFETY: the select just run left its n rows in SPI_tuptable, which
-        // stays until this connection ends; nothing else runs SPI meanwhile.
+/// Opens a cursor for the source's query, as the caller (so row level
+/// security applies), and returns its name. It stays open until the end of
+/// the transaction or `close`.
+pub fn open(source: &Source, ordered: bool) -> String {
+    let opened = Spi::connect(|client| {
+        let cursor = client.try_open_cursor(source.query(ordered).as_str(), &[])?;
+        Ok::<_, pgrx::spi::SpiError>(cursor.detach_into_name())
+    });
+    opened.unwrap_or_else(|e| internal(source, &e))
+}
+
+/// Closes a cursor `open` returned, if it is still open.
+pub fn close(cursor: &str) {
+    let _ = Spi::connect(|client| client.find_cursor(cursor).map(drop));
+}
+
+fn internal(source: &Source, e: &pgrx::spi::SpiError) -> ! {
+    fail(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("reading {} failed: {e}", source.name),
+        "This is a bug in pg_tenancy: please report it with the statement that hit it.",
+    )
+}
+
+/// Reads up to `n` rows from the cursor `cursor` of `source` with `f`,
+/// appending the rows `f` keeps to `out` with their ids. Returns how many
+/// rows were read: fewer than `n` at the end. The batch's tuples are freed
+/// before it returns.
+pub fn fetch<T>(
+    source: &Source,
+    cursor: &str,
+    n: usize,
+    mut f: impl FnMut(&Row) -> Option<T>,
+    out: &mut std::collections::VecDeque<(String, T)>,
+) -> usize {
+    let Ok(name) = CString::new(cursor) else {
+        internal(source, &pgrx::spi::SpiError::CursorNotFound(cursor.into()))
+    };
+    let read = Spi::connect(|_client| {
+        // SAFETY: a connected SPI session; the portal was opened by `open`
+        // in this transaction. SPI_cursor_fetch leaves its rows in
+        // SPI_tuptable, which is ours until SPI_freetuptable below; nothing
+        // else runs SPI in between (the row functions only read datums).
         #[allow(unsafe_code)]
-        let (tuples, desc) = unsafe {
-            let table = &*pg_sys::SPI_tuptable;
-            (std::slice::from_raw_parts(table.vals, n), table.tupdesc)
-        };
-        // SAFETY: the result's descriptor, valid while the tuples are.
-        #[allow(unsafe_code)]
-        let natts = usize::try_from(unsafe { (*desc).natts }).unwrap_or(0);
-        let mut values = vec![pg_sys::Datum::from(0usize); natts];
-        let mut nulls = vec![true; natts];
-        for &tuple in tuples {
-            // SAFETY: a tuple of the result with its descriptor, into arrays
-            // of the descriptor's width.
-            #[allow(unsafe_code)]
-            unsafe {
-                pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr())
-            };
-            let mut r = Row {
-                source,
-                values: &values,
-                nulls: &nulls,
-                id: String::new(),
-            };
-            r.id = match r.datum(0) {
-                Some(d) => r.string(d, "id"),
-                None => r.null("id"),
-            };
-            if let Some(v) = f(&r) {
-                ids.push(r.id);
-                out.push(v);
+        unsafe {
+            let portal = pg_sys::SPI_cursor_find(name.as_ptr());
+            if portal.is_null() {
+                return Err(pgrx::spi::SpiError::CursorNotFound(cursor.into()));
             }
+            pg_sys::SPI_cursor_fetch(portal, true, n as std::ffi::c_long);
+            let table = pg_sys::SPI_tuptable;
+            if table.is_null() {
+                return Ok(0);
+            }
+            let count = pg_sys::SPI_processed as usize;
+            let tuples = std::slice::from_raw_parts((*table).vals, count);
+            let desc = (*table).tupdesc;
+            let natts = usize::try_from((*desc).natts).unwrap_or(0);
+            let mut values = vec![pg_sys::Datum::from(0usize); natts];
+            let mut nulls = vec![true; natts];
+            for &tuple in tuples {
+                pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                let mut r = Row {
+                    source,
+                    values: &values,
+                    nulls: &nulls,
+                    id: String::new(),
+                };
+                r.id = match r.datum(0) {
+                    Some(d) => r.string(d, "id"),
+                    None => r.null("id"),
+                };
+                if let Some(v) = f(&r) {
+                    out.push_back((r.id, v));
+                }
+            }
+            pg_sys::SPI_freetuptable(table);
+            Ok(count)
         }
-        Ok((ids, out))
-    })
-    .unwrap_or_else(|e| {
-        fail(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("reading {} failed: {e}", source.name),
-            "This is a bug in pg_tenancy: please report it with the statement that hit it.",
-        )
-    })
+    });
+    read.unwrap_or_else(|e| internal(source, &e))
 }

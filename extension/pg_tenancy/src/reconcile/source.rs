@@ -68,20 +68,38 @@ const TENANT: &str = "tenant_id";
 
 /// A relation as the matcher needs it: its name for messages and the query
 /// that reads the conventional columns (plus the optional ones it has).
+#[derive(Clone)]
 pub struct Source {
     pub name: String,
+    /// The query, without an order.
     pub query: String,
+    /// The column to order by for reading in windows.
+    pub order: String,
     pub has_unmatched: bool,
     pub has_tenant: bool,
 }
 
-/// The relation's name, its kind and its columns with their type category
-/// ('N' numeric, 'D' date/time, ...).
+impl Source {
+    /// The query, in date order when `ordered`.
+    pub fn query(&self, ordered: bool) -> String {
+        if ordered {
+            format!("{} ORDER BY \"{}\"", self.query, self.order)
+        } else {
+            self.query.clone()
+        }
+    }
+}
+
+/// The relation's name, schema-qualified and quoted (so the query reads
+/// this relation whatever the search_path), its kind and its columns with
+/// their type category ('N' numeric, 'D' date/time, ...).
 fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>) {
     let read = Spi::connect(|client| {
         let rows = client.select(
-            "SELECT c.oid::regclass::text, c.relkind::text, a.attname::text, t.typcategory::text
+            "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
+                    c.relkind::text, a.attname::text, t.typcategory::text
              FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
              LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
              WHERE c.oid = $1",
@@ -110,13 +128,46 @@ fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>) {
     })
 }
 
+/// The invoices of relation `oid` that are still open (`open_amount` is
+/// distinct from 0), by issue date: settled history is never read, and a
+/// partial index on (tenant, issue date) with that predicate serves the
+/// query.
+pub fn invoices(oid: pg_sys::Oid) -> Source {
+    inspect(
+        oid,
+        "invoices",
+        &INVOICE_COLUMNS,
+        None,
+        Some("open_amount"),
+        "issue_date",
+    )
+}
+
+/// The transactions of relation `oid`, by booking date; when it has an
+/// `unmatched_amount`, only those with something left (as for invoices).
+pub fn transactions(oid: pg_sys::Oid) -> Source {
+    let unmatched = Some(UNMATCHED.name);
+    inspect(
+        oid,
+        "transactions",
+        &TRANSACTION_COLUMNS,
+        Some(&UNMATCHED),
+        unmatched,
+        "booked_on",
+    )
+}
+
 /// Checks that `oid` is a relation with `columns` of the right types and
-/// builds the query that reads them (and `optional`, when it has it).
-pub fn inspect(
+/// builds the query that reads them (and `optional`, when it has it): the
+/// rows whose `open` column, when the relation has it, is not 0, ordered
+/// by the date column `order`.
+fn inspect(
     oid: pg_sys::Oid,
     what: &str,
     columns: &[Column],
     optional: Option<&Column>,
+    open: Option<&str>,
+    order: &str,
 ) -> Source {
     let (name, relkind, types) = catalog(oid);
     if !matches!(relkind.as_str(), "r" | "v" | "m" | "p" | "f") {
@@ -155,7 +206,7 @@ pub fn inspect(
                         "Amounts must be numeric (or an integer type).",
                     );
                 }
-                format!("\"{}\"::numeric::text", c.name)
+                format!("\"{}\"::numeric", c.name)
             }
             Kind::Date => {
                 if category != "D" {
@@ -172,7 +223,7 @@ pub fn inspect(
     }
     let optional = optional.filter(|c| types.get(c.name).is_some_and(|t| t == "N"));
     if let Some(c) = optional {
-        select.push(format!("\"{}\"::numeric::text", c.name));
+        select.push(format!("\"{}\"::numeric", c.name));
     }
     let has_unmatched = optional.is_some();
     let has_tenant = types.contains_key(TENANT);
@@ -187,11 +238,17 @@ pub fn inspect(
         .map(|(i, e)| format!("{e} AS _c{i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    // Ordered by id so that the same rows always give the same matches.
-    let query = format!("SELECT {list} FROM {name} ORDER BY \"id\"");
+    let filter = match open.filter(|c| types.contains_key(*c)) {
+        // NULL is read (and refused, naming the row): only 0 is settled.
+        Some(c) => format!(" WHERE \"{c}\" IS DISTINCT FROM 0"),
+        None => String::new(),
+    };
+    // Reconciliation in windows (tenancy_matching::Windows) reads by date;
+    // within a window rows are matched in the order of their ids.
     Source {
+        query: format!("SELECT {list} FROM {name}{filter}"),
         name,
-        query,
+        order: order.to_string(),
         has_unmatched,
         has_tenant,
     }

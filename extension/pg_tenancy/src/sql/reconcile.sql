@@ -17,7 +17,9 @@ CREATE TABLE tenancy.reconcile_rules (
     min_auto_score           numeric,
     max_invoices_per_payment integer,
     allow_currency_mismatch  boolean,
-    updated_at               timestamptz NOT NULL DEFAULT now()
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.5.0, after updated_at, where the upgrade adds it.
+    suggestion_days          integer
 );
 COMMENT ON TABLE tenancy.reconcile_rules IS 'Reconciliation rules per tenant; NULL = the built-in default. Read with tenancy.effective_reconcile_rules(), set with tenancy.set_reconcile_rules().';
 SELECT pg_catalog.pg_extension_config_dump('tenancy.reconcile_rules', '');
@@ -93,6 +95,7 @@ BEGIN
         min_auto_score = EXCLUDED.min_auto_score,
         max_invoices_per_payment = EXCLUDED.max_invoices_per_payment,
         allow_currency_mismatch = EXCLUDED.allow_currency_mismatch,
+        suggestion_days = EXCLUDED.suggestion_days,
         updated_at = EXCLUDED.updated_at
     RETURNING * INTO r;
     RETURN r;
@@ -100,16 +103,34 @@ END
 $$;
 COMMENT ON FUNCTION tenancy.set_reconcile_rules(jsonb) IS 'Sets reconciliation rules of the current tenant, e.g. {"fee_ceiling": 15, "days_after": 90}; a JSON null restores a default. Needs reconciliation.manage.';
 
+-- A plain SQL function without SET clauses, so that the planner inlines it
+-- into the calling query: its rows go straight from tenancy._reconcile to
+-- the caller, instead of through a second result set of their own.
 CREATE FUNCTION tenancy.reconcile(invoices regclass, transactions regclass, rules jsonb DEFAULT '{}')
 RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
                grade text, group_id bigint, reasons jsonb)
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE
 AS $$
-    SELECT m.invoice_id, m.transaction_id, m.allocated_amount, m.score, m.grade, m.group_id, m.reasons::jsonb
+    SELECT m.invoice_id, m.transaction_id, m.allocated_amount, m.score, m.grade, m.group_id,
+           m.reasons::pg_catalog.jsonb
     FROM tenancy._reconcile(invoices, transactions, tenancy._call_rules(rules)) m
 $$;
 COMMENT ON FUNCTION tenancy.reconcile(regclass, regclass, jsonb) IS 'Candidate matches between invoices (id, amount, currency, issue_date, due_date, reference, counterparty, open_amount) and bank transactions (id, amount, currency, booked_on, description, counterparty; unmatched_amount if present) of the current tenant, read as the caller, with score, grade (auto | suggested), group and reasons. rules overrides the tenant''s rules for this call.';
+
+-- Reconciliations running now, one row per backend, as DBAs know them from
+-- Postgres' pg_stat_progress_* views: the tenant, the phase, rows read and
+-- matches made so far, and from pg_stat_activity who runs what. For
+-- monitoring roles only: it shows every tenant's running calls.
+CREATE VIEW tenancy.reconcile_progress AS
+SELECT p.pid, a.datname, a.usename, p.tenant_id, t.slug AS tenant, p.phase,
+       p.invoices_read, p.transactions_read, p.matches, p.windows,
+       p.started_at, now() - p.started_at AS running_for, a.query
+FROM tenancy._reconcile_progress() p
+LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = p.pid
+LEFT JOIN tenancy.tenants t ON t.id = p.tenant_id;
+COMMENT ON VIEW tenancy.reconcile_progress IS 'Running tenancy.reconcile calls (and what runs them, e.g. apply_reconciliation): tenant, phase, invoices and transactions read, matches and windows so far. Readable by pg_monitor.';
+GRANT SELECT ON tenancy.reconcile_progress TO pg_monitor;
+GRANT EXECUTE ON FUNCTION tenancy._reconcile_progress() TO pg_monitor;
 
 -- One plain-language sentence from a match's reasons.
 CREATE FUNCTION tenancy.explain_reasons(reasons jsonb)
@@ -141,6 +162,9 @@ AS $$
             WHEN 'counterparty' THEN format('counterparty name %s%% similar', round((r ->> 'similarity')::numeric * 100))
             WHEN 'ambiguous' THEN format('%s candidates scored about the same, so a person should decide',
                                          r ->> 'candidates')
+            WHEN 'tie' THEN format('one of %s invoices that fit this payment equally: pick one', r ->> 'candidates')
+            WHEN 'outside_window' THEN format('%s day%s outside the date window, so only a suggestion', r ->> 'days',
+                                              CASE WHEN r ->> 'days' = '1' THEN '' ELSE 's' END)
             WHEN 'currency_differs' THEN format('currencies differ (invoice %s, payment %s)',
                                                 r ->> 'invoice_currency', r ->> 'transaction_currency')
             ELSE r ->> 'kind'

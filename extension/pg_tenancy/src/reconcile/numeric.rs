@@ -1,0 +1,84 @@
+//! PostgreSQL's `numeric`, read from its stored form into an exact
+//! `Decimal` without going through text: what reading amounts costs most.
+//!
+//! The stored form (`src/backend/utils/adt/numeric.c`): a 16-bit header,
+//! short (sign, display scale and weight packed in it) or long (sign and
+//! display scale, then a 16-bit weight), followed by base-10000 digits, the
+//! first of weight `weight`. The value is the sum of digit × 10000^(weight
+//! − position), shown with `dscale` decimals.
+
+use rust_decimal::Decimal;
+
+const SIGN_MASK: u16 = 0xC000;
+const NEG: u16 = 0x4000;
+const SHORT: u16 = 0x8000;
+const SPECIAL: u16 = 0xC000;
+const SHORT_SIGN: u16 = 0x2000;
+const SHORT_DSCALE_MASK: u16 = 0x1F80;
+const SHORT_DSCALE_SHIFT: u16 = 7;
+const SHORT_WEIGHT_SIGN: u16 = 0x0040;
+const SHORT_WEIGHT_MASK: u16 = 0x003F;
+const DSCALE_MASK: u16 = 0x3FFF;
+
+/// The exact value of a stored numeric (its bytes after the varlena
+/// header), or None when it is NaN or infinite, or when a `Decimal` cannot
+/// hold it exactly (more than 28 decimals that are not zeros, or a
+/// mantissa beyond 96 bits).
+pub fn decode(bytes: &[u8]) -> Option<Decimal> {
+    let word = |k: usize| -> Option<u16> {
+        let b = bytes.get(2 * k..2 * k + 2)?;
+        Some(u16::from_ne_bytes([b[0], b[1]]))
+    };
+    let header = word(0)?;
+    let (negative, dscale, weight, first) = if header & SHORT != 0 && header & SIGN_MASK != SPECIAL
+    {
+        let weight = i32::from(header & SHORT_WEIGHT_MASK);
+        let weight = if header & SHORT_WEIGHT_SIGN != 0 {
+            weight - 64
+        } else {
+            weight
+        };
+        let dscale = u32::from((header & SHORT_DSCALE_MASK) >> SHORT_DSCALE_SHIFT);
+        (header & SHORT_SIGN != 0, dscale, weight, 1)
+    } else if header & SIGN_MASK == SPECIAL {
+        return None; // NaN, Infinity, -Infinity
+    } else {
+        let weight = i32::from(word(1)? as i16);
+        (
+            header & SIGN_MASK == NEG,
+            u32::from(header & DSCALE_MASK),
+            weight,
+            2,
+        )
+    };
+    let digits = (first..bytes.len() / 2).map(word);
+    // The value times 10^dscale, an integer: each digit weighs
+    // 10^(4 * (weight - position) + dscale).
+    let mut mantissa: i128 = 0;
+    let mut position = 0;
+    for digit in digits {
+        let digit = i128::from(digit?);
+        let exponent = 4 * (weight - position) + dscale as i32;
+        let value = if exponent >= 0 {
+            digit.checked_mul(10_i128.checked_pow(exponent as u32)?)?
+        } else {
+            let divisor = 10_i128.checked_pow(exponent.unsigned_abs())?;
+            if digit % divisor != 0 {
+                return None; // beyond the display scale: never stored
+            }
+            digit / divisor
+        };
+        mantissa = mantissa.checked_add(value)?;
+        position += 1;
+    }
+    let (mut mantissa, mut scale) = (mantissa, dscale);
+    while scale > 28 && mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    if scale > 28 || mantissa >= 1_i128 << 96 {
+        return None;
+    }
+    let d = Decimal::from_i128_with_scale(if negative { -mantissa } else { mantissa }, scale);
+    Some(d)
+}
