@@ -35,8 +35,8 @@ INSERT INTO bench_recon.truth SELECT pg_temp.uid(1, inv), pg_temp.uid(2, tx) FRO
 SELECT tenancy.enable('bench_recon.invoices');
 SELECT tenancy.enable('bench_recon.transactions');
 -- The open-item indexes of the reference ledger (sql/10_ledger.sql).
-CREATE INDEX ON bench_recon.invoices (tenant_id, issue_date) WHERE open_amount IS DISTINCT FROM 0;
-CREATE INDEX ON bench_recon.transactions (tenant_id, booked_on) WHERE unmatched_amount IS DISTINCT FROM 0;
+CREATE INDEX ON bench_recon.invoices (tenant_id, issue_date) WHERE (open_amount <> 0 OR open_amount IS NULL);
+CREATE INDEX ON bench_recon.transactions (tenant_id, booked_on) WHERE (unmatched_amount <> 0 OR unmatched_amount IS NULL);
 GRANT USAGE ON SCHEMA bench_recon TO authenticated;
 GRANT SELECT ON bench_recon.invoices, bench_recon.transactions, bench_recon.truth TO authenticated;
 VACUUM (FREEZE, ANALYZE) bench_recon.invoices;

@@ -52,13 +52,14 @@ CREATE TABLE IF NOT EXISTS ledger.bank_transactions (
 CREATE INDEX IF NOT EXISTS bank_transactions_tenant_created ON ledger.bank_transactions (tenant_id, created_at DESC, id);
 
 -- tenancy.reconcile reads only what is still open (open_amount, or
--- unmatched_amount, distinct from 0), by date when it works in windows:
--- these partial indexes serve that read, so its cost follows the open items,
--- not the years of settled history beside them.
+-- unmatched_amount, not 0; NULL is read, and refused), by date when it works
+-- in windows: these partial indexes, with the very predicate of that read,
+-- serve it, so its cost follows the open items, not the years of settled
+-- history beside them.
 CREATE INDEX IF NOT EXISTS invoices_open ON ledger.invoices (tenant_id, issue_date)
-    WHERE open_amount IS DISTINCT FROM 0;
+    WHERE (open_amount <> 0 OR open_amount IS NULL);
 CREATE INDEX IF NOT EXISTS bank_transactions_unmatched ON ledger.bank_transactions (tenant_id, booked_on)
-    WHERE unmatched_amount IS DISTINCT FROM 0;
+    WHERE (unmatched_amount <> 0 OR unmatched_amount IS NULL);
 COMMENT ON TABLE ledger.bank_transactions IS 'Bank statement lines of the tenant: positive amounts are money received.';
 
 -- Derived columns belong to the ledger, not to the client: a new invoice is

@@ -20,7 +20,7 @@ async fn load(
     let invs = sqlx::query(&format!(
         "SELECT id::text, amount, currency, issue_date - DATE '2000-01-01', due_date - DATE '2000-01-01',
                 reference, counterparty, open_amount
-         FROM {invoices} WHERE open_amount IS DISTINCT FROM 0"
+         FROM {invoices} WHERE (open_amount <> 0 OR open_amount IS NULL)"
     ))
     .fetch_all(&mut *c)
     .await?
@@ -43,7 +43,7 @@ async fn load(
     let txs = sqlx::query(&format!(
         "SELECT id::text, least(amount, unmatched_amount), currency, booked_on - DATE '2000-01-01',
                 description, counterparty
-         FROM {transactions} WHERE unmatched_amount IS DISTINCT FROM 0"
+         FROM {transactions} WHERE (unmatched_amount <> 0 OR unmatched_amount IS NULL)"
     ))
     .fetch_all(&mut *c)
     .await?

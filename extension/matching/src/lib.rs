@@ -26,7 +26,7 @@ pub use input::{Day, InputError, Invoice, Transaction, MAX_AMOUNT};
 pub use output::{Grade, Match, Reason};
 pub use rules::Rules;
 pub use watch::{Phase, Unwatched, Watch};
-pub use windows::{Counts, Keyed, WindowError, Windows};
+pub use windows::{Counts, Key as RowKey, Keyed, WindowError, Windows};
 
 use allocate::{allocate, Books, Rivals};
 use index::Prepared;

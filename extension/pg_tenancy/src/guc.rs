@@ -26,6 +26,10 @@ pub static RATE_LIMIT_REQUESTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 pub static RATE_LIMIT_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 pub static AUDIT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 365 + 2);
 pub static AUDIT_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Slots of the rate-limit table (sized at server start).
+pub static RATE_LIMIT_KEYS: GucSetting<i32> = GucSetting::<i32>::new(262_144);
+/// (tenant, user) entries each backend keeps of what pre_request looked up.
+pub static REQUEST_CACHE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// kB; 256 MB.
 pub static RECONCILE_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
@@ -121,6 +125,26 @@ pub fn init() {
         GucFlags::DISALLOW_IN_FILE,
     );
     GucRegistry::define_int_guc(
+        c"tenancy.rate_limit_keys",
+        c"How many keys (users, or tenants as a whole) the rate-limit counters hold (default 262144).",
+        c"48 bytes each, in shared memory sized at server start. When the keys near a new one all hold live windows, the window nearest its end is recycled: nobody is refused.",
+        &RATE_LIMIT_KEYS,
+        1024,
+        i32::MAX / 64,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.request_cache",
+        c"How many (tenant, user) lookups of tenancy.pre_request() each backend keeps (default 10000; 0: none).",
+        c"Dropped as soon as a change to tenants, roles, permissions, members or rate limits commits; when full, emptied.",
+        &REQUEST_CACHE,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"tenancy.reconcile_memory",
         c"Memory one tenancy.reconcile call may hold for its open items (default 256 MB).",
         c"Larger open sets are matched in windows of payment days that fit; a single day that does not fit is an error naming this setting.",
@@ -141,6 +165,16 @@ pub fn init() {
 /// `set_config(name, value, true)` does: Postgres itself refuses the
 /// superuser-only settings to a caller not running with superuser rights.
 pub fn set_local(name: &CStr, value: &str) {
+    // SAFETY: reads the current user's attribute.
+    #[allow(unsafe_code)]
+    let superuser = unsafe { pg_sys::superuser() };
+    set_local_as(name, value, superuser);
+}
+
+/// `set_local` of a superuser-only setting by the extension's own code
+/// after it has checked who may have it set (the request hook, once it has
+/// validated the token): `trusted` sets it whoever the caller is.
+pub fn set_local_as(name: &CStr, value: &str, trusted: bool) {
     let Ok(value) = CString::new(value) else {
         crate::error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -156,7 +190,7 @@ pub fn set_local(name: &CStr, value: &str) {
     // copies them; on failure it raises an ERROR (elevel ERROR), which pgrx
     // turns into a Rust panic that unwinds to the function's boundary.
     unsafe {
-        let context = if pg_sys::superuser() {
+        let context = if trusted {
             pg_sys::GucContext::PGC_SUSET
         } else {
             pg_sys::GucContext::PGC_USERSET

@@ -17,6 +17,7 @@ mod progress;
 mod rate_limit;
 mod rbac;
 mod reconcile;
+mod request;
 mod session;
 mod shmem;
 
@@ -32,7 +33,13 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/context.sql",
     name = "context",
-    requires = ["tenants", context::current_tenant_id, session::set_context]
+    requires = [
+        "tenants",
+        context::current_tenant_id,
+        session::set_context,
+        request::pre_request,
+        request::_request_changed
+    ]
 );
 extension_sql_file!("sql/enable.sql", name = "enable", requires = ["context"]);
 extension_sql_file!("sql/check.sql", name = "check", requires = ["enable"]);
@@ -69,7 +76,7 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/rate_limit.sql",
     name = "rate_limit",
-    requires = ["context", rate_limit::rate_limit_take]
+    requires = ["context", rate_limit::rate_limit_take, request::_request_changed]
 );
 extension_sql_file!(
     "sql/audit.sql",
@@ -82,11 +89,10 @@ extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
-    rate_limit::init();
     // SAFETY: a flag the postmaster sets while it loads preloaded libraries.
     #[allow(unsafe_code)]
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
-        static SEGMENTS: [&shmem::Segment; 1] = [&progress::SEGMENT];
+        static SEGMENTS: [&shmem::Segment; 2] = [&progress::SEGMENT, &rate_limit::SEGMENT];
         shmem::register(&SEGMENTS);
     }
 }

@@ -47,7 +47,7 @@ fn size() -> usize {
     slots() * std::mem::size_of::<Slot>()
 }
 
-pub static SEGMENT: Segment = Segment::new(c"pg_tenancy reconcile progress", size);
+pub static SEGMENT: Segment = Segment::new(c"pg_tenancy reconcile progress", size, None);
 
 fn all() -> &'static [Slot] {
     match SEGMENT.get() {

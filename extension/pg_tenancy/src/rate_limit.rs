@@ -1,50 +1,59 @@
 //! Per-tenant request budgets, counted in shared memory.
 //!
-//! `tenancy.pre_request()` calls `_rate_limit_take` once per HTTP request.
-//! The counters (`tenancy_ratelimit::Table`) live in one shared-memory
-//! segment behind one lightweight lock, so a request costs a hash probe, not a
-//! table write, and every backend sees the same counts: N parallel clients get
-//! exactly the budget. Counters are not transactional (a rolled-back request
-//! still counted) and start again from zero when the server restarts.
+//! `tenancy.pre_request()` counts each HTTP request here (`take`). The
+//! counters (`tenancy_ratelimit::Table`) live in one shared-memory segment of
+//! `tenancy.rate_limit_keys` slots, sized when the server starts, behind one
+//! lightweight lock: a request costs a hash probe, not a table write, and
+//! every backend sees the same counts, so N parallel clients get exactly the
+//! budget. Counters are not transactional (a rolled-back request still
+//! counted) and start again from zero when the server restarts. A full table
+//! recycles the window nearest its end: nobody is refused because others are
+//! active.
 
 use crate::guc;
+use crate::shmem::Segment;
 use pgrx::prelude::*;
-use pgrx::shmem::PGRXSharedMemory;
-use pgrx::{pg_shmem_init, PgLwLock};
-use std::sync::atomic::{AtomicBool, Ordering};
-use tenancy_ratelimit::{Decision, Key, Table};
+use tenancy_ratelimit::{Decision, Key, Slot, Table};
 
-/// Distinct (tenant, user) keys with a live window at once; 48 bytes each.
-pub const SLOTS: usize = 16_384;
+fn slots() -> usize {
+    usize::try_from(guc::RATE_LIMIT_KEYS.get()).unwrap_or(0)
+}
 
-#[derive(Clone, Copy)]
-pub struct Counters(Table<SLOTS>);
+fn size() -> usize {
+    slots() * std::mem::size_of::<Slot>()
+}
 
-// SAFETY: plain data -- no pointers, no heap -- valid in any process that
-// maps it, as shared memory must be.
-#[allow(unsafe_code)]
-unsafe impl PGRXSharedMemory for Counters {}
-
-// SAFETY: a static with a unique, NUL-terminated name, initialized once by
-// pg_shmem_init! in _PG_init while the postmaster preloads the library.
-#[allow(unsafe_code)]
-static COUNTERS: PgLwLock<Counters> = unsafe { PgLwLock::new(c"pg_tenancy rate limits") };
-
-/// Set in the postmaster when the segment was requested; forked backends
-/// inherit it. Without shared_preload_libraries there are no counters.
-static READY: AtomicBool = AtomicBool::new(false);
-
-// pg_shmem_init! tests the features of other PostgreSQL versions and uses
-// unsafe hooks: both are pgrx's, not ours.
-#[allow(unexpected_cfgs, unsafe_code)]
-pub fn init() {
-    // SAFETY: a flag the postmaster sets while it loads preloaded libraries;
-    // read in _PG_init, by the process that set it.
-    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
-    if preloading {
-        pg_shmem_init!(COUNTERS = Counters(Table::new()));
-        READY.store(true, Ordering::Relaxed);
+fn empty(base: *mut u8, len: usize) {
+    let slots = base.cast::<Slot>();
+    for k in 0..len / std::mem::size_of::<Slot>() {
+        // SAFETY: the segment holds that many slots, suitably aligned (shared
+        // memory is aligned to a cache line); called once, at server start.
+        #[allow(unsafe_code)]
+        unsafe {
+            slots.add(k).write(Slot::EMPTY)
+        };
     }
+}
+
+pub static SEGMENT: Segment = Segment::new(c"pg_tenancy rate limits", size, Some(empty));
+
+/// Runs `f` on the table, under its lock (exclusive: a hit writes); None
+/// without shared memory (the library was not preloaded).
+fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> Option<R> {
+    let (base, len, lock) = SEGMENT.get()?;
+    let mode = pg_sys::LWLockMode::LW_EXCLUSIVE;
+    // SAFETY: the segment's slots, for the life of the server, behind its
+    // lock; nothing in `f` can raise an error (it is plain computation), so
+    // the lock is always released here (and an ERROR would release it too).
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        pg_sys::LWLockAcquire(lock, mode);
+        let slots = std::slice::from_raw_parts_mut(base.cast::<Slot>(), len / std::mem::size_of::<Slot>());
+        let result = f(&mut Table::new(slots));
+        pg_sys::LWLockRelease(lock);
+        result
+    };
+    Some(result)
 }
 
 fn key_part(id: Option<pgrx::Uuid>) -> u128 {
@@ -61,12 +70,54 @@ fn positive(value: Option<i32>, default: i32) -> u32 {
     u32::try_from(value.unwrap_or(default)).unwrap_or(1).max(1)
 }
 
+/// One request counted: the budget, and what the table decided.
+pub struct Taken {
+    pub budget: u32,
+    /// The window's length in seconds.
+    pub window: u32,
+    pub decision: Decision,
+}
+
+/// Counts one request of `user` in `tenant` (None: the tenant as a whole)
+/// against `requests` per `window_seconds` (None: the settings
+/// tenancy.rate_limit_requests / tenancy.rate_limit_window). None when
+/// counting is off (tenancy.rate_limit). Without shared memory, an error
+/// naming the fix.
+pub fn take(
+    tenant: pgrx::Uuid,
+    user: Option<pgrx::Uuid>,
+    requests: Option<i32>,
+    window_seconds: Option<i32>,
+) -> Option<Taken> {
+    if !guc::RATE_LIMIT.get() {
+        return None;
+    }
+    let budget = positive(requests, guc::RATE_LIMIT_REQUESTS.get());
+    let window = positive(window_seconds, guc::RATE_LIMIT_WINDOW.get());
+    let key = Key {
+        tenant: key_part(Some(tenant)),
+        user: key_part(user),
+    };
+    let decision = with_table(|t| t.hit(key, unix_now(), budget, window)).unwrap_or_else(|| {
+        crate::error::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "rate limits need pg_tenancy in shared_preload_libraries",
+            "Add pg_tenancy to shared_preload_libraries (see sql/postgresql.conf) and restart, or turn the limits off with tenancy.rate_limit = off.",
+        )
+    });
+    Some(Taken {
+        budget,
+        window,
+        decision,
+    })
+}
+
 /// Counts one request of `user` in `tenant` (NULL user: the tenant as a
-/// whole) against `requests` per `window_seconds` (NULL: the settings
-/// tenancy.rate_limit_requests / tenancy.rate_limit_window). One row:
-/// allowed, the budget, what remains and when the window resets (seconds);
-/// when limited, reset_seconds is the Retry-After. With tenancy.rate_limit
-/// off: allowed and NULLs. When every slot is taken: not allowed and NULLs.
+/// whole) against `requests` per `window_seconds` (NULL: the settings). One
+/// row: allowed, the budget, what remains and when the window resets
+/// (seconds); when limited, reset_seconds is the Retry-After. With
+/// tenancy.rate_limit off: allowed and NULLs. For DBAs and tests; requests
+/// are counted by tenancy.pre_request().
 #[pg_extern(volatile, parallel_unsafe, name = "_rate_limit_take")]
 pub fn rate_limit_take(
     tenant: pgrx::Uuid,
@@ -82,42 +133,34 @@ pub fn rate_limit_take(
         name!(reset_seconds, Option<i32>),
     ),
 > {
-    if !guc::RATE_LIMIT.get() {
-        return TableIterator::once((true, None, None, None));
-    }
-    if !READY.load(Ordering::Relaxed) {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "rate limits need pg_tenancy in shared_preload_libraries",
-            "Add pg_tenancy to shared_preload_libraries (see sql/postgresql.conf) and restart, or turn the limits off with tenancy.rate_limit = off.",
-        );
-    }
-    let budget = positive(requests, guc::RATE_LIMIT_REQUESTS.get());
-    let window = positive(window_seconds, guc::RATE_LIMIT_WINDOW.get());
-    let key = Key {
-        tenant: key_part(Some(tenant)),
-        user: key_part(user),
-    };
-    let decision = COUNTERS.exclusive().0.hit(key, unix_now(), budget, window);
     let int = |v: u32| Some(i32::try_from(v).unwrap_or(i32::MAX));
-    let limit = int(budget);
-    TableIterator::once(match decision {
-        Decision::Allowed {
-            remaining,
-            reset_in,
-        } => (true, limit, int(remaining), int(reset_in)),
-        Decision::Limited { retry_after } => (false, limit, Some(0), int(retry_after)),
-        Decision::Full => (false, None, None, None),
+    TableIterator::once(match take(tenant, user, requests, window_seconds) {
+        None => (true, None, None, None),
+        Some(Taken {
+            budget,
+            decision:
+                Decision::Allowed {
+                    remaining,
+                    reset_in,
+                },
+            ..
+        }) => (true, int(budget), int(remaining), int(reset_in)),
+        Some(Taken {
+            budget,
+            decision: Decision::Limited { retry_after },
+            ..
+        }) => (false, int(budget), Some(0), int(retry_after)),
     })
 }
 
-/// Keys with a live window now (monitoring: compare with the capacity).
+/// Keys with a live window now, and how many the table holds
+/// (tenancy.rate_limit_keys): for monitoring.
 #[pg_extern(volatile, parallel_unsafe)]
 fn rate_limit_stats() -> TableIterator<'static, (name!(live_keys, i64), name!(capacity, i64))> {
-    let live = if READY.load(Ordering::Relaxed) {
-        COUNTERS.share().0.live(unix_now()) as i64
-    } else {
-        0
-    };
-    TableIterator::once((live, SLOTS as i64))
+    let live = with_table(|t| t.live(unix_now())).unwrap_or(0);
+    let capacity = SEGMENT.get().map_or(0, |(_, len, _)| len / std::mem::size_of::<Slot>());
+    TableIterator::once((
+        i64::try_from(live).unwrap_or(i64::MAX),
+        i64::try_from(capacity).unwrap_or(i64::MAX),
+    ))
 }

@@ -1,23 +1,27 @@
-//! Fixed-window request counters in a fixed-size table.
+//! Fixed-window request counters in a table of slots the caller provides.
 //!
-//! The table is plain data (no pointers, no heap), so the extension can place
-//! it in PostgreSQL shared memory and guard it with one lightweight lock: every
-//! backend sees the same counters, and a request never writes a table row.
+//! The slots are plain data (no pointers, no heap), so the extension can
+//! place them in PostgreSQL shared memory,
+//! as many as a setting asks for, and guard them with one lightweight lock:
+//! every backend sees the same counters, and a request never writes a row.
 //!
 //! A key is (tenant, user); user 0 stands for "the whole tenant". A key's
 //! window starts with its first request and lasts `window` seconds; within
 //! it, the first `budget` requests are allowed and the rest are limited until
-//! the window ends. Slots are found by linear probing from the key's hash.
-//! Expired slots met on the way are deleted with a backward shift, so probe
-//! chains stay short and the table never needs a sweep. When every slot holds
-//! a live window the table is full and says so: the caller decides (the
-//! extension refuses the request rather than let it through uncounted).
+//! the window ends. Slots are found by linear probing from the key's hash,
+//! at most `REACH` slots from it. Expired slots met on the way are deleted
+//! with a backward shift, so probe chains stay short and the table never
+//! needs a sweep. A table never refuses a key: when the `REACH` slots from
+//! its home all hold live windows (the table is full, or nearly), the window
+//! among them nearest its end is recycled for the new key. That key's count
+//! then starts again early: it may get up to one extra budget in its window,
+//! and nobody is turned away because others are active.
 
 #[cfg(test)]
 mod tests;
 
 /// Who is counted: a tenant and a user of it (0 = the tenant as a whole).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub tenant: u128,
     pub user: u128,
@@ -30,12 +34,15 @@ pub enum Decision {
     Allowed { remaining: u32, reset_in: u32 },
     /// Over budget; the window ends (and requests fit again) in `retry_after` s.
     Limited { retry_after: u32 },
-    /// Every slot holds a live window: this key cannot be counted.
-    Full,
 }
 
+/// How many slots from its home a key may be found in.
+pub const REACH: usize = 128;
+
+/// One key's window, or `EMPTY`. Plain data.
 #[derive(Clone, Copy, Debug)]
-struct Slot {
+#[repr(C)]
+pub struct Slot {
     key: Key,
     /// Unix time (s) at which the window ends.
     reset_at: i64,
@@ -43,23 +50,19 @@ struct Slot {
     used: bool,
 }
 
-const EMPTY: Slot = Slot {
-    key: Key { tenant: 0, user: 0 },
-    reset_at: 0,
-    count: 0,
-    used: false,
-};
-
-/// `N` slots; each distinct key with a live window takes one.
-#[derive(Clone, Copy, Debug)]
-pub struct Table<const N: usize> {
-    slots: [Slot; N],
+impl Slot {
+    pub const EMPTY: Slot = Slot {
+        key: Key { tenant: 0, user: 0 },
+        reset_at: 0,
+        count: 0,
+        used: false,
+    };
 }
 
-impl<const N: usize> Default for Table<N> {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The counters, over slots that hold them between calls (each distinct
+/// key with a live window takes one).
+pub struct Table<'a> {
+    slots: &'a mut [Slot],
 }
 
 fn home(key: Key, n: usize) -> usize {
@@ -78,9 +81,11 @@ fn secs_until(at: i64, now: i64) -> u32 {
     (at - now).clamp(1, i64::from(u32::MAX)) as u32
 }
 
-impl<const N: usize> Table<N> {
-    pub const fn new() -> Self {
-        Table { slots: [EMPTY; N] }
+impl<'a> Table<'a> {
+    /// The table held in `slots` (at least one).
+    pub fn new(slots: &'a mut [Slot]) -> Self {
+        assert!(!slots.is_empty(), "a table needs a slot");
+        Table { slots }
     }
 
     /// Counts one request of `key` at unix time `now` (seconds) against
@@ -88,9 +93,7 @@ impl<const N: usize> Table<N> {
     pub fn hit(&mut self, key: Key, now: i64, budget: u32, window: u32) -> Decision {
         let budget = budget.max(1);
         let window = i64::from(window.max(1));
-        let Some(i) = self.find_or_free(key, now) else {
-            return Decision::Full;
-        };
+        let i = self.find_or_free(key, now);
         let slot = &mut self.slots[i];
         if !slot.used || slot.key != key || slot.reset_at <= now {
             *slot = Slot {
@@ -114,43 +117,49 @@ impl<const N: usize> Table<N> {
         }
     }
 
-    /// The slot holding `key`, or a free one for it; None when full. Deletes
-    /// the expired slots it meets.
-    fn find_or_free(&mut self, key: Key, now: i64) -> Option<usize> {
-        let mut i = home(key, N);
-        let mut seen = 0;
-        while seen < N {
-            let slot = self.slots[i];
-            if !slot.used || slot.key == key {
-                return Some(i);
+    /// The slot holding `key`, or a free one for it, or the one of a live
+    /// window nearest its end among the `REACH` from the key's home (which
+    /// the caller recycles). Deletes the expired slots it meets.
+    fn find_or_free(&mut self, key: Key, now: i64) -> usize {
+        let n = self.slots.len();
+        'probe: loop {
+            let mut i = home(key, n);
+            let mut ending = i;
+            for _ in 0..REACH.min(n) {
+                let slot = self.slots[i];
+                if !slot.used || slot.key == key {
+                    return i;
+                }
+                if slot.reset_at <= now {
+                    // Another key's window is over: delete it and probe again
+                    // from the home slot, since deleting shifts later entries
+                    // (perhaps wrapped around to before this one) back.
+                    self.delete(i);
+                    continue 'probe;
+                }
+                let e = self.slots[ending];
+                if (slot.reset_at, slot.key) < (e.reset_at, e.key) {
+                    ending = i;
+                }
+                i = (i + 1) % n;
             }
-            if slot.reset_at <= now {
-                // Another key's window is over: delete it and probe again
-                // from the home slot, since deleting shifts later entries
-                // (perhaps wrapped around to before this one) back.
-                self.delete(i);
-                i = home(key, N);
-                seen = 0;
-                continue;
-            }
-            i = (i + 1) % N;
-            seen += 1;
+            return ending;
         }
-        None
     }
 
     /// Backward-shift deletion: empties slot `i` and moves later entries of
     /// the same cluster back so that every entry stays reachable from its home.
     fn delete(&mut self, mut i: usize) {
+        let n = self.slots.len();
         let mut j = i;
         loop {
-            self.slots[i] = EMPTY;
+            self.slots[i] = Slot::EMPTY;
             loop {
-                j = (j + 1) % N;
+                j = (j + 1) % n;
                 if !self.slots[j].used {
                     return;
                 }
-                let h = home(self.slots[j].key, N);
+                let h = home(self.slots[j].key, n);
                 // The entry at j may fill the hole at i unless its home lies
                 // cyclically in (i, j].
                 let stays = if i <= j {

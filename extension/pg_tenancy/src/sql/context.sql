@@ -61,80 +61,37 @@ END
 $$;
 COMMENT ON FUNCTION tenancy.set_tenant(text) IS 'Sets the tenant (slug or id) for the current transaction only; returns its id.';
 
--- PostgREST's db-pre-request: validates the verified JWT claims and sets the
--- tenant and user for this request's transaction. PostgREST has already
--- checked the signature and exp; this checks what only the database knows.
+-- PostgREST's db-pre-request: validates the verified JWT claims, sets the
+-- tenant and user for this request's transaction and counts the request
+-- against the tenant's rate limit, all in tenancy._pre_request()
+-- (src/request.rs). PostgREST has already checked the signature and exp;
+-- this checks what only the database knows. A refusal is raised here, with
+-- the error catalog's code and HTTP status.
 CREATE FUNCTION tenancy.pre_request()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    raw text := current_setting('request.jwt.claims', true);
-    claims jsonb;
-    uuid_re constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
-    tenant_claim text;
-    sub_claim text;
-    t tenancy.tenants;
-    budget integer;
-    window_seconds integer;
-    per_user boolean;
+    refusal text := tenancy._pre_request();
+    r jsonb;
 BEGIN
-    IF raw IS NULL OR raw = '' THEN
-        RETURN;  -- no token: anonymous, no context (tenant-scoped tables stay closed)
+    IF refusal IS NOT NULL THEN
+        r := refusal::jsonb;
+        PERFORM tenancy.raise_error(r ->> 'code', r ->> 'message', r ->> 'hint', NULL, r -> 'headers');
     END IF;
-    claims := raw::jsonb;
-    IF claims - 'role' = '{}'::jsonb THEN
-        RETURN;  -- anonymous request: PostgREST passes only the anon role
-    END IF;
-
-    IF claims->'type' IS NULL OR claims->>'type' IS DISTINCT FROM 'access' THEN
-        PERFORM tenancy.raise_error('TOKEN_TYPE_INVALID', 'the token is not an access token',
-            'Send an access token (claim "type": "access"), not a refresh or other token.');
-    END IF;
-    IF jsonb_typeof(claims->'tenant_id') IS DISTINCT FROM 'string' THEN
-        PERFORM tenancy.raise_error('TENANT_CLAIM_INVALID', 'the token has no tenant_id claim',
-            'The token must carry the tenant''s id as a string claim "tenant_id".');
-    END IF;
-    tenant_claim := claims->>'tenant_id';
-    IF tenant_claim !~ uuid_re THEN
-        PERFORM tenancy.raise_error('TENANT_CLAIM_INVALID', 'the token''s tenant_id claim is not a uuid');
-    END IF;
-    IF jsonb_typeof(claims->'sub') IS DISTINCT FROM 'string' OR claims->>'sub' !~ uuid_re THEN
-        PERFORM tenancy.raise_error('SUBJECT_CLAIM_INVALID', 'the token''s sub claim is missing or not a uuid');
-    END IF;
-    sub_claim := claims->>'sub';
-
-    -- Fast path, one statement: active tenant, user holds a role, context set,
-    -- and the user's grants handed over so RBAC checks need no other query.
-    -- (Should the context be set for a row that then fails a condition, the
-    -- slow path below raises, and the transaction takes it back.)
-    SELECT x.id, rl.requests, rl.window_seconds, rl.per_user INTO t.id, budget, window_seconds, per_user
-    FROM tenancy.tenants x
-         LEFT JOIN tenancy.rate_limits rl ON rl.tenant_id = x.id,
-         LATERAL (SELECT coalesce(array_agg(rp.resource || '.' || rp.action), '{}') AS grants
-                  FROM tenancy.user_roles ur
-                  JOIN tenancy.role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role = ur.role
-                  WHERE ur.tenant_id = x.id AND ur.user_id = sub_claim::uuid) g,
-         LATERAL tenancy._set_context(x.id, sub_claim::uuid, g.grants) c
-    WHERE x.id = tenant_claim::uuid AND x.status = 'active'
-      AND EXISTS (SELECT 1 FROM tenancy.user_roles ur WHERE ur.tenant_id = x.id AND ur.user_id = sub_claim::uuid);
-    IF t.id IS NOT NULL THEN
-        -- Counted only for members of an active tenant: 429 with Retry-After
-        -- over budget, X-RateLimit-* headers within it.
-        PERFORM tenancy._rate_limit(t.id, sub_claim::uuid, budget, window_seconds, per_user);
-        RETURN;
-    END IF;
-
-    -- Slow path: say what is wrong.
-    SELECT * INTO t FROM tenancy.tenants x WHERE x.id = tenant_claim::uuid;
-    IF t.id IS NULL THEN
-        PERFORM tenancy.raise_error('TENANT_NOT_FOUND', 'the token''s tenant does not exist');
-    END IF;
-    IF t.status <> 'active' THEN
-        PERFORM tenancy.raise_error('TENANT_SUSPENDED', 'the token''s tenant is suspended');
-    END IF;
-    PERFORM tenancy.raise_error('NOT_A_MEMBER', 'the token''s user has no role in this tenant');
 END
 $$;
 COMMENT ON FUNCTION tenancy.pre_request() IS 'PostgREST db-pre-request: validates request.jwt.claims (type, tenant_id, sub, tenant status, membership), sets the tenant and user for this request only, and counts the request against the tenant''s rate limit (429 over budget).';
+
+-- What tenancy._pre_request() keeps per backend is dropped in every backend
+-- as soon as a change to these tables commits (the trigger queues a relcache
+-- invalidation of the table, which Postgres delivers with the commit).
+CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.tenants
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();
+CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.roles
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();
+CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.role_permissions
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();
+CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.user_roles
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();

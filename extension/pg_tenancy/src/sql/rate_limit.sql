@@ -1,7 +1,7 @@
--- Per-tenant request budgets (issue #7). The counting is in Rust, in shared
--- memory (src/rate_limit.rs); this file holds the per-tenant settings and
--- what tenancy.pre_request() does with a decision: response headers within
--- budget, HTTP 429 with Retry-After over it.
+-- Per-tenant request budgets. The counting is in Rust, in shared memory
+-- (src/rate_limit.rs), done by tenancy.pre_request() (src/request.rs):
+-- response headers within budget, HTTP 429 with Retry-After over it. This
+-- file holds the per-tenant settings.
 
 CREATE TABLE tenancy.rate_limits (
     tenant_id      uuid    PRIMARY KEY REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
@@ -43,37 +43,28 @@ END
 $$;
 COMMENT ON FUNCTION tenancy.set_rate_limit(text, integer, interval, boolean) IS 'Sets a tenant''s request budget (requests per window_length, per user or for the whole tenant); NULL requests goes back to the default. Takes effect on the next request; a running window keeps its end.';
 
--- Called by pre_request once the tenant and user are known.
-CREATE FUNCTION tenancy._rate_limit(tenant uuid, sub uuid, requests integer, window_seconds integer, per_user boolean)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+-- What tenancy._pre_request() (src/request.rs) looks up for a request of
+-- user `sub` in tenant `tenant`, when its per-backend cache does not have it:
+-- no row if there is no such tenant.
+CREATE FUNCTION tenancy._request_facts(tenant uuid, sub uuid)
+RETURNS TABLE (active boolean, member boolean, grants text[], requests integer, window_seconds integer,
+               per_user boolean)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    d record;
-BEGIN
-    SELECT * INTO d FROM tenancy._rate_limit_take(tenant, CASE WHEN coalesce(per_user, true) THEN sub END,
-                                                  requests, window_seconds);
-    IF d.allowed THEN
-        IF d.rate_limit IS NOT NULL THEN
-            PERFORM set_config('response.headers', format(
-                '[{"X-RateLimit-Limit": "%s"}, {"X-RateLimit-Remaining": "%s"}, {"X-RateLimit-Reset": "%s"}]',
-                d.rate_limit, d.remaining, d.reset_seconds), true);
-        END IF;
-        RETURN;
-    END IF;
-    IF d.rate_limit IS NULL THEN
-        RAISE WARNING 'pg_tenancy: the rate-limit table is full (see tenancy.rate_limit_stats())';
-        PERFORM tenancy.raise_error('RATE_LIMIT_UNAVAILABLE',
-            'too many distinct users are being counted right now to count this request',
-            'Retry shortly; an operator can check tenancy.rate_limit_stats().',
-            NULL, jsonb_build_object('Retry-After', '60'));
-    END IF;
-    PERFORM tenancy.raise_error('RATE_LIMITED',
-        format('rate limit exceeded: %s requests per %s seconds; retry in %s seconds',
-               d.rate_limit, coalesce(window_seconds, current_setting('tenancy.rate_limit_window')::int), d.reset_seconds),
-        'Wait for the Retry-After seconds, or ask the operator for a larger budget.',
-        NULL, jsonb_build_object('Retry-After', d.reset_seconds::text, 'X-RateLimit-Limit', d.rate_limit::text,
-                                 'X-RateLimit-Remaining', '0', 'X-RateLimit-Reset', d.reset_seconds::text));
-END
+    SELECT t.status = 'active',
+           EXISTS (SELECT 1 FROM tenancy.user_roles ur WHERE ur.tenant_id = t.id AND ur.user_id = sub),
+           coalesce((SELECT array_agg(rp.resource || '.' || rp.action)
+                     FROM tenancy.user_roles ur
+                     JOIN tenancy.role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role = ur.role
+                     WHERE ur.tenant_id = t.id AND ur.user_id = sub), '{}'),
+           rl.requests, rl.window_seconds, rl.per_user
+    FROM tenancy.tenants t
+    LEFT JOIN tenancy.rate_limits rl ON rl.tenant_id = t.id
+    WHERE t.id = tenant
 $$;
+
+-- The budgets are read by tenancy._pre_request(): a change drops what
+-- backends keep of them (see context.sql).
+CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.rate_limits
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();

@@ -1,0 +1,270 @@
+//! The work of `tenancy.pre_request()`, PostgREST's hook, on every HTTP
+//! request: validate the verified JWT claims, check that the tenant is
+//! active and the user a member, set the tenant and user for the request's
+//! transaction, hand the user's grants to RBAC, and count the request
+//! against its rate limit.
+//!
+//! What it looks up (tenant status, membership, grants, the tenant's
+//! budget) is kept per backend, per (tenant, user), and dropped the moment
+//! a change to those tables commits anywhere: each of them has a statement
+//! trigger that queues a relcache invalidation for it (`_request_changed`),
+//! which Postgres delivers to every backend at the start of its next
+//! transaction, where `dropped` empties the cache. So a request that starts
+//! after a revocation, a removal or a suspension commits never sees the old
+//! answer, on any connection of the pool.
+//!
+//! The hook never raises an error itself: it returns the refusal (as JSON),
+//! and `tenancy.pre_request()` raises it with the error catalog's code and
+//! HTTP status (custom SQLSTATEs are raised from SQL).
+
+use crate::{guc, rate_limit, rbac};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::rc::Rc;
+use tenancy_ratelimit::Decision;
+
+/// What a request of one user of one tenant needs to know.
+struct Facts {
+    /// None: no such tenant.
+    tenant: Option<Tenant>,
+}
+
+struct Tenant {
+    active: bool,
+    member: bool,
+    grants: Vec<String>,
+    requests: Option<i32>,
+    window_seconds: Option<i32>,
+    per_user: bool,
+}
+
+thread_local! {
+    static CACHE: RefCell<HashMap<(pgrx::Uuid, pgrx::Uuid), Rc<Facts>>> = RefCell::new(HashMap::new());
+    /// Set by the invalidation callback: empty the cache before its next use.
+    static STALE: Cell<bool> = const { Cell::new(false) };
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by Postgres for every relcache invalidation this backend
+/// accepts. Any of them may be one of the tables the cache reads (their
+/// triggers send one for each change): the cache is dropped. Invalidations
+/// of other relations are rare outside DDL.
+#[allow(unsafe_code)]
+#[pg_guard]
+unsafe extern "C-unwind" fn dropped(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    STALE.set(true);
+}
+
+fn watch() {
+    if !WATCHING.replace(true) {
+        // SAFETY: registers a plain function once per backend.
+        #[allow(unsafe_code)]
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(dropped), pg_sys::Datum::from(0));
+        }
+    }
+}
+
+/// Queues a relcache invalidation of the table the trigger fired on, sent
+/// to every backend when the transaction commits (and to this one at its
+/// next command): the caches of `pre_request` are dropped then.
+#[pg_trigger]
+fn _request_changed<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    let relid = trigger.relation()?.oid();
+    // SAFETY: queues an invalidation message for an existing relation.
+    #[allow(unsafe_code)]
+    unsafe {
+        pg_sys::CacheInvalidateRelcacheByRelid(relid);
+    }
+    Ok(None)
+}
+
+fn lookup(tenant: pgrx::Uuid, user: pgrx::Uuid) -> Rc<Facts> {
+    watch();
+    if STALE.replace(false) {
+        CACHE.with(|c| c.borrow_mut().clear());
+    }
+    if let Some(f) = CACHE.with(|c| c.borrow().get(&(tenant, user)).cloned()) {
+        return f;
+    }
+    let facts = Rc::new(read(tenant, user));
+    let limit = usize::try_from(guc::REQUEST_CACHE.get()).unwrap_or(0);
+    if limit > 0 && !STALE.get() {
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= limit {
+                c.clear();
+            }
+            c.insert((tenant, user), facts.clone());
+        });
+    }
+    facts
+}
+
+fn read(tenant: pgrx::Uuid, user: pgrx::Uuid) -> Facts {
+    let args = [DatumWithOid::from(tenant), DatumWithOid::from(user)];
+    let read = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT active, member, grants, requests, window_seconds, per_user
+             FROM tenancy._request_facts($1, $2)",
+            Some(1),
+            &args,
+        )?;
+        let mut found = None;
+        for row in rows {
+            found = Some(Tenant {
+                active: row.get(1)?.unwrap_or(false),
+                member: row.get(2)?.unwrap_or(false),
+                grants: row
+                    .get::<Vec<Option<String>>>(3)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                requests: row.get(4)?,
+                window_seconds: row.get(5)?,
+                per_user: row.get(6)?.unwrap_or(true),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(Facts { tenant: found })
+    });
+    read.unwrap_or_else(|e| {
+        crate::error::raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("reading the tenant of a request failed: {e}"),
+            "This is a bug in pg_tenancy: please report it with the statement that hit it.",
+        )
+    })
+}
+
+/// A refusal, as `tenancy.pre_request()` raises it.
+fn refuse(code: &str, message: &str, hint: Option<&str>, headers: &[(&str, String)]) -> Option<String> {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    Some(
+        serde_json::json!({"code": code, "message": message, "hint": hint, "headers": headers})
+            .to_string(),
+    )
+}
+
+/// A uuid written as `pre_request` always required: 8-4-4-4-12 hex digits.
+fn uuid_claim(v: Option<&serde_json::Value>) -> Option<pgrx::Uuid> {
+    let s = v?.as_str()?;
+    let b = s.as_bytes();
+    let shaped = b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if !shaped {
+        return None;
+    }
+    let id = uuid::Uuid::parse_str(s).ok()?;
+    Some(pgrx::Uuid::from_bytes(*id.as_bytes()))
+}
+
+/// The request hook's work (see the module). NULL: go ahead; otherwise the
+/// refusal as JSON (code, message, hint, headers) for `pre_request` to raise.
+#[pg_extern(volatile, parallel_unsafe, name = "_pre_request")]
+fn pre_request() -> Option<String> {
+    // Take in what other backends committed since this transaction began
+    // (nearly free when nothing did), so that a change that commits before
+    // this statement is seen even if the transaction started earlier.
+    // SAFETY: a plain call, allowed at any point of a transaction.
+    #[allow(unsafe_code)]
+    unsafe {
+        pg_sys::AcceptInvalidationMessages();
+    }
+    // SAFETY: reads a setting by name; the string is Postgres' own, copied
+    // before anything else runs.
+    #[allow(unsafe_code)]
+    let raw = unsafe {
+        let p = pg_sys::GetConfigOption(c"request.jwt.claims".as_ptr(), true, false);
+        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+    };
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return None; // no token: anonymous, no context (tenant-scoped tables stay closed)
+    };
+    let Ok(serde_json::Value::Object(claims)) = serde_json::from_str::<serde_json::Value>(&raw) else {
+        return refuse("TENANT_CLAIM_INVALID", "the token's claims are not a JSON object", None, &[]);
+    };
+    if claims.keys().all(|k| k == "role") {
+        return None; // anonymous request: PostgREST passes only the anon role
+    }
+    if claims.get("type").and_then(|t| t.as_str()) != Some("access") {
+        return refuse(
+            "TOKEN_TYPE_INVALID",
+            "the token is not an access token",
+            Some("Send an access token (claim \"type\": \"access\"), not a refresh or other token."),
+            &[],
+        );
+    }
+    if !claims.get("tenant_id").is_some_and(|t| t.is_string()) {
+        return refuse(
+            "TENANT_CLAIM_INVALID",
+            "the token has no tenant_id claim",
+            Some("The token must carry the tenant's id as a string claim \"tenant_id\"."),
+            &[],
+        );
+    }
+    let Some(tenant) = uuid_claim(claims.get("tenant_id")) else {
+        return refuse("TENANT_CLAIM_INVALID", "the token's tenant_id claim is not a uuid", None, &[]);
+    };
+    let Some(user) = uuid_claim(claims.get("sub")) else {
+        return refuse("SUBJECT_CLAIM_INVALID", "the token's sub claim is missing or not a uuid", None, &[]);
+    };
+    let facts = lookup(tenant, user);
+    let t = match &facts.tenant {
+        None => return refuse("TENANT_NOT_FOUND", "the token's tenant does not exist", None, &[]),
+        Some(t) if !t.active => {
+            return refuse("TENANT_SUSPENDED", "the token's tenant is suspended", None, &[])
+        }
+        Some(t) if !t.member => {
+            return refuse("NOT_A_MEMBER", "the token's user has no role in this tenant", None, &[])
+        }
+        Some(t) => t,
+    };
+    guc::set_local_as(guc::TENANT_ID, &tenant.to_string(), true);
+    guc::set_local_as(guc::USER_ID, &user.to_string(), true);
+    rbac::remember_grants(tenant, user, t.grants.iter().cloned());
+    // Counted only for members of an active tenant: 429 with Retry-After
+    // over budget, X-RateLimit-* headers within it.
+    let counted = t.per_user.then_some(user);
+    match rate_limit::take(tenant, counted, t.requests, t.window_seconds) {
+        None => None,
+        Some(taken) => match taken.decision {
+            Decision::Allowed {
+                remaining,
+                reset_in,
+            } => {
+                let headers = format!(
+                    r#"[{{"X-RateLimit-Limit": "{}"}}, {{"X-RateLimit-Remaining": "{remaining}"}}, {{"X-RateLimit-Reset": "{reset_in}"}}]"#,
+                    taken.budget
+                );
+                guc::set_local_as(c"response.headers", &headers, false);
+                None
+            }
+            Decision::Limited { retry_after } => refuse(
+                "RATE_LIMITED",
+                &format!(
+                    "rate limit exceeded: {} requests per {} seconds; retry in {retry_after} seconds",
+                    taken.budget, taken.window
+                ),
+                Some("Wait for the Retry-After seconds, or ask the operator for a larger budget."),
+                &[
+                    ("Retry-After", retry_after.to_string()),
+                    ("X-RateLimit-Limit", taken.budget.to_string()),
+                    ("X-RateLimit-Remaining", "0".into()),
+                    ("X-RateLimit-Reset", retry_after.to_string()),
+                ],
+            ),
+        },
+    }
+}
