@@ -113,6 +113,10 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'pg_tenancy'"]
+        // A small rate-limit table, so that a test can fill it.
+        vec![
+            "shared_preload_libraries = 'pg_tenancy'",
+            "tenancy.rate_limit_keys = 1024",
+        ]
     }
 }

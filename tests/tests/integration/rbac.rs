@@ -682,3 +682,94 @@ async fn require_permission_raises_42501_in_sql() {
     assert_eq!(e.message, "permission invoices.delete is required");
     tx.rollback().await.unwrap();
 }
+
+/// `n` concurrent GETs of `path` with `token`: every status.
+async fn burst(token: &str, path: &str, n: usize) -> Vec<u16> {
+    let mut calls = Vec::new();
+    for _ in 0..n {
+        let (api, token, path) = (Api::new(), token.to_string(), path.to_string());
+        calls.push(tokio::spawn(async move {
+            api.get(&path, Some(&token)).await.status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for c in calls {
+        statuses.push(c.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn with_the_pool_warm_on_every_connection_changes_apply_on_the_next_request() {
+    // Every connection of PostgREST's pool (10) has served the user, so each
+    // has what pre_request looked up for them: a change must still apply to
+    // the very next request, on whichever connection it lands.
+    let db = admin().await;
+    let (t, _) = seeded().await;
+    sqlx::query("SELECT tenancy.set_rate_limit($1, 1000000)")
+        .bind(&t.slug)
+        .execute(&db)
+        .await
+        .unwrap();
+    let member = token(t.id, t.member);
+    let warm = |statuses: Vec<u16>| assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    warm(burst(&member, "/invoices", 60).await);
+
+    // A removed member: 403 NOT_A_MEMBER on every connection.
+    sqlx::query("DELETE FROM tenancy.user_roles WHERE tenant_id = $1 AND user_id = $2")
+        .bind(t.id)
+        .bind(t.member)
+        .execute(&db)
+        .await
+        .unwrap();
+    let statuses = burst(&member, "/invoices", 60).await;
+    assert!(statuses.iter().all(|s| *s == 403), "{statuses:?}");
+
+    // Back, warm again; then a permission taken from the role: 403 naming it.
+    sqlx::query("INSERT INTO tenancy.roles (tenant_id, name) VALUES ($1, 'auditor')")
+    .bind(t.id)
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO tenancy.role_permissions VALUES ($1, 'auditor', 'invoices', 'read')")
+        .bind(t.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("SELECT tenancy.add_member($1, $2, 'auditor')")
+        .bind(&t.slug)
+        .bind(t.member)
+        .execute(&db)
+        .await
+        .unwrap();
+    warm(burst(&member, "/invoices", 60).await);
+    sqlx::query("DELETE FROM tenancy.role_permissions WHERE tenant_id = $1 AND role = 'auditor'")
+        .bind(t.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert_denied(&Api::new().get("/invoices", Some(&member)).await, "invoices.read");
+    }
+
+    // A suspended tenant: 403 TENANT_SUSPENDED everywhere, then back.
+    let admin_tok = token(t.id, t.admin);
+    warm(burst(&admin_tok, "/invoices", 60).await);
+    sqlx::query("SELECT tenancy.suspend_tenant($1)")
+        .bind(&t.slug)
+        .execute(&db)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        Api::new()
+            .get("/invoices", Some(&admin_tok))
+            .await
+            .assert_error(403, "TENANT_SUSPENDED");
+    }
+    sqlx::query("SELECT tenancy.resume_tenant($1)")
+        .bind(&t.slug)
+        .execute(&db)
+        .await
+        .unwrap();
+    warm(burst(&admin_tok, "/invoices", 60).await);
+}
