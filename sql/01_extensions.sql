@@ -21,8 +21,12 @@ CREATE EXTENSION IF NOT EXISTS pg_tenancy CASCADE;
 CREATE EXTENSION IF NOT EXISTS pg_cron;
 
 -- Only PostgREST's roles run the pre-request hook; analysts pick a tenant.
+-- The platform's analysts (members of analyst) may enter every tenant, on
+-- purpose: tenancy.check() lists each login that may. A customer's login
+-- gets tenancy.grant_sql_access() to its own tenants instead (README).
 GRANT EXECUTE ON FUNCTION tenancy.pre_request() TO anon, authenticated;
 GRANT EXECUTE ON FUNCTION tenancy.set_tenant(text) TO analyst;
+SELECT tenancy.grant_all_tenants('analyst');
 
 -- Role management checks roles.manage / roles.read itself; the API may call it.
 GRANT EXECUTE ON FUNCTION
@@ -37,8 +41,10 @@ GRANT EXECUTE ON FUNCTION
     tenancy.list_roles()
 TO authenticated;
 
--- Scheduled tenant work: pg_cron runs for_each_tenant as tenancy_jobs.
+-- Scheduled tenant work: pg_cron runs for_each_tenant as tenancy_jobs, which
+-- enters every tenant (tenancy.check() lists it, as it should).
 GRANT EXECUTE ON PROCEDURE tenancy.for_each_tenant(regprocedure, text[]) TO tenancy_jobs;
+SELECT tenancy.grant_all_tenants('tenancy_jobs');
 GRANT EXECUTE ON FUNCTION tenancy._job_context(uuid) TO tenancy_jobs;
 GRANT SELECT ON tenancy.tenants TO tenancy_jobs;
 

@@ -33,9 +33,16 @@ for frozen in "$ROOT"/extension/pg_tenancy/released/pg_tenancy--*.sql; do
     for db in upgrade_from_old upgrade_fresh; do
         psql_admin "$PORT" postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
     done
+    # A role a DBA let enter tenants with set_tenant before logins were bound
+    # (0.5.0) keeps entering every tenant after the upgrade.
     psql_admin "$PORT" upgrade_from_old -c "CREATE EXTENSION pg_tenancy VERSION '$v'" \
         -c "SELECT tenancy.create_tenant('upgrade-test', 'Upgrade test')" \
+        -c "DO \$\$ BEGIN CREATE ROLE upgrade_analyst NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" \
+        -c "GRANT EXECUTE ON FUNCTION tenancy.set_tenant(text) TO upgrade_analyst" \
         -c "ALTER EXTENSION pg_tenancy UPDATE" >/dev/null || fail "upgrading from $v failed"
+    [ "$(psql_admin "$PORT" upgrade_from_old -At -c "SELECT string_agg(role, ',') FROM tenancy.all_tenants")" = upgrade_analyst ] ||
+        fail "upgrading from $v did not keep upgrade_analyst's set_tenant as tenancy.grant_all_tenants"
+    psql_admin "$PORT" upgrade_from_old -c "REVOKE EXECUTE ON FUNCTION tenancy.set_tenant(text) FROM upgrade_analyst" >/dev/null
     psql_admin "$PORT" upgrade_fresh -c "CREATE EXTENSION pg_tenancy" >/dev/null
     # pg_dump leaves extension members out, so describe them from the catalogs.
     dump() { psql_admin "$PORT" "$1" -At -v ON_ERROR_STOP=1 <<'SQL'

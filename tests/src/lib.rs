@@ -391,3 +391,34 @@ pub async fn session_as(role: &str, tenant: Option<&Tenant>) -> sqlx::PgConnecti
         .unwrap();
     c
 }
+
+/// A new database login of its own (`bi_<random>`), with `grants` run for
+/// it (`{login}` stands for its name). Tests running at once would deadlock
+/// granting on the same tables: one at a time.
+pub async fn new_login(db: &PgPool, grants: &str) -> String {
+    use sqlx::Executor;
+    let login = format!("bi_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    grant(
+        db,
+        &format!(
+            "CREATE ROLE {login} LOGIN; {}",
+            grants.replace("{login}", &login)
+        ),
+    )
+    .await;
+    login
+}
+
+/// Runs GRANT statements one test at a time (concurrent grants on the same
+/// objects can deadlock).
+pub async fn grant(db: &PgPool, sql: &str) {
+    use sqlx::Executor;
+    let mut tx = db.begin().await.expect("begin");
+    tx.execute("SELECT pg_advisory_xact_lock(20261207)")
+        .await
+        .expect("lock");
+    tx.execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    tx.commit().await.expect("commit");
+}

@@ -29,10 +29,13 @@ fn read(setting: &pgrx::guc::GucSetting<Option<CString>>, name: &CStr) -> Option
     }
 }
 
-/// The tenant of the current transaction, or NULL when none is set.
+/// The tenant of the current transaction, or NULL when none is set. A
+/// database login bound to exactly one tenant (`logins`) is in it without
+/// setting it.
 #[pg_extern(stable, parallel_safe)]
 pub fn current_tenant_id() -> Option<pgrx::Uuid> {
     read(&guc::TENANT, guc::TENANT_ID)
+        .or_else(|| crate::logins::session().and_then(|l| l.only_tenant()))
 }
 
 /// The user (JWT `sub`) of the current transaction, or NULL when none is set.

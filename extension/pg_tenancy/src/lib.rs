@@ -9,10 +9,12 @@
 
 use pgrx::prelude::*;
 
+mod cache;
 mod context;
 mod error;
 mod guc;
 mod idempotency;
+mod logins;
 mod progress;
 mod rate_limit;
 mod rbac;
@@ -38,11 +40,15 @@ extension_sql_file!(
         context::current_tenant_id,
         session::set_context,
         request::pre_request,
-        request::_request_changed
+        cache::_changed
     ]
 );
 extension_sql_file!("sql/enable.sql", name = "enable", requires = ["context"]);
-extension_sql_file!("sql/check.sql", name = "check", requires = ["enable"]);
+extension_sql_file!(
+    "sql/check.sql",
+    name = "check",
+    requires = ["enable", "logins"]
+);
 extension_sql_file!(
     "sql/rbac.sql",
     name = "rbac",
@@ -76,12 +82,17 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/rate_limit.sql",
     name = "rate_limit",
-    requires = ["context", rate_limit::rate_limit_take, request::_request_changed]
+    requires = ["context", rate_limit::rate_limit_take, cache::_changed]
 );
 extension_sql_file!(
     "sql/audit.sql",
     name = "audit",
     requires = ["rbac", "reconcile", context::current_user_id]
+);
+extension_sql_file!(
+    "sql/logins.sql",
+    name = "logins",
+    requires = ["audit", cache::_changed, logins::acting_as]
 );
 extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 

@@ -48,7 +48,8 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> Option<R> {
     #[allow(unsafe_code)]
     let result = unsafe {
         pg_sys::LWLockAcquire(lock, mode);
-        let slots = std::slice::from_raw_parts_mut(base.cast::<Slot>(), len / std::mem::size_of::<Slot>());
+        let slots =
+            std::slice::from_raw_parts_mut(base.cast::<Slot>(), len / std::mem::size_of::<Slot>());
         let result = f(&mut Table::new(slots));
         pg_sys::LWLockRelease(lock);
         result
@@ -158,7 +159,9 @@ pub fn rate_limit_take(
 #[pg_extern(volatile, parallel_unsafe)]
 fn rate_limit_stats() -> TableIterator<'static, (name!(live_keys, i64), name!(capacity, i64))> {
     let live = with_table(|t| t.live(unix_now())).unwrap_or(0);
-    let capacity = SEGMENT.get().map_or(0, |(_, len, _)| len / std::mem::size_of::<Slot>());
+    let capacity = SEGMENT
+        .get()
+        .map_or(0, |(_, len, _)| len / std::mem::size_of::<Slot>());
     TableIterator::once((
         i64::try_from(live).unwrap_or(i64::MAX),
         i64::try_from(capacity).unwrap_or(i64::MAX),

@@ -6,14 +6,15 @@
 //! it as an initPlan, so a statement costs one lookup in this cache, not one
 //! per row.
 
-use crate::context;
+use crate::{context, logins};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
 const ANY: &str = "*";
 
-type Key = (u32, pgrx::Uuid, pgrx::Uuid, u64);
+/// (transaction, tenant, user -- None for a database login --, epoch).
+type Key = (u32, pgrx::Uuid, Option<pgrx::Uuid>, u64);
 
 thread_local! {
     /// The current user's grants, for one (transaction, tenant, user, epoch).
@@ -84,12 +85,22 @@ fn held(resource: &str, action: &str) -> bool {
     let Some(tenant) = context::current_tenant_id() else {
         return false;
     };
-    let Some(user) = context::current_user_id() else {
-        return true; // set_tenant without a user: bounded by database grants
+    let user = context::current_user_id();
+    let query = match user {
+        Some(_) => "SELECT resource, ARRAY[action] FROM tenancy.current_grants()",
+        // A database login bound to the tenant acts as its binding's role;
+        // other SQL sessions (set_tenant) are bounded by their database
+        // role's grants.
+        None => match logins::session() {
+            Some(l) if l.role_in(tenant).is_some() => {
+                "SELECT resource, ARRAY[action] FROM tenancy._login_grants(tenancy.current_tenant_id())"
+            }
+            _ => return true,
+        },
     };
     let key = (local_xid(), tenant, user, EPOCH.get());
     let load = || {
-        select_pairs("SELECT resource, ARRAY[action] FROM tenancy.current_grants()")
+        select_pairs(query)
             .into_iter()
             .map(|(r, mut a)| (r, a.pop().unwrap_or_default()))
             .collect()
@@ -104,7 +115,7 @@ fn held(resource: &str, action: &str) -> bool {
 
 /// Stores grants read by pre_request's own statement for this transaction.
 pub fn remember_grants(tenant: pgrx::Uuid, user: pgrx::Uuid, grants: impl Iterator<Item = String>) {
-    let key = (local_xid(), tenant, user, EPOCH.get());
+    let key = (local_xid(), tenant, Some(user), EPOCH.get());
     let held = grants
         .filter_map(|g| {
             g.split_once('.')
@@ -176,8 +187,9 @@ fn name_ok(v: &str) -> bool {
 /// True if the current user holds `resource.action` in the current tenant.
 /// A grant of `*` covers any resource or action; asking for `*` asks whether
 /// the user holds the wildcard itself. Unknown names are an error (22023).
-/// With no tenant it is false; with a tenant but no user (set_tenant: an
-/// analyst or a job) it is true — those sessions are bounded by their
+/// With no tenant it is false; with a tenant but no user, a database login
+/// bound to the tenant holds its binding's role, and other SQL sessions
+/// (set_tenant: an analyst or a job) true: those are bounded by their
 /// database role's grants instead.
 #[pg_extern(stable, parallel_safe)]
 fn has_permission(resource: Option<&str>, action: Option<&str>) -> bool {

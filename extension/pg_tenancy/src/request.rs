@@ -6,21 +6,18 @@
 //!
 //! What it looks up (tenant status, membership, grants, the tenant's
 //! budget) is kept per backend, per (tenant, user), and dropped the moment
-//! a change to those tables commits anywhere: each of them has a statement
-//! trigger that queues a relcache invalidation for it (`_request_changed`),
-//! which Postgres delivers to every backend at the start of its next
-//! transaction, where `dropped` empties the cache. So a request that starts
-//! after a revocation, a removal or a suspension commits never sees the old
-//! answer, on any connection of the pool.
+//! a change to those tables commits anywhere (`cache`). So a request that
+//! starts after a revocation, a removal or a suspension commits never sees
+//! the old answer, on any connection of the pool.
 //!
 //! The hook never raises an error itself: it returns the refusal (as JSON),
 //! and `tenancy.pre_request()` raises it with the error catalog's code and
 //! HTTP status (custom SQLSTATEs are raised from SQL).
 
-use crate::{guc, rate_limit, rbac};
+use crate::{cache, guc, logins, rate_limit, rbac};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::rc::Rc;
@@ -42,65 +39,33 @@ struct Tenant {
 }
 
 thread_local! {
-    static CACHE: RefCell<HashMap<(pgrx::Uuid, pgrx::Uuid), Rc<Facts>>> = RefCell::new(HashMap::new());
-    /// Set by the invalidation callback: empty the cache before its next use.
-    static STALE: Cell<bool> = const { Cell::new(false) };
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Called by Postgres for every relcache invalidation this backend
-/// accepts. Any of them may be one of the tables the cache reads (their
-/// triggers send one for each change): the cache is dropped. Invalidations
-/// of other relations are rare outside DDL.
-#[allow(unsafe_code)]
-#[pg_guard]
-unsafe extern "C-unwind" fn dropped(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    STALE.set(true);
-}
-
-fn watch() {
-    if !WATCHING.replace(true) {
-        // SAFETY: registers a plain function once per backend.
-        #[allow(unsafe_code)]
-        unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(Some(dropped), pg_sys::Datum::from(0));
-        }
-    }
-}
-
-/// Queues a relcache invalidation of the table the trigger fired on, sent
-/// to every backend when the transaction commits (and to this one at its
-/// next command): the caches of `pre_request` are dropped then.
-#[pg_trigger]
-fn _request_changed<'a>(
-    trigger: &'a pgrx::PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
-    let relid = trigger.relation()?.oid();
-    // SAFETY: queues an invalidation message for an existing relation.
-    #[allow(unsafe_code)]
-    unsafe {
-        pg_sys::CacheInvalidateRelcacheByRelid(relid);
-    }
-    Ok(None)
+    /// What was looked up, and in which generation of the tables (`cache`).
+    static CACHE: RefCell<(u64, HashMap<(pgrx::Uuid, pgrx::Uuid), Rc<Facts>>)> =
+        RefCell::new((0, HashMap::new()));
 }
 
 fn lookup(tenant: pgrx::Uuid, user: pgrx::Uuid) -> Rc<Facts> {
-    watch();
-    if STALE.replace(false) {
-        CACHE.with(|c| c.borrow_mut().clear());
-    }
-    if let Some(f) = CACHE.with(|c| c.borrow().get(&(tenant, user)).cloned()) {
+    let generation = cache::generation();
+    let hit = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != generation {
+            *c = (generation, HashMap::new());
+        }
+        c.1.get(&(tenant, user)).cloned()
+    });
+    if let Some(f) = hit {
         return f;
     }
     let facts = Rc::new(read(tenant, user));
     let limit = usize::try_from(guc::REQUEST_CACHE.get()).unwrap_or(0);
-    if limit > 0 && !STALE.get() {
+    // Not kept if a change arrived while it was read.
+    if limit > 0 && cache::generation() == generation {
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
-            if c.len() >= limit {
-                c.clear();
+            if c.1.len() >= limit {
+                c.1.clear();
             }
-            c.insert((tenant, user), facts.clone());
+            c.1.insert((tenant, user), facts.clone());
         });
     }
     facts
@@ -143,7 +108,12 @@ fn read(tenant: pgrx::Uuid, user: pgrx::Uuid) -> Facts {
 }
 
 /// A refusal, as `tenancy.pre_request()` raises it.
-fn refuse(code: &str, message: &str, hint: Option<&str>, headers: &[(&str, String)]) -> Option<String> {
+fn refuse(
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+    headers: &[(&str, String)],
+) -> Option<String> {
     let headers: serde_json::Map<String, serde_json::Value> = headers
         .iter()
         .map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone())))
@@ -174,14 +144,7 @@ fn uuid_claim(v: Option<&serde_json::Value>) -> Option<pgrx::Uuid> {
 /// refusal as JSON (code, message, hint, headers) for `pre_request` to raise.
 #[pg_extern(volatile, parallel_unsafe, name = "_pre_request")]
 fn pre_request() -> Option<String> {
-    // Take in what other backends committed since this transaction began
-    // (nearly free when nothing did), so that a change that commits before
-    // this statement is seen even if the transaction started earlier.
-    // SAFETY: a plain call, allowed at any point of a transaction.
-    #[allow(unsafe_code)]
-    unsafe {
-        pg_sys::AcceptInvalidationMessages();
-    }
+    cache::catch_up();
     // SAFETY: reads a setting by name; the string is Postgres' own, copied
     // before anything else runs.
     #[allow(unsafe_code)]
@@ -192,8 +155,14 @@ fn pre_request() -> Option<String> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return None; // no token: anonymous, no context (tenant-scoped tables stay closed)
     };
-    let Ok(serde_json::Value::Object(claims)) = serde_json::from_str::<serde_json::Value>(&raw) else {
-        return refuse("TENANT_CLAIM_INVALID", "the token's claims are not a JSON object", None, &[]);
+    let Ok(serde_json::Value::Object(claims)) = serde_json::from_str::<serde_json::Value>(&raw)
+    else {
+        return refuse(
+            "TENANT_CLAIM_INVALID",
+            "the token's claims are not a JSON object",
+            None,
+            &[],
+        );
     };
     if claims.keys().all(|k| k == "role") {
         return None; // anonymous request: PostgREST passes only the anon role
@@ -202,7 +171,9 @@ fn pre_request() -> Option<String> {
         return refuse(
             "TOKEN_TYPE_INVALID",
             "the token is not an access token",
-            Some("Send an access token (claim \"type\": \"access\"), not a refresh or other token."),
+            Some(
+                "Send an access token (claim \"type\": \"access\"), not a refresh or other token.",
+            ),
             &[],
         );
     }
@@ -215,19 +186,59 @@ fn pre_request() -> Option<String> {
         );
     }
     let Some(tenant) = uuid_claim(claims.get("tenant_id")) else {
-        return refuse("TENANT_CLAIM_INVALID", "the token's tenant_id claim is not a uuid", None, &[]);
+        return refuse(
+            "TENANT_CLAIM_INVALID",
+            "the token's tenant_id claim is not a uuid",
+            None,
+            &[],
+        );
     };
     let Some(user) = uuid_claim(claims.get("sub")) else {
-        return refuse("SUBJECT_CLAIM_INVALID", "the token's sub claim is missing or not a uuid", None, &[]);
+        return refuse(
+            "SUBJECT_CLAIM_INVALID",
+            "the token's sub claim is missing or not a uuid",
+            None,
+            &[],
+        );
     };
+    // PostgREST's own login is bound to no tenant. A database login bound to
+    // tenants that calls the hook itself (after setting the claims it
+    // likes) is refused: it must not become a user of any tenant.
+    if let Some(login) = logins::session() {
+        if !login.superuser && login.restricted {
+            return refuse(
+                "PERMISSION_DENIED",
+                &format!("login \"{}\" is bound to tenants in SQL and cannot act as a user of the HTTP API", login.name),
+                None,
+                &[],
+            );
+        }
+    }
     let facts = lookup(tenant, user);
     let t = match &facts.tenant {
-        None => return refuse("TENANT_NOT_FOUND", "the token's tenant does not exist", None, &[]),
+        None => {
+            return refuse(
+                "TENANT_NOT_FOUND",
+                "the token's tenant does not exist",
+                None,
+                &[],
+            )
+        }
         Some(t) if !t.active => {
-            return refuse("TENANT_SUSPENDED", "the token's tenant is suspended", None, &[])
+            return refuse(
+                "TENANT_SUSPENDED",
+                "the token's tenant is suspended",
+                None,
+                &[],
+            )
         }
         Some(t) if !t.member => {
-            return refuse("NOT_A_MEMBER", "the token's user has no role in this tenant", None, &[])
+            return refuse(
+                "NOT_A_MEMBER",
+                "the token's user has no role in this tenant",
+                None,
+                &[],
+            )
         }
         Some(t) => t,
     };

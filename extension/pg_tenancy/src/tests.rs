@@ -222,11 +222,19 @@ mod tests {
             tenancy._rate_limit_take('00000000-0000-4000-8000-0000000000aa',
                                      ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, 100, 3600) r
             WHERE r.allowed";
-        assert_eq!(Spi::get_one::<i64>(others).unwrap(), Some(3000), "every one of them served");
+        assert_eq!(
+            Spi::get_one::<i64>(others).unwrap(),
+            Some(3000),
+            "every one of them served"
+        );
         let stats = "SELECT live_keys || '/' || capacity FROM tenancy.rate_limit_stats()";
-        assert_eq!(Spi::get_one::<String>(stats).unwrap().as_deref(), Some("1024/1024"));
+        assert_eq!(
+            Spi::get_one::<String>(stats).unwrap().as_deref(),
+            Some("1024/1024")
+        );
         // One more user: served within the budget, then limited, as ever.
-        let take = "SELECT allowed FROM tenancy._rate_limit_take('00000000-0000-4000-8000-0000000000aa',
+        let take =
+            "SELECT allowed FROM tenancy._rate_limit_take('00000000-0000-4000-8000-0000000000aa',
                         '0000000b-0000-4000-8000-00000000000b', 3, 3600)";
         for _ in 0..3 {
             assert_eq!(Spi::get_one::<bool>(take).unwrap(), Some(true));

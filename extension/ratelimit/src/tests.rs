@@ -135,7 +135,10 @@ fn a_full_table_serves_new_keys_by_recycling_the_window_nearest_its_end() {
             reset_in: 8
         }
     );
-    assert_eq!(t.hit(key(1, 3), 6, 2, 10), Decision::Limited { retry_after: 7 });
+    assert_eq!(
+        t.hit(key(1, 3), 6, 2, 10),
+        Decision::Limited { retry_after: 7 }
+    );
     // The recycled key starts a new window when it comes back.
     assert_eq!(
         t.hit(key(1, 0), 6, 2, 10),
@@ -158,11 +161,7 @@ impl Model {
         if !self.windows.contains_key(&k) {
             if self.windows.len() == self.n {
                 // Full: the window nearest its end is recycled.
-                let (&ending, _) = self
-                    .windows
-                    .iter()
-                    .min_by_key(|(k, w)| (w.0, **k))
-                    .unwrap();
+                let (&ending, _) = self.windows.iter().min_by_key(|(k, w)| (w.0, **k)).unwrap();
                 self.windows.remove(&ending);
             }
             self.windows.insert(k, (now + i64::from(window), 0));

@@ -13,3 +13,4 @@ mod rbac;
 mod reconcile;
 mod reconcile_scale;
 mod sql_context;
+mod sql_logins;

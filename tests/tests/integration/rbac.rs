@@ -727,10 +727,10 @@ async fn with_the_pool_warm_on_every_connection_changes_apply_on_the_next_reques
 
     // Back, warm again; then a permission taken from the role: 403 naming it.
     sqlx::query("INSERT INTO tenancy.roles (tenant_id, name) VALUES ($1, 'auditor')")
-    .bind(t.id)
-    .execute(&db)
-    .await
-    .unwrap();
+        .bind(t.id)
+        .execute(&db)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO tenancy.role_permissions VALUES ($1, 'auditor', 'invoices', 'read')")
         .bind(t.id)
         .execute(&db)
@@ -749,7 +749,10 @@ async fn with_the_pool_warm_on_every_connection_changes_apply_on_the_next_reques
         .await
         .unwrap();
     for _ in 0..20 {
-        assert_denied(&Api::new().get("/invoices", Some(&member)).await, "invoices.read");
+        assert_denied(
+            &Api::new().get("/invoices", Some(&member)).await,
+            "invoices.read",
+        );
     }
 
     // A suspended tenant: 403 TENANT_SUSPENDED everywhere, then back.

@@ -25,6 +25,8 @@ CREATE TABLE tenancy.audit_log (
     row_key      jsonb       NOT NULL,
     old_values   jsonb,
     new_values   jsonb,
+    -- Added in 0.5.0, last, where the upgrade adds it.
+    acting_as    text,
     CONSTRAINT audit_log_action CHECK (action IN ('INSERT', 'UPDATE', 'DELETE'))
 ) PARTITION BY RANGE (at);
 ALTER SEQUENCE tenancy.audit_log_id_seq OWNED BY tenancy.audit_log.id;
@@ -34,6 +36,7 @@ COMMENT ON COLUMN tenancy.audit_log.db_user IS 'The database login (session_user
 COMMENT ON COLUMN tenancy.audit_log.request_id IS 'The X-Request-Id header of the HTTP request, when the client or a proxy sent one.';
 COMMENT ON COLUMN tenancy.audit_log.old_values IS 'UPDATE: the changed columns'' old values; DELETE: the whole row.';
 COMMENT ON COLUMN tenancy.audit_log.new_values IS 'UPDATE: the changed columns'' new values; INSERT: the whole row.';
+COMMENT ON COLUMN tenancy.audit_log.acting_as IS 'For a database login bound to the tenant (tenancy.grant_sql_access): the RBAC role it acted as; db_user names the login.';
 
 -- Catches whatever no monthly partition covers yet, so no entry is ever
 -- refused; audit_maintain() moves such rows into their month.
@@ -90,7 +93,8 @@ DECLARE
     key_new text;
     key_old text;
     same_key text;
-    cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values';
+    cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as';
+    acting text := tenancy._acting_as();
 BEGIN
     IF headers IS NOT NULL THEN
         request_id := left(headers::jsonb ->> 'x-request-id', 200);
@@ -103,18 +107,20 @@ BEGIN
 
     IF TG_OP = 'INSERT' THEN
         EXECUTE format('INSERT INTO tenancy.audit_log (%s)
-            SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL, to_jsonb(n) FROM new_rows n', cols, tenant_col, key_new)
-        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+            SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL, to_jsonb(n), $5 FROM new_rows n', cols, tenant_col, key_new)
+        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+              acting;
     ELSIF TG_OP = 'DELETE' THEN
         EXECUTE format('INSERT INTO tenancy.audit_log (%s)
-            SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL FROM old_rows o', cols, tenant_col, key_old)
-        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+            SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL, $5 FROM old_rows o', cols, tenant_col, key_old)
+        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+              acting;
     ELSE
         -- Old and new versions are paired by primary key; a row whose key
         -- changed appears unpaired, with its whole old or new version.
         EXECUTE format('INSERT INTO tenancy.audit_log (%1$s)
             SELECT coalesce(n.%2$I, o.%2$I), $1, $2, $3, ''UPDATE'', $4,
-                   CASE WHEN n.%3$I IS NULL THEN %4$s ELSE %5$s END, d.old_values, d.new_values
+                   CASE WHEN n.%3$I IS NULL THEN %4$s ELSE %5$s END, d.old_values, d.new_values, $5
             FROM old_rows o FULL JOIN new_rows n ON %6$s
             CROSS JOIN LATERAL (
                 SELECT coalesce(jsonb_object_agg(x.key, x.value) FILTER (WHERE x.key IS NOT NULL), ''{}'') AS old_values,
@@ -122,7 +128,8 @@ BEGIN
                 FROM jsonb_each(to_jsonb(o)) x FULL JOIN jsonb_each(to_jsonb(n)) y ON x.key = y.key
                 WHERE x.value IS DISTINCT FROM y.value) d',
             cols, tenant_col, keys[1], key_old, key_new, same_key)
-        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+              acting;
     END IF;
     RETURN NULL;
 END

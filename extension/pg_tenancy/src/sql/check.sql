@@ -113,6 +113,18 @@ SELECT 'error', 'role', l.rolname::text,
 FROM pg_roles l JOIN pg_roles b ON b.oid <> l.oid AND (b.rolbypassrls OR b.rolsuper)
 WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
   AND pg_has_role(l.oid, b.oid, 'MEMBER')
+UNION ALL
+-- Not unsafe in itself, but never to be had by accident: every login (but
+-- superusers) that may enter every tenant from SQL.
+SELECT 'notice', 'role', l.rolname::text,
+       format('login may enter every tenant (a member of %s, granted with tenancy.grant_all_tenants)', string_agg(quote_ident(a.role), ', ' ORDER BY a.role)),
+       format('SELECT tenancy.revoke_all_tenants(%L); -- if that is not meant; or bind the login to its tenants with tenancy.grant_sql_access()', min(a.role))
+FROM pg_roles l
+JOIN tenancy.all_tenants a ON true
+JOIN pg_roles g ON g.rolname = a.role
+WHERE l.rolcanlogin AND NOT l.rolsuper AND pg_has_role(l.oid, g.oid, 'MEMBER')
+  AND NOT EXISTS (SELECT 1 FROM tenancy.sql_logins s WHERE s.login = l.rolname)
+GROUP BY l.rolname
 ORDER BY 1, 2, 3, 4
 $$;
-COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe: tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS.';
+COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS. And, as notices, every login that may enter every tenant.';

@@ -88,10 +88,10 @@ COMMENT ON FUNCTION tenancy.pre_request() IS 'PostgREST db-pre-request: validate
 -- as soon as a change to these tables commits (the trigger queues a relcache
 -- invalidation of the table, which Postgres delivers with the commit).
 CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.tenants
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
 CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.roles
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
 CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.role_permissions
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
 CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.user_roles
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();

@@ -22,6 +22,9 @@ GRANT EXECUTE ON FUNCTION
     tenancy.reconcile(regclass, regclass, jsonb),
     tenancy._reconcile(regclass, regclass, text),
     tenancy._reconcile_rules(text),
+    tenancy._login_bindings(),
+    tenancy._login_grants(uuid),
+    tenancy._acting_as(),
     tenancy._call_rules(jsonb),
     tenancy.effective_reconcile_rules(jsonb),
     tenancy.explain_reasons(jsonb)
@@ -42,6 +45,9 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 --                                  reconciliation.manage itself)
 --   for_each_tenant                to the DBA / the pg_cron job's role, with
 --                                  _job_context and SELECT on tenancy.tenants
+--   grant_sql_access, revoke_sql_access, grant_all_tenants,
+--   revoke_all_tenants, SELECT on sql_access
+--                                  to the DBA / platform role
 --   enable_audit, disable_audit, set_rate_limit, rate_limit_stats
 --                                  to the DBA / platform role
 --   audit_maintain                 to the audit maintenance role only (the

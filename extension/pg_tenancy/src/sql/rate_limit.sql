@@ -67,4 +67,4 @@ $$;
 -- The budgets are read by tenancy._pre_request(): a change drops what
 -- backends keep of them (see context.sql).
 CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.rate_limits
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._request_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
