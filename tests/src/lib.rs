@@ -396,7 +396,6 @@ pub async fn session_as(role: &str, tenant: Option<&Tenant>) -> sqlx::PgConnecti
 /// it (`{login}` stands for its name). Tests running at once would deadlock
 /// granting on the same tables: one at a time.
 pub async fn new_login(db: &PgPool, grants: &str) -> String {
-    use sqlx::Executor;
     let login = format!("bi_{}", &Uuid::new_v4().simple().to_string()[..12]);
     grant(
         db,

@@ -143,7 +143,8 @@ GRANT EXECUTE ON FUNCTION tenancy._reconcile(regclass, regclass, text), tenancy.
 -- held them all in memory: a tenant with 1,000,000 settled invoices paid for
 -- all of them on every call. Now only open invoices (open_amount <> 0) and
 -- unmatched transactions (unmatched_amount <> 0, when the relation has it)
--- are read, through cursors, and open sets larger than the setting
+-- are read (a partial index with the reader's predicate serves it), through
+-- cursors, and open sets larger than the setting
 -- tenancy.reconcile_memory are matched in windows of payment days (the
 -- library's part). tenancy.reconcile becomes a plain SQL function the planner
 -- inlines, so its rows are not copied into a second result set. Ties are

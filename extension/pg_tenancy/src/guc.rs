@@ -175,6 +175,17 @@ pub fn set_local(name: &CStr, value: &str) {
 /// after it has checked who may have it set (the request hook, once it has
 /// validated the token): `trusted` sets it whoever the caller is.
 pub fn set_local_as(name: &CStr, value: &str, trusted: bool) {
+    set(name, value, trusted, pg_sys::GucAction::GUC_ACTION_LOCAL);
+}
+
+/// Sets an ordinary setting until the GUC nest level the caller opened with
+/// `NewGUCNestLevel` is closed with `AtEOXact_GUC` (a function's SET
+/// clause).
+pub fn set_in_level(name: &CStr, value: &str) {
+    set(name, value, false, pg_sys::GucAction::GUC_ACTION_SAVE);
+}
+
+fn set(name: &CStr, value: &str, trusted: bool, action: pg_sys::GucAction::Type) {
     let Ok(value) = CString::new(value) else {
         crate::error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -200,7 +211,7 @@ pub fn set_local_as(name: &CStr, value: &str, trusted: bool) {
             value.as_ptr(),
             context,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            action,
             true,
             PgLogLevel::ERROR as i32,
             false,

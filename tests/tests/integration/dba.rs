@@ -153,22 +153,38 @@ async fn dump_and_restore_keep_everything_and_isolation() {
 
 #[tokio::test]
 async fn creating_twice_and_dropping_with_dependents_are_clear_errors() {
+    // In a database of its own: DROP EXTENSION locks every object of the
+    // extension, which would deadlock with tests writing alongside.
     let db = admin().await;
-    let e = expect_db_error(db.execute("CREATE EXTENSION pg_tenancy").await, "42710");
+    let name = format!("dropping_{}", Uuid::new_v4().simple());
+    db.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let mut conn = PgConnection::connect(&db_url(&name)).await.unwrap();
+    conn.execute(
+        "CREATE EXTENSION pg_tenancy;
+         CREATE TABLE public.notes (id int PRIMARY KEY, tenant_id uuid);
+         SELECT tenancy.enable('public.notes');",
+    )
+    .await
+    .unwrap();
+    let e = expect_db_error(conn.execute("CREATE EXTENSION pg_tenancy").await, "42710");
     assert_eq!(e.message, "extension \"pg_tenancy\" already exists");
-    let mut tx = db.begin().await.unwrap();
-    let e = expect_db_error(tx.execute("DROP EXTENSION pg_tenancy").await, "2BP01");
+    let e = expect_db_error(conn.execute("DROP EXTENSION pg_tenancy").await, "2BP01");
     assert_eq!(
         e.message,
         "cannot drop extension pg_tenancy because other objects depend on it"
     );
-    tx.rollback().await.unwrap();
     let installed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_tenancy'")
-            .fetch_one(&db)
+            .fetch_one(&mut conn)
             .await
             .unwrap();
     assert_eq!(installed, 1, "nothing was dropped");
+    conn.close().await.unwrap();
+    db.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -87,6 +87,65 @@ async fn pairs(c: &mut PgConnection, schema: &str) -> Vec<(String, String, Strin
     .collect()
 }
 
+/// How many rows of `schema`.`table` scans have read from the heap so far.
+async fn heap_rows_read(db: &sqlx::PgPool, schema: &str, table: &str) -> i64 {
+    let mut c = db.acquire().await.unwrap();
+    c.execute("SELECT pg_stat_clear_snapshot()").await.unwrap();
+    sqlx::query_scalar(
+        "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables
+         WHERE schemaname = $1 AND relname = $2",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_one(&mut *c)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn years_of_settled_history_are_not_read_from_the_heap() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    let schema = scale_schema(&db).await;
+    fill(&db, &schema, &t, 50).await;
+    // 20,000 settled invoices and transactions beside the 50 open ones, and
+    // the partial indexes of the reference ledger.
+    db.execute(
+        format!(
+            "INSERT INTO {schema}.inv SELECT 'OLD' || g, '{t}', 10, 'EUR', DATE '2016-01-01' + g % 3000,
+                 NULL, 'OLD-' || g, 'x', 0 FROM generate_series(1, 20000) g;
+             INSERT INTO {schema}.tx SELECT 'OLD' || g, '{t}', 10, 'EUR', DATE '2016-01-01' + g % 3000,
+                 'x', 'x', 0 FROM generate_series(1, 20000) g;
+             CREATE INDEX ON {schema}.inv (tenant_id, issue_date) WHERE (open_amount <> 0 OR open_amount IS NULL);
+             CREATE INDEX ON {schema}.tx (tenant_id, booked_on) WHERE (unmatched_amount <> 0 OR unmatched_amount IS NULL);
+             ANALYZE {schema}.inv; ANALYZE {schema}.tx;
+             SELECT pg_stat_force_next_flush();",
+            t = t.id
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let before = [
+        heap_rows_read(&db, &schema, "inv").await,
+        heap_rows_read(&db, &schema, "tx").await,
+    ];
+    let mut c = as_tenant(&t, "").await;
+    assert_eq!(pairs(&mut c, &schema).await.len(), 50);
+    c.execute("COMMIT").await.unwrap();
+    // The backend reports its counters as it goes idle after this.
+    c.execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    for (k, table) in ["inv", "tx"].iter().enumerate() {
+        let read = heap_rows_read(&db, &schema, table).await - before[k];
+        assert!(
+            (50..=100).contains(&read),
+            "{table}: {read} rows read from the heap for 50 open ones"
+        );
+    }
+}
+
 #[tokio::test]
 async fn settled_rows_are_never_read() {
     let db = admin().await;

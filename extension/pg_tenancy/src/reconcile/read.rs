@@ -147,11 +147,34 @@ impl Row<'_> {
 /// Opens a cursor for the source's query, as the caller (so row level
 /// security applies), and returns its name. It stays open until the end of
 /// the transaction or `close`.
+///
+/// Open rows are planned with sequential scans off. Under row level
+/// security the planner uses a column's statistics only with leakproof
+/// operators, and numeric's are not: it cannot see that few rows are open,
+/// and would scan years of settled rows instead of the partial index that
+/// holds the open ones. The setting is back as it was once the cursor is
+/// planned (as for a function's SET clause).
 pub fn open(source: &Source, ordered: bool) -> String {
+    // SAFETY: a new GUC nest level, closed below on success; on an error the
+    // transaction's abort closes it.
+    #[allow(unsafe_code)]
+    let level = source
+        .filtered
+        .then(|| unsafe { pg_sys::NewGUCNestLevel() });
+    if level.is_some() {
+        crate::guc::set_in_level(c"enable_seqscan", "off");
+    }
     let opened = Spi::connect(|client| {
         let cursor = client.try_open_cursor(source.query(ordered).as_str(), &[])?;
         Ok::<_, pgrx::spi::SpiError>(cursor.detach_into_name())
     });
+    if let Some(level) = level {
+        // SAFETY: the level opened above, nothing nested left open since.
+        #[allow(unsafe_code)]
+        unsafe {
+            pg_sys::AtEOXact_GUC(true, level);
+        }
+    }
     opened.unwrap_or_else(|e| internal(source, &e))
 }
 

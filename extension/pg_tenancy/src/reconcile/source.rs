@@ -77,6 +77,8 @@ pub struct Source {
     pub order: String,
     pub has_unmatched: bool,
     pub has_tenant: bool,
+    /// Only open rows are read (the filter on the open column).
+    pub filtered: bool,
 }
 
 impl Source {
@@ -237,11 +239,11 @@ fn inspect(
         .map(|(i, e)| format!("{e} AS _c{i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let filter = match open.filter(|c| types.contains_key(*c)) {
+    let open = open.filter(|c| types.contains_key(*c));
+    let filter = match open {
         // NULL is read (and refused, naming the row): only 0 is settled.
-        // Written so, rather than IS DISTINCT FROM, for the planner's sake:
-        // it estimates this from the column's statistics (few rows open),
-        // and uses a partial index with this very predicate.
+        // Written so, rather than IS DISTINCT FROM, so that a partial index
+        // with this very predicate serves it (see `read::open`).
         Some(c) => format!(" WHERE (\"{c}\" <> 0 OR \"{c}\" IS NULL)"),
         None => String::new(),
     };
@@ -253,5 +255,6 @@ fn inspect(
         order: order.to_string(),
         has_unmatched,
         has_tenant,
+        filtered: open.is_some(),
     }
 }
