@@ -59,7 +59,10 @@ impl Login {
     /// Errors unless this login may enter `tenant` from SQL (`slug` names
     /// it in the message).
     pub fn check_entry(&self, tenant: pgrx::Uuid, slug: impl Fn() -> String) {
-        if self.superuser || self.role_in(tenant).is_some() {
+        if self.superuser
+            || self.role_in(tenant).is_some()
+            || (self.all_tenants && !self.restricted)
+        {
             return;
         }
         let slug = slug();
