@@ -16,9 +16,9 @@ fn read(setting: &pgrx::guc::GucSetting<Option<CString>>, name: &CStr) -> Option
     if text.is_empty() {
         return None;
     }
-    match uuid::Uuid::parse_str(text) {
-        Ok(id) => Some(pgrx::Uuid::from_bytes(*id.as_bytes())),
-        Err(_) => crate::error::raise(
+    match parse_uuid(text) {
+        Some(id) => Some(id),
+        None => crate::error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             format!(
                 "{} holds \"{text}\", which is not a uuid",
@@ -27,6 +27,12 @@ fn read(setting: &pgrx::guc::GucSetting<Option<CString>>, name: &CStr) -> Option
             "Set the context with tenancy.set_tenant() or tenancy.pre_request(), never by hand.",
         ),
     }
+}
+
+/// A uuid in any of the forms the uuid crate reads.
+pub fn parse_uuid(text: &str) -> Option<pgrx::Uuid> {
+    let id = uuid::Uuid::parse_str(text).ok()?;
+    Some(pgrx::Uuid::from_bytes(*id.as_bytes()))
 }
 
 /// The tenant of the current transaction, or NULL when none is set. A

@@ -13,3 +13,13 @@ pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: &str) -> ! 
         .report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
+
+/// An error no user input can cause (SPI refusing the extension's own
+/// query): a bug to report, with what was being done.
+pub fn internal(doing: impl std::fmt::Display, e: impl std::fmt::Display) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("{doing} failed: {e}"),
+        "This is a bug in pg_tenancy: please report it with the statement that hit it.",
+    )
+}

@@ -94,29 +94,36 @@ impl Login {
 }
 
 thread_local! {
-    static SESSION: RefCell<Option<(u64, Rc<Login>)>> = const { RefCell::new(None) };
+    /// The bindings read, for which session user, in which generation.
+    static SESSION: RefCell<Option<(u64, pg_sys::Oid, Rc<Login>)>> = const { RefCell::new(None) };
 }
 
-/// This session's login and its bindings. Not in a parallel worker, which
-/// cannot run queries: there, None.
+/// This session's login and its bindings. None in a parallel worker, where
+/// they are not read: callers fail closed there.
 pub fn session() -> Option<Rc<Login>> {
-    // SAFETY: reads a backend global.
+    // SAFETY: reads backend globals.
     #[allow(unsafe_code)]
-    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+    let (worker, user) = unsafe {
+        (
+            pg_sys::ParallelWorkerNumber >= 0,
+            pg_sys::GetSessionUserId(),
+        )
+    };
+    if worker {
         return None;
     }
     let generation = cache::generation();
     if let Some(l) = SESSION.with(|s| {
         s.borrow()
             .as_ref()
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, l)| l.clone())
+            .filter(|(g, u, _)| *g == generation && *u == user)
+            .map(|(_, _, l)| l.clone())
     }) {
         return Some(l);
     }
     let login = Rc::new(read());
     if cache::generation() == generation {
-        SESSION.with(|s| *s.borrow_mut() = Some((generation, login.clone())));
+        SESSION.with(|s| *s.borrow_mut() = Some((generation, user, login.clone())));
     }
     Some(login)
 }
@@ -153,13 +160,7 @@ fn read() -> Login {
         }
         Ok::<_, pgrx::spi::SpiError>(login)
     });
-    read.unwrap_or_else(|e| {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("reading the bindings of this login failed: {e}"),
-            "This is a bug in pg_tenancy: please report it with the statement that hit it.",
-        )
-    })
+    read.unwrap_or_else(|e| crate::error::internal("reading the bindings of this login", e))
 }
 
 /// Errors if this login is bound to tenants: such a login acts as its

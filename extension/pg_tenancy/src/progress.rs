@@ -47,7 +47,7 @@ fn size() -> usize {
     slots() * std::mem::size_of::<Slot>()
 }
 
-pub static SEGMENT: Segment = Segment::new(c"pg_tenancy reconcile progress", size, None);
+pub static SEGMENT: Segment = Segment::new(c"pg_tenancy reconcile progress", size);
 
 fn all() -> &'static [Slot] {
     match SEGMENT.get() {
@@ -163,7 +163,9 @@ impl Report {
 
     /// Clears the slot: nothing runs any more.
     pub fn finish(&self) {
-        if let Some(s) = self.slot {
+        // Every transaction's end calls this once a backend has reported:
+        // a slot already clear is left alone.
+        if let Some(s) = self.slot.filter(|s| s.pid.load(Ordering::Relaxed) != 0) {
             s.write(|s| s.pid.store(0, Ordering::Relaxed));
         }
     }

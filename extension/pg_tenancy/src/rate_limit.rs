@@ -23,19 +23,8 @@ fn size() -> usize {
     slots() * std::mem::size_of::<Slot>()
 }
 
-fn empty(base: *mut u8, len: usize) {
-    let slots = base.cast::<Slot>();
-    for k in 0..len / std::mem::size_of::<Slot>() {
-        // SAFETY: the segment holds that many slots, suitably aligned (shared
-        // memory is aligned to a cache line); called once, at server start.
-        #[allow(unsafe_code)]
-        unsafe {
-            slots.add(k).write(Slot::EMPTY)
-        };
-    }
-}
-
-pub static SEGMENT: Segment = Segment::new(c"pg_tenancy rate limits", size, Some(empty));
+/// Zeroed when the server starts: `Slot::EMPTY` is all zeros.
+pub static SEGMENT: Segment = Segment::new(c"pg_tenancy rate limits", size);
 
 /// Runs `f` on the table, under its lock (exclusive: a hit writes); None
 /// without shared memory (the library was not preloaded).
@@ -158,7 +147,18 @@ pub fn rate_limit_take(
 /// (tenancy.rate_limit_keys): for monitoring.
 #[pg_extern(volatile, parallel_unsafe)]
 fn rate_limit_stats() -> TableIterator<'static, (name!(live_keys, i64), name!(capacity, i64))> {
-    let live = with_table(|t| t.live(unix_now())).unwrap_or(0);
+    let now = unix_now();
+    // SAFETY: the segment's slots, read under its lock held shared (a
+    // request's count takes it exclusive); plain computation in between.
+    #[allow(unsafe_code)]
+    let live = SEGMENT.get().map_or(0, |(base, len, lock)| unsafe {
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED);
+        let slots =
+            std::slice::from_raw_parts(base.cast::<Slot>(), len / std::mem::size_of::<Slot>());
+        let live = tenancy_ratelimit::live(slots, now);
+        pg_sys::LWLockRelease(lock);
+        live
+    });
     let capacity = SEGMENT
         .get()
         .map_or(0, |(_, len, _)| len / std::mem::size_of::<Slot>());

@@ -10,15 +10,32 @@ use crate::{context, logins};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 const ANY: &str = "*";
 
 /// (transaction, tenant, user -- None for a database login --, epoch).
 type Key = (u32, pgrx::Uuid, Option<pgrx::Uuid>, u64);
 
+/// A user's (resource, action) grants.
+pub type Grants = Rc<HashSet<(String, String)>>;
+
+/// Grants from their 'resource.action' strings.
+pub fn grants(strings: impl IntoIterator<Item = String>) -> Grants {
+    Rc::new(
+        strings
+            .into_iter()
+            .filter_map(|g| {
+                g.split_once('.')
+                    .map(|(r, a)| (r.to_string(), a.to_string()))
+            })
+            .collect(),
+    )
+}
+
 thread_local! {
     /// The current user's grants, for one (transaction, tenant, user, epoch).
-    static GRANTS: RefCell<Option<(Key, HashSet<(String, String)>)>> = const { RefCell::new(None) };
+    static GRANTS: RefCell<Option<(Key, Grants)>> = const { RefCell::new(None) };
     /// The resource registry, for one (transaction, epoch).
     static RESOURCES: RefCell<Option<((u32, u64), HashMap<String, Vec<String>>)>> = const { RefCell::new(None) };
     static EPOCH: Cell<u64> = const { Cell::new(0) };
@@ -90,22 +107,25 @@ fn held(resource: &str, action: &str) -> bool {
         Some(_) => "SELECT resource, ARRAY[action] FROM tenancy.current_grants()",
         // A database login bound to the tenant acts as its binding's role;
         // other SQL sessions (set_tenant) are bounded by their database
-        // role's grants.
+        // role's grants. In a parallel worker the login is unknown: no.
         None => match logins::session() {
             Some(l) if l.role_in(tenant).is_some() => {
                 "SELECT resource, ARRAY[action] FROM tenancy._login_grants(tenancy.current_tenant_id())"
             }
-            _ => return true,
+            Some(l) if !l.restricted => return true,
+            _ => return false,
         },
     };
     let key = (local_xid(), tenant, user, EPOCH.get());
     let load = || {
-        select_pairs(query)
-            .into_iter()
-            .map(|(r, mut a)| (r, a.pop().unwrap_or_default()))
-            .collect()
+        Rc::new(
+            select_pairs(query)
+                .into_iter()
+                .map(|(r, mut a)| (r, a.pop().unwrap_or_default()))
+                .collect(),
+        )
     };
-    let holds = |grants: &HashSet<(String, String)>| {
+    let holds = |grants: &Grants| {
         grants
             .iter()
             .any(|(r, a)| (r == ANY || r == resource) && (a == ANY || a == action))
@@ -114,14 +134,8 @@ fn held(resource: &str, action: &str) -> bool {
 }
 
 /// Stores grants read by pre_request's own statement for this transaction.
-pub fn remember_grants(tenant: pgrx::Uuid, user: pgrx::Uuid, grants: impl Iterator<Item = String>) {
+pub fn remember_grants(tenant: pgrx::Uuid, user: pgrx::Uuid, held: Grants) {
     let key = (local_xid(), tenant, Some(user), EPOCH.get());
-    let held = grants
-        .filter_map(|g| {
-            g.split_once('.')
-                .map(|(r, a)| (r.to_string(), a.to_string()))
-        })
-        .collect();
     GRANTS.with(|cache| *cache.borrow_mut() = Some((key, held)));
 }
 

@@ -10,9 +10,11 @@
 //! starts after a revocation, a removal or a suspension commits never sees
 //! the old answer, on any connection of the pool.
 //!
-//! The hook never raises an error itself: it returns the refusal (as JSON),
-//! and `tenancy.pre_request()` raises it with the error catalog's code and
-//! HTTP status (custom SQLSTATEs are raised from SQL).
+//! The hook raises no error for a refusal: it returns the refusal (as
+//! JSON), and `tenancy.pre_request()` raises it with the error catalog's
+//! code and HTTP status (custom SQLSTATEs are raised from SQL). Only what no
+//! client causes (rate limits without shared memory, an SPI failure) is
+//! raised here.
 
 use crate::{cache, guc, logins, rate_limit, rbac};
 use pgrx::datum::DatumWithOid;
@@ -32,7 +34,8 @@ struct Facts {
 struct Tenant {
     active: bool,
     member: bool,
-    grants: Vec<String>,
+    /// Parsed once, when read: every request of the user shares them.
+    grants: rbac::Grants,
     requests: Option<i32>,
     window_seconds: Option<i32>,
     per_user: bool,
@@ -85,12 +88,12 @@ fn read(tenant: pgrx::Uuid, user: pgrx::Uuid) -> Facts {
             found = Some(Tenant {
                 active: row.get(1)?.unwrap_or(false),
                 member: row.get(2)?.unwrap_or(false),
-                grants: row
-                    .get::<Vec<Option<String>>>(3)?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flatten()
-                    .collect(),
+                grants: rbac::grants(
+                    row.get::<Vec<Option<String>>>(3)?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flatten(),
+                ),
                 requests: row.get(4)?,
                 window_seconds: row.get(5)?,
                 per_user: row.get(6)?.unwrap_or(true),
@@ -98,13 +101,7 @@ fn read(tenant: pgrx::Uuid, user: pgrx::Uuid) -> Facts {
         }
         Ok::<_, pgrx::spi::SpiError>(Facts { tenant: found })
     });
-    read.unwrap_or_else(|e| {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("reading the tenant of a request failed: {e}"),
-            "This is a bug in pg_tenancy: please report it with the statement that hit it.",
-        )
-    })
+    read.unwrap_or_else(|e| crate::error::internal("reading the tenant of a request", e))
 }
 
 /// A refusal, as `tenancy.pre_request()` raises it.
@@ -126,18 +123,11 @@ fn refuse(
 
 /// A uuid written as `pre_request` always required: 8-4-4-4-12 hex digits.
 fn uuid_claim(v: Option<&serde_json::Value>) -> Option<pgrx::Uuid> {
+    // Of the forms the parser takes, only the hyphenated one is 36 long.
     let s = v?.as_str()?;
-    let b = s.as_bytes();
-    let shaped = b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        });
-    if !shaped {
-        return None;
-    }
-    let id = uuid::Uuid::parse_str(s).ok()?;
-    Some(pgrx::Uuid::from_bytes(*id.as_bytes()))
+    (s.len() == 36)
+        .then(|| crate::context::parse_uuid(s))
+        .flatten()
 }
 
 /// The request hook's work (see the module). NULL: go ahead; otherwise the
@@ -244,7 +234,7 @@ fn pre_request() -> Option<String> {
     };
     guc::set_local_as(guc::TENANT_ID, &tenant.to_string(), true);
     guc::set_local_as(guc::USER_ID, &user.to_string(), true);
-    rbac::remember_grants(tenant, user, t.grants.iter().cloned());
+    rbac::remember_grants(tenant, user, t.grants.clone());
     // Counted only for members of an active tenant: 429 with Retry-After
     // over budget, X-RateLimit-* headers within it.
     let counted = t.per_user.then_some(user);

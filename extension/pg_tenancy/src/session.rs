@@ -13,7 +13,9 @@ use pgrx::prelude::*;
 /// gets no other one, with or without a user.
 /// `grants` ('resource.action' strings), when given, are the user's
 /// permissions read in the same statement, so RBAC checks in this
-/// transaction need no further query.
+/// transaction need no further query (no caller passes them since
+/// pre_request's work moved to `request.rs`; the released signature keeps
+/// the argument).
 #[pg_extern(volatile, parallel_unsafe, name = "_set_context")]
 pub fn set_context(
     tenant_id: Option<pgrx::Uuid>,
@@ -32,6 +34,10 @@ pub fn set_context(
     guc::set_local(guc::TENANT_ID, &text(tenant_id));
     guc::set_local(guc::USER_ID, &text(user_id));
     if let (Some(tenant), Some(user), Some(grants)) = (tenant_id, user_id, grants) {
-        crate::rbac::remember_grants(tenant, user, grants.into_iter().flatten());
+        crate::rbac::remember_grants(
+            tenant,
+            user,
+            crate::rbac::grants(grants.into_iter().flatten()),
+        );
     }
 }

@@ -7,29 +7,22 @@ use pgrx::pg_sys;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-/// A named segment of shared memory, set up when the server starts (zeroed,
-/// then `init`), with one lightweight lock of its own.
+/// A named segment of shared memory, zeroed when the server starts, with
+/// one lightweight lock of its own.
 pub struct Segment {
     name: &'static CStr,
     /// Its size in bytes, worked out when the server starts.
     size: fn() -> usize,
-    /// Fills the zeroed segment (its base and length) the first time.
-    init: Option<fn(*mut u8, usize)>,
     base: AtomicPtr<u8>,
     len: AtomicUsize,
     lock: AtomicPtr<pg_sys::LWLock>,
 }
 
 impl Segment {
-    pub const fn new(
-        name: &'static CStr,
-        size: fn() -> usize,
-        init: Option<fn(*mut u8, usize)>,
-    ) -> Self {
+    pub const fn new(name: &'static CStr, size: fn() -> usize) -> Self {
         Segment {
             name,
             size,
-            init,
             base: AtomicPtr::new(std::ptr::null_mut()),
             len: AtomicUsize::new(0),
             lock: AtomicPtr::new(std::ptr::null_mut()),
@@ -104,9 +97,6 @@ unsafe extern "C-unwind" fn startup() {
             let base = pg_sys::ShmemInitStruct(s.name.as_ptr(), size, &mut found).cast::<u8>();
             if !found {
                 std::ptr::write_bytes(base, 0, size);
-                if let Some(init) = s.init {
-                    init(base, size);
-                }
             }
             let lock = &raw mut (*pg_sys::GetNamedLWLockTranche(s.name.as_ptr())).lock;
             s.len.store(size, Ordering::Release);

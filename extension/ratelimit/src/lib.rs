@@ -178,9 +178,12 @@ impl<'a> Table<'a> {
 
     /// Keys with a live window at `now` (for monitoring and tests).
     pub fn live(&self, now: i64) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.used && s.reset_at > now)
-            .count()
+        live(self.slots, now)
     }
+}
+
+/// How many of `slots` hold a live window at unix time `now`: read-only, so
+/// a caller may hold the table's lock shared.
+pub fn live(slots: &[Slot], now: i64) -> usize {
+    slots.iter().filter(|s| s.used && s.reset_at > now).count()
 }

@@ -1,7 +1,7 @@
 //! `tenancy._reconcile`: the glue between two relations and the pure matcher
 //! in `extension/matching`. It checks the relations' shape (`source`), reads
 //! their open rows with SPI as the caller, so that row level security scopes
-//! them to the current tenant (`read`, where all unsafe code is), checks
+//! them to the current tenant (`read`, where the unsafe reading is), checks
 //! their values with errors that name the relation, row and column, and
 //! matches them in windows of payment days under the memory budget
 //! `tenancy.reconcile_memory` (`tenancy_matching::Windows`), streaming each

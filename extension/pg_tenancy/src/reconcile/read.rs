@@ -1,5 +1,5 @@
 //! Reading a source's rows as the caller, with SPI: every unsafe step of
-//! reconciliation is here. A source is read through a cursor, a batch at a
+//! reading is here (`watch` has the signal mask of the matcher's thread). A source is read through a cursor, a batch at a
 //! time, so that only one batch of Postgres tuples is held at once; each
 //! tuple is taken apart with one call into Postgres, and each value is read
 //! with errors naming the relation, the row and the column. Amounts are
@@ -184,11 +184,7 @@ pub fn close(cursor: &str) {
 }
 
 fn internal(source: &Source, e: &pgrx::spi::SpiError) -> ! {
-    fail(
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        format!("reading {} failed: {e}", source.name),
-        "This is a bug in pg_tenancy: please report it with the statement that hit it.",
-    )
+    crate::error::internal(format_args!("reading {}", source.name), e)
 }
 
 /// Reads up to `n` rows from the cursor `cursor` of `source` with `f`,

@@ -119,13 +119,9 @@ fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>) {
         Ok::<_, pgrx::spi::SpiError>((name, relkind, types))
     });
     read.unwrap_or_else(|e| {
-        fail(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!(
-                "reading the catalog entry of relation {} failed: {e}",
-                oid.to_u32()
-            ),
-            "This is a bug in pg_tenancy: please report it with the statement that hit it.",
+        crate::error::internal(
+            format_args!("reading the catalog entry of relation {}", oid.to_u32()),
+            e,
         )
     })
 }
