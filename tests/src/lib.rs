@@ -421,3 +421,35 @@ pub async fn grant(db: &PgPool, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     tx.commit().await.expect("commit");
 }
+
+/// A connection to the database at `url` as `login` (the test cluster
+/// trusts loopback).
+pub async fn connect_as(url: &str, login: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a database URL");
+    sqlx::PgConnection::connect_with(&options.username(login))
+        .await
+        .unwrap_or_else(|e| panic!("connect as {login}: {e}"))
+}
+
+/// `clients` concurrent clients, each sending `each` GETs of `path` with
+/// `token` one after another: every status.
+pub async fn burst(token: &str, path: &str, clients: usize, each: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (token, path) = (token.to_string(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            let api = Api::new();
+            let mut statuses = Vec::new();
+            for _ in 0..each {
+                statuses.push(api.get(&path, Some(&token)).await.status);
+            }
+            statuses
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}

@@ -178,7 +178,7 @@ COMMENT ON FUNCTION tenancy.raise_error(text, text, text, integer, jsonb) IS 'Ra
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/logins.rs:197
+-- extension/pg_tenancy/src/logins.rs:201
 -- pg_tenancy::logins::_acting_as
 CREATE  FUNCTION "_acting_as"() RETURNS TEXT /* Option < String > */
 STRICT STABLE PARALLEL SAFE 
@@ -196,7 +196,7 @@ AS 'MODULE_PATHNAME', 'claimed_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/context.rs:49
+-- extension/pg_tenancy/src/context.rs:55
 -- pg_tenancy::context::_in_transaction_block
 CREATE  FUNCTION "_in_transaction_block"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL RESTRICTED 
@@ -205,7 +205,7 @@ AS 'MODULE_PATHNAME', 'in_transaction_block_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/rbac.rs:207
+-- extension/pg_tenancy/src/rbac.rs:221
 -- pg_tenancy::rbac::_permitted
 CREATE  FUNCTION "_permitted"(
 	"resource" TEXT, /* & str */
@@ -217,7 +217,7 @@ AS 'MODULE_PATHNAME', 'permitted_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/request.rs:145
+-- extension/pg_tenancy/src/request.rs:135
 -- pg_tenancy::request::_pre_request
 CREATE  FUNCTION "_pre_request"() RETURNS TEXT /* Option < String > */
 STRICT VOLATILE PARALLEL UNSAFE 
@@ -226,7 +226,7 @@ AS 'MODULE_PATHNAME', 'pre_request_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/rate_limit.rs:122
+-- extension/pg_tenancy/src/rate_limit.rs:111
 -- pg_tenancy::rate_limit::_rate_limit_take
 CREATE  FUNCTION "_rate_limit_take"(
 	"tenant" uuid, /* pgrx :: Uuid */
@@ -245,7 +245,7 @@ AS 'MODULE_PATHNAME', 'rate_limit_take_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/rbac.rs:214
+-- extension/pg_tenancy/src/rbac.rs:228
 -- pg_tenancy::rbac::_rbac_changed
 CREATE  FUNCTION "_rbac_changed"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE 
@@ -275,7 +275,7 @@ AS 'MODULE_PATHNAME', 'reconcile_relations_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/progress.rs:175
+-- extension/pg_tenancy/src/progress.rs:177
 -- pg_tenancy::progress::_reconcile_progress
 CREATE  FUNCTION "_reconcile_progress"() RETURNS TABLE (
 	"pid" INT,  /* i32 */
@@ -315,7 +315,7 @@ AS 'MODULE_PATHNAME', 'set_claimed_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/session.rs:17
+-- extension/pg_tenancy/src/session.rs:19
 -- pg_tenancy::session::_set_context
 CREATE  FUNCTION "_set_context"(
 	"tenant_id" uuid, /* Option < pgrx :: Uuid > */
@@ -472,7 +472,7 @@ COMMENT ON FUNCTION tenancy.add_member(text, uuid, text) IS 'Gives a user (JWT s
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/context.rs:35
+-- extension/pg_tenancy/src/context.rs:41
 -- pg_tenancy::context::current_tenant_id
 CREATE  FUNCTION "current_tenant_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
 STRICT STABLE PARALLEL SAFE
@@ -481,7 +481,7 @@ AS 'MODULE_PATHNAME', 'current_tenant_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/context.rs:42
+-- extension/pg_tenancy/src/context.rs:48
 -- pg_tenancy::context::current_user_id
 CREATE  FUNCTION "current_user_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
 STRICT STABLE PARALLEL SAFE
@@ -490,7 +490,7 @@ AS 'MODULE_PATHNAME', 'current_user_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/rbac.rs:194
+-- extension/pg_tenancy/src/rbac.rs:208
 -- pg_tenancy::rbac::has_permission
 CREATE  FUNCTION "has_permission"(
 	"resource" TEXT, /* Option < & str > */
@@ -520,7 +520,7 @@ AS 'MODULE_PATHNAME', 'idempotency_ttl_seconds_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/rate_limit.rs:159
+-- extension/pg_tenancy/src/rate_limit.rs:148
 -- pg_tenancy::rate_limit::rate_limit_stats
 CREATE  FUNCTION "rate_limit_stats"() RETURNS TABLE (
 	"live_keys" bigint,  /* i64 */
@@ -541,7 +541,7 @@ AS 'MODULE_PATHNAME', 'version_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/cache.rs:59
+-- extension/pg_tenancy/src/cache.rs:135
 -- pg_tenancy::cache::_changed
 CREATE FUNCTION "_changed"()
 	RETURNS TRIGGER
@@ -1614,175 +1614,6 @@ SELECT tenancy.enable_audit('tenancy.user_roles');
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:92
--- requires:
---   audit
---   cache::_changed
---   logins::acting_as
-
--- Database logins bound to their tenants (src/logins.rs): a customer's
--- analyst, or a BI tool pointed at a customer's data, gets a login that may
--- enter only its tenants, as an RBAC role of each. Entering every tenant is a
--- privilege a DBA grants to a role on purpose (grant_all_tenants), and
--- tenancy.check() lists every login that has it.
-
--- One row per (login, tenant): the login may enter the tenant, acting as
--- `role` (an RBAC role of that tenant). Logins are kept by name, so a dump
--- restored into another cluster keeps them.
-CREATE TABLE tenancy.sql_logins (
-    login      name        NOT NULL,
-    tenant_id  uuid        NOT NULL REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
-    role       text        NOT NULL,
-    granted_at timestamptz NOT NULL DEFAULT now(),
-    granted_by name        NOT NULL DEFAULT session_user,
-    PRIMARY KEY (login, tenant_id),
-    FOREIGN KEY (tenant_id, role) REFERENCES tenancy.roles (tenant_id, name) ON DELETE CASCADE
-);
-COMMENT ON TABLE tenancy.sql_logins IS 'Database logins bound to tenants, each acting as an RBAC role of its tenant. Set with tenancy.grant_sql_access() and tenancy.revoke_sql_access().';
-SELECT pg_catalog.pg_extension_config_dump('tenancy.sql_logins', '');
-
--- Roles whose members (logins included) may enter every tenant from SQL:
--- the platform's own analysts, the scheduled jobs.
-CREATE TABLE tenancy.all_tenants (
-    role       name        PRIMARY KEY,
-    granted_at timestamptz NOT NULL DEFAULT now(),
-    granted_by name        NOT NULL DEFAULT session_user
-);
-COMMENT ON TABLE tenancy.all_tenants IS 'Roles whose members may enter every tenant with tenancy.set_tenant(). Set with tenancy.grant_all_tenants() and tenancy.revoke_all_tenants().';
-SELECT pg_catalog.pg_extension_config_dump('tenancy.all_tenants', '');
-
--- What backends keep of both tables is dropped when a change commits.
-CREATE TRIGGER login_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.sql_logins
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
-CREATE TRIGGER login_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.all_tenants
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
--- Binding and unbinding are audited in the tenant's own log.
-SELECT tenancy.enable_audit('tenancy.sql_logins');
-
--- The session's login (session_user, whatever role it has switched to):
--- whether it is a superuser, whether it may enter every tenant, and one row
--- per tenant it is bound to (a suspended one still binds it: it enters
--- nothing else). A login learns only its own bindings.
-CREATE FUNCTION tenancy._login_bindings()
-RETURNS TABLE (login text, superuser boolean, all_tenants boolean, tenant_id uuid, slug text, role text, active boolean)
-LANGUAGE sql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT r.rolname::text, r.rolsuper,
-           EXISTS (SELECT 1 FROM tenancy.all_tenants a JOIN pg_roles g ON g.rolname = a.role
-                   WHERE pg_has_role(r.oid, g.oid, 'MEMBER')),
-           b.tenant_id, b.slug, b.role, b.status = 'active'
-    FROM pg_roles r
-    LEFT JOIN (SELECT s.login, s.tenant_id, t.slug, s.role, t.status
-               FROM tenancy.sql_logins s JOIN tenancy.tenants t ON t.id = s.tenant_id) b
-           ON b.login = r.rolname
-    WHERE r.rolname = session_user
-    ORDER BY b.slug
-$$;
-
--- The (resource, action) grants of the RBAC role the session's login acts
--- as in `tenant`; none if it is not bound to it.
-CREATE FUNCTION tenancy._login_grants(tenant uuid)
-RETURNS TABLE (resource text, action text)
-LANGUAGE sql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT rp.resource, rp.action
-    FROM tenancy.sql_logins s
-    JOIN tenancy.role_permissions rp ON rp.tenant_id = s.tenant_id AND rp.role = s.role
-    WHERE s.login = session_user AND s.tenant_id = tenant
-$$;
-
--- Binds a login to a tenant, acting as an RBAC role of it (readonly unless
--- said otherwise). Binding it again changes the role.
-CREATE FUNCTION tenancy.grant_sql_access(login name, tenant text, role text DEFAULT 'readonly')
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r pg_roles;
-    t tenancy.tenants := tenancy.find_tenant(tenant);
-BEGIN
-    SELECT * INTO r FROM pg_roles x WHERE x.rolname = grant_sql_access.login;
-    IF r.oid IS NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('role "%s" does not exist', left(login, 100)),
-            'Create the login first: CREATE ROLE ... LOGIN PASSWORD ...;');
-    END IF;
-    IF r.rolsuper OR r.rolbypassrls THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
-            format('role "%s" bypasses row level security: binding it to a tenant would protect nothing', login),
-            'Bind an ordinary login (NOSUPERUSER NOBYPASSRLS).');
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM tenancy.roles x WHERE x.tenant_id = t.id AND x.name = grant_sql_access.role) THEN
-        PERFORM tenancy.raise_error('NOT_FOUND',
-            format('role %s does not exist in tenant "%s"', coalesce(quote_literal(left(role, 100)), 'NULL'), t.slug),
-            format('Roles of this tenant: SELECT name FROM tenancy.roles WHERE tenant_id = %L;', t.id));
-    END IF;
-    INSERT INTO tenancy.sql_logins AS s (login, tenant_id, role)
-    VALUES (grant_sql_access.login, t.id, grant_sql_access.role)
-    ON CONFLICT ON CONSTRAINT sql_logins_pkey DO UPDATE
-    SET role = EXCLUDED.role, granted_at = now(), granted_by = session_user
-    WHERE s.role IS DISTINCT FROM EXCLUDED.role;
-END
-$$;
-COMMENT ON FUNCTION tenancy.grant_sql_access(name, text, text) IS 'Binds a database login to a tenant, acting as one of its RBAC roles (default readonly): it may then enter that tenant only (and only its bound tenants), and one bound to a single tenant is in it without set_tenant. Audited.';
-
--- Unbinds a login from a tenant; true if it was bound.
-CREATE FUNCTION tenancy.revoke_sql_access(login name, tenant text)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t tenancy.tenants := tenancy.find_tenant(tenant);
-BEGIN
-    DELETE FROM tenancy.sql_logins s WHERE s.login = revoke_sql_access.login AND s.tenant_id = t.id;
-    RETURN FOUND;
-END
-$$;
-COMMENT ON FUNCTION tenancy.revoke_sql_access(name, text) IS 'Unbinds a database login from a tenant; it applies from the login''s next transaction. Audited.';
-
--- Lets the members of a role enter every tenant from SQL (set_tenant, and
--- the scheduled jobs' for_each_tenant). tenancy.check() lists every login
--- that may.
-CREATE FUNCTION tenancy.grant_all_tenants(role name)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles x WHERE x.rolname = grant_all_tenants.role) THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('role "%s" does not exist', left(role, 100)));
-    END IF;
-    INSERT INTO tenancy.all_tenants (role) VALUES (grant_all_tenants.role) ON CONFLICT DO NOTHING;
-END
-$$;
-COMMENT ON FUNCTION tenancy.grant_all_tenants(name) IS 'Lets the members of a role enter every tenant from SQL (tenancy.set_tenant, for_each_tenant). Logins bound to tenants stay bound to them.';
-
-CREATE FUNCTION tenancy.revoke_all_tenants(role name)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    DELETE FROM tenancy.all_tenants a WHERE a.role = revoke_all_tenants.role;
-    RETURN FOUND;
-END
-$$;
-COMMENT ON FUNCTION tenancy.revoke_all_tenants(name) IS 'Takes back tenancy.grant_all_tenants(); true if the role had it.';
-
--- Every binding and every all-tenants role, for DBAs.
-CREATE VIEW tenancy.sql_access AS
-SELECT s.login, t.slug AS tenant, s.tenant_id, s.role, s.granted_at, s.granted_by
-FROM tenancy.sql_logins s JOIN tenancy.tenants t ON t.id = s.tenant_id
-UNION ALL
-SELECT a.role, '*', NULL, NULL, a.granted_at, a.granted_by
-FROM tenancy.all_tenants a;
-COMMENT ON VIEW tenancy.sql_access IS 'Which database login may enter which tenant, as which RBAC role; tenant * for the roles whose members may enter every tenant.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- extension/pg_tenancy/src/lib.rs:62
 -- requires:
 --   context
@@ -2133,6 +1964,171 @@ COMMENT ON FUNCTION tenancy.disable(regclass, name) IS 'Undoes tenancy.enable: d
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- extension/pg_tenancy/src/lib.rs:92
+-- requires:
+--   audit
+--   cache::_changed
+--   logins::acting_as
+
+-- Database logins bound to their tenants (src/logins.rs): a customer's
+-- analyst, or a BI tool pointed at a customer's data, gets a login that may
+-- enter only its tenants, as an RBAC role of each. Entering every tenant is a
+-- privilege a DBA grants to a role on purpose (grant_all_tenants), and
+-- tenancy.check() lists every login that has it.
+
+-- One row per (login, tenant): the login may enter the tenant, acting as
+-- `role` (an RBAC role of that tenant). Logins are kept by name, so a dump
+-- restored into another cluster keeps them.
+CREATE TABLE tenancy.sql_logins (
+    login      name        NOT NULL,
+    tenant_id  uuid        NOT NULL REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+    role       text        NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_by name        NOT NULL DEFAULT session_user,
+    PRIMARY KEY (login, tenant_id),
+    FOREIGN KEY (tenant_id, role) REFERENCES tenancy.roles (tenant_id, name) ON DELETE CASCADE
+);
+COMMENT ON TABLE tenancy.sql_logins IS 'Database logins bound to tenants, each acting as an RBAC role of its tenant. Set with tenancy.grant_sql_access() and tenancy.revoke_sql_access().';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.sql_logins', '');
+
+-- Roles whose members (logins included) may enter every tenant from SQL:
+-- the platform's own analysts, the scheduled jobs.
+CREATE TABLE tenancy.all_tenants (
+    role       name        PRIMARY KEY,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_by name        NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE tenancy.all_tenants IS 'Roles whose members may enter every tenant with tenancy.set_tenant(). Set with tenancy.grant_all_tenants() and tenancy.revoke_all_tenants().';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.all_tenants', '');
+
+-- What backends keep of both tables is dropped when a change commits.
+CREATE TRIGGER login_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.sql_logins
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
+CREATE TRIGGER login_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.all_tenants
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
+-- Binding and unbinding are audited in the tenant's own log.
+SELECT tenancy.enable_audit('tenancy.sql_logins');
+
+-- The session's login (session_user, whatever role it has switched to):
+-- whether it is a superuser, whether it may enter every tenant, and one row
+-- per tenant it is bound to (a suspended one still binds it: it enters
+-- nothing else). A login learns only its own bindings.
+CREATE FUNCTION tenancy._login_bindings()
+RETURNS TABLE (login text, superuser boolean, all_tenants boolean, tenant_id uuid, slug text, role text, active boolean)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.rolname::text, r.rolsuper,
+           EXISTS (SELECT 1 FROM tenancy.all_tenants a JOIN pg_roles g ON g.rolname = a.role
+                   WHERE pg_has_role(r.oid, g.oid, 'MEMBER')),
+           b.tenant_id, b.slug, b.role, b.status = 'active'
+    FROM pg_roles r
+    LEFT JOIN (SELECT s.login, s.tenant_id, t.slug, s.role, t.status
+               FROM tenancy.sql_logins s JOIN tenancy.tenants t ON t.id = s.tenant_id) b
+           ON b.login = r.rolname
+    WHERE r.rolname = session_user
+    ORDER BY b.slug
+$$;
+
+-- The (resource, action) grants of the RBAC role the session's login acts
+-- as in `tenant`; none if it is not bound to it.
+CREATE FUNCTION tenancy._login_grants(tenant uuid)
+RETURNS TABLE (resource text, action text)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT rp.resource, rp.action
+    FROM tenancy.sql_logins s
+    JOIN tenancy.role_permissions rp ON rp.tenant_id = s.tenant_id AND rp.role = s.role
+    WHERE s.login = session_user AND s.tenant_id = tenant
+$$;
+
+-- Binds a login to a tenant, acting as an RBAC role of it (readonly unless
+-- said otherwise). Binding it again changes the role.
+CREATE FUNCTION tenancy.grant_sql_access(login name, tenant text, role text DEFAULT 'readonly')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r pg_roles;
+    t tenancy.tenants := tenancy.find_tenant(tenant);
+BEGIN
+    SELECT * INTO r FROM pg_roles x WHERE x.rolname = grant_sql_access.login;
+    IF r.oid IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('role "%s" does not exist', left(login, 100)),
+            'Create the login first: CREATE ROLE ... LOGIN PASSWORD ...;');
+    END IF;
+    IF r.rolsuper OR r.rolbypassrls THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+            format('role "%s" bypasses row level security: binding it to a tenant would protect nothing', login),
+            'Bind an ordinary login (NOSUPERUSER NOBYPASSRLS).');
+    END IF;
+    PERFORM tenancy.tenant_role(t.id, grant_sql_access.role);  -- NOT_FOUND unless it exists
+    INSERT INTO tenancy.sql_logins AS s (login, tenant_id, role)
+    VALUES (grant_sql_access.login, t.id, grant_sql_access.role)
+    ON CONFLICT ON CONSTRAINT sql_logins_pkey DO UPDATE
+    SET role = EXCLUDED.role, granted_at = now(), granted_by = session_user
+    WHERE s.role IS DISTINCT FROM EXCLUDED.role;
+END
+$$;
+COMMENT ON FUNCTION tenancy.grant_sql_access(name, text, text) IS 'Binds a database login to a tenant, acting as one of its RBAC roles (default readonly): it may then enter that tenant only (and only its bound tenants), and one bound to a single tenant is in it without set_tenant. Audited.';
+
+-- Unbinds a login from a tenant; true if it was bound.
+CREATE FUNCTION tenancy.revoke_sql_access(login name, tenant text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t tenancy.tenants := tenancy.find_tenant(tenant);
+BEGIN
+    DELETE FROM tenancy.sql_logins s WHERE s.login = revoke_sql_access.login AND s.tenant_id = t.id;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION tenancy.revoke_sql_access(name, text) IS 'Unbinds a database login from a tenant; it applies from the login''s next transaction. Audited.';
+
+-- Lets the members of a role enter every tenant from SQL (set_tenant, and
+-- the scheduled jobs' for_each_tenant). tenancy.check() lists every login
+-- that may.
+CREATE FUNCTION tenancy.grant_all_tenants(role name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles x WHERE x.rolname = grant_all_tenants.role) THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('role "%s" does not exist', left(role, 100)));
+    END IF;
+    INSERT INTO tenancy.all_tenants (role) VALUES (grant_all_tenants.role) ON CONFLICT DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION tenancy.grant_all_tenants(name) IS 'Lets the members of a role enter every tenant from SQL (tenancy.set_tenant, for_each_tenant). Logins bound to tenants stay bound to them.';
+
+CREATE FUNCTION tenancy.revoke_all_tenants(role name)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM tenancy.all_tenants a WHERE a.role = revoke_all_tenants.role;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION tenancy.revoke_all_tenants(name) IS 'Takes back tenancy.grant_all_tenants(); true if the role had it.';
+
+-- Every binding and every all-tenants role, for DBAs.
+CREATE VIEW tenancy.sql_access AS
+SELECT s.login, t.slug AS tenant, s.tenant_id, s.role, s.granted_at, s.granted_by
+FROM tenancy.sql_logins s JOIN tenancy.tenants t ON t.id = s.tenant_id
+UNION ALL
+SELECT a.role, '*', NULL, NULL, a.granted_at, a.granted_by
+FROM tenancy.all_tenants a;
+COMMENT ON VIEW tenancy.sql_access IS 'Which database login may enter which tenant, as which RBAC role; tenant * for the roles whose members may enter every tenant.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- extension/pg_tenancy/src/lib.rs:47
 -- requires:
 --   enable
@@ -2265,9 +2261,23 @@ JOIN pg_roles g ON g.rolname = a.role
 WHERE l.rolcanlogin AND NOT l.rolsuper AND pg_has_role(l.oid, g.oid, 'MEMBER')
   AND NOT EXISTS (SELECT 1 FROM tenancy.sql_logins s WHERE s.login = l.rolname)
 GROUP BY l.rolname
+UNION ALL
+-- Bindings are kept by role name (so that a dump keeps them), and DROP ROLE
+-- leaves them behind: a new role of the same name would have them.
+SELECT 'error', 'role', s.login::text,
+       format('bound to tenant "%s", but no role of that name exists: a role created with it would enter the tenant', t.slug),
+       format('SELECT tenancy.revoke_sql_access(%L, %L);', s.login, t.slug)
+FROM tenancy.sql_logins s JOIN tenancy.tenants t ON t.id = s.tenant_id
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = s.login)
+UNION ALL
+SELECT 'error', 'role', a.role::text,
+       'may enter every tenant, but no role of that name exists: a role created with it would',
+       format('SELECT tenancy.revoke_all_tenants(%L);', a.role)
+FROM tenancy.all_tenants a
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = a.role)
 ORDER BY 1, 2, 3, 4
 $$;
-COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS. And, as notices, every login that may enter every tenant.';
+COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; bindings of roles that no longer exist. And, as notices, every login that may enter every tenant.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2387,7 +2397,9 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 
 -- Deliberately NOT granted to PUBLIC (grant them to your own roles):
 --   tenancy.pre_request()          to the PostgREST API roles (anon, authenticated)
---   tenancy.set_tenant(text)       to analyst and job roles; never to API roles
+--   tenancy.set_tenant(text)       to analyst and job roles, which also need
+--                                  tenancy.grant_all_tenants(role); never to
+--                                  API roles
 --   create_tenant, suspend_tenant, resume_tenant, drop_tenant, add_member,
 --   enable, disable, protect, unprotect, check
 --                                  to the DBA / platform role
@@ -2398,7 +2410,8 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 --   set_reconcile_rules            to the API and analyst roles (it checks
 --                                  reconciliation.manage itself)
 --   for_each_tenant                to the DBA / the pg_cron job's role, with
---                                  _job_context and SELECT on tenancy.tenants
+--                                  _job_context, SELECT on tenancy.tenants and
+--                                  tenancy.grant_all_tenants(role)
 --   grant_sql_access, revoke_sql_access, grant_all_tenants,
 --   revoke_all_tenants, SELECT on sql_access
 --                                  to the DBA / platform role

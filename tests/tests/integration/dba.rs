@@ -135,10 +135,7 @@ async fn dump_and_restore_keep_everything_and_isolation() {
     tx.rollback().await.unwrap();
     conn.close().await.unwrap();
     // The bound login is in its tenant there, without set_tenant.
-    let options: sqlx::postgres::PgConnectOptions = db_url(&target).parse().unwrap();
-    let mut conn = PgConnection::connect_with(&options.username(&login))
-        .await
-        .unwrap();
+    let mut conn = connect_as(&db_url(&target), &login).await;
     let seen: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM ledger.invoices")
         .fetch_all(&mut conn)
         .await

@@ -4,7 +4,6 @@
 //! connects as a real login of its own (the test cluster trusts loopback).
 
 use integration::*;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -21,10 +20,7 @@ async fn new_login(db: &PgPool) -> String {
 }
 
 async fn connect_as(login: &str) -> PgConnection {
-    let options: PgConnectOptions = stack().db_url.parse().expect("a database URL");
-    PgConnection::connect_with(&options.username(login))
-        .await
-        .unwrap_or_else(|e| panic!("connect as {login}: {e}"))
+    integration::connect_as(&stack().db_url, login).await
 }
 
 async fn bind(db: &PgPool, login: &str, t: &Tenant, role: &str) {
@@ -416,6 +412,24 @@ async fn entering_every_tenant_is_granted_on_purpose_and_reported() {
             "login may enter every tenant (a member of analyst, granted with tenancy.grant_all_tenants)".to_string()
         )]
     );
+    // Taken out of analyst, its open connection is refused at its next
+    // transaction (role memberships are watched like the tables).
+    grant(
+        &db,
+        &format!(
+            "GRANT EXECUTE ON FUNCTION tenancy.set_tenant(text) TO {platform};
+             REVOKE analyst FROM {platform};"
+        ),
+    )
+    .await;
+    let e = expect_db_error(
+        sqlx::query("SELECT tenancy.set_tenant($1)")
+            .bind(&a.slug)
+            .execute(&mut conn)
+            .await,
+        "42501",
+    );
+    assert!(e.message.contains("may not enter every tenant"), "{e:?}");
 
     // A login merely granted set_tenant enters nothing...
     let other = new_login(&db).await;
@@ -575,10 +589,7 @@ async fn dba_functions_check_their_input_and_who_calls_them() {
     );
     assert_eq!(e.message, "tenant \"no-such-tenant\" does not exist");
     let e = expect_db_error(call(grant, [&login, &a.slug, "owner"]).await, "P0002");
-    assert_eq!(
-        e.message,
-        format!("role 'owner' does not exist in tenant \"{}\"", a.slug)
-    );
+    assert_eq!(e.message, "role \"owner\" does not exist in this tenant");
     let e = expect_db_error(
         sqlx::query("SELECT tenancy.grant_all_tenants('no_such_role')")
             .execute(&db)
@@ -635,4 +646,76 @@ async fn dba_functions_check_their_input_and_who_calls_them() {
         .await
         .unwrap();
     expect_db_error(tenants_seen(&mut conn).await, "TN001");
+}
+
+#[tokio::test]
+async fn bindings_of_a_dropped_role_are_reported_until_revoked() {
+    // In a database of its own: its check() has errors on purpose, which
+    // the tests asserting a clean check() alongside must not see.
+    let admin_db = admin().await;
+    let name = format!("orphans_{}", Uuid::new_v4().simple());
+    admin_db
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db_url(&name))
+        .await
+        .unwrap();
+    let (bound, everywhere) = (
+        integration::new_login(&db, "").await,
+        integration::new_login(&db, "").await,
+    );
+    db.execute(
+        format!(
+            "CREATE EXTENSION pg_tenancy;
+             SELECT tenancy.create_tenant('acme', 'Acme');
+             SELECT tenancy.grant_sql_access('{bound}', 'acme');
+             SELECT tenancy.grant_all_tenants('{everywhere}');
+             DROP ROLE {bound}, {everywhere};"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let findings = || {
+        let db = db.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, String, String)>(
+                "SELECT object_name, severity, problem, fix FROM tenancy.check() ORDER BY 1",
+            )
+            .fetch_all(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let mut expected = vec![
+        (
+            bound.clone(),
+            "error".to_string(),
+            "bound to tenant \"acme\", but no role of that name exists: a role created with it would enter the tenant"
+                .to_string(),
+            format!("SELECT tenancy.revoke_sql_access('{bound}', 'acme');"),
+        ),
+        (
+            everywhere.clone(),
+            "error".to_string(),
+            "may enter every tenant, but no role of that name exists: a role created with it would"
+                .to_string(),
+            format!("SELECT tenancy.revoke_all_tenants('{everywhere}');"),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(findings().await, expected);
+    // The fixes it names clear them.
+    for (_, _, _, fix) in expected {
+        db.execute(fix.as_str()).await.unwrap();
+    }
+    assert!(findings().await.is_empty());
+    db.close().await;
+    admin_db
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
 }

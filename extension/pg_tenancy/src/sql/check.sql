@@ -125,6 +125,20 @@ JOIN pg_roles g ON g.rolname = a.role
 WHERE l.rolcanlogin AND NOT l.rolsuper AND pg_has_role(l.oid, g.oid, 'MEMBER')
   AND NOT EXISTS (SELECT 1 FROM tenancy.sql_logins s WHERE s.login = l.rolname)
 GROUP BY l.rolname
+UNION ALL
+-- Bindings are kept by role name (so that a dump keeps them), and DROP ROLE
+-- leaves them behind: a new role of the same name would have them.
+SELECT 'error', 'role', s.login::text,
+       format('bound to tenant "%s", but no role of that name exists: a role created with it would enter the tenant', t.slug),
+       format('SELECT tenancy.revoke_sql_access(%L, %L);', s.login, t.slug)
+FROM tenancy.sql_logins s JOIN tenancy.tenants t ON t.id = s.tenant_id
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = s.login)
+UNION ALL
+SELECT 'error', 'role', a.role::text,
+       'may enter every tenant, but no role of that name exists: a role created with it would',
+       format('SELECT tenancy.revoke_all_tenants(%L);', a.role)
+FROM tenancy.all_tenants a
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = a.role)
 ORDER BY 1, 2, 3, 4
 $$;
-COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS. And, as notices, every login that may enter every tenant.';
+COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; bindings of roles that no longer exist. And, as notices, every login that may enter every tenant.';

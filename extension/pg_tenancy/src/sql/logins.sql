@@ -92,11 +92,7 @@ BEGIN
             format('role "%s" bypasses row level security: binding it to a tenant would protect nothing', login),
             'Bind an ordinary login (NOSUPERUSER NOBYPASSRLS).');
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM tenancy.roles x WHERE x.tenant_id = t.id AND x.name = grant_sql_access.role) THEN
-        PERFORM tenancy.raise_error('NOT_FOUND',
-            format('role %s does not exist in tenant "%s"', coalesce(quote_literal(left(role, 100)), 'NULL'), t.slug),
-            format('Roles of this tenant: SELECT name FROM tenancy.roles WHERE tenant_id = %L;', t.id));
-    END IF;
+    PERFORM tenancy.tenant_role(t.id, grant_sql_access.role);  -- NOT_FOUND unless it exists
     INSERT INTO tenancy.sql_logins AS s (login, tenant_id, role)
     VALUES (grant_sql_access.login, t.id, grant_sql_access.role)
     ON CONFLICT ON CONSTRAINT sql_logins_pkey DO UPDATE

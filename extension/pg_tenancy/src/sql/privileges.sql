@@ -33,7 +33,9 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 
 -- Deliberately NOT granted to PUBLIC (grant them to your own roles):
 --   tenancy.pre_request()          to the PostgREST API roles (anon, authenticated)
---   tenancy.set_tenant(text)       to analyst and job roles; never to API roles
+--   tenancy.set_tenant(text)       to analyst and job roles, which also need
+--                                  tenancy.grant_all_tenants(role); never to
+--                                  API roles
 --   create_tenant, suspend_tenant, resume_tenant, drop_tenant, add_member,
 --   enable, disable, protect, unprotect, check
 --                                  to the DBA / platform role
@@ -44,7 +46,8 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 --   set_reconcile_rules            to the API and analyst roles (it checks
 --                                  reconciliation.manage itself)
 --   for_each_tenant                to the DBA / the pg_cron job's role, with
---                                  _job_context and SELECT on tenancy.tenants
+--                                  _job_context, SELECT on tenancy.tenants and
+--                                  tenancy.grant_all_tenants(role)
 --   grant_sql_access, revoke_sql_access, grant_all_tenants,
 --   revoke_all_tenants, SELECT on sql_access
 --                                  to the DBA / platform role
