@@ -82,14 +82,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.execute("SET LOCAL ROLE authenticated").await?;
         let started = Instant::now();
         let (invs, txs) = load(&mut c, &args[3], &args[4]).await?;
+        let (invoice_ids, invoices): (Vec<String>, Vec<Invoice>) = invs.into_iter().unzip();
+        let (transaction_ids, transactions): (Vec<String>, Vec<Transaction>) =
+            txs.into_iter().unzip();
         let loaded = started.elapsed();
-        let invoices: Vec<Invoice> = invs.into_iter().map(|(_, i)| i).collect();
-        let transactions: Vec<Transaction> = txs.into_iter().map(|(_, t)| t).collect();
         let matches = reconcile(&invoices, &transactions, &Rules::default())?;
+        // Named by their ids, as reconcile returns them.
+        let named: Vec<(&str, &str)> = matches
+            .iter()
+            .map(|m| {
+                (
+                    invoice_ids[m.invoice].as_str(),
+                    transaction_ids[m.transaction].as_str(),
+                )
+            })
+            .collect();
         let total = started.elapsed();
         c.execute("ROLLBACK").await?;
         if best.is_none_or(|(t, _, _)| total < t) {
-            best = Some((total, loaded, matches.len()));
+            best = Some((total, loaded, named.len()));
         }
     }
     if let Some((total, loaded, n)) = best {

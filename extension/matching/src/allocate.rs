@@ -2,7 +2,7 @@
 //! the invoice have room, graded `auto` only when nothing else scores close.
 
 use crate::candidates::Candidate;
-use crate::index::Prepared;
+use crate::index::{Grouped, Prepared};
 use crate::input::{Invoice, Transaction};
 use crate::output::{Grade, Match, Reason};
 use crate::score::AmountFit;
@@ -98,39 +98,6 @@ pub(crate) fn reasons_for(
         });
     }
     r
-}
-
-/// Items grouped by a key in one vector: those of key `k` are
-/// `items[starts[k]..starts[k + 1]]`, in the order they were given.
-pub(crate) struct Grouped<T> {
-    starts: Vec<usize>,
-    items: Vec<T>,
-}
-
-impl<T: Copy + Default> Grouped<T> {
-    pub(crate) fn new(n: usize, items: impl Iterator<Item = (usize, T)> + Clone) -> Self {
-        let mut starts = vec![0; n + 1];
-        for (k, _) in items.clone() {
-            starts[k + 1] += 1;
-        }
-        for k in 1..starts.len() {
-            starts[k] += starts[k - 1];
-        }
-        let mut fill = starts.clone();
-        let mut grouped = vec![T::default(); starts[n]];
-        for (k, item) in items {
-            grouped[fill[k]] = item;
-            fill[k] += 1;
-        }
-        Grouped {
-            starts,
-            items: grouped,
-        }
-    }
-
-    pub(crate) fn of(&self, k: usize) -> &[T] {
-        &self.items[self.starts[k]..self.starts[k + 1]]
-    }
 }
 
 /// The whole settlements (`AmountFit::settles_whole`) of each payment, as

@@ -2,7 +2,7 @@
 //! name and those of about its amount in its date window, with their
 //! evidence and score.
 
-use crate::index::{AmountIndex, Facts, NameFits, Prepared};
+use crate::index::{AmountIndex, Facts, Grouped, NameFits, Prepared};
 use crate::refs::{Found, RefSweep};
 use crate::score::{
     amount_fit, amount_score, date_score, reference_score, round4, unit_rules, AmountFit, UnitFit,
@@ -103,7 +103,10 @@ pub(crate) fn candidates(
             true
         })
     });
-    (out, Named::new(p.transactions.len(), &named_pairs))
+    (
+        out,
+        Grouped::new(p.transactions.len(), named_pairs.iter().copied()),
+    )
 }
 
 /// Sets the flag when dropped, also while unwinding.
@@ -219,35 +222,7 @@ fn lookups(
 }
 
 /// Per payment: the invoices its description may name, ascending.
-pub(crate) struct Named {
-    /// Those of payment `t`: `invoices[starts[t]..starts[t + 1]]`.
-    pub(crate) starts: Vec<usize>,
-    pub(crate) invoices: Vec<usize>,
-}
-
-impl Named {
-    /// From (payment, invoice) pairs, each payment's by invoice.
-    pub(crate) fn new(payments: usize, pairs: &[(usize, usize)]) -> Self {
-        let mut starts = vec![0; payments + 1];
-        for &(t, _) in pairs {
-            starts[t + 1] += 1;
-        }
-        for t in 1..starts.len() {
-            starts[t] += starts[t - 1];
-        }
-        let mut fill = starts.clone();
-        let mut invoices = vec![0; pairs.len()];
-        for &(t, inv) in pairs {
-            invoices[fill[t]] = inv;
-            fill[t] += 1;
-        }
-        Named { starts, invoices }
-    }
-
-    pub(crate) fn of(&self, t: usize) -> &[usize] {
-        &self.invoices[self.starts[t]..self.starts[t + 1]]
-    }
-}
+pub(crate) type Named = Grouped<usize>;
 
 /// `RefSweep::lookup` for payment `ti`, appended to `out` by invoice, each once.
 pub(crate) fn lookup(

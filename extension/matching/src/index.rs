@@ -1,6 +1,7 @@
 //! The input prepared for matching: the text work on each row done once
 //! instead of once per pair, and the indexes that bound which pairs are
-//! looked at. A match is still decided by the checks in `lib.rs`; the
+//! looked at. A match is still decided by the checks in `candidates` and
+//! `score`; the
 //! indexes only have to hand them every pair those checks could accept.
 
 use crate::input::{Day, Invoice, Transaction};
@@ -259,7 +260,7 @@ impl<'a> Prepared<'a> {
         &self.refs[k]
     }
 
-    /// `text::find_reference` of invoice `inv`'s number in payment `t`.
+    /// `Reference::find_in`: invoice `inv`'s number in payment `t`.
     pub fn reference(&self, inv: usize, t: usize) -> Option<RefEvidence> {
         self.refs[self.place[inv] as usize].find_in(self.descriptions.get(t))
     }
@@ -557,4 +558,37 @@ fn gallop<T>(list: &[T], pred: impl Fn(&T) -> bool) -> usize {
     let from = end / 2;
     let end = end.min(list.len());
     from + list[from..end].partition_point(pred)
+}
+
+/// Items grouped by a key in one vector: those of key `k` are
+/// `items[starts[k]..starts[k + 1]]`, in the order they were given.
+pub(crate) struct Grouped<T> {
+    starts: Vec<usize>,
+    items: Vec<T>,
+}
+
+impl<T: Copy + Default> Grouped<T> {
+    pub(crate) fn new(n: usize, items: impl Iterator<Item = (usize, T)> + Clone) -> Self {
+        let mut starts = vec![0; n + 1];
+        for (k, _) in items.clone() {
+            starts[k + 1] += 1;
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        let mut fill = starts.clone();
+        let mut grouped = vec![T::default(); starts[n]];
+        for (k, item) in items {
+            grouped[fill[k]] = item;
+            fill[k] += 1;
+        }
+        Grouped {
+            starts,
+            items: grouped,
+        }
+    }
+
+    pub(crate) fn of(&self, k: usize) -> &[T] {
+        &self.items[self.starts[k]..self.starts[k + 1]]
+    }
 }

@@ -55,7 +55,7 @@ pub(crate) fn outside_window(p: &Prepared, books: &mut Books) {
             &mut found,
         );
         // The closest in time, then the better counterparty, then the first.
-        let mut best: Option<(i32, f64, usize, usize)> = None;
+        let mut best: Option<(i32, f64, usize)> = None;
         for n in found.iter().filter(|n| n.named) {
             let f = p.facts_at(n.place as usize);
             let outside = days_outside(f.from, f.to, payment.booked_on);
@@ -69,12 +69,12 @@ pub(crate) fn outside_window(p: &Prepared, books: &mut Books) {
             }
             let counterparty = fits.get(p, f.name, t);
             let better =
-                best.is_none_or(|(o, c, _, inv)| (outside, -counterparty, n.inv) < (o, -c, inv));
+                best.is_none_or(|(o, c, inv)| (outside, -counterparty, n.inv) < (o, -c, inv));
             if better {
-                best = Some((outside, counterparty, n.place as usize, n.inv));
+                best = Some((outside, counterparty, n.inv));
             }
         }
-        let Some((outside, counterparty, _, inv)) = best else {
+        let Some((outside, counterparty, inv)) = best else {
             continue;
         };
         let allocated = payment.amount;

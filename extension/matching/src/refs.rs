@@ -9,7 +9,7 @@
 //! digits, the whole normalized number (with more, a token equal to the
 //! number has its digits and finds it by them). Looking up a token, its
 //! digits and its digits with one deleted finds every invoice whose number
-//! `find_reference` sees in the token, exactly or one typo away, and more
+//! `Reference::find_in` sees in the token, exactly or one typo away, and more
 //! that it does not: that is the pool `candidates` looks at.
 
 use crate::index::{FastMap, Prepared};
@@ -258,7 +258,7 @@ impl RefSweep {
 
     /// The invoices whose number may appear among the tokens and whose date
     /// window holds `day`, each with whether the description may name it
-    /// (`find_reference` tells); it names none of the others, those only
+    /// (`Reference::find_in` tells); it names none of the others, those only
     /// found by deleting a digit at another place than in the token (two
     /// edits apart). Those only with `unnamed_too`. `day` is never before
     /// the day of the previous call.

@@ -42,6 +42,13 @@ fn only(ms: &[Match]) -> &Match {
     &ms[0]
 }
 
+/// Positions as keys, for the windows' tests.
+impl crate::windows::Key for usize {
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<usize>()
+    }
+}
+
 #[test]
 fn exact_payment_with_reference_is_auto() {
     let ms = run(

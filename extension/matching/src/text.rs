@@ -6,7 +6,7 @@ pub fn normalize(s: &str) -> String {
     normalized(s).collect()
 }
 
-/// The tokens of descriptions (those of `tokens`, unsorted), each with its
+/// The tokens of descriptions (those of `Description::tokens`), each with its
 /// digits and its letter part worked out once, so that comparing them with
 /// many invoice numbers allocates nothing; all descriptions in one place.
 #[derive(Debug, Default)]
@@ -159,7 +159,7 @@ pub enum RefEvidence {
     Typo,
 }
 
-/// An invoice number prepared for `find_reference`: normalized, and its
+/// An invoice number prepared for `find_in`: normalized, and its
 /// digits, in 32 bytes (in place for all but long numbers).
 #[derive(Debug)]
 pub(crate) struct Reference {

@@ -32,9 +32,11 @@ use rust_decimal::Decimal;
 const INVOICE_BYTES: usize = 600;
 const PAYMENT_BYTES: usize = 1_600;
 
-/// While a window is matched it is held twice over in part: the invoices
-/// and payments lent to the matcher, their keys for the matches, the
-/// matches waiting to be returned. So a window's rows may take 3/5 of the
+/// `INVOICE_BYTES` and `PAYMENT_BYTES` hold for rows matched at once (the
+/// caller's `whole`, which counts with them). In windows, rows are partly
+/// held twice: invoices carried from window to window in `held`, the
+/// vectors a window grows, the payments and matches of the window lent to
+/// the matcher and returned. So a window's rows may take 3/5 of the
 /// budget (measured with 1,000,000 invoices and payments under 256 MB: the
 /// backend's private memory peaked at 1.38x the rows' share with none of
 /// this margin, 1.07x with 7/10).
@@ -144,12 +146,6 @@ pub trait Key: Ord + Clone {
 impl Key for String {
     fn bytes(&self) -> usize {
         std::mem::size_of::<String>() + self.capacity()
-    }
-}
-
-impl Key for usize {
-    fn bytes(&self) -> usize {
-        std::mem::size_of::<usize>()
     }
 }
 
@@ -321,7 +317,6 @@ impl<K: Key> Windows<K> {
             .filter(|&h| self.held[h].from <= last_day)
             .collect();
         used.sort_unstable_by(|&a, &b| self.held[a].key.cmp(&self.held[b].key));
-        let keys: Vec<K> = used.iter().map(|&h| self.held[h].key.clone()).collect();
         // Lent to the matcher and given back.
         let take = |h: &mut Held<K>| std::mem::take(&mut h.invoice);
         let invoices: Vec<Invoice> = used.iter().map(|&h| take(&mut self.held[h])).collect();
@@ -334,22 +329,24 @@ impl<K: Key> Windows<K> {
         for (k, &h) in used.iter().enumerate() {
             self.held[h].invoice.open_amount = open[k];
         }
-        self.held.retain(|h| h.invoice.open_amount > Decimal::ZERO);
-        self.held_bytes = self.held.iter().map(|h| h.bytes).sum();
         let groups = self.groups;
         self.groups += matches.last().map_or(0, |m| m.group);
         self.counts.matches += matches.len();
         self.counts.windows += 1;
-        Ok(matches
+        // Named before the invoices settled here are let go (`next` counts
+        // what stays held again).
+        let keyed = matches
             .into_iter()
             .map(|mut m| {
                 m.group += groups;
                 Keyed {
-                    invoice: keys[m.invoice].clone(),
+                    invoice: self.held[used[m.invoice]].key.clone(),
                     transaction: payment_keys[m.transaction].clone(),
                     matched: m,
                 }
             })
-            .collect())
+            .collect();
+        self.held.retain(|h| h.invoice.open_amount > Decimal::ZERO);
+        Ok(keyed)
     }
 }
