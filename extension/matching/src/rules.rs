@@ -200,7 +200,11 @@ impl Rules {
             "max_invoices_per_payment" => {
                 self.max_invoices_per_payment = usize::try_from(whole()?).unwrap_or(0)
             }
-            _ => self.allow_currency_mismatch = flag(text).ok_or_else(invalid)?,
+            "allow_currency_mismatch" => {
+                self.allow_currency_mismatch = flag(text).ok_or_else(invalid)?
+            }
+            // A rule of RULES without an arm here is refused, not misread.
+            _ => return Err(RuleError::Unknown(rule.to_string())),
         }
         Ok(())
     }
@@ -216,7 +220,8 @@ impl Rules {
             "suggestion_days" => self.suggestion_days.to_string(),
             "min_auto_score" => self.min_auto_score.to_string(),
             "max_invoices_per_payment" => self.max_invoices_per_payment.to_string(),
-            _ => self.allow_currency_mismatch.to_string(),
+            "allow_currency_mismatch" => self.allow_currency_mismatch.to_string(),
+            _ => String::new(),
         }
     }
 
@@ -236,7 +241,9 @@ impl Rules {
                 "suggestion_days" => (0..=3660).contains(&self.suggestion_days),
                 "min_auto_score" => (0.0..=1.0).contains(&self.min_auto_score),
                 "max_invoices_per_payment" => (1..=10).contains(&self.max_invoices_per_payment),
-                _ => true,
+                "allow_currency_mismatch" => true,
+                // A rule of RULES without a range here is never in range.
+                _ => false,
             }
         };
         match RULES.iter().find(|(rule, _)| !within(rule)) {
