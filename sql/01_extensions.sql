@@ -24,7 +24,7 @@ CREATE EXTENSION IF NOT EXISTS pg_cron;
 -- The platform's analysts (members of analyst) may enter every tenant, on
 -- purpose: tenancy.check() lists each login that may. A customer's login
 -- gets tenancy.grant_sql_access() to its own tenants instead (README).
-GRANT EXECUTE ON FUNCTION tenancy.pre_request() TO anon, authenticated;
+GRANT EXECUTE ON FUNCTION tenancy.pre_request(), tenancy._pre_request() TO anon, authenticated;
 GRANT EXECUTE ON FUNCTION tenancy.set_tenant(text) TO analyst;
 SELECT tenancy.grant_all_tenants('analyst');
 

@@ -39,11 +39,23 @@ for frozen in "$ROOT"/extension/pg_tenancy/released/pg_tenancy--*.sql; do
         -c "SELECT tenancy.create_tenant('upgrade-test', 'Upgrade test')" \
         -c "DO \$\$ BEGIN CREATE ROLE upgrade_analyst NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" \
         -c "GRANT EXECUTE ON FUNCTION tenancy.set_tenant(text) TO upgrade_analyst" \
+        -c "GRANT EXECUTE ON FUNCTION tenancy.pre_request() TO upgrade_analyst" \
+        -c "CREATE TABLE public.upgrade_items (id int, tenant_id uuid)" \
+        -c "SELECT tenancy.enable('public.upgrade_items'), tenancy.protect('public.upgrade_items', 'upgrade_items')" \
         -c "ALTER EXTENSION pg_tenancy UPDATE" >/dev/null || fail "upgrading from $v failed"
-    [ "$(psql_admin "$PORT" upgrade_from_old -At -c "SELECT string_agg(role, ',') FROM tenancy.all_tenants")" = upgrade_analyst ] ||
-        fail "upgrading from $v did not keep upgrade_analyst's set_tenant as tenancy.grant_all_tenants"
+    # pre_request runs as its caller since 0.6.0: who could run it can still.
+    [ "$(psql_admin "$PORT" upgrade_from_old -At -c "SELECT has_function_privilege('upgrade_analyst', 'tenancy._pre_request()', 'EXECUTE')")" = t ] ||
+        fail "upgrading from $v did not grant tenancy._pre_request() to a role granted pre_request"
+    psql_admin "$PORT" upgrade_from_old -c "REVOKE EXECUTE ON FUNCTION tenancy.pre_request(), tenancy._pre_request() FROM upgrade_analyst" >/dev/null
+    # (From 0.5.0 on a grant of set_tenant alone enters no tenant: nothing to keep.)
+    if [ "$(printf '%s\n' "$v" 0.5.0 | sort -V | head -n 1)" != 0.5.0 ]; then
+        [ "$(psql_admin "$PORT" upgrade_from_old -At -c "SELECT string_agg(role, ',') FROM tenancy.all_tenants")" = upgrade_analyst ] ||
+            fail "upgrading from $v did not keep upgrade_analyst's set_tenant as tenancy.grant_all_tenants"
+    fi
     psql_admin "$PORT" upgrade_from_old -c "REVOKE EXECUTE ON FUNCTION tenancy.set_tenant(text) FROM upgrade_analyst" >/dev/null
-    psql_admin "$PORT" upgrade_fresh -c "CREATE EXTENSION pg_tenancy" >/dev/null
+    psql_admin "$PORT" upgrade_fresh -c "CREATE EXTENSION pg_tenancy" \
+        -c "CREATE TABLE public.upgrade_items (id int, tenant_id uuid)" \
+        -c "SELECT tenancy.enable('public.upgrade_items'), tenancy.protect('public.upgrade_items', 'upgrade_items')" >/dev/null
     # pg_dump leaves extension members out, so describe them from the catalogs.
     dump() { psql_admin "$PORT" "$1" -At -v ON_ERROR_STOP=1 <<'SQL'
 SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid)
@@ -60,8 +72,10 @@ SELECT 'relation', c.oid::regclass, c.relkind, c.relacl, c.relrowsecurity, c.rel
   FROM pg_class c WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY c.oid::regclass::text;
 SELECT 'constraint', conrelid::regclass, conname, pg_get_constraintdef(oid)
   FROM pg_constraint WHERE connamespace = 'tenancy'::regnamespace ORDER BY conrelid::regclass::text, 3;
+-- The extension's policies, and those enable() and protect() made on a table of the user's.
 SELECT 'policy', polrelid::regclass, polname, polcmd, polpermissive, pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid)
-  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE c.relnamespace = 'tenancy'::regnamespace ORDER BY polrelid::regclass::text, 3;
+  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+  WHERE c.relnamespace IN ('tenancy'::regnamespace, 'public'::regnamespace) ORDER BY polrelid::regclass::text, 3;
 SELECT 'trigger', tgrelid::regclass, tgname, pg_get_triggerdef(t.oid)
   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
   WHERE c.relnamespace = 'tenancy'::regnamespace AND NOT t.tgisinternal ORDER BY tgrelid::regclass::text, 3;

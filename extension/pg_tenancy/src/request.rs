@@ -11,10 +11,13 @@
 //! the old answer, on any connection of the pool.
 //!
 //! The hook raises no error for a refusal: it returns the refusal (as
-//! JSON), and `tenancy.pre_request()` raises it with the error catalog's
+//! JSON), and `tenancy._raise_refusal()` raises it with the error catalog's
 //! code and HTTP status (custom SQLSTATEs are raised from SQL). Only what no
 //! client causes (rate limits without shared memory, an SPI failure) is
 //! raised here.
+//!
+//! It runs as the API role, not as a SECURITY DEFINER function: see
+//! `privileged` for the one read that needs more.
 
 use crate::{cache, guc, logins, rate_limit, rbac};
 use pgrx::datum::DatumWithOid;
@@ -76,32 +79,70 @@ fn lookup(tenant: pgrx::Uuid, user: pgrx::Uuid) -> Rc<Facts> {
 
 fn read(tenant: pgrx::Uuid, user: pgrx::Uuid) -> Facts {
     let args = [DatumWithOid::from(tenant), DatumWithOid::from(user)];
-    let read = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT active, member, grants, requests, window_seconds, per_user
+    let read = privileged(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT active, member, grants, requests, window_seconds, per_user
              FROM tenancy._request_facts($1, $2)",
-            Some(1),
-            &args,
-        )?;
-        let mut found = None;
-        for row in rows {
-            found = Some(Tenant {
-                active: row.get(1)?.unwrap_or(false),
-                member: row.get(2)?.unwrap_or(false),
-                grants: rbac::grants(
-                    row.get::<Vec<Option<String>>>(3)?
-                        .unwrap_or_default()
-                        .into_iter()
-                        .flatten(),
-                ),
-                requests: row.get(4)?,
-                window_seconds: row.get(5)?,
-                per_user: row.get(6)?.unwrap_or(true),
-            });
-        }
-        Ok::<_, pgrx::spi::SpiError>(Facts { tenant: found })
+                Some(1),
+                &args,
+            )?;
+            let mut found = None;
+            for row in rows {
+                found = Some(Tenant {
+                    active: row.get(1)?.unwrap_or(false),
+                    member: row.get(2)?.unwrap_or(false),
+                    grants: rbac::grants(
+                        row.get::<Vec<Option<String>>>(3)?
+                            .unwrap_or_default()
+                            .into_iter()
+                            .flatten(),
+                    ),
+                    requests: row.get(4)?,
+                    window_seconds: row.get(5)?,
+                    per_user: row.get(6)?.unwrap_or(true),
+                });
+            }
+            Ok::<_, pgrx::spi::SpiError>(Facts { tenant: found })
+        })
     });
     read.unwrap_or_else(|e| crate::error::internal("reading the tenant of a request", e))
+}
+
+/// Runs `f` as the bootstrap superuser, then as the caller again.
+///
+/// The hook runs as the API role (`pre_request` is inlined into PostgREST's
+/// statement, which a SECURITY DEFINER function never is), and
+/// `tenancy._request_facts` — any tenant's status and members — is not that
+/// role's to call. Only that call, on a cache miss, runs with the switch;
+/// `_request_facts` itself is SECURITY DEFINER with a pinned search_path, so
+/// the switch only lets it be called. An error inside aborts the
+/// (sub)transaction, which restores the user as well.
+fn privileged<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(pg_sys::Oid, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: sets two backend globals back to what they were.
+            #[allow(unsafe_code)]
+            unsafe {
+                pg_sys::SetUserIdAndSecContext(self.0, self.1);
+            }
+        }
+    }
+    let mut user = pg_sys::InvalidOid;
+    let mut context = 0;
+    // SAFETY: reads and sets backend globals, as fmgr does around a SECURITY
+    // DEFINER function; `Restore` sets them back on return and on unwind.
+    #[allow(unsafe_code)]
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let _restore = Restore(user, context);
+    f()
 }
 
 /// A refusal, as `tenancy.pre_request()` raises it.
@@ -128,6 +169,14 @@ fn uuid_claim(v: Option<&serde_json::Value>) -> Option<pgrx::Uuid> {
     (s.len() == 36)
         .then(|| crate::context::parse_uuid(s))
         .flatten()
+}
+
+/// `id` in the canonical form, written into `buf` (without `fmt`'s
+/// machinery: this runs on every request).
+fn hyphenated(id: pgrx::Uuid, buf: &mut [u8; 45]) -> &str {
+    uuid::Uuid::from_bytes(*id.as_bytes())
+        .hyphenated()
+        .encode_lower(buf)
 }
 
 /// The request hook's work (see the module). NULL: go ahead; otherwise the
@@ -232,8 +281,9 @@ fn pre_request() -> Option<String> {
         }
         Some(t) => t,
     };
-    guc::set_local_as(guc::TENANT_ID, &tenant.to_string(), true);
-    guc::set_local_as(guc::USER_ID, &user.to_string(), true);
+    let mut buf = uuid::Uuid::encode_buffer();
+    guc::set_local_as(guc::TENANT_ID, hyphenated(tenant, &mut buf), true);
+    guc::set_local_as(guc::USER_ID, hyphenated(user, &mut buf), true);
     rbac::remember_grants(tenant, user, t.grants.clone());
     // Counted only for members of an active tenant: 429 with Retry-After
     // over budget, X-RateLimit-* headers within it.

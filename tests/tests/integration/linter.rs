@@ -122,3 +122,68 @@ async fn check_finds_broken_tables_views_functions_and_roles() {
     conn.close().await.unwrap();
     drop_database(&name).await;
 }
+
+/// tenancy.pre_request() runs as its caller and calls _pre_request(): a role
+/// granted one without the other is reported, with the grant or revoke to
+/// run.
+#[tokio::test]
+async fn check_finds_a_hook_role_without_the_inner_grant() {
+    let (name, mut conn) = fresh_database().await;
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(
+        "CREATE ROLE check_hook_caller NOLOGIN;
+         GRANT EXECUTE ON FUNCTION tenancy.pre_request() TO check_hook_caller;",
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT severity, problem, fix FROM tenancy.check() WHERE object_name = 'check_hook_caller'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "error");
+    assert!(rows[0].1.contains("every request it makes is refused"), "{rows:?}");
+    assert_eq!(
+        rows[0].2,
+        "GRANT EXECUTE ON FUNCTION tenancy._pre_request() TO check_hook_caller;"
+    );
+    // Run as that role, the hook is refused: it fails closed.
+    tx.execute("SET LOCAL ROLE check_hook_caller").await.unwrap();
+    let err = tx.execute("SELECT tenancy.pre_request()").await.unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("42501"),
+        "{err}"
+    );
+    tx.rollback().await.unwrap();
+
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(
+        "CREATE ROLE check_hook_caller NOLOGIN;
+         GRANT EXECUTE ON FUNCTION tenancy.pre_request(), tenancy._pre_request() TO check_hook_caller;",
+    )
+    .await
+    .unwrap();
+    assert!(!has(&problems(&mut tx).await, "check_hook_caller", ""));
+    tx.execute("REVOKE EXECUTE ON FUNCTION tenancy.pre_request() FROM check_hook_caller")
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT severity, problem, fix FROM tenancy.check() WHERE object_name = 'check_hook_caller'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "warning");
+    assert!(rows[0].1.contains("claims it writes itself"), "{rows:?}");
+    assert_eq!(
+        rows[0].2,
+        "REVOKE EXECUTE ON FUNCTION tenancy._pre_request() FROM check_hook_caller;"
+    );
+    tx.rollback().await.unwrap();
+    conn.close().await.unwrap();
+    drop_database(&name).await;
+}

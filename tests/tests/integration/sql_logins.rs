@@ -157,6 +157,7 @@ async fn a_bound_login_gets_into_no_other_tenant_by_any_path() {
         format!("SELECT tenancy._set_context('{}', NULL)", b.id),
         format!("SELECT tenancy._job_context('{}')", b.id),
         "SELECT tenancy.pre_request()".to_string(),
+        "SELECT tenancy._pre_request()".to_string(),
         "CALL tenancy.for_each_tenant('tenancy.version()'::regprocedure)".to_string(),
     ] {
         let e = statement_error(&mut conn, &sql, "42501").await;

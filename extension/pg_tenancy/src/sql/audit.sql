@@ -54,7 +54,8 @@ ALTER TABLE tenancy.audit_log FORCE ROW LEVEL SECURITY;
 -- INSERT, UPDATE or DELETE policy: only the audit trigger (running as the
 -- extension's owner) writes.
 CREATE POLICY audit_read ON tenancy.audit_log FOR SELECT
-    USING (tenant_id = (SELECT tenancy.tenant_scope()) AND (SELECT tenancy.permits('audit', 'read')));
+    USING (tenant_id = (SELECT coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required()))
+           AND (SELECT tenancy._permitted('audit', 'read') OR tenancy.permission_denied('audit', 'read')));
 
 INSERT INTO tenancy.resources (name, actions) VALUES ('audit', ARRAY['read']);
 SELECT pg_catalog.pg_extension_config_dump('tenancy.resources', 'WHERE name NOT IN (''roles'', ''reconciliation'', ''audit'')');

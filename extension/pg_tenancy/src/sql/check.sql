@@ -114,6 +114,21 @@ FROM pg_roles l JOIN pg_roles b ON b.oid <> l.oid AND (b.rolbypassrls OR b.rolsu
 WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
   AND pg_has_role(l.oid, b.oid, 'MEMBER')
 UNION ALL
+-- tenancy.pre_request() runs as its caller and calls tenancy._pre_request():
+-- a role needs EXECUTE on both, or on neither.
+SELECT CASE WHEN x.hook THEN 'error' ELSE 'warning' END, 'role', x.rolname::text,
+       CASE WHEN x.hook
+            THEN 'may run tenancy.pre_request() but not tenancy._pre_request(): every request it makes is refused (permission denied)'
+            ELSE 'may run tenancy._pre_request() but not tenancy.pre_request(): it can set a tenant and user from claims it writes itself' END,
+       CASE WHEN x.hook
+            THEN format('GRANT EXECUTE ON FUNCTION tenancy._pre_request() TO %I;', x.rolname)
+            ELSE format('REVOKE EXECUTE ON FUNCTION tenancy._pre_request() FROM %I;', x.rolname) END
+FROM (SELECT r.rolname,
+             has_function_privilege(r.oid, 'tenancy.pre_request()', 'EXECUTE') AS hook,
+             has_function_privilege(r.oid, 'tenancy._pre_request()', 'EXECUTE') AS inner_hook
+      FROM pg_roles r WHERE NOT r.rolsuper) x
+WHERE x.hook <> x.inner_hook
+UNION ALL
 -- Not unsafe in itself, but never to be had by accident: every login (but
 -- superusers) that may enter every tenant from SQL.
 SELECT 'notice', 'role', l.rolname::text,
@@ -141,4 +156,4 @@ FROM tenancy.all_tenants a
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = a.role)
 ORDER BY 1, 2, 3, 4
 $$;
-COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; bindings of roles that no longer exist. And, as notices, every login that may enter every tenant.';
+COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; roles that may run pre_request but not _pre_request (or the reverse); bindings of roles that no longer exist. And, as notices, every login that may enter every tenant.';

@@ -4,8 +4,12 @@
 -- pooled connection can never carry a tenant into the next transaction.
 
 -- The tenant of the current transaction, or an error naming the fix.
--- Isolation policies call it as `(SELECT tenancy.tenant_scope())`, which the
--- planner turns into an initPlan: evaluated once per statement, not per row.
+-- Isolation policies write its body out in a sub-select,
+-- `(SELECT coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required()))`,
+-- which the planner turns into an initPlan: evaluated once per statement,
+-- not per row. Written out, not called: inlining a SQL function parses its
+-- body again at every planning, and PostgREST plans most requests afresh
+-- (their LIMIT is a parameter, so Postgres picks custom plans).
 -- Raised by tenant_scope() when no tenant is set.
 CREATE FUNCTION tenancy.tenant_context_required()
 RETURNS uuid
@@ -27,7 +31,7 @@ CREATE FUNCTION tenancy.tenant_scope()
 RETURNS uuid
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required()) $$;
-COMMENT ON FUNCTION tenancy.tenant_scope() IS 'The current tenant, or error TENANT_CONTEXT_REQUIRED (SQLSTATE TN001). Used by isolation policies.';
+COMMENT ON FUNCTION tenancy.tenant_scope() IS 'The current tenant, or error TENANT_CONTEXT_REQUIRED (SQLSTATE TN001). Isolation policies check the same, written out.';
 
 -- For analysts and jobs: sets the tenant (no user) for the current transaction.
 CREATE FUNCTION tenancy.set_tenant(tenant text)
@@ -61,27 +65,39 @@ END
 $$;
 COMMENT ON FUNCTION tenancy.set_tenant(text) IS 'Sets the tenant (slug or id) for the current transaction only; returns its id.';
 
+-- Raises a refusal of tenancy._pre_request() with the error catalog's code
+-- and HTTP status (custom SQLSTATEs are raised from SQL, not from Rust).
+CREATE FUNCTION tenancy._raise_refusal(refusal text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r constant jsonb := refusal::jsonb;
+BEGIN
+    PERFORM tenancy.raise_error(r ->> 'code', r ->> 'message', r ->> 'hint', NULL, r -> 'headers');
+END
+$$;
+
 -- PostgREST's db-pre-request: validates the verified JWT claims, sets the
 -- tenant and user for this request's transaction and counts the request
 -- against the tenant's rate limit, all in tenancy._pre_request()
 -- (src/request.rs). PostgREST has already checked the signature and exp;
--- this checks what only the database knows. A refusal is raised here, with
--- the error catalog's code and HTTP status.
+-- this checks what only the database knows.
+--
+-- It runs on every request, so it is a plain SQL function that Postgres
+-- inlines into PostgREST's statement: no SECURITY DEFINER and no SET clause
+-- (each would cost more than the hook's own work). _pre_request() reads
+-- what the API role may not read with a privilege of its own (see
+-- src/request.rs), and the roles that may run this hook must also be
+-- granted EXECUTE on _pre_request() (tenancy.check() reports a role that
+-- has one without the other). A refusal comes back as JSON and is raised
+-- by _raise_refusal(), which is STRICT: a request that goes ahead never
+-- enters PL/pgSQL.
 CREATE FUNCTION tenancy.pre_request()
 RETURNS void
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    refusal text := tenancy._pre_request();
-    r jsonb;
-BEGIN
-    IF refusal IS NOT NULL THEN
-        r := refusal::jsonb;
-        PERFORM tenancy.raise_error(r ->> 'code', r ->> 'message', r ->> 'hint', NULL, r -> 'headers');
-    END IF;
-END
-$$;
+LANGUAGE sql VOLATILE
+AS $$ SELECT tenancy._raise_refusal(tenancy._pre_request()) $$;
 COMMENT ON FUNCTION tenancy.pre_request() IS 'PostgREST db-pre-request: validates request.jwt.claims (type, tenant_id, sub, tenant status, membership), sets the tenant and user for this request only, and counts the request against the tenant''s rate limit (429 over budget).';
 
 -- What tenancy._pre_request() keeps per backend is dropped in every backend

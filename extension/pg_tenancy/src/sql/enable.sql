@@ -22,7 +22,8 @@ DECLARE
     att record;
     fk_name name := tenancy.scoped_object_name(tbl, col, 'tenant_fk');
     idx_name name := tenancy.scoped_object_name(tbl, col, 'tenant_idx');
-    scope constant text := format('%I = (SELECT tenancy.tenant_scope())', col);
+    -- tenant_scope()'s body, written out: see context.sql.
+    scope constant text := format('%I = (SELECT coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required()))', col);
 BEGIN
     IF tbl IS NULL OR col IS NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.enable needs a table and a column name');

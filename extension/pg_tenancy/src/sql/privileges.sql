@@ -11,6 +11,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy.tenant_scope(),
     tenancy.tenant_context_required(),
     tenancy.raise_error(text, text, text, integer, jsonb),
+    tenancy._raise_refusal(text),
     tenancy.error_catalog(text),
     tenancy.version(),
     tenancy.has_permission(text, text),
@@ -32,7 +33,9 @@ TO PUBLIC;
 GRANT SELECT ON tenancy.resources TO PUBLIC;
 
 -- Deliberately NOT granted to PUBLIC (grant them to your own roles):
---   tenancy.pre_request()          to the PostgREST API roles (anon, authenticated)
+--   tenancy.pre_request() and tenancy._pre_request()
+--                                  to the PostgREST API roles (anon, authenticated):
+--                                  both, as pre_request runs as its caller
 --   tenancy.set_tenant(text)       to analyst and job roles, which also need
 --                                  tenancy.grant_all_tenants(role); never to
 --                                  API roles

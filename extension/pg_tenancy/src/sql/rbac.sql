@@ -57,7 +57,7 @@ CREATE FUNCTION tenancy.permits(resource text, action text)
 RETURNS boolean
 LANGUAGE sql STABLE
 AS $$ SELECT tenancy._permitted(resource, action) OR tenancy.permission_denied(resource, action) $$;
-COMMENT ON FUNCTION tenancy.permits(text, text) IS 'Used by protect()''s policies: true if the current user holds resource.action, else PERMISSION_DENIED. Names are not re-validated.';
+COMMENT ON FUNCTION tenancy.permits(text, text) IS 'True if the current user holds resource.action, else PERMISSION_DENIED; protect()''s policies check the same, written out. Names are not re-validated.';
 
 -- Statement-level guard installed by protect(): a clear 403 even when the
 -- statement touches no row.
@@ -104,7 +104,8 @@ BEGIN
 
     FOR cmd IN SELECT * FROM (VALUES ('SELECT', 'read'), ('INSERT', 'create'), ('UPDATE', 'update'), ('DELETE', 'delete'))
                AS v(command, action) LOOP
-        check_expr := format('(SELECT tenancy.permits(%L, %L))', resource, cmd.action);
+        -- permits()'s body, written out, as tenant_scope()'s is (context.sql).
+        check_expr := format('(SELECT tenancy._permitted(%1$L, %2$L) OR tenancy.permission_denied(%1$L, %2$L))', resource, cmd.action);
         IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'rbac_' || cmd.action) THEN
             EXECUTE format('DROP POLICY %I ON %s', 'rbac_' || cmd.action, tbl);
         END IF;
