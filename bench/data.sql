@@ -72,7 +72,7 @@ INSERT INTO bench_iso.invoices SELECT * FROM ledger.invoices;
 SELECT tenancy.enable('bench_iso.invoices');
 GRANT USAGE ON SCHEMA bench_iso TO bench_user;
 GRANT SELECT ON bench_iso.invoices TO bench_user;
-GRANT EXECUTE ON FUNCTION tenancy.pre_request() TO bench_user;
+GRANT EXECUTE ON FUNCTION tenancy.pre_request(), tenancy._pre_request() TO bench_user;
 
 -- Idempotency benchmark: the same import as api.import_bank_transactions
 -- (ledger.import_bank_transactions) without the idempotency key: the
