@@ -123,6 +123,15 @@ async fn check_finds_broken_tables_views_functions_and_roles() {
     drop_database(&name).await;
 }
 
+/// What check() reports of one object: severity, problem, fix.
+async fn findings_of(conn: &mut PgConnection, object: &str) -> Vec<(String, String, String)> {
+    sqlx::query_as("SELECT severity, problem, fix FROM tenancy.check() WHERE object_name = $1")
+        .bind(object)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
 /// tenancy.pre_request() runs as its caller and calls _pre_request(): a role
 /// granted one without the other is reported, with the grant or revoke to
 /// run.
@@ -136,22 +145,25 @@ async fn check_finds_a_hook_role_without_the_inner_grant() {
     )
     .await
     .unwrap();
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT severity, problem, fix FROM tenancy.check() WHERE object_name = 'check_hook_caller'",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap();
+    let rows = findings_of(&mut tx, "check_hook_caller").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].0, "error");
-    assert!(rows[0].1.contains("every request it makes is refused"), "{rows:?}");
+    assert!(
+        rows[0].1.contains("every request it makes is refused"),
+        "{rows:?}"
+    );
     assert_eq!(
         rows[0].2,
         "GRANT EXECUTE ON FUNCTION tenancy._pre_request() TO check_hook_caller;"
     );
     // Run as that role, the hook is refused: it fails closed.
-    tx.execute("SET LOCAL ROLE check_hook_caller").await.unwrap();
-    let err = tx.execute("SELECT tenancy.pre_request()").await.unwrap_err();
+    tx.execute("SET LOCAL ROLE check_hook_caller")
+        .await
+        .unwrap();
+    let err = tx
+        .execute("SELECT tenancy.pre_request()")
+        .await
+        .unwrap_err();
     assert_eq!(
         err.as_database_error().and_then(|e| e.code()).as_deref(),
         Some("42501"),
@@ -170,12 +182,7 @@ async fn check_finds_a_hook_role_without_the_inner_grant() {
     tx.execute("REVOKE EXECUTE ON FUNCTION tenancy.pre_request() FROM check_hook_caller")
         .await
         .unwrap();
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT severity, problem, fix FROM tenancy.check() WHERE object_name = 'check_hook_caller'",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap();
+    let rows = findings_of(&mut tx, "check_hook_caller").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].0, "warning");
     assert!(rows[0].1.contains("claims it writes itself"), "{rows:?}");
