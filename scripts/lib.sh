@@ -91,11 +91,12 @@ run_dir() {
     echo "$RUN_BASE/$1"
 }
 
-# start_cluster DIR PORT: a fresh cluster owned by the postgres OS user, trust
-# auth on loopback only (dev), with sql/postgresql.conf (pg_cron and
-# pg_tenancy preloaded) — the same settings the container image uses.
+# start_cluster DIR PORT [CONF...]: a fresh cluster owned by the postgres OS
+# user, trust auth on loopback only (dev), with sql/postgresql.conf (pg_cron
+# and pg_tenancy preloaded) — the same settings the container image uses —
+# and then each CONF file (later settings win).
 start_cluster() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 conf
     stop_cluster "$dir"
     if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then
         die "port $port is taken by another Postgres (a run that was killed?). Stop it, or choose another port (PGPORT / TEST_PGPORT / BENCH_PGPORT)."
@@ -107,6 +108,7 @@ start_cluster() {
         die "the postgres user cannot reach $dir: keep cluster directories under \$RUN_BASE ($RUN_BASE)"
     pg_as "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust --no-instructions -E UTF8 >/dev/null
     cat "$ROOT/sql/postgresql.conf" >>"$dir/data/postgresql.conf"
+    for conf in "${@:3}"; do cat "$conf" >>"$dir/data/postgresql.conf"; done
     cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port

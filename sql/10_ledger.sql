@@ -4,8 +4,10 @@
 -- Amounts are exact numerics with at most 4 decimals.
 CREATE SCHEMA IF NOT EXISTS ledger;
 
+-- Every key leads with tenant_id, so that Citus can shard the ledger by
+-- tenant (README: Scale out on Citus); 15_matches.sql moves older ledgers.
 CREATE TABLE IF NOT EXISTS ledger.invoices (
-    id           uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    id           uuid        NOT NULL DEFAULT gen_random_uuid(),
     tenant_id    uuid        NOT NULL,
     amount       numeric     NOT NULL,
     currency     text        NOT NULL,
@@ -24,13 +26,13 @@ CREATE TABLE IF NOT EXISTS ledger.invoices (
     CONSTRAINT invoices_open_amount_range CHECK (open_amount >= 0 AND open_amount <= amount),
     CONSTRAINT invoices_status CHECK (status IN ('open', 'partially_paid', 'paid')),
     CONSTRAINT invoices_reference_unique UNIQUE (tenant_id, reference),
-    CONSTRAINT invoices_tenant_id_id_key UNIQUE (tenant_id, id)  -- target of matches' FK
+    CONSTRAINT invoices_pkey PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX IF NOT EXISTS invoices_tenant_created ON ledger.invoices (tenant_id, created_at DESC, id);
 COMMENT ON TABLE ledger.invoices IS 'Invoices issued by the tenant; reference is the invoice number, unique per tenant.';
 
 CREATE TABLE IF NOT EXISTS ledger.bank_transactions (
-    id           uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    id           uuid        NOT NULL DEFAULT gen_random_uuid(),
     tenant_id    uuid        NOT NULL,
     amount       numeric     NOT NULL,
     currency     text        NOT NULL,
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS ledger.bank_transactions (
     unmatched_amount numeric NOT NULL,
     CONSTRAINT bank_transactions_amount_nonzero CHECK (amount <> 0),
     CONSTRAINT bank_transactions_unmatched_range CHECK (unmatched_amount >= 0 AND unmatched_amount <= greatest(amount, 0)),
-    CONSTRAINT bank_transactions_tenant_id_id_key UNIQUE (tenant_id, id),
+    CONSTRAINT bank_transactions_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT bank_transactions_amount_scale CHECK (scale(amount) <= 4),
     CONSTRAINT bank_transactions_currency_code CHECK (currency ~ '^[A-Z]{3}$'),
     CONSTRAINT bank_transactions_description_length CHECK (length(description) <= 1000),

@@ -8,7 +8,7 @@
 -- when two runs race: the loser gets ALLOCATION_EXCEEDED (409) and nothing of
 -- it stays.
 CREATE TABLE IF NOT EXISTS ledger.matches (
-    id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    id               uuid        NOT NULL DEFAULT gen_random_uuid(),
     tenant_id        uuid        NOT NULL,
     invoice_id       uuid        NOT NULL,
     transaction_id   uuid        NOT NULL,
@@ -27,11 +27,35 @@ CREATE TABLE IF NOT EXISTS ledger.matches (
     CONSTRAINT matches_grade CHECK (grade IN ('auto', 'suggested', 'manual')),
     CONSTRAINT matches_status CHECK (status IN ('applied', 'confirmed', 'undone')),
     CONSTRAINT matches_reasons_array CHECK (jsonb_typeof(reasons) = 'array'),
+    CONSTRAINT matches_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT matches_invoice_fk FOREIGN KEY (tenant_id, invoice_id)
         REFERENCES ledger.invoices (tenant_id, id),
     CONSTRAINT matches_transaction_fk FOREIGN KEY (tenant_id, transaction_id)
         REFERENCES ledger.bank_transactions (tenant_id, id)
 );
+-- Ledgers made before 0.7.0 had PRIMARY KEY (id) and a separate UNIQUE
+-- (tenant_id, id) that matches' foreign keys pointed at. Their keys move to
+-- (tenant_id, id) in place, rows kept: the same uniqueness, with the tenant
+-- first, as Citus requires of a table sharded by tenant.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+                   WHERE k.conrelid = 'ledger.matches'::regclass AND k.contype = 'p' AND a.attname = 'id') THEN
+        RETURN;
+    END IF;
+    ALTER TABLE ledger.matches DROP CONSTRAINT matches_invoice_fk, DROP CONSTRAINT matches_transaction_fk;
+    FOREACH t IN ARRAY ARRAY['invoices', 'bank_transactions', 'matches'] LOOP
+        EXECUTE format('ALTER TABLE ledger.%I DROP CONSTRAINT IF EXISTS %I, DROP CONSTRAINT %I, ADD CONSTRAINT %I PRIMARY KEY (tenant_id, id)',
+                       t, t || '_tenant_id_id_key', t || '_pkey', t || '_pkey');
+    END LOOP;
+    ALTER TABLE ledger.matches
+        ADD CONSTRAINT matches_invoice_fk FOREIGN KEY (tenant_id, invoice_id) REFERENCES ledger.invoices (tenant_id, id),
+        ADD CONSTRAINT matches_transaction_fk FOREIGN KEY (tenant_id, transaction_id) REFERENCES ledger.bank_transactions (tenant_id, id);
+END
+$$;
+
 -- One live match per (invoice, transaction): re-running apply adds nothing.
 CREATE UNIQUE INDEX IF NOT EXISTS matches_live_pair ON ledger.matches (tenant_id, invoice_id, transaction_id)
     WHERE status <> 'undone';

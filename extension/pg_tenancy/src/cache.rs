@@ -129,18 +129,40 @@ pub fn catch_up() {
     }
 }
 
+/// On Citus the trigger fires on a placement of the table (a shard named
+/// `<table>_<shard id>`); the caches watch the table itself.
+fn shard_of(name: &str) -> Option<&std::ffi::CStr> {
+    let (table, id) = name.rsplit_once('_')?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    TABLES.iter().copied().find(|t| t.to_bytes() == table.as_bytes())
+}
+
 /// Queues a relcache invalidation of the table the trigger fired on, sent
-/// to every backend when the transaction commits: their caches of the
-/// extension's tables are dropped then.
+/// to every backend when the transaction commits (on Citus, also when the
+/// prepared transaction commits): their caches of the extension's tables
+/// are dropped then.
 #[pg_trigger]
 fn _changed<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
-    let relid = trigger.relation()?.oid();
-    // SAFETY: queues an invalidation message for an existing relation.
-    #[allow(unsafe_code)]
-    unsafe {
-        pg_sys::CacheInvalidateRelcacheByRelid(relid);
+    let relation = trigger.relation()?;
+    let mut relids = vec![relation.oid()];
+    if let Some(table) = shard_of(relation.name()) {
+        // SAFETY: a catalog lookup by name, in the trigger's transaction.
+        #[allow(unsafe_code)]
+        let relid = unsafe { pg_sys::get_relname_relid(table.as_ptr(), relation.namespace_oid()) };
+        if relid != pg_sys::InvalidOid {
+            relids.push(relid);
+        }
+    }
+    for relid in relids {
+        // SAFETY: queues an invalidation message for an existing relation.
+        #[allow(unsafe_code)]
+        unsafe {
+            pg_sys::CacheInvalidateRelcacheByRelid(relid);
+        }
     }
     Ok(None)
 }

@@ -35,19 +35,21 @@ pub fn parse_uuid(text: &str) -> Option<pgrx::Uuid> {
     Some(pgrx::Uuid::from_bytes(*id.as_bytes()))
 }
 
-/// The tenant of the current transaction, or NULL when none is set. A
+/// The tenant of the current transaction, or NULL when none is set. On a
+/// Citus worker it is the coordinator's, from the signed context. A
 /// database login bound to exactly one tenant (`logins`) is in it without
 /// setting it.
 #[pg_extern(stable, parallel_safe)]
 pub fn current_tenant_id() -> Option<pgrx::Uuid> {
     read(&guc::TENANT, guc::TENANT_ID)
+        .or_else(|| crate::signed::current().map(|s| s.tenant))
         .or_else(|| crate::logins::session().and_then(|l| l.only_tenant()))
 }
 
 /// The user (JWT `sub`) of the current transaction, or NULL when none is set.
 #[pg_extern(stable, parallel_safe)]
 pub fn current_user_id() -> Option<pgrx::Uuid> {
-    read(&guc::USER, guc::USER_ID)
+    read(&guc::USER, guc::USER_ID).or_else(|| crate::signed::current().and_then(|s| s.user))
 }
 
 /// True inside an explicit `BEGIN … COMMIT` block. `set_tenant` uses it to

@@ -30,6 +30,12 @@ pub static AUDIT_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static RATE_LIMIT_KEYS: GucSetting<i32> = GucSetting::<i32>::new(262_144);
 /// (tenant, user) entries each backend keeps of what pre_request looked up.
 pub static REQUEST_CACHE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// The signed context Citus carries to workers (`signed.rs`).
+pub const CONTEXT: &CStr = c"tenancy.context";
+pub static SIGNED_CONTEXT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// The key every node of a Citus cluster shares; empty: single node.
+pub static CONTEXT_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CONTEXT_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 /// kB; 256 MB.
 pub static RECONCILE_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
@@ -154,10 +160,47 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_KB,
     );
+    GucRegistry::define_string_guc(
+        CONTEXT,
+        c"The current transaction's context, signed by the coordinator for Citus workers.",
+        c"Set by tenancy.set_tenant() and tenancy.pre_request() when tenancy.context_key is set; a worker believes it only with a valid signature. Hidden from non-superusers.",
+        &SIGNED_CONTEXT,
+        GucContext::Userset,
+        GucFlags::SUPERUSER_ONLY | GucFlags::DISALLOW_IN_FILE,
+    );
+    GucRegistry::define_string_guc(
+        c"tenancy.context_key",
+        c"Secret that signs the context the coordinator hands to Citus workers (empty: single node).",
+        c"The same value on every node, at least 32 characters, in postgresql.conf; readable by superusers only.",
+        &CONTEXT_KEY,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.context_lifetime",
+        c"How long after tenancy.set_tenant() or pre_request() a worker still accepts the signed context (default 1 h).",
+        c"A worker connection first used later in the same transaction is refused; set the tenant again.",
+        &CONTEXT_LIFETIME,
+        10,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     #[allow(unsafe_code)]
     // SAFETY: called once from _PG_init, with a NUL-terminated static string.
     unsafe {
         pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr());
+    }
+}
+
+/// The value of any setting, None when it does not exist.
+pub fn get(name: &CStr) -> Option<String> {
+    #[allow(unsafe_code)]
+    // SAFETY: a NUL-terminated name; missing_ok returns NULL instead of
+    // raising; the value is copied before anything can change it.
+    unsafe {
+        let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
     }
 }
 

@@ -21,6 +21,8 @@ mod rbac;
 mod reconcile;
 mod request;
 mod session;
+mod shared_writes;
+mod signed;
 mod shmem;
 
 ::pgrx::pg_module_magic!();
@@ -94,12 +96,14 @@ extension_sql_file!(
     name = "logins",
     requires = ["audit", cache::_changed, logins::acting_as]
 );
+extension_sql_file!("sql/citus.sql", name = "citus", requires = ["logins", "rbac", "enable"]);
 extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
+    shared_writes::init();
     // SAFETY: a flag the postmaster sets while it loads preloaded libraries.
     #[allow(unsafe_code)]
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

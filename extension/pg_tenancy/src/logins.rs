@@ -109,7 +109,11 @@ pub fn session() -> Option<Rc<Login>> {
             pg_sys::GetSessionUserId(),
         )
     };
-    if worker {
+    // A Citus worker running a shard of a coordinator's statement may not
+    // query distributed tables, and has no business with this login: the
+    // coordinator signs what the worker needs (`signed`). Without it, no
+    // binding: fail closed.
+    if worker || crate::signed::citus_internal() {
         return None;
     }
     let generation = cache::generation();
@@ -200,6 +204,9 @@ pub fn slug(tenant: pgrx::Uuid) -> String {
 /// logins not bound to the tenant.
 #[pg_extern(stable, parallel_safe, name = "_acting_as")]
 pub fn acting_as() -> Option<String> {
+    if let Some(signed) = crate::signed::current() {
+        return Some(signed.context.acting_as.clone()).filter(|a| !a.is_empty());
+    }
     if crate::context::current_user_id().is_some() {
         return None;
     }

@@ -96,11 +96,20 @@ fn cached<K: PartialEq, V, R>(
     }
 }
 
-/// Does the current user hold resource.action? No validation of the names:
-/// this is the fast path for policies, whose names protect() validated.
-fn held(resource: &str, action: &str) -> bool {
+/// What the current context may do.
+enum Scope {
+    Grants(Grants),
+    /// An SQL session not bound to the tenant: bounded by its database
+    /// role's grants instead.
+    All,
+    Nothing,
+}
+
+/// The current context's grants, loaded once per (transaction, tenant,
+/// user, epoch).
+fn scope() -> Scope {
     let Some(tenant) = context::current_tenant_id() else {
-        return false;
+        return Scope::Nothing;
     };
     let user = context::current_user_id();
     let query = match user {
@@ -112,8 +121,8 @@ fn held(resource: &str, action: &str) -> bool {
             Some(l) if l.role_in(tenant).is_some() => {
                 "SELECT resource, ARRAY[action] FROM tenancy._login_grants(tenancy.current_tenant_id())"
             }
-            Some(l) if !l.restricted => return true,
-            _ => return false,
+            Some(l) if !l.restricted => return Scope::All,
+            _ => return Scope::Nothing,
         },
     };
     let key = (local_xid(), tenant, user, EPOCH.get());
@@ -125,12 +134,37 @@ fn held(resource: &str, action: &str) -> bool {
                 .collect(),
         )
     };
-    let holds = |grants: &Grants| {
-        grants
+    Scope::Grants(GRANTS.with(|cache| cached(cache, key, load, Rc::clone)))
+}
+
+/// Does the current user hold resource.action? No validation of the names:
+/// this is the fast path for policies, whose names protect() validated. On a
+/// Citus worker the coordinator's signed grants answer (`signed`).
+fn held(resource: &str, action: &str) -> bool {
+    if let Some(signed) = crate::signed::current() {
+        return signed.context.holds(resource, action);
+    }
+    match scope() {
+        Scope::Grants(grants) => grants
             .iter()
-            .any(|(r, a)| (r == ANY || r == resource) && (a == ANY || a == action))
-    };
-    GRANTS.with(|cache| cached(cache, key, load, holds))
+            .any(|(r, a)| (r == ANY || r == resource) && (a == ANY || a == action)),
+        Scope::All => true,
+        Scope::Nothing => false,
+    }
+}
+
+/// The current context's grants as (resource, action) pairs, `*` for all:
+/// what the coordinator signs for the workers.
+pub fn grant_list() -> Vec<(String, String)> {
+    match scope() {
+        Scope::Grants(grants) => {
+            let mut list: Vec<_> = grants.iter().cloned().collect();
+            list.sort();
+            list
+        }
+        Scope::All => vec![(ANY.to_string(), ANY.to_string())],
+        Scope::Nothing => Vec::new(),
+    }
 }
 
 /// Stores grants read by pre_request's own statement for this transaction.

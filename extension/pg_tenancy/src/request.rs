@@ -24,7 +24,6 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::rc::Rc;
 use tenancy_ratelimit::Decision;
 
@@ -184,13 +183,7 @@ fn hyphenated(id: pgrx::Uuid, buf: &mut [u8; 45]) -> &str {
 #[pg_extern(volatile, parallel_unsafe, name = "_pre_request")]
 fn pre_request() -> Option<String> {
     cache::catch_up();
-    // SAFETY: reads a setting by name; the string is Postgres' own, copied
-    // before anything else runs.
-    #[allow(unsafe_code)]
-    let raw = unsafe {
-        let p = pg_sys::GetConfigOption(c"request.jwt.claims".as_ptr(), true, false);
-        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
-    };
+    let raw = guc::get(c"request.jwt.claims");
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return None; // no token: anonymous, no context (tenant-scoped tables stay closed)
     };
@@ -285,6 +278,7 @@ fn pre_request() -> Option<String> {
     guc::set_local_as(guc::TENANT_ID, hyphenated(tenant, &mut buf), true);
     guc::set_local_as(guc::USER_ID, hyphenated(user, &mut buf), true);
     rbac::remember_grants(tenant, user, t.grants.clone());
+    crate::signed::hand_on(Some(tenant), Some(user));
     // Counted only for members of an active tenant: 429 with Retry-After
     // over budget, X-RateLimit-* headers within it.
     let counted = t.per_user.then_some(user);

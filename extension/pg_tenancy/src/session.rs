@@ -40,4 +40,5 @@ pub fn set_context(
             crate::rbac::grants(grants.into_iter().flatten()),
         );
     }
+    crate::signed::hand_on(tenant_id, user_id);
 }

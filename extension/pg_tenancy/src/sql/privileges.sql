@@ -28,7 +28,13 @@ GRANT EXECUTE ON FUNCTION
     tenancy._acting_as(),
     tenancy._call_rules(jsonb),
     tenancy.effective_reconcile_rules(jsonb),
-    tenancy.explain_reasons(jsonb)
+    tenancy.explain_reasons(jsonb),
+    tenancy._distributed(regclass),
+    tenancy._scope(),
+    tenancy._permit(text, text),
+    tenancy._rbac_resource(regclass),
+    tenancy._tenant_column(regclass),
+    tenancy._write_policies(regclass, name, text, boolean)
 TO PUBLIC;
 GRANT SELECT ON tenancy.resources TO PUBLIC;
 
@@ -56,6 +62,8 @@ GRANT SELECT ON tenancy.resources TO PUBLIC;
 --                                  to the DBA / platform role
 --   enable_audit, disable_audit, set_rate_limit, rate_limit_stats
 --                                  to the DBA / platform role
+--   scale_out, distribute          to the DBA (Citus; scale_out needs a
+--                                  superuser)
 --   audit_maintain                 to the audit maintenance role only (the
 --                                  pg_cron job's); SELECT on tenancy.audit_log
 --                                  to the API and analyst roles (row level

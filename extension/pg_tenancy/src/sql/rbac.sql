@@ -83,9 +83,6 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    cmd record;
-    check_expr text;
 BEGIN
     IF tbl IS NULL OR resource IS NULL OR resource !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT',
@@ -102,27 +99,14 @@ BEGIN
         SELECT array_agg(DISTINCT a ORDER BY a) FROM unnest(tenancy.resources.actions || EXCLUDED.actions) a);
     PERFORM tenancy._rbac_changed();
 
-    FOR cmd IN SELECT * FROM (VALUES ('SELECT', 'read'), ('INSERT', 'create'), ('UPDATE', 'update'), ('DELETE', 'delete'))
-               AS v(command, action) LOOP
-        -- permits()'s body, written out, as tenant_scope()'s is (context.sql).
-        check_expr := format('(SELECT tenancy._permitted(%1$L, %2$L) OR tenancy.permission_denied(%1$L, %2$L))', resource, cmd.action);
-        IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'rbac_' || cmd.action) THEN
-            EXECUTE format('DROP POLICY %I ON %s', 'rbac_' || cmd.action, tbl);
-        END IF;
-        EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR %s TO PUBLIC %s', 'rbac_' || cmd.action, tbl, cmd.command,
-            CASE cmd.command
-                WHEN 'INSERT' THEN format('WITH CHECK (%s)', check_expr)
-                WHEN 'UPDATE' THEN format('USING (%s) WITH CHECK (%s)', check_expr, check_expr)
-                ELSE format('USING (%s)', check_expr)
-            END);
-    END LOOP;
+    PERFORM tenancy._write_policies(tbl, tenancy._tenant_column(tbl), resource, tenancy._distributed(tbl));
 
     EXECUTE format('DROP TRIGGER IF EXISTS tenancy_rbac ON %s', tbl);
     EXECUTE format('CREATE TRIGGER tenancy_rbac BEFORE INSERT OR UPDATE OR DELETE ON %s
                     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.rbac_statement_guard(%L)', tbl, resource);
 END
 $$;
-COMMENT ON FUNCTION tenancy.protect(regclass, text) IS 'Adds RBAC to a tenant-scoped table: restrictive policies SELECT->read, INSERT->create, UPDATE->update, DELETE->delete on the resource, and a statement trigger that answers 403 naming the permission. Idempotent.';
+COMMENT ON FUNCTION tenancy.protect(regclass, text) IS 'Adds RBAC to a tenant-scoped table: restrictive policies SELECT->read, INSERT->create, UPDATE->update, DELETE->delete on the resource (on a Citus distributed table, permissive ones that check the tenant too), and a statement trigger that answers 403 naming the permission. Idempotent.';
 
 CREATE FUNCTION tenancy.unprotect(tbl regclass)
 RETURNS void
@@ -132,6 +116,10 @@ AS $$
 DECLARE
     pol name;
 BEGIN
+    IF tenancy._distributed(tbl) AND tenancy._tenant_column(tbl) IS NOT NULL THEN
+        -- There tenant_isolation stood aside for the RBAC policies: it takes over again.
+        PERFORM tenancy._write_policies(tbl, tenancy._tenant_column(tbl), NULL, true);
+    END IF;
     FOR pol IN SELECT p.polname FROM pg_policy p
                WHERE p.polrelid = tbl AND p.polname IN ('rbac_read', 'rbac_create', 'rbac_update', 'rbac_delete') LOOP
         EXECUTE format('DROP POLICY %I ON %s', pol, tbl);

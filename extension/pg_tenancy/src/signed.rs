@@ -1,0 +1,161 @@
+//! The tenant context on Citus workers.
+//!
+//! On one node the context lives in superuser-only settings that only the
+//! extension's code sets. Citus runs a statement's shards on other nodes, in
+//! connections of the current role, and carries nothing there but `SET
+//! LOCAL` statements. So when `tenancy.context_key` is set, the coordinator
+//! also signs what a worker needs — tenant, user, the role a SQL login acts
+//! as, the grants — into `tenancy.context` with `SET LOCAL`, which Citus
+//! forwards; a worker believes that line only with a valid signature of the
+//! shared key and within `tenancy.context_lifetime`. The line is hidden from
+//! non-superusers, and a line anyone writes by hand is refused, never
+//! believed. The format is `tenancy_signed_context`'s.
+
+use crate::guc;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+use tenancy_signed_context::Context;
+
+/// A verified context, with its ids parsed once.
+pub struct Signed {
+    pub context: Context,
+    pub tenant: pgrx::Uuid,
+    pub user: Option<pgrx::Uuid>,
+}
+
+thread_local! {
+    /// The last line verified in this backend (a worker serves one
+    /// transaction's line many times: once per row a policy checks).
+    static VERIFIED: RefCell<Option<(Vec<u8>, Rc<Signed>)>> = const { RefCell::new(None) };
+}
+
+fn key() -> Option<Vec<u8>> {
+    guc::CONTEXT_KEY
+        .get()
+        .map(|k| k.as_bytes().to_vec())
+        .filter(|k| !k.is_empty())
+}
+
+/// Unix seconds of a Postgres timestamp.
+fn unix(ts: pg_sys::TimestampTz) -> i64 {
+    const EPOCH_2000: i64 = 946_684_800;
+    ts.div_euclid(1_000_000) + EPOCH_2000
+}
+
+/// On the coordinator, right after the context was set (or cleared): hands
+/// it to the workers this transaction will use. Nothing without a key.
+pub fn hand_on(tenant: Option<pgrx::Uuid>, user: Option<pgrx::Uuid>) {
+    let Some(key) = key() else {
+        return;
+    };
+    let line = match tenant {
+        None => String::new(),
+        Some(tenant) => {
+            #[allow(unsafe_code)]
+            // SAFETY: reads the clock.
+            let now = unix(unsafe { pg_sys::GetCurrentTimestamp() });
+            let context = Context {
+                tenant: tenant.to_string(),
+                user: user.map(|u| u.to_string()).unwrap_or_default(),
+                acting_as: crate::logins::acting_as().unwrap_or_default(),
+                issued: now,
+                grants: crate::rbac::grant_list(),
+            };
+            context.sign(&key).unwrap_or_else(|| {
+                crate::error::raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    "the context cannot be signed: a role or resource name holds a reserved character",
+                    "Role and resource names are lowercase letters, digits and \"_\".",
+                )
+            })
+        }
+    };
+    // Citus forwards SET LOCAL only when asked to; for this transaction.
+    if guc::get(c"citus.propagate_set_commands").is_some() {
+        guc::set_local(c"citus.propagate_set_commands", "local");
+    }
+    // A statement (not set_config), so that Citus' utility hook sees it. The
+    // line holds no quote: sign() refuses one.
+    if let Err(e) = Spi::run(&format!("SET LOCAL tenancy.context = '{line}'")) {
+        crate::error::internal("setting tenancy.context", e);
+    }
+    // Inside a PostgREST request, errors a worker raises take PostgREST's
+    // form too (tenancy.raise_error reads request.method). One statement
+    // each: Citus forwards a SET's whole query string.
+    let method = guc::get(c"request.method").unwrap_or_default();
+    if !method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        if let Err(e) = Spi::run(&format!("SET LOCAL request.method = '{method}'")) {
+            crate::error::internal("setting request.method", e);
+        }
+    }
+}
+
+/// On a worker (or wherever this node's own context is unset): the verified
+/// signed context, None when there is none, and an error when the line is
+/// not one this cluster signed or is too old — never a guess.
+pub fn current() -> Option<Rc<Signed>> {
+    if guc::TENANT
+        .get()
+        .is_some_and(|t| !t.to_bytes().trim_ascii().is_empty())
+    {
+        return None;
+    }
+    let line = guc::SIGNED_CONTEXT.get()?;
+    let bytes = line.to_bytes();
+    if bytes.trim_ascii().is_empty() {
+        return None;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: reads this backend's transaction start time.
+    let now = unix(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+    let lifetime = i64::from(guc::CONTEXT_LIFETIME.get());
+    let cached = VERIFIED.with(|v| {
+        v.borrow()
+            .as_ref()
+            .filter(|(l, _)| l == bytes)
+            .map(|(_, s)| s.clone())
+    });
+    let signed = match cached {
+        Some(s) => s,
+        None => {
+            let text = std::str::from_utf8(bytes).unwrap_or_default();
+            let context = Context::verify(text, &key().unwrap_or_default(), now, lifetime)
+                .unwrap_or_else(|r| refuse(&r.to_string()));
+            let (Some(tenant), user) = (
+                crate::context::parse_uuid(&context.tenant),
+                crate::context::parse_uuid(&context.user),
+            ) else {
+                refuse("its tenant is not a uuid")
+            };
+            let s = Rc::new(Signed {
+                context,
+                tenant,
+                user,
+            });
+            VERIFIED.with(|v| *v.borrow_mut() = Some((bytes.to_vec(), s.clone())));
+            s
+        }
+    };
+    // The age again on every use: the same line in a later transaction is
+    // judged by that transaction's start.
+    let age = now - signed.context.issued;
+    if age > lifetime {
+        refuse(&format!("it was signed {age} s ago, longer than its lifetime"));
+    }
+    Some(signed)
+}
+
+/// True in a connection Citus opened to run part of another node's
+/// statement (Citus names them so, and treats them so itself).
+pub fn citus_internal() -> bool {
+    guc::get(c"application_name").is_some_and(|a| a.starts_with("citus_internal"))
+}
+
+fn refuse(why: &str) -> ! {
+    crate::error::raise(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("the tenant context tenancy.context was refused: {why}"),
+        "The coordinator sets it (tenancy.set_tenant, tenancy.pre_request) and every node needs the same tenancy.context_key; in a long transaction, call tenancy.set_tenant again.",
+    )
+}

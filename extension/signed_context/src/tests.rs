@@ -1,0 +1,100 @@
+use super::*;
+
+const KEY: &[u8] = b"a key every node of the cluster shares";
+
+fn sample() -> Context {
+    Context {
+        tenant: "15d5cdf2-a422-442c-858c-7107778da2b1".into(),
+        user: "0000000a-0000-4000-8000-000000000001".into(),
+        acting_as: String::new(),
+        issued: 1_800_000_000,
+        grants: vec![("invoices".into(), "read".into()), ("matches".into(), "*".into())],
+    }
+}
+
+#[test]
+fn a_signed_line_reads_back_as_it_was() {
+    let line = sample().sign(KEY).unwrap();
+    assert_eq!(Context::verify(&line, KEY, 1_800_000_010, 3600), Ok(sample()));
+}
+
+#[test]
+fn no_grants_and_no_user_read_back_empty() {
+    let c = Context { user: String::new(), grants: vec![], acting_as: "member".into(), ..sample() };
+    let line = c.sign(KEY).unwrap();
+    assert_eq!(Context::verify(&line, KEY, c.issued, 60), Ok(c));
+}
+
+#[test]
+fn another_key_is_refused() {
+    let line = sample().sign(b"another key").unwrap();
+    assert_eq!(Context::verify(&line, KEY, 1_800_000_000, 3600), Err(Refusal::BadSignature));
+}
+
+#[test]
+fn changing_any_field_breaks_the_signature() {
+    let line = sample().sign(KEY).unwrap();
+    let forged = [
+        line.replace("15d5cdf2", "25d5cdf2"),
+        line.replace("0000000a", "0000000b"),
+        line.replace("invoices:read", "invoices:delete"),
+        line.replace(";1800000000;", ";1800003000;"),
+        line.replace(";;", ";admin;"),
+    ];
+    for f in forged {
+        assert_ne!(f, line);
+        assert_eq!(Context::verify(&f, KEY, 1_800_000_000, 3600), Err(Refusal::BadSignature), "{f}");
+    }
+}
+
+#[test]
+fn age_is_checked_both_ways() {
+    let line = sample().sign(KEY).unwrap();
+    assert_eq!(
+        Context::verify(&line, KEY, 1_800_003_601, 3600),
+        Err(Refusal::Expired { age_secs: 3601 })
+    );
+    assert!(Context::verify(&line, KEY, 1_800_000_000 - CLOCK_SKEW_SECS, 3600).is_ok());
+    assert_eq!(
+        Context::verify(&line, KEY, 1_800_000_000 - CLOCK_SKEW_SECS - 1, 3600),
+        Err(Refusal::FromTheFuture { ahead_secs: CLOCK_SKEW_SECS + 1 })
+    );
+}
+
+#[test]
+fn garbage_and_missing_keys_are_refused() {
+    for line in ["", "v1", "x;y", "v1;a;b;c;1;;zz", "v1;a;b;c;1;;"] {
+        assert_eq!(Context::verify(line, KEY, 0, 60), Err(Refusal::Malformed), "{line:?}");
+    }
+    let line = sample().sign(KEY).unwrap();
+    assert_eq!(Context::verify(&line, b"", 1_800_000_000, 60), Err(Refusal::NoKey));
+}
+
+#[test]
+fn a_wrong_version_or_field_count_is_malformed_even_when_signed() {
+    let body = "v2;t;u;;1;";
+    let tag = mac(KEY, body).finalize().into_bytes();
+    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, 1, 60), Err(Refusal::Malformed));
+    let body = "v1;t;u;1;";
+    let tag = mac(KEY, body).finalize().into_bytes();
+    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, 1, 60), Err(Refusal::Malformed));
+}
+
+#[test]
+fn reserved_characters_cannot_be_signed() {
+    for bad in ["a;b", "a,b", "a:b", "it's", "a\\b", "ä"] {
+        let c = Context { acting_as: bad.into(), ..sample() };
+        assert_eq!(c.sign(KEY), None, "{bad}");
+    }
+}
+
+#[test]
+fn holds_follows_wildcards() {
+    let c = sample();
+    assert!(c.holds("invoices", "read"));
+    assert!(!c.holds("invoices", "delete"));
+    assert!(c.holds("matches", "delete"));
+    assert!(!c.holds("bank_transactions", "read"));
+    let all = Context { grants: vec![("*".into(), "*".into())], ..sample() };
+    assert!(all.holds("anything", "at_all"));
+}

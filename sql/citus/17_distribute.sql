@@ -1,0 +1,17 @@
+-- The Citus deployment: loaded between sql/15_matches.sql and
+-- sql/20_api.sql (the files of sql/ and sql/citus/ run in the order of their
+-- numbers), on the coordinator, with Citus installed on every node, the
+-- workers added and tenancy.context_key set on every node.
+--
+--   * tenancy's shared tables become reference tables, and the ledger and
+--     the idempotency keys are sharded by tenant_id (the ledger colocated);
+--     the api views, created after this, are then distributed too.
+--   * The roles requests and sessions switch to log in to the workers:
+--     Citus opens worker connections as the current role. Only there (the
+--     coordinator keeps them NOLOGIN); the workers' pg_hba.conf must let
+--     them in from the coordinator only.
+SELECT * FROM tenancy.scale_out();
+
+SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE authenticated LOGIN$$);
+SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE analyst LOGIN$$);
+SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE ledger_owner LOGIN$$);

@@ -1,0 +1,228 @@
+//! What only a Citus cluster has: each tenant's rows on one worker, and the
+//! tenant context reaching the workers signed, never forgeable.
+
+use integration::*;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+fn workers() -> Vec<String> {
+    std::env::var("PG_TENANCY_TEST_WORKERS")
+        .expect("PG_TENANCY_TEST_WORKERS is not set: run these tests through scripts/test_citus")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A login that is a member of `analyst` (may set any tenant and read the
+/// ledger) and of `authenticated` (may write it), on every node.
+async fn analyst(db: &PgPool) -> String {
+    let name = format!("citus_analyst_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    sqlx::query(&format!("CREATE ROLE {name} LOGIN IN ROLE analyst, authenticated"))
+        .execute(db)
+        .await
+        .unwrap();
+    name
+}
+
+async fn connect_as(url: &str, role: &str) -> PgConnection {
+    let url = url.replacen("postgres@", &format!("{role}@"), 1);
+    PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// The worker (host:port) that holds `tenant`'s shard of `table`.
+async fn node_of(db: &PgPool, table: &str, tenant: Uuid) -> String {
+    sqlx::query_scalar(
+        "SELECT s.nodename || ':' || s.nodeport FROM citus_shards s
+         WHERE s.table_name = $1::regclass
+           AND s.shardid = get_shard_id_for_distribution_column($1::regclass, $2)",
+    )
+    .bind(table)
+    .bind(tenant)
+    .fetch_one(db)
+    .await
+    .unwrap_or_else(|e| panic!("no shard of {table} for {tenant}: {e}"))
+}
+
+#[tokio::test]
+async fn each_tenants_rows_sit_on_one_worker_and_tenants_spread() {
+    let db = admin().await;
+    let kinds: Vec<(String, String)> = sqlx::query_as(
+        "SELECT logicalrelid::regclass::text, partmethod::text FROM pg_dist_partition ORDER BY 1",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert!(
+        !kinds.iter().any(|(t, _)| t == "tenancy.idempotency_keys"),
+        "idempotency keys stay an ordinary table of the coordinator: {kinds:?}"
+    );
+    for (table, method) in [
+        ("ledger.invoices", "h"),
+        ("ledger.bank_transactions", "h"),
+        ("ledger.matches", "h"),
+        ("tenancy.tenants", "n"),
+        ("tenancy.user_roles", "n"),
+        ("tenancy.role_permissions", "n"),
+    ] {
+        assert!(
+            kinds.contains(&(table.to_string(), method.to_string())),
+            "{table} is not {method}: {kinds:?}"
+        );
+    }
+    let mut nodes = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let t = new_tenant(&db).await;
+        insert_invoice(&db, &t, "INV-1", "10.00").await;
+        let node = node_of(&db, "ledger.invoices", t.id).await;
+        for table in ["ledger.bank_transactions", "ledger.matches"] {
+            assert_eq!(node_of(&db, table, t.id).await, node, "{table} of {} is elsewhere", t.slug);
+        }
+        nodes.insert(node);
+    }
+    assert_eq!(nodes.len(), 2, "12 tenants all on {nodes:?}");
+}
+
+#[tokio::test]
+async fn an_analyst_reads_and_writes_through_the_coordinator_in_its_tenant_only() {
+    let db = admin().await;
+    let (a, b) = (new_tenant(&db).await, new_tenant(&db).await);
+    insert_invoice(&db, &a, "INV-A", "10.00").await;
+    insert_invoice(&db, &b, "INV-B", "20.00").await;
+    let role = analyst(&db).await;
+    let mut c = connect_as(&stack().db_url, &role).await;
+    let mut tx = c.begin().await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&a.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // A query over every shard, and one routed to a's shard.
+    let all: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT tenant_id, reference FROM ledger.invoices ORDER BY reference")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(all, vec![(a.id, "INV-A".to_string())]);
+    let theirs: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1")
+        .bind(b.id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(theirs, 0);
+    sqlx::query(
+        "INSERT INTO ledger.invoices (amount, currency, issue_date, reference) VALUES (5, 'EUR', '2026-11-01', 'INV-A2')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Another tenant's id is refused on write, wherever its shard is.
+    let mut tx = c.begin().await.unwrap();
+    sqlx::query("SELECT tenancy.set_tenant($1)")
+        .bind(&a.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let e = expect_db_error(
+        sqlx::query(
+            "INSERT INTO ledger.invoices (tenant_id, amount, currency, issue_date, reference) VALUES ($1, 5, 'EUR', '2026-11-01', 'X')",
+        )
+        .bind(b.id)
+        .execute(&mut *tx)
+        .await,
+        "42501",
+    );
+    assert!(e.message.contains("row-level security"), "{e:?}");
+    drop(tx);
+
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT tenant_id, reference FROM ledger.invoices WHERE tenant_id IN ($1, $2) ORDER BY reference",
+    )
+    .bind(a.id)
+    .bind(b.id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (a.id, "INV-A".to_string()),
+            (a.id, "INV-A2".to_string()),
+            (b.id, "INV-B".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn without_a_tenant_every_shard_fails_closed() {
+    let db = admin().await;
+    let role = analyst(&db).await;
+    let mut c = connect_as(&stack().db_url, &role).await;
+    for sql in [
+        "SELECT count(*) FROM ledger.invoices",
+        "SELECT count(*) FROM ledger.bank_transactions",
+    ] {
+        let mut tx = c.begin().await.unwrap();
+        let e = expect_db_error(sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut *tx).await, "TN001");
+        assert!(e.message.contains("no tenant"), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_context_written_by_hand_is_refused_on_every_node() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    insert_invoice(&db, &t, "INV-1", "10.00").await;
+    let role = analyst(&db).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = format!("v1;{};;;{now};*:*;{}", t.id, "ab".repeat(32));
+    let mut urls = vec![stack().db_url];
+    urls.extend(workers());
+    for url in urls {
+        let mut c = connect_as(&url, &role).await;
+        let mut tx = c.begin().await.unwrap();
+        sqlx::query(&format!("SET LOCAL tenancy.context = '{forged}'"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let e = expect_db_error(
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger.invoices")
+                .fetch_one(&mut *tx)
+                .await,
+            "42501",
+        );
+        assert!(
+            e.message.contains("tenancy.context was refused: its signature does not match"),
+            "{url}: {e:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_signed_context_is_hidden_from_the_roles_it_serves() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    let role = analyst(&db).await;
+    let mut c = connect_as(&stack().db_url, &role).await;
+    for setting in ["tenancy.context", "tenancy.context_key"] {
+        let mut tx = c.begin().await.unwrap();
+        sqlx::query("SELECT tenancy.set_tenant($1)")
+            .bind(&t.slug)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let e = expect_db_error(
+            sqlx::query_scalar::<_, String>(&format!("SELECT current_setting('{setting}')"))
+                .fetch_one(&mut *tx)
+                .await,
+            "42501",
+        );
+        assert!(e.message.contains(setting), "{e:?}");
+    }
+}
