@@ -34,12 +34,18 @@ for frozen in "$ROOT"/extension/pg_tenancy/released/pg_tenancy--*.sql; do
         psql_admin "$PORT" postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
     done
     # A role a DBA let enter tenants with set_tenant before logins were bound
-    # (0.5.0) keeps entering every tenant after the upgrade.
+    # (0.5.0) keeps entering every tenant after the upgrade. It may run the
+    # request hook as releases before 0.6.0 asked (pre_request only) or as
+    # 0.6.0 on asks (pre_request and _pre_request).
+    hook="tenancy.pre_request()"
+    if [ "$(printf '%s\n' "$v" 0.6.0 | sort -V | head -n 1)" = 0.6.0 ]; then
+        hook="tenancy.pre_request(), tenancy._pre_request()"
+    fi
     psql_admin "$PORT" upgrade_from_old -c "CREATE EXTENSION pg_tenancy VERSION '$v'" \
         -c "SELECT tenancy.create_tenant('upgrade-test', 'Upgrade test')" \
         -c "DO \$\$ BEGIN CREATE ROLE upgrade_analyst NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" \
         -c "GRANT EXECUTE ON FUNCTION tenancy.set_tenant(text) TO upgrade_analyst" \
-        -c "GRANT EXECUTE ON FUNCTION tenancy.pre_request() TO upgrade_analyst" \
+        -c "GRANT EXECUTE ON FUNCTION $hook TO upgrade_analyst" \
         -c "CREATE TABLE public.upgrade_items (id int, tenant_id uuid)" \
         -c "SELECT tenancy.enable('public.upgrade_items'), tenancy.protect('public.upgrade_items', 'upgrade_items')" \
         -c "ALTER EXTENSION pg_tenancy UPDATE" >/dev/null || fail "upgrading from $v failed"

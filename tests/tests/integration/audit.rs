@@ -77,7 +77,11 @@ async fn http_writes_are_recorded_with_actor_request_id_and_changed_columns() {
     assert_eq!(log[0]["request_id"], json!("req-audit-1"));
     assert_eq!(log[0]["request_path"], json!("/invoices"));
     assert_eq!(log[0]["db_user"], json!("authenticator"));
-    assert_eq!(log[0]["row_key"], json!({"id": id.to_string()}));
+    // The primary key: (tenant_id, id) since the ledger's keys lead with the tenant.
+    assert_eq!(
+        log[0]["row_key"],
+        json!({"id": id.to_string(), "tenant_id": t.id.to_string()})
+    );
     assert_eq!(log[0]["old_values"], Value::Null);
     assert_eq!(log[0]["new_values"]["reference"], json!("INV-A1"));
     assert_eq!(log[0]["new_values"]["amount"], json!(10.50));

@@ -250,3 +250,78 @@ async fn version_is_the_installed_version() {
     assert_eq!(lib, ext);
     assert_eq!(lib, env!("CARGO_PKG_VERSION"));
 }
+
+/// A ledger made by sql/ before 0.7.0 (PRIMARY KEY (id), and a UNIQUE
+/// (tenant_id, id) for matches' foreign keys) moves to keys that lead with
+/// tenant_id when sql/ is loaded again, rows, matches and foreign keys kept.
+#[tokio::test]
+async fn loading_sql_moves_an_old_ledger_to_tenant_led_keys_keeping_its_rows() {
+    let name = format!("old_keys_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let db = admin().await;
+    db.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    let load = |file: &str| {
+        run(Command::new(pg_bin("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", &db_url(&name), "-f"])
+            .arg(repo_root().join("sql").join(file))
+            .env("PGOPTIONS", "-c client_min_messages=warning"));
+    };
+    let mut conn = PgConnection::connect(&db_url(&name)).await.unwrap();
+    conn.execute("CREATE EXTENSION pg_tenancy CASCADE").await.unwrap();
+    load("10_ledger.sql");
+    load("15_matches.sql");
+    // Back to the keys of 0.6.0's sql/.
+    conn.execute(
+        "ALTER TABLE ledger.matches DROP CONSTRAINT matches_invoice_fk, DROP CONSTRAINT matches_transaction_fk;
+         ALTER TABLE ledger.invoices DROP CONSTRAINT invoices_pkey, ADD PRIMARY KEY (id),
+             ADD CONSTRAINT invoices_tenant_id_id_key UNIQUE (tenant_id, id);
+         ALTER TABLE ledger.bank_transactions DROP CONSTRAINT bank_transactions_pkey, ADD PRIMARY KEY (id),
+             ADD CONSTRAINT bank_transactions_tenant_id_id_key UNIQUE (tenant_id, id);
+         ALTER TABLE ledger.matches DROP CONSTRAINT matches_pkey, ADD PRIMARY KEY (id),
+             ADD CONSTRAINT matches_invoice_fk FOREIGN KEY (tenant_id, invoice_id) REFERENCES ledger.invoices (tenant_id, id),
+             ADD CONSTRAINT matches_transaction_fk FOREIGN KEY (tenant_id, transaction_id) REFERENCES ledger.bank_transactions (tenant_id, id);",
+    )
+    .await
+    .unwrap();
+    let tenant: Uuid = sqlx::query_scalar("SELECT tenancy.create_tenant('old-keys', 'Old keys')")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(
+        format!(
+            "INSERT INTO ledger.invoices (tenant_id, amount, currency, issue_date, reference) VALUES ('{tenant}', 50, 'EUR', '2026-11-01', 'OLD-1');
+             INSERT INTO ledger.bank_transactions (tenant_id, amount, currency, booked_on, description) VALUES ('{tenant}', 50, 'EUR', '2026-11-02', 'OLD-1');
+             INSERT INTO ledger.matches (tenant_id, invoice_id, transaction_id, allocated_amount)
+                 SELECT '{tenant}', i.id, t.id, 20 FROM ledger.invoices i, ledger.bank_transactions t;"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let keys = "SELECT string_agg(format('%s: %s', conrelid::regclass, pg_get_constraintdef(oid)), '; ' ORDER BY conrelid::regclass::text, conname)
+                FROM pg_constraint WHERE connamespace = 'ledger'::regnamespace AND contype IN ('p', 'u', 'f') AND confrelid <> 'tenancy.tenants'::regclass";
+    let before: String = sqlx::query_scalar(keys).fetch_one(&mut conn).await.unwrap();
+    assert!(before.contains("ledger.invoices: PRIMARY KEY (id)"), "{before}");
+
+    load("10_ledger.sql");
+    load("15_matches.sql");
+    let after: String = sqlx::query_scalar(keys).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(
+        after,
+        "ledger.bank_transactions: PRIMARY KEY (tenant_id, id); \
+         ledger.invoices: PRIMARY KEY (tenant_id, id); \
+         ledger.invoices: UNIQUE (tenant_id, reference); \
+         ledger.matches: FOREIGN KEY (tenant_id, invoice_id) REFERENCES ledger.invoices(tenant_id, id); \
+         ledger.matches: PRIMARY KEY (tenant_id, id); \
+         ledger.matches: FOREIGN KEY (tenant_id, transaction_id) REFERENCES ledger.bank_transactions(tenant_id, id)"
+    );
+    let kept: (String, String, String) = sqlx::query_as(
+        "SELECT i.open_amount::text, t.unmatched_amount::text, m.allocated_amount::text
+         FROM ledger.matches m JOIN ledger.invoices i ON i.id = m.invoice_id JOIN ledger.bank_transactions t ON t.id = m.transaction_id",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(kept, ("30".into(), "30".into(), "20".into()));
+    drop(conn);
+    db.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+}

@@ -167,6 +167,57 @@ async fn api_roles_can_neither_pick_a_tenant_nor_set_the_context() {
     );
     assert_eq!(err.message, "permission denied for function _set_context");
     tx.rollback().await.unwrap();
+
+    // tenancy.context (what Citus workers believe, when signed) may be set
+    // by anyone, but a line not signed with this cluster's key is refused,
+    // never believed; and no API role can read the line or the key.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = format!("v1;{};;;{now};*:*;{}", t.id, "00".repeat(32));
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute("SET LOCAL ROLE authenticated").await.unwrap();
+    tx.execute(format!("SET LOCAL tenancy.context = '{forged}'").as_str())
+        .await
+        .unwrap();
+    let err = expect_db_error(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger.invoices")
+            .fetch_one(&mut *tx)
+            .await,
+        "42501",
+    );
+    assert!(
+        err.message.starts_with("the tenant context tenancy.context was refused: "),
+        "{err:?}"
+    );
+    tx.rollback().await.unwrap();
+    for (sql, message) in [
+        (
+            "SELECT current_setting('tenancy.context')",
+            "must be superuser or have privileges of pg_read_all_settings to examine \"tenancy.context\"",
+        ),
+        (
+            "SELECT current_setting('tenancy.context_key')",
+            "must be superuser or have privileges of pg_read_all_settings to examine \"tenancy.context_key\"",
+        ),
+    ] {
+        let mut tx = conn.begin().await.unwrap();
+        tx.execute("SET LOCAL ROLE authenticated").await.unwrap();
+        let err = expect_db_error(sqlx::query_scalar::<_, String>(sql).fetch_one(&mut *tx).await, "42501");
+        assert_eq!(err.message, message);
+        tx.rollback().await.unwrap();
+    }
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute("SET LOCAL ROLE authenticated").await.unwrap();
+    let err = expect_db_error(
+        tx.execute("SET LOCAL tenancy.context_key = 'mine'").await,
+        "55P02",
+    );
+    assert_eq!(
+        err.message,
+        "parameter \"tenancy.context_key\" cannot be changed now"
+    );
 }
 
 #[tokio::test]

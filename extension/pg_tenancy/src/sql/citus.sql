@@ -74,7 +74,7 @@ BEGIN
     PERFORM create_distributed_table(tbl, col::text, colocate_with => 'default');
 END
 $$;
-COMMENT ON FUNCTION tenancy.distribute(regclass, name) IS 'Citus: shards a tenant-scoped table by its tenant column, colocated with the extension''s tables, after turning its policies into the form Citus accepts. Run tenancy.scale_out() once first. Idempotent.';
+COMMENT ON FUNCTION tenancy.distribute(regclass, name) IS 'Citus: shards a tenant-scoped table by its tenant column, colocated with the other tenant-scoped tables, after turning its policies into the form Citus accepts. Run tenancy.scale_out() once first. Idempotent.';
 
 CREATE FUNCTION tenancy.scale_out()
 RETURNS TABLE (relation regclass, became text)

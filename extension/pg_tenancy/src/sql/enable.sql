@@ -88,9 +88,10 @@ $$;
 -- Distributed (Citus): sub-selects are refused there, so each check is one
 -- call of _scope() or _permit(). And Citus 13.2 re-creates a table's
 -- policies on its shards without AS RESTRICTIVE: every policy becomes
--- permissive, and rows would pass isolation OR a permission. So on a protected distributed table each
--- command's policy stands alone — rbac_<action> checks the tenant AND the
--- permission — and tenant_isolation grants nothing by itself.
+-- permissive, and rows would pass isolation OR a permission. So on a
+-- protected distributed table each command's policy stands alone —
+-- rbac_<action> checks the tenant AND the permission — and
+-- tenant_isolation grants nothing by itself.
 CREATE FUNCTION tenancy._write_policies(tbl regclass, col name, resource text, distributed boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
