@@ -19,7 +19,11 @@
 -- theirs: nothing is rewritten here) and, on a distributed table, policies
 -- that each stand alone. enable(), protect() and unprotect() call it.
 --
--- 3. Ledger keys (sql/, not the extension): sql/15_matches.sql moves
+-- 3. tenancy.check() also reports, on Citus, tenant-scoped tables that are
+-- not sharded by their tenant column, not colocated, or whose restrictive
+-- RBAC policies Citus made permissive (tenancy._citus_findings()).
+--
+-- 4. Ledger keys (sql/, not the extension): sql/15_matches.sql moves
 -- existing ledgers to PRIMARY KEY (tenant_id, id), rows kept.
 -- ---------------------------------------------------------------------------
 
@@ -37,6 +41,26 @@ BEGIN
     END IF;
     EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = ''h'')'
         INTO found USING tbl;
+    RETURN found;
+END
+$$;
+
+-- Whether tenancy.scale_out() has run: Citus is installed and the shared
+-- tables are reference tables. From then on enable() shards a new tenant
+-- table at once.
+CREATE FUNCTION tenancy._scaled_out()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = ''tenancy.tenants''::regclass)'
+        INTO found;
     RETURN found;
 END
 $$;
@@ -301,6 +325,89 @@ END
 $$;
 COMMENT ON FUNCTION tenancy.scale_out() IS 'Citus: makes the extension''s shared tables reference tables and distributes every tenant-scoped table by tenant, colocated (idempotency keys stay on the coordinator). Run once on the coordinator, as a superuser, with the workers added. Returns what changed.';
 
+-- What tenancy.check() reports on Citus: nothing without Citus or before
+-- a worker is added; after that, whatever would let tenants' rows stray
+-- from their node or their policies.
+CREATE FUNCTION tenancy._citus_findings()
+RETURNS TABLE (severity text, object_type text, object_name text, problem text, fix text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_node n WHERE n.groupid <> 0 AND n.noderole = 'primary') THEN
+        RETURN;
+    END IF;
+    IF coalesce(current_setting('tenancy.context_key', true), '') = '' THEN
+        RETURN QUERY SELECT 'error', 'setting', 'tenancy.context_key',
+            'is not set: workers believe no tenant context, so every query on a distributed tenant table fails',
+            'Set the same secret (32 characters or more) as tenancy.context_key in postgresql.conf on every node and reload.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = 'tenancy.tenants'::regclass) THEN
+        RETURN QUERY SELECT 'error', 'table', 'tenancy.tenants',
+            'Citus has workers, but the extension''s shared tables are not reference tables yet',
+            'SELECT * FROM tenancy.scale_out();';
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH scoped AS (
+        SELECT p.polrelid AS tbl, tenancy._tenant_column(p.polrelid) AS col
+        FROM pg_policy p
+        WHERE p.polname = 'tenant_isolation' AND p.polrelid <> 'tenancy.audit_log'::regclass
+    ),
+    placed AS (
+        SELECT s.tbl, s.col, d.partmethod, d.colocationid,
+               CASE WHEN d.partmethod = 'h' THEN column_to_column_name(d.logicalrelid, d.partkey) END AS shard_col
+        FROM scoped s LEFT JOIN pg_dist_partition d ON d.logicalrelid = s.tbl
+    ),
+    usual AS (
+        SELECT mode() WITHIN GROUP (ORDER BY colocationid) AS colocationid FROM placed WHERE partmethod = 'h'
+    )
+    SELECT 'error', 'table', x.tbl::regclass::text,
+           'is tenant-scoped but not distributed: its rows stay on the coordinator and workers cannot check its policies',
+           format('SELECT tenancy.distribute(%L, %L);', x.tbl::regclass::text, x.col)
+    FROM placed x WHERE x.partmethod IS NULL
+    UNION ALL
+    SELECT 'error', 'table', x.tbl::regclass::text,
+           format('is sharded by %I, not by its tenant column %I: a tenant''s rows spread over every node', x.shard_col, x.col),
+           format('SELECT undistribute_table(%L); SELECT tenancy.distribute(%L, %L);', x.tbl::regclass::text, x.tbl::regclass::text, x.col)
+    FROM placed x WHERE x.partmethod = 'h' AND x.shard_col IS DISTINCT FROM x.col::text
+    UNION ALL
+    SELECT 'error', 'table', x.tbl::regclass::text,
+           'is not sharded by tenant (a reference or local Citus table): every tenant''s rows sit on every node or on one',
+           format('SELECT undistribute_table(%L); SELECT tenancy.distribute(%L, %L);', x.tbl::regclass::text, x.tbl::regclass::text, x.col)
+    FROM placed x WHERE x.partmethod IS NOT NULL AND x.partmethod <> 'h'
+    UNION ALL
+    SELECT 'warning', 'table', x.tbl::regclass::text,
+           'is not colocated with the other tenant-scoped tables: a tenant''s rows of it sit on other nodes, and joins with them cross the network',
+           format('SELECT update_distributed_table_colocation(%L, colocate_with => %L);', x.tbl::regclass::text,
+                  (SELECT y.tbl::regclass::text FROM placed y, usual u WHERE y.colocationid = u.colocationid LIMIT 1))
+    FROM placed x, usual u WHERE x.partmethod = 'h' AND x.colocationid <> u.colocationid
+    UNION ALL
+    -- Citus 13.2 re-creates policies on the shards without AS RESTRICTIVE.
+    SELECT 'error', 'table', x.tbl::regclass::text,
+           'has restrictive RBAC policies, which Citus makes permissive on its shards: a permission alone lets rows through, across tenants',
+           format('SELECT tenancy.protect(%L, %L);', x.tbl::regclass::text, tenancy._rbac_resource(x.tbl))
+    FROM placed x WHERE x.partmethod = 'h'
+      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = x.tbl AND p.polname LIKE 'rbac\_%' AND NOT p.polpermissive);
+END
+$$;
+
+-- A resource's actions and more, sorted, once each. PL/pgSQL, not a
+-- sub-select in protect()'s INSERT: Citus refuses those in a write to a
+-- reference table.
+CREATE FUNCTION tenancy._merge_actions(have text[], more text[])
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT array_agg(DISTINCT a ORDER BY a) FROM unnest(have || more) a);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy.enable(tbl regclass, col name DEFAULT 'tenant_id')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -311,6 +418,8 @@ DECLARE
     att record;
     fk_name name := tenancy.scoped_object_name(tbl, col, 'tenant_fk');
     idx_name name := tenancy.scoped_object_name(tbl, col, 'tenant_idx');
+    -- On Citus, after scale_out(): sharded by tenant at the end of this call.
+    citus_pending constant boolean := tenancy._scaled_out() AND NOT tenancy._distributed(tbl);
 BEGIN
     IF tbl IS NULL OR col IS NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.enable needs a table and a column name');
@@ -349,8 +458,10 @@ BEGIN
         END;
     END IF;
 
-    -- Deleting a tenant cascades into this table.
-    IF NOT EXISTS (
+    -- Deleting a tenant cascades into this table. (On Citus the key to the
+    -- reference table tenancy.tenants is added once the table is sharded,
+    -- below: before, Citus would turn the table into a local one of its own.)
+    IF NOT citus_pending AND NOT EXISTS (
         SELECT 1 FROM pg_constraint k
         JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
         WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenancy.tenants'::regclass
@@ -373,9 +484,18 @@ BEGIN
     -- The policies are rewritten, not skipped, so a changed tenant column is
     -- picked up (and a protect()ed table keeps its RBAC policies).
     PERFORM tenancy._write_policies(tbl, col, tenancy._rbac_resource(tbl), tenancy._distributed(tbl));
+
+    IF citus_pending THEN
+        -- Citus adds a key to a reference table only if nothing in the
+        -- transaction ran in parallel over the shards.
+        SET LOCAL citus.multi_shard_modify_mode = 'sequential';
+        PERFORM tenancy.distribute(tbl, col);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.tenants (id) ON DELETE CASCADE',
+                       tbl, fk_name, col);
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION tenancy.enable(regclass, name) IS 'Makes a table tenant-scoped: NOT NULL tenant column defaulting to the current tenant, FK to tenancy.tenants ON DELETE CASCADE, an index leading with it, ENABLE + FORCE row level security and the tenant_isolation policy. Idempotent.';
+COMMENT ON FUNCTION tenancy.enable(regclass, name) IS 'Makes a table tenant-scoped: NOT NULL tenant column defaulting to the current tenant, FK to tenancy.tenants ON DELETE CASCADE, an index leading with it, ENABLE + FORCE row level security and the tenant_isolation policy; on Citus after tenancy.scale_out(), also sharded by the tenant column. Idempotent.';
 
 CREATE OR REPLACE FUNCTION tenancy.protect(tbl regclass, resource text)
 RETURNS void
@@ -394,12 +514,16 @@ BEGIN
     END IF;
 
     INSERT INTO tenancy.resources (name, actions) VALUES (resource, ARRAY['create', 'delete', 'read', 'update'])
-    ON CONFLICT (name) DO UPDATE SET actions = (
-        SELECT array_agg(DISTINCT a ORDER BY a) FROM unnest(tenancy.resources.actions || EXCLUDED.actions) a);
+    ON CONFLICT (name) DO UPDATE SET actions = tenancy._merge_actions(tenancy.resources.actions, EXCLUDED.actions);
     PERFORM tenancy._rbac_changed();
 
     PERFORM tenancy._write_policies(tbl, tenancy._tenant_column(tbl), resource, tenancy._distributed(tbl));
 
+    IF tenancy._distributed(tbl) THEN
+        -- Citus runs the trigger on each shard, where the signed context
+        -- answers it (for this function's duration only).
+        SET LOCAL citus.enable_unsafe_triggers = on;
+    END IF;
     EXECUTE format('DROP TRIGGER IF EXISTS tenancy_rbac ON %s', tbl);
     EXECUTE format('CREATE TRIGGER tenancy_rbac BEFORE INSERT OR UPDATE OR DELETE ON %s
                     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.rbac_statement_guard(%L)', tbl, resource);
@@ -428,11 +552,171 @@ END
 $$;
 COMMENT ON FUNCTION tenancy.unprotect(regclass) IS 'Undoes tenancy.protect: drops the RBAC policies and trigger (tenant isolation stays).';
 
+CREATE OR REPLACE FUNCTION tenancy.check()
+RETURNS TABLE (severity text, object_type text, object_name text, problem text, fix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH ext_objects AS (
+    SELECT d.classid, d.objid FROM pg_depend d
+    WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+),
+user_tables AS (
+    SELECT c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy')
+      AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+      AND NOT EXISTS (SELECT 1 FROM ext_objects e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid)
+),
+-- A table is tenant-scoped when a column references tenancy.tenants, or
+-- when it has a column named tenant_id (then it is a table someone forgot).
+scoped AS (
+    SELECT t.*, a.attname AS col, true AS has_fk
+    FROM user_tables t
+    JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'f'
+                        AND k.confrelid = 'tenancy.tenants'::regclass AND array_length(k.conkey, 1) = 1
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.conkey[1]
+    UNION
+    SELECT t.*, a.attname, false
+    FROM user_tables t
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+    WHERE NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'f'
+                      AND k.confrelid = 'tenancy.tenants'::regclass)
+),
+-- Views that read a tenant-scoped table, directly or through other views.
+dependent_views AS (
+    WITH RECURSIVE v(oid) AS (
+        SELECT DISTINCT r.ev_class
+        FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid IN (SELECT oid FROM scoped)
+          AND r.ev_class NOT IN (SELECT oid FROM scoped)
+        UNION
+        SELECT r.ev_class
+        FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+        JOIN v ON d.refclassid = 'pg_class'::regclass AND d.refobjid = v.oid
+        WHERE r.ev_class <> v.oid
+    )
+    SELECT c.oid FROM v JOIN pg_class c ON c.oid = v.oid
+    WHERE c.relkind IN ('v', 'm')
+      AND NOT EXISTS (SELECT 1 FROM ext_objects e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid)
+)
+SELECT 'error', 'table', s.oid::regclass::text,
+       format('has a %I column but is not tenant-scoped (no foreign key to tenancy.tenants)', s.col),
+       format('SELECT tenancy.enable(%L);', s.oid::regclass::text)
+FROM scoped s WHERE NOT s.has_fk
+UNION ALL
+SELECT 'error', 'table', s.oid::regclass::text,
+       'row level security is not enabled: every tenant sees every row',
+       format('SELECT tenancy.enable(%L);', s.oid::regclass::text)
+FROM scoped s WHERE s.has_fk AND NOT s.relrowsecurity
+UNION ALL
+SELECT 'error', 'table', s.oid::regclass::text,
+       'row level security is not forced: the table owner bypasses tenant isolation',
+       format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', s.oid::regclass::text)
+FROM scoped s WHERE s.has_fk AND NOT s.relforcerowsecurity
+UNION ALL
+SELECT 'error', 'table', s.oid::regclass::text,
+       'has no tenant_isolation policy',
+       format('SELECT tenancy.enable(%L, %L);', s.oid::regclass::text, s.col)
+FROM scoped s
+WHERE s.has_fk AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = s.oid AND p.polname = 'tenant_isolation')
+UNION ALL
+SELECT 'warning', 'table', s.oid::regclass::text,
+       format('no index leads with %I: every tenant''s query scans the whole table', s.col),
+       format('CREATE INDEX ON %s (%I);', s.oid::regclass::text, s.col)
+FROM scoped s
+WHERE s.has_fk AND NOT EXISTS (
+    SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = s.oid AND a.attname = s.col)
+UNION ALL
+SELECT 'error', 'view', c.oid::regclass::text,
+       'reads a tenant-scoped table with its owner''s rights (no security_invoker), so isolation does not apply to callers',
+       format('ALTER VIEW %s SET (security_invoker = true);', c.oid::regclass::text)
+FROM dependent_views dv JOIN pg_class c ON c.oid = dv.oid
+WHERE c.relkind = 'v'
+  AND NOT coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(c.reloptions) o
+                    WHERE o.option_name = 'security_invoker'), false)
+UNION ALL
+SELECT 'error', 'materialized view', c.oid::regclass::text,
+       'stores rows of a tenant-scoped table without row level security',
+       format('DROP MATERIALIZED VIEW %s; -- or keep it out of reach of API roles', c.oid::regclass::text)
+FROM dependent_views dv JOIN pg_class c ON c.oid = dv.oid
+WHERE c.relkind = 'm'
+UNION ALL
+SELECT 'error', 'function', p.oid::regprocedure::text,
+       'SECURITY DEFINER without a pinned search_path: a caller can hijack the objects it resolves',
+       format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp;', p.oid::regprocedure::text)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prosecdef
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) cfg WHERE cfg LIKE 'search\_path=%')
+UNION ALL
+SELECT 'error', 'role', r.rolname::text,
+       'login role with BYPASSRLS: anything connecting as it ignores tenant isolation',
+       format('ALTER ROLE %I NOBYPASSRLS;', r.rolname)
+FROM pg_roles r WHERE r.rolcanlogin AND r.rolbypassrls AND NOT r.rolsuper
+UNION ALL
+SELECT 'error', 'role', l.rolname::text,
+       format('login role can switch to role %I, which bypasses row level security (PostgREST could use it)', b.rolname),
+       format('REVOKE %I FROM %I;', b.rolname, l.rolname)
+FROM pg_roles l JOIN pg_roles b ON b.oid <> l.oid AND (b.rolbypassrls OR b.rolsuper)
+WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
+  AND pg_has_role(l.oid, b.oid, 'MEMBER')
+UNION ALL
+-- tenancy.pre_request() runs as its caller and calls tenancy._pre_request():
+-- a role needs EXECUTE on both, or on neither.
+SELECT CASE WHEN x.hook THEN 'error' ELSE 'warning' END, 'role', x.rolname::text,
+       CASE WHEN x.hook
+            THEN 'may run tenancy.pre_request() but not tenancy._pre_request(): every request it makes is refused (permission denied)'
+            ELSE 'may run tenancy._pre_request() but not tenancy.pre_request(): it can set a tenant and user from claims it writes itself' END,
+       CASE WHEN x.hook
+            THEN format('GRANT EXECUTE ON FUNCTION tenancy._pre_request() TO %I;', x.rolname)
+            ELSE format('REVOKE EXECUTE ON FUNCTION tenancy._pre_request() FROM %I;', x.rolname) END
+FROM (SELECT r.rolname,
+             has_function_privilege(r.oid, 'tenancy.pre_request()', 'EXECUTE') AS hook,
+             has_function_privilege(r.oid, 'tenancy._pre_request()', 'EXECUTE') AS inner_hook
+      FROM pg_roles r WHERE NOT r.rolsuper) x
+WHERE x.hook <> x.inner_hook
+UNION ALL
+-- Not unsafe in itself, but never to be had by accident: every login (but
+-- superusers) that may enter every tenant from SQL.
+SELECT 'notice', 'role', l.rolname::text,
+       format('login may enter every tenant (a member of %s, granted with tenancy.grant_all_tenants)', string_agg(quote_ident(a.role), ', ' ORDER BY a.role)),
+       format('SELECT tenancy.revoke_all_tenants(%L); -- if that is not meant; or bind the login to its tenants with tenancy.grant_sql_access()', min(a.role))
+FROM pg_roles l
+JOIN tenancy.all_tenants a ON true
+JOIN pg_roles g ON g.rolname = a.role
+WHERE l.rolcanlogin AND NOT l.rolsuper AND pg_has_role(l.oid, g.oid, 'MEMBER')
+  AND NOT EXISTS (SELECT 1 FROM tenancy.sql_logins s WHERE s.login = l.rolname)
+GROUP BY l.rolname
+UNION ALL
+-- Bindings are kept by role name (so that a dump keeps them), and DROP ROLE
+-- leaves them behind: a new role of the same name would have them.
+SELECT 'error', 'role', s.login::text,
+       format('bound to tenant "%s", but no role of that name exists: a role created with it would enter the tenant', t.slug),
+       format('SELECT tenancy.revoke_sql_access(%L, %L);', s.login, t.slug)
+FROM tenancy.sql_logins s JOIN tenancy.tenants t ON t.id = s.tenant_id
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = s.login)
+UNION ALL
+SELECT 'error', 'role', a.role::text,
+       'may enter every tenant, but no role of that name exists: a role created with it would',
+       format('SELECT tenancy.revoke_all_tenants(%L);', a.role)
+FROM tenancy.all_tenants a
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = a.role)
+UNION ALL
+-- On Citus (nothing without it): see citus.sql.
+SELECT * FROM tenancy._citus_findings()
+ORDER BY 1, 2, 3, 4
+$$;
+COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; roles that may run pre_request but not _pre_request (or the reverse); bindings of roles that no longer exist; on Citus, tenant-scoped tables not sharded by their tenant column, not colocated, or with policies Citus widened. And, as notices, every login that may enter every tenant.';
+
 -- Fail closed, as privileges.sql does for a fresh install: the new functions
 -- are not PUBLIC, except the helpers enable() and protect() call as their
 -- caller and the checks that policies call.
 REVOKE ALL ON FUNCTION
     tenancy._distributed(regclass),
+    tenancy._scaled_out(),
     tenancy._scope(),
     tenancy._permit(text, text),
     tenancy._rbac_resource(regclass),
@@ -440,10 +724,13 @@ REVOKE ALL ON FUNCTION
     tenancy._write_policies(regclass, name, text, boolean),
     tenancy._require_citus(),
     tenancy.distribute(regclass, name),
-    tenancy.scale_out()
+    tenancy.scale_out(),
+    tenancy._citus_findings(),
+    tenancy._merge_actions(text[], text[])
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     tenancy._distributed(regclass),
+    tenancy._scaled_out(),
     tenancy._scope(),
     tenancy._permit(text, text),
     tenancy._rbac_resource(regclass),

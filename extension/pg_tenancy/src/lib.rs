@@ -49,7 +49,7 @@ extension_sql_file!("sql/enable.sql", name = "enable", requires = ["context"]);
 extension_sql_file!(
     "sql/check.sql",
     name = "check",
-    requires = ["enable", "logins"]
+    requires = ["enable", "logins", "citus"]
 );
 extension_sql_file!(
     "sql/rbac.sql",
@@ -96,7 +96,11 @@ extension_sql_file!(
     name = "logins",
     requires = ["audit", cache::_changed, logins::acting_as]
 );
-extension_sql_file!("sql/citus.sql", name = "citus", requires = ["logins", "rbac", "enable"]);
+extension_sql_file!(
+    "sql/citus.sql",
+    name = "citus",
+    requires = ["logins", "rbac", "enable"]
+);
 extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]

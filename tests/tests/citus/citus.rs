@@ -325,3 +325,132 @@ async fn patch_and_delete_on_ledger_endpoints_are_refused_by_citus_and_change_no
     );
     assert_eq!(e.message, "modifying the partition value of rows is not allowed");
 }
+
+/// After scale_out, enable() shards a new tenant table of the user's at
+/// once: check() finds nothing, its policies stand alone on the shards, and
+/// it is isolated and RBAC-protected through the coordinator. A protected
+/// distributed table with single-node (restrictive) policies is an error
+/// whose fix works.
+#[tokio::test]
+async fn enable_shards_a_new_tenant_table_and_check_reports_widened_policies() {
+    let db = admin().await;
+    let errors = |db: PgPool| async move {
+        sqlx::query_as::<_, (String, String, String)>(
+            "SELECT object_name, problem, fix FROM tenancy.check() WHERE severity = 'error'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    let name = format!("public.notes_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    grant(
+        &db,
+        &format!(
+            "CREATE TABLE {name} (tenant_id uuid NOT NULL, id bigint NOT NULL, body text, PRIMARY KEY (tenant_id, id));
+             SELECT tenancy.enable('{name}');
+             SELECT tenancy.protect('{name}', 'notes');
+             GRANT SELECT, INSERT ON {name} TO authenticated;"
+        ),
+    )
+    .await;
+    let kind: String = sqlx::query_scalar(
+        "SELECT partmethod::text FROM pg_dist_partition WHERE logicalrelid = $1::regclass",
+    )
+    .bind(&name)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(kind, "h");
+    let left: Vec<_> = errors(db.clone()).await;
+    assert!(left.is_empty(), "{left:?}");
+    // Its policies: each stands alone (Citus drops RESTRICTIVE on shards).
+    let policies: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT polname::text, polpermissive FROM pg_policy WHERE polrelid = $1::regclass ORDER BY 1",
+    )
+    .bind(&name)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(policies.len(), 5, "{policies:?}");
+    assert!(policies.iter().all(|(_, permissive)| *permissive), "{policies:?}");
+
+    // A restrictive RBAC policy on a distributed table (as a single-node
+    // protect() writes them) is reported, and protect() rewrites it.
+    // (One statement at a time: Citus forwards a DROP POLICY's whole query
+    // string to the shards.)
+    grant(&db, &format!("DROP POLICY rbac_read ON {name}")).await;
+    grant(
+        &db,
+        &format!(
+            "CREATE POLICY rbac_read ON {name} AS RESTRICTIVE FOR SELECT USING (tenancy._permit('notes', 'read'))"
+        ),
+    )
+    .await;
+    let found: Vec<_> = errors(db.clone())
+        .await
+        .into_iter()
+        .filter(|(o, _, _)| *o == name)
+        .collect();
+    assert_eq!(
+        found,
+        vec![(
+            name.clone(),
+            "has restrictive RBAC policies, which Citus makes permissive on its shards: a permission alone lets rows through, across tenants".to_string(),
+            format!("SELECT tenancy.protect('{name}', 'notes');")
+        )]
+    );
+    grant(&db, &found[0].2).await;
+    let left: Vec<_> = errors(db.clone()).await;
+    assert!(left.is_empty(), "{left:?}");
+
+    let (a, b) = (new_tenant(&db).await, new_tenant(&db).await);
+    let role = analyst(&db).await;
+    let mut c = connect_as(&stack().db_url, &role).await;
+    for (t, text) in [(&a, "from a"), (&b, "from b")] {
+        let mut tx = c.begin().await.unwrap();
+        set_tenant(&mut *tx, &t.slug).await;
+        sqlx::query(&format!("INSERT INTO {name} (id, body) VALUES (1, $1)"))
+            .bind(text)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut tx = c.begin().await.unwrap();
+    set_tenant(&mut *tx, &a.slug).await;
+    let seen: Vec<String> = sqlx::query_scalar(&format!("SELECT body FROM {name}"))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, vec!["from a".to_string()]);
+    drop(tx);
+
+    // A user of a whose role may read invoices but not notes: the
+    // permission is checked on the worker, from the signed grants.
+    let clerk = Uuid::new_v4();
+    grant(
+        &db,
+        &format!(
+            "INSERT INTO tenancy.roles (tenant_id, name) VALUES ('{id}', 'clerk');
+             INSERT INTO tenancy.role_permissions (tenant_id, role, resource, action) VALUES ('{id}', 'clerk', 'invoices', 'read');
+             SELECT tenancy.add_member('{id}', '{clerk}', 'clerk');",
+            id = a.id
+        ),
+    )
+    .await;
+    let mut tx = c.begin().await.unwrap();
+    sqlx::query("SELECT set_config('request.jwt.claims', $1, true)")
+        .bind(access_claims(a.id, clerk).to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SET LOCAL ROLE authenticated").execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT tenancy.pre_request()").execute(&mut *tx).await.unwrap();
+    let e = expect_db_error(
+        sqlx::query_scalar::<_, String>(&format!("SELECT body FROM {name}"))
+            .fetch_all(&mut *tx)
+            .await,
+        "42501",
+    );
+    assert_eq!(e.message, "permission notes.read is required");
+}

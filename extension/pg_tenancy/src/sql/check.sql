@@ -154,6 +154,9 @@ SELECT 'error', 'role', a.role::text,
        format('SELECT tenancy.revoke_all_tenants(%L);', a.role)
 FROM tenancy.all_tenants a
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = a.role)
+UNION ALL
+-- On Citus (nothing without it): see citus.sql.
+SELECT * FROM tenancy._citus_findings()
 ORDER BY 1, 2, 3, 4
 $$;
-COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; roles that may run pre_request but not _pre_request (or the reverse); bindings of roles that no longer exist. And, as notices, every login that may enter every tenant.';
+COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; roles that may run pre_request but not _pre_request (or the reverse); bindings of roles that no longer exist; on Citus, tenant-scoped tables not sharded by their tenant column, not colocated, or with policies Citus widened. And, as notices, every login that may enter every tenant.';

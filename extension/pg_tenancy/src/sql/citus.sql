@@ -156,3 +156,73 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenancy.scale_out() IS 'Citus: makes the extension''s shared tables reference tables and distributes every tenant-scoped table by tenant, colocated (idempotency keys stay on the coordinator). Run once on the coordinator, as a superuser, with the workers added. Returns what changed.';
+
+-- What tenancy.check() reports on Citus: nothing without Citus or before
+-- a worker is added; after that, whatever would let tenants' rows stray
+-- from their node or their policies.
+CREATE FUNCTION tenancy._citus_findings()
+RETURNS TABLE (severity text, object_type text, object_name text, problem text, fix text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_node n WHERE n.groupid <> 0 AND n.noderole = 'primary') THEN
+        RETURN;
+    END IF;
+    IF coalesce(current_setting('tenancy.context_key', true), '') = '' THEN
+        RETURN QUERY SELECT 'error', 'setting', 'tenancy.context_key',
+            'is not set: workers believe no tenant context, so every query on a distributed tenant table fails',
+            'Set the same secret (32 characters or more) as tenancy.context_key in postgresql.conf on every node and reload.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = 'tenancy.tenants'::regclass) THEN
+        RETURN QUERY SELECT 'error', 'table', 'tenancy.tenants',
+            'Citus has workers, but the extension''s shared tables are not reference tables yet',
+            'SELECT * FROM tenancy.scale_out();';
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH scoped AS (
+        SELECT p.polrelid AS tbl, tenancy._tenant_column(p.polrelid) AS col
+        FROM pg_policy p
+        WHERE p.polname = 'tenant_isolation' AND p.polrelid <> 'tenancy.audit_log'::regclass
+    ),
+    placed AS (
+        SELECT s.tbl, s.col, d.partmethod, d.colocationid,
+               CASE WHEN d.partmethod = 'h' THEN column_to_column_name(d.logicalrelid, d.partkey) END AS shard_col
+        FROM scoped s LEFT JOIN pg_dist_partition d ON d.logicalrelid = s.tbl
+    ),
+    usual AS (
+        SELECT mode() WITHIN GROUP (ORDER BY colocationid) AS colocationid FROM placed WHERE partmethod = 'h'
+    )
+    SELECT 'error', 'table', x.tbl::regclass::text,
+           'is tenant-scoped but not distributed: its rows stay on the coordinator and workers cannot check its policies',
+           format('SELECT tenancy.distribute(%L, %L);', x.tbl::regclass::text, x.col)
+    FROM placed x WHERE x.partmethod IS NULL
+    UNION ALL
+    SELECT 'error', 'table', x.tbl::regclass::text,
+           format('is sharded by %I, not by its tenant column %I: a tenant''s rows spread over every node', x.shard_col, x.col),
+           format('SELECT undistribute_table(%L); SELECT tenancy.distribute(%L, %L);', x.tbl::regclass::text, x.tbl::regclass::text, x.col)
+    FROM placed x WHERE x.partmethod = 'h' AND x.shard_col IS DISTINCT FROM x.col::text
+    UNION ALL
+    SELECT 'error', 'table', x.tbl::regclass::text,
+           'is not sharded by tenant (a reference or local Citus table): every tenant''s rows sit on every node or on one',
+           format('SELECT undistribute_table(%L); SELECT tenancy.distribute(%L, %L);', x.tbl::regclass::text, x.tbl::regclass::text, x.col)
+    FROM placed x WHERE x.partmethod IS NOT NULL AND x.partmethod <> 'h'
+    UNION ALL
+    SELECT 'warning', 'table', x.tbl::regclass::text,
+           'is not colocated with the other tenant-scoped tables: a tenant''s rows of it sit on other nodes, and joins with them cross the network',
+           format('SELECT update_distributed_table_colocation(%L, colocate_with => %L);', x.tbl::regclass::text,
+                  (SELECT y.tbl::regclass::text FROM placed y, usual u WHERE y.colocationid = u.colocationid LIMIT 1))
+    FROM placed x, usual u WHERE x.partmethod = 'h' AND x.colocationid <> u.colocationid
+    UNION ALL
+    -- Citus 13.2 re-creates policies on the shards without AS RESTRICTIVE.
+    SELECT 'error', 'table', x.tbl::regclass::text,
+           'has restrictive RBAC policies, which Citus makes permissive on its shards: a permission alone lets rows through, across tenants',
+           format('SELECT tenancy.protect(%L, %L);', x.tbl::regclass::text, tenancy._rbac_resource(x.tbl))
+    FROM placed x WHERE x.partmethod = 'h'
+      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = x.tbl AND p.polname LIKE 'rbac\_%' AND NOT p.polpermissive);
+END
+$$;

@@ -30,6 +30,26 @@ BEGIN
 END
 $$;
 
+-- Whether tenancy.scale_out() has run: Citus is installed and the shared
+-- tables are reference tables. From then on enable() shards a new tenant
+-- table at once.
+CREATE FUNCTION tenancy._scaled_out()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = ''tenancy.tenants''::regclass)'
+        INTO found;
+    RETURN found;
+END
+$$;
+
 -- The checks of a distributed table's policies, each one call (see
 -- _write_policies): Citus evaluates a statement's function calls on the
 -- coordinator one by one, so the error branch of a COALESCE or an OR
@@ -154,6 +174,8 @@ DECLARE
     att record;
     fk_name name := tenancy.scoped_object_name(tbl, col, 'tenant_fk');
     idx_name name := tenancy.scoped_object_name(tbl, col, 'tenant_idx');
+    -- On Citus, after scale_out(): sharded by tenant at the end of this call.
+    citus_pending constant boolean := tenancy._scaled_out() AND NOT tenancy._distributed(tbl);
 BEGIN
     IF tbl IS NULL OR col IS NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.enable needs a table and a column name');
@@ -192,8 +214,10 @@ BEGIN
         END;
     END IF;
 
-    -- Deleting a tenant cascades into this table.
-    IF NOT EXISTS (
+    -- Deleting a tenant cascades into this table. (On Citus the key to the
+    -- reference table tenancy.tenants is added once the table is sharded,
+    -- below: before, Citus would turn the table into a local one of its own.)
+    IF NOT citus_pending AND NOT EXISTS (
         SELECT 1 FROM pg_constraint k
         JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
         WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenancy.tenants'::regclass
@@ -216,9 +240,18 @@ BEGIN
     -- The policies are rewritten, not skipped, so a changed tenant column is
     -- picked up (and a protect()ed table keeps its RBAC policies).
     PERFORM tenancy._write_policies(tbl, col, tenancy._rbac_resource(tbl), tenancy._distributed(tbl));
+
+    IF citus_pending THEN
+        -- Citus adds a key to a reference table only if nothing in the
+        -- transaction ran in parallel over the shards.
+        SET LOCAL citus.multi_shard_modify_mode = 'sequential';
+        PERFORM tenancy.distribute(tbl, col);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.tenants (id) ON DELETE CASCADE',
+                       tbl, fk_name, col);
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION tenancy.enable(regclass, name) IS 'Makes a table tenant-scoped: NOT NULL tenant column defaulting to the current tenant, FK to tenancy.tenants ON DELETE CASCADE, an index leading with it, ENABLE + FORCE row level security and the tenant_isolation policy. Idempotent.';
+COMMENT ON FUNCTION tenancy.enable(regclass, name) IS 'Makes a table tenant-scoped: NOT NULL tenant column defaulting to the current tenant, FK to tenancy.tenants ON DELETE CASCADE, an index leading with it, ENABLE + FORCE row level security and the tenant_isolation policy; on Citus after tenancy.scale_out(), also sharded by the tenant column. Idempotent.';
 
 CREATE FUNCTION tenancy.disable(tbl regclass, col name DEFAULT 'tenant_id')
 RETURNS void

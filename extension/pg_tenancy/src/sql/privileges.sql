@@ -30,6 +30,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy.effective_reconcile_rules(jsonb),
     tenancy.explain_reasons(jsonb),
     tenancy._distributed(regclass),
+    tenancy._scaled_out(),
     tenancy._scope(),
     tenancy._permit(text, text),
     tenancy._rbac_resource(regclass),
