@@ -187,3 +187,66 @@ stop_postgrest() {
     fi
     POSTGREST_PID=
 }
+
+# Citus (scripts/test_citus, scripts/bench_citus): a coordinator and two
+# workers on loopback ports, each with Citus, pg_cron and pg_tenancy.
+CITUS_BUILD_DEPS=(libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libselinux1-dev libxslt1-dev
+    libpam0g-dev libreadline-dev zlib1g-dev libssl-dev)
+
+# ensure_citus DIR: Citus installed, or built in DIR from the source archive
+# $CITUS_SRC names (the PostgreSQL 15.18+ fix applied: those server headers
+# export have_createdb_privilege(), which Citus 13.2 also defines for PG 15,
+# so its copy is dropped). Neither: a clear error.
+ensure_citus() {
+    local dir=$1 lib src
+    lib=$("$PG_CONFIG" --pkglibdir)/citus.so
+    [ -f "$lib" ] && return 0
+    [ -n "${CITUS_SRC:-}" ] ||
+        die "Citus is not installed ($lib is missing) and CITUS_SRC names no source archive to build it from; e.g. CITUS_SRC=../shared/vendor/citus-13.2.2-src.tar.gz $0"
+    [ -f "$CITUS_SRC" ] || die "CITUS_SRC=$CITUS_SRC: no such file"
+    ensure_deps "${CITUS_BUILD_DEPS[@]}"
+    say "building Citus from $CITUS_SRC (about two minutes)"
+    src=$dir/citus-src
+    rm -rf "$src" && mkdir -p "$src"
+    tar -xzf "$CITUS_SRC" -C "$src"
+    # The archive may or may not have a top-level directory.
+    [ -f "$src/configure" ] || src=$(dirname "$(find "$src" -maxdepth 2 -name configure | head -n 1)")
+    [ -f "$src/configure" ] || die "$CITUS_SRC holds no Citus source (no configure script)"
+    if grep -q 'have_createdb_privilege' "$("$PG_CONFIG" --includedir-server)/commands/dbcommands.h"; then
+        sed -i '/^static inline bool$/{N;/\nhave_createdb_privilege(void)$/{:a;N;/\n}$/!ba;d}}' \
+            "$src/src/include/pg_version_compat.h"
+    fi
+    (cd "$src" && ./configure PG_CONFIG="$PG_CONFIG" >"$dir/citus-build.log" 2>&1 &&
+        make -j"$(nproc)" >>"$dir/citus-build.log" 2>&1 && make install >>"$dir/citus-build.log" 2>&1) ||
+        { tail -n 30 "$dir/citus-build.log" >&2; die "building Citus failed (log: $dir/citus-build.log)"; }
+    [ -f "$lib" ] || die "building Citus installed no $lib"
+}
+
+# start_citus DIR PORT: a coordinator on PORT and workers on PORT+1 and
+# PORT+2 (clusters DIR/node0..2) with sql/citus/postgresql.conf and one fresh
+# tenancy.context_key; then sql/ and sql/citus/ loaded on the coordinator
+# in the order of their numbers (the demo tenants included).
+start_citus() {
+    local dir=$1 port=$2 n f key_conf=$1/context_key.conf
+    printf "tenancy.context_key = '%s'\n" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$key_conf"
+    chmod 0644 "$key_conf"
+    say "starting a coordinator (:$port) and two workers (:$((port + 1)), :$((port + 2)))"
+    for n in 0 1 2; do
+        start_cluster "$dir/node$n" "$((port + n))" "$ROOT/sql/citus/postgresql.conf" "$key_conf"
+        psql_admin "$((port + n))" postgres -c "CREATE DATABASE $DB_NAME" >/dev/null
+        psql_admin "$((port + n))" "$DB_NAME" -c "CREATE EXTENSION citus" >/dev/null
+    done
+    psql_admin "$port" "$DB_NAME" \
+        -c "SELECT citus_set_coordinator_host('127.0.0.1', $port)" \
+        -c "SELECT citus_add_node('127.0.0.1', $((port + 1)))" \
+        -c "SELECT citus_add_node('127.0.0.1', $((port + 2)))" >/dev/null
+    say "loading sql/ and sql/citus/ on the coordinator, in the order of their numbers"
+    for f in $(printf '%s\n' "$ROOT"/sql/[0-9]*.sql "$ROOT"/sql/citus/[0-9]*.sql | awk -F/ '{ print $NF "\t" $0 }' | sort | cut -f2); do
+        psql_admin "$port" "$DB_NAME" --single-transaction -f "$f" >/dev/null || die "loading $f failed"
+    done
+}
+
+stop_citus() {
+    local n
+    for n in 0 1 2; do stop_cluster "$1/node$n"; done
+}
