@@ -3,32 +3,7 @@
 -- no row level security: the hand-written baseline.
 -- Tenant n has the id 00000000-0000-4000-8000-<n, 12 digits> so that a pgbench
 -- script can name it without a lookup, on both sides alike.
-SET client_min_messages = warning;
--- Bulk-loaded without audit entries (a million rows of setup are not what is
--- measured); auditing is switched back on at the end.
-SELECT tenancy.disable_audit('ledger.invoices');
-
-INSERT INTO tenancy.tenants (id, slug, name)
-SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, 'bench-' || n, 'Bench tenant ' || n
-FROM generate_series(1, 1000) n;
-
--- One member in tenant 1, for the HTTP benchmark's token.
-INSERT INTO tenancy.roles (tenant_id, name, is_system) VALUES ('00000000-0000-4000-8000-000000000001', 'member', true);
-INSERT INTO tenancy.role_permissions VALUES ('00000000-0000-4000-8000-000000000001', 'member', '*', 'read'),
-                                            ('00000000-0000-4000-8000-000000000001', 'member', '*', 'create');
-INSERT INTO tenancy.user_roles VALUES ('00000000-0000-4000-8000-000000000001', '0000000b-0000-4000-8000-00000000be0c', 'member');
-
-ALTER TABLE ledger.invoices DISABLE TRIGGER invoices_derived;
-INSERT INTO ledger.invoices (tenant_id, amount, currency, issue_date, due_date, reference, counterparty,
-                             open_amount, status, created_at)
-SELECT t.id, a.amount, 'EUR', d.issue, d.issue + 30, 'INV-' || g, 'Customer ' || (g % 97),
-       a.amount, 'open', timestamptz '2026-01-01' + (g * interval '7 minutes')
-FROM tenancy.tenants t
-CROSS JOIN generate_series(1, 1000) g
-CROSS JOIN LATERAL (SELECT round((10 + (hashint4(g) & 65535) / 7.0)::numeric, 2) AS amount) a
-CROSS JOIN LATERAL (SELECT date '2026-01-01' + (g % 300) AS issue) d
-WHERE t.slug LIKE 'bench-%';
-ALTER TABLE ledger.invoices ENABLE TRIGGER invoices_derived;
+\ir tenants.sql
 
 CREATE SCHEMA bench_plain;
 CREATE TABLE bench_plain.invoices (LIKE ledger.invoices INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
@@ -99,12 +74,10 @@ GRANT EXECUTE ON FUNCTION bench_api.noop_pre_request() TO anon, authenticated;
 
 SELECT tenancy.enable_audit('ledger.invoices');
 
--- Rate limits: the bench tenants get budgets no run can spend, so requests
--- are counted (the cost measured) but never refused. The rate-limit
--- benchmark's baseline logs in as authenticator_norl, for which counting is
--- off (tenancy.rate_limit); everything else about it is authenticator's.
-INSERT INTO tenancy.rate_limits (tenant_id, requests, window_seconds)
-SELECT id, 2147483647, 31 * 86400 FROM tenancy.tenants WHERE slug LIKE 'bench-%';
+-- Rate limits (tenants.sql gives the bench tenants budgets no run can
+-- spend): the rate-limit benchmark's baseline logs in as authenticator_norl,
+-- for which counting is off (tenancy.rate_limit); everything else about it
+-- is authenticator's.
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator_norl') THEN
         CREATE ROLE authenticator_norl LOGIN NOINHERIT;

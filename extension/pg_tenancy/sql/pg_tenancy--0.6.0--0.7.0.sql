@@ -711,6 +711,72 @@ ORDER BY 1, 2, 3, 4
 $$;
 COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; roles that may run pre_request but not _pre_request (or the reverse); bindings of roles that no longer exist; on Citus, tenant-scoped tables not sharded by their tenant column, not colocated, or with policies Citus widened. And, as notices, every login that may enter every tenant.';
 
+CREATE OR REPLACE FUNCTION tenancy.enable_audit(tbl regclass, tenant_column name DEFAULT 'tenant_id')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    args text;
+    op text;
+BEGIN
+    IF tbl IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'enable_audit needs a table');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = tbl AND c.relkind = 'r') THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s is not a table', tbl),
+            'Audit the table a view or partition belongs to.');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = tenant_column
+                   AND a.atttypid = 'uuid'::regtype AND a.attnum > 0 AND NOT a.attisdropped) THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s has no uuid column "%s"', tbl, tenant_column),
+            'Name the tenant column: SELECT tenancy.enable_audit(''my_table'', ''my_tenant_column'');');
+    END IF;
+    SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY k.ord) INTO args
+    FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, ord), pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    IF args IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s has no primary key', tbl),
+            'Audit entries name the changed row by its primary key: add one first.');
+    END IF;
+    args := quote_literal(tenant_column) || ', ' || args;
+    IF tenancy._distributed(tbl) THEN
+        -- Citus runs the triggers on the shards: their entries go to the
+        -- audit log of the node that holds the shard (README: Scale out on
+        -- Citus). For this function's duration only.
+        SET LOCAL citus.enable_unsafe_triggers = on;
+    END IF;
+    FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'tenancy_audit_' || op, tbl);
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT EXECUTE FUNCTION tenancy._audit(%s)',
+            'tenancy_audit_' || op, upper(op), tbl,
+            CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows'
+                    WHEN 'update' THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                    ELSE 'OLD TABLE AS old_rows' END,
+            args);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenancy.enable_audit(regclass, name) IS 'Records every INSERT, UPDATE and DELETE on the table in tenancy.audit_log: tenant, actor (JWT sub), login, request id and path, primary key, changed columns with old and new values. Needs a primary key. Idempotent.';
+
+CREATE OR REPLACE FUNCTION tenancy.disable_audit(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    op text;
+BEGIN
+    IF tenancy._distributed(tbl) THEN
+        SET LOCAL citus.enable_unsafe_triggers = on;
+    END IF;
+    FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'tenancy_audit_' || op, tbl);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenancy.disable_audit(regclass) IS 'Stops auditing the table (its past entries stay in tenancy.audit_log).';
+
 -- Fail closed, as privileges.sql does for a fresh install: the new functions
 -- are not PUBLIC, except the helpers enable() and protect() call as their
 -- caller and the checks that policies call.

@@ -89,7 +89,7 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/audit.sql",
     name = "audit",
-    requires = ["rbac", "reconcile", context::current_user_id]
+    requires = ["rbac", "reconcile", "enable", context::current_user_id]
 );
 extension_sql_file!(
     "sql/logins.sql",
