@@ -74,10 +74,13 @@ GRANT EXECUTE ON FUNCTION bench_api.noop_pre_request() TO anon, authenticated;
 
 SELECT tenancy.enable_audit('ledger.invoices');
 
--- Rate limits (tenants.sql gives the bench tenants budgets no run can
--- spend): the rate-limit benchmark's baseline logs in as authenticator_norl,
--- for which counting is off (tenancy.rate_limit); everything else about it
--- is authenticator's.
+-- Rate limits: bench-rbac (made here, after tenants.sql) gets a budget no
+-- run can spend as well. The rate-limit benchmark's baseline logs in as
+-- authenticator_norl, for which counting is off (tenancy.rate_limit);
+-- everything else about it is authenticator's.
+INSERT INTO tenancy.rate_limits (tenant_id, requests, window_seconds)
+SELECT id, 2147483647, 31 * 86400 FROM tenancy.tenants WHERE slug LIKE 'bench-%'
+ON CONFLICT (tenant_id) DO NOTHING;
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator_norl') THEN
         CREATE ROLE authenticator_norl LOGIN NOINHERIT;

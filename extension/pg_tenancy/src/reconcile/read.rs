@@ -164,8 +164,25 @@ pub fn open(source: &Source, ordered: bool) -> String {
     if level.is_some() {
         crate::guc::set_in_level(c"enable_seqscan", "off");
     }
+    // A tenant-scoped source reads the current tenant's rows ($1); with no
+    // tenant set, the error every tenant-scoped read gives (TN001).
+    let tenant = if source.by_tenant {
+        match crate::context::current_tenant_id() {
+            Some(t) => Some(t),
+            None => {
+                let _ = Spi::run("SELECT tenancy.tenant_context_required()");
+                unreachable!("tenant_context_required() raises")
+            }
+        }
+    } else {
+        None
+    };
     let opened = Spi::connect(|client| {
-        let cursor = client.try_open_cursor(source.query(ordered).as_str(), &[])?;
+        let args = match tenant {
+            Some(t) => vec![t.into()],
+            None => vec![],
+        };
+        let cursor = client.try_open_cursor(source.query(ordered).as_str(), &args)?;
         Ok::<_, pgrx::spi::SpiError>(cursor.detach_into_name())
     });
     if let Some(level) = level {

@@ -77,6 +77,8 @@ pub struct Source {
     pub order: String,
     pub has_unmatched: bool,
     pub has_tenant: bool,
+    /// The query reads the current tenant's rows only ($1).
+    pub by_tenant: bool,
     /// Only open rows are read (the filter on the open column).
     pub filtered: bool,
 }
@@ -95,11 +97,15 @@ impl Source {
 /// The relation's name, schema-qualified and quoted (so the query reads
 /// this relation whatever the search_path), its kind and its columns with
 /// their type category ('N' numeric, 'D' date/time, ...).
-fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>) {
+/// And whether it is tenant-scoped (tenancy.enable: its policy, forced).
+fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>, bool) {
     let read = Spi::connect(|client| {
         let rows = client.select(
             "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
-                    c.relkind::text, a.attname::text, t.typcategory::text
+                    c.relkind::text, a.attname::text, t.typcategory::text,
+                    c.relrowsecurity AND c.relforcerowsecurity
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
+                                WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -108,15 +114,17 @@ fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>) {
             None,
             &[DatumWithOid::from(oid)],
         )?;
-        let (mut name, mut relkind, mut types) = (String::new(), String::new(), HashMap::new());
+        let (mut name, mut relkind, mut types, mut scoped) =
+            (String::new(), String::new(), HashMap::new(), false);
         for row in rows {
             name = row.get(1)?.unwrap_or_default();
             relkind = row.get(2)?.unwrap_or_default();
             if let (Some(n), Some(c)) = (row.get::<String>(3)?, row.get::<String>(4)?) {
                 types.insert(n, c);
             }
+            scoped = row.get::<bool>(5)?.unwrap_or_default();
         }
-        Ok::<_, pgrx::spi::SpiError>((name, relkind, types))
+        Ok::<_, pgrx::spi::SpiError>((name, relkind, types, scoped))
     });
     read.unwrap_or_else(|e| {
         crate::error::internal(
@@ -166,7 +174,7 @@ fn inspect(
     open: Option<&str>,
     order: &str,
 ) -> Source {
-    let (name, relkind, types) = catalog(oid);
+    let (name, relkind, types, scoped) = catalog(oid);
     if !matches!(relkind.as_str(), "r" | "v" | "m" | "p" | "f") {
         fail(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
@@ -236,12 +244,26 @@ fn inspect(
         .collect::<Vec<_>>()
         .join(", ");
     let open = open.filter(|c| types.contains_key(*c));
-    let filter = match open {
+    let mut filters = Vec::new();
+    if let Some(c) = open {
         // NULL is read (and refused, naming the row): only 0 is settled.
         // Written so, rather than IS DISTINCT FROM, so that a partial index
         // with this very predicate serves it (see `read::open`).
-        Some(c) => format!(" WHERE (\"{c}\" <> 0 OR \"{c}\" IS NULL)"),
-        None => String::new(),
+        filters.push(format!("(\"{c}\" <> 0 OR \"{c}\" IS NULL)"));
+    }
+    // On a tenant-scoped table, the current tenant as a parameter too ($1,
+    // `read::open`): row level security already keeps the rows to it, but a
+    // policy does not tell Citus where to look, and this sends the read to
+    // the one worker that holds the tenant. (Elsewhere every visible row is
+    // read, and one of another tenant is refused.)
+    let by_tenant = has_tenant && scoped;
+    if by_tenant {
+        filters.push(format!("\"{TENANT}\" = $1"));
+    }
+    let filter = if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", filters.join(" AND "))
     };
     // Reconciliation in windows (tenancy_matching::Windows) reads by date;
     // within a window rows are matched in the order of their ids.
@@ -251,6 +273,7 @@ fn inspect(
         order: order.to_string(),
         has_unmatched,
         has_tenant,
+        by_tenant,
         filtered: open.is_some(),
     }
 }
