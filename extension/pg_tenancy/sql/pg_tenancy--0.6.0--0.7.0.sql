@@ -778,8 +778,9 @@ $$;
 COMMENT ON FUNCTION tenancy.disable_audit(regclass) IS 'Stops auditing the table (its past entries stay in tenancy.audit_log).';
 
 -- Fail closed, as privileges.sql does for a fresh install: the new functions
--- are not PUBLIC, except the helpers enable() and protect() call as their
--- caller and the checks that policies call.
+-- are not PUBLIC, except the checks that policies call and the helpers that
+-- enable(), protect(), distribute(), scale_out() and check() call as their
+-- caller (they read catalogs anyone may read, or write what the caller owns).
 REVOKE ALL ON FUNCTION
     tenancy._distributed(regclass),
     tenancy._scaled_out(),
@@ -801,5 +802,8 @@ GRANT EXECUTE ON FUNCTION
     tenancy._permit(text, text),
     tenancy._rbac_resource(regclass),
     tenancy._tenant_column(regclass),
-    tenancy._write_policies(regclass, name, text, boolean)
+    tenancy._write_policies(regclass, name, text, boolean),
+    tenancy._merge_actions(text[], text[]),
+    tenancy._require_citus(),
+    tenancy._citus_findings()
 TO PUBLIC;

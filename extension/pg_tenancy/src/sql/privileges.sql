@@ -35,7 +35,10 @@ GRANT EXECUTE ON FUNCTION
     tenancy._permit(text, text),
     tenancy._rbac_resource(regclass),
     tenancy._tenant_column(regclass),
-    tenancy._write_policies(regclass, name, text, boolean)
+    tenancy._write_policies(regclass, name, text, boolean),
+    tenancy._merge_actions(text[], text[]),
+    tenancy._require_citus(),
+    tenancy._citus_findings()
 TO PUBLIC;
 GRANT SELECT ON tenancy.resources TO PUBLIC;
 
