@@ -43,7 +43,17 @@ pub fn parse_uuid(text: &str) -> Option<pgrx::Uuid> {
 pub fn current_tenant_id() -> Option<pgrx::Uuid> {
     read(&guc::TENANT, guc::TENANT_ID)
         .or_else(|| crate::signed::current().map(|s| s.tenant))
-        .or_else(|| crate::logins::session().and_then(|l| l.only_tenant()))
+        .or_else(|| {
+            // A connection Citus opened to run a shard of another node's
+            // statement may not query the (distributed) bindings; the
+            // coordinator signs what it needs. Without that, no tenant: fail
+            // closed. (Only this read skips the login: a spoofed
+            // application_name gains nothing, it loses the login's tenant.)
+            if crate::signed::citus_internal() {
+                return None;
+            }
+            crate::logins::session().and_then(|l| l.only_tenant())
+        })
 }
 
 /// The user (JWT `sub`) of the current transaction, or NULL when none is set.

@@ -109,11 +109,7 @@ pub fn session() -> Option<Rc<Login>> {
             pg_sys::GetSessionUserId(),
         )
     };
-    // A Citus worker running a shard of a coordinator's statement may not
-    // query distributed tables, and has no business with this login: the
-    // coordinator signs what the worker needs (`signed`). Without it, no
-    // binding: fail closed.
-    if worker || crate::signed::citus_internal() {
+    if worker {
         return None;
     }
     let generation = cache::generation();

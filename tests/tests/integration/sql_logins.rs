@@ -135,6 +135,25 @@ async fn a_bound_login_gets_into_no_other_tenant_by_any_path() {
     set_tenant(&mut *tx, &a.slug).await;
     tx.rollback().await.unwrap();
 
+    // Posing as a connection Citus opened changes nothing: still bound.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SET LOCAL application_name = 'citus_internal gpid=10000000001'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let e = expect_db_error(
+        sqlx::query("SELECT tenancy.set_tenant($1)")
+            .bind(&b.slug)
+            .execute(&mut *tx)
+            .await,
+        "42501",
+    );
+    assert_eq!(
+        e.message,
+        format!("login \"{login}\" is not bound to tenant \"{}\"", b.slug)
+    );
+    tx.rollback().await.unwrap();
+
     // The settings themselves are the superuser's.
     let e = statement_error(
         &mut conn,
