@@ -27,6 +27,12 @@
 -- existing ledgers to PRIMARY KEY (tenant_id, id), rows kept.
 -- ---------------------------------------------------------------------------
 
+-- Whether this node has tenancy.context_key (SQL cannot read the key back).
+CREATE FUNCTION tenancy._context_key_set() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'context_key_set_wrapper';
+
 -- Whether tbl is a hash-distributed Citus table; false without Citus.
 CREATE FUNCTION tenancy._distributed(tbl regclass)
 RETURNS boolean
@@ -189,7 +195,7 @@ BEGIN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'Citus is not installed in this database',
             'Add citus first in shared_preload_libraries on every node, CREATE EXTENSION citus, and add the workers with citus_add_node (README: Scale out on Citus).');
     END IF;
-    IF coalesce(current_setting('tenancy.context_key', true), '') = '' THEN
+    IF NOT tenancy._context_key_set() THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.context_key is not set on this node',
             'Set the same secret (32 characters or more) as tenancy.context_key in postgresql.conf on every node and reload: workers trust only a context signed with it.');
     END IF;
@@ -340,7 +346,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_dist_node n WHERE n.groupid <> 0 AND n.noderole = 'primary') THEN
         RETURN;
     END IF;
-    IF coalesce(current_setting('tenancy.context_key', true), '') = '' THEN
+    IF NOT tenancy._context_key_set() THEN
         RETURN QUERY SELECT 'error', 'setting', 'tenancy.context_key',
             'is not set: workers believe no tenant context, so every query on a distributed tenant table fails',
             'Set the same secret (32 characters or more) as tenancy.context_key in postgresql.conf on every node and reload.';
@@ -521,7 +527,7 @@ BEGIN
 
     IF tenancy._distributed(tbl) THEN
         -- Citus runs the trigger on each shard, where the signed context
-        -- answers it (for this function's duration only).
+        -- answers it. (The setting stays on until the transaction ends.)
         SET LOCAL citus.enable_unsafe_triggers = on;
     END IF;
     EXECUTE format('DROP TRIGGER IF EXISTS tenancy_rbac ON %s', tbl);
@@ -743,7 +749,7 @@ BEGIN
     IF tenancy._distributed(tbl) THEN
         -- Citus runs the triggers on the shards: their entries go to the
         -- audit log of the node that holds the shard (README: Scale out on
-        -- Citus). For this function's duration only.
+        -- Citus). The setting stays on until the transaction ends.
         SET LOCAL citus.enable_unsafe_triggers = on;
     END IF;
     FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
@@ -793,7 +799,8 @@ REVOKE ALL ON FUNCTION
     tenancy.distribute(regclass, name),
     tenancy.scale_out(),
     tenancy._citus_findings(),
-    tenancy._merge_actions(text[], text[])
+    tenancy._merge_actions(text[], text[]),
+    tenancy._context_key_set()
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     tenancy._distributed(regclass),
@@ -805,5 +812,6 @@ GRANT EXECUTE ON FUNCTION
     tenancy._write_policies(regclass, name, text, boolean),
     tenancy._merge_actions(text[], text[]),
     tenancy._require_citus(),
-    tenancy._citus_findings()
+    tenancy._citus_findings(),
+    tenancy._context_key_set()
 TO PUBLIC;

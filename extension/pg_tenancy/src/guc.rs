@@ -8,7 +8,7 @@
 //! instead of a silently ignored placeholder.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::{pg_sys, PgLogLevel, PgSqlErrorCode};
+use pgrx::{pg_guard, pg_sys, PgLogLevel, PgSqlErrorCode};
 use std::ffi::{CStr, CString};
 
 /// The names of the settings the extension sets itself, transaction-locally.
@@ -34,8 +34,11 @@ pub static REQUEST_CACHE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub const CONTEXT: &CStr = c"tenancy.context";
 pub static SIGNED_CONTEXT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// The key every node of a Citus cluster shares; empty: single node.
-pub static CONTEXT_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static CONTEXT_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+/// Defined by hand (not through GucRegistry) for its show hook: GUC flags
+/// only hide a value from roles without pg_read_all_settings, and anyone
+/// who reads the key can sign any tenant's context.
+static mut CONTEXT_KEY: *mut std::ffi::c_char = std::ptr::null_mut();
+pub static CONTEXT_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(600);
 /// kB; 256 MB.
 pub static RECONCILE_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
@@ -168,18 +171,27 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::SUPERUSER_ONLY | GucFlags::DISALLOW_IN_FILE,
     );
-    GucRegistry::define_string_guc(
-        c"tenancy.context_key",
-        c"Secret that signs the context the coordinator hands to Citus workers (empty: single node).",
-        c"The same value on every node, at least 32 characters, in postgresql.conf; readable by superusers only.",
-        &CONTEXT_KEY,
-        GucContext::Sighup,
-        GucFlags::SUPERUSER_ONLY,
-    );
+    #[allow(unsafe_code)]
+    // SAFETY: called once from _PG_init; the name and texts are static, and
+    // the variable is a static Postgres owns the string of from then on.
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            c"tenancy.context_key".as_ptr(),
+            c"Secret that signs the context the coordinator hands to Citus workers (empty: single node).".as_ptr(),
+            c"The same value on every node, at least 32 characters, in postgresql.conf. Nobody can read it back: SHOW answers whether it is set.".as_ptr(),
+            &raw mut CONTEXT_KEY,
+            c"".as_ptr(),
+            pg_sys::GucContext::PGC_SIGHUP,
+            pg_sys::GUC_SUPERUSER_ONLY as i32,
+            None,
+            None,
+            Some(show_context_key),
+        );
+    }
     GucRegistry::define_int_guc(
         c"tenancy.context_lifetime",
-        c"How long after tenancy.set_tenant() or pre_request() a worker still accepts the signed context (default 1 h).",
-        c"A worker connection first used later in the same transaction is refused; set the tenant again.",
+        c"How long after tenancy.set_tenant() or pre_request() a transaction on a worker may begin with the signed context (default 10 min).",
+        c"A worker connection first used later in the same transaction is refused; set the tenant again. Shorter limits how long a captured line could be replayed.",
         &CONTEXT_LIFETIME,
         10,
         7 * 86_400,
@@ -191,6 +203,38 @@ pub fn init() {
     unsafe {
         pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr());
     }
+}
+
+/// What SHOW, current_setting() and pg_settings say of the key, to anyone.
+#[allow(unsafe_code)]
+#[pg_guard]
+unsafe extern "C-unwind" fn show_context_key() -> *const std::ffi::c_char {
+    if context_key().is_some() {
+        c"(set; not shown)".as_ptr()
+    } else {
+        c"".as_ptr()
+    }
+}
+
+/// The shared key of a Citus cluster, None when not set.
+pub fn context_key() -> Option<Vec<u8>> {
+    #[allow(unsafe_code)]
+    // SAFETY: the GUC machinery keeps the variable a valid C string (or
+    // NULL before it is defined); it is copied before anything can change it.
+    unsafe {
+        let p = CONTEXT_KEY;
+        if p.is_null() {
+            return None;
+        }
+        let key = CStr::from_ptr(p).to_bytes();
+        (!key.is_empty()).then(|| key.to_vec())
+    }
+}
+
+/// Whether this node has the key (for the SQL side, which cannot read it).
+#[pgrx::pg_extern(stable, parallel_safe, name = "_context_key_set")]
+fn context_key_set() -> bool {
+    context_key().is_some()
 }
 
 /// The value of any setting, None when it does not exist.

@@ -99,7 +99,7 @@ extension_sql_file!(
 extension_sql_file!(
     "sql/citus.sql",
     name = "citus",
-    requires = ["logins", "rbac", "enable"]
+    requires = ["logins", "rbac", "enable", guc::context_key_set]
 );
 extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 

@@ -6,16 +6,19 @@
 //! writes a parent and then a child (create_tenant) and one that writes a
 //! child (add_member) take those locks in opposite orders and deadlock. So
 //! before a statement of a coordinator's transaction writes one of them,
-//! the transaction takes one advisory lock, held until it ends: such
-//! transactions follow one another, and each takes Citus' locks unopposed.
+//! the transaction takes one lock, held until it ends: such transactions
+//! follow one another, and each takes Citus' locks unopposed. The lock is
+//! an advisory one of a kind no SQL function can take (its fourth field is
+//! 3; pg_advisory_lock uses 1 and 2), so no session can hold it to stall
+//! everyone's administration.
 //! Nothing happens without Citus, for reads, or in the connections Citus
 //! opens to run a shard (the coordinator's transaction holds the lock).
 
 use pgrx::pg_sys;
 use std::cell::Cell;
 
-/// The advisory lock's key ("pg_tenancy shared tables").
-const KEY: i64 = 0x7067_5f74_656e_0001;
+/// The lock's key ("pg_tenancy shared tables").
+const KEY: (u32, u32) = (0x7067_5f74, 0x656e_0001);
 
 static mut PREVIOUS: pg_sys::ExecutorStart_hook_type = None;
 
@@ -32,8 +35,13 @@ fn citus() -> bool {
     })
 }
 
-/// Installs the executor hook; called from _PG_init.
+/// Installs the executor hook, only where Citus is loaded (it is preloaded
+/// before pg_tenancy): a single node runs no hook at all. Called from
+/// _PG_init.
 pub fn init() {
+    if !citus() {
+        return;
+    }
     #[allow(unsafe_code)]
     // SAFETY: _PG_init runs once per backend before any query; the previous
     // hook is kept and called.
@@ -62,6 +70,10 @@ const SHARED: [&str; 9] = [
 /// `desc` is the executor's QueryDesc with a planned statement.
 #[allow(unsafe_code)]
 unsafe fn writes_shared(desc: *mut pg_sys::QueryDesc) -> bool {
+    // SAFETY (whole function): the planned statement and its range table
+    // are the executor's, alive for the call; get_namespace_oid,
+    // get_rel_namespace and get_rel_name are syscache lookups inside the
+    // statement's transaction; get_rel_name's copy is checked for NULL.
     let stmt = (*desc).plannedstmt;
     if stmt.is_null() || (*stmt).commandType == pg_sys::CmdType::CMD_SELECT {
         return false;
@@ -87,13 +99,28 @@ unsafe fn writes_shared(desc: *mut pg_sys::QueryDesc) -> bool {
 #[allow(unsafe_code)]
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_start(desc: *mut pg_sys::QueryDesc, eflags: i32) {
+    // SAFETY: desc is the executor's; the lock tag is filled in whole and
+    // LockAcquire copies it; the transaction-level lock is released at its
+    // end (or raises an ERROR, e.g. on a deadlock, which pg_guard carries).
     if citus() && !crate::signed::citus_internal() && writes_shared(desc) {
-        pgrx::direct_function_call::<()>(
-            pg_sys::pg_advisory_xact_lock_int8,
-            &[pgrx::IntoDatum::into_datum(KEY)],
-        );
+        let tag = pg_sys::LOCKTAG {
+            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+            locktag_field2: KEY.0,
+            locktag_field3: KEY.1,
+            locktag_field4: 3,
+            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+        };
+        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, false);
     }
-    match PREVIOUS {
+    // SAFETY: PREVIOUS was read from ExecutorStart_hook once in init. The
+    // previous hook (Citus') is called directly, not through pgrx's FFI
+    // guard: that guard would turn an ERROR with one of our own SQLSTATEs
+    // (TN0xx, raised while Citus evaluates a statement's functions) into
+    // XX000. An ERROR then leaves through this frame, which holds nothing
+    // that needs dropping (the lock tag is plain data).
+    let previous = PREVIOUS;
+    match previous {
         Some(previous) => previous(desc, eflags),
         None => pg_sys::standard_ExecutorStart(desc, eflags),
     }

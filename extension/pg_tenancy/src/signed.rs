@@ -27,14 +27,11 @@ pub struct Signed {
 thread_local! {
     /// The last line verified in this backend (a worker serves one
     /// transaction's line many times: once per row a policy checks).
-    static VERIFIED: RefCell<Option<(Vec<u8>, Rc<Signed>)>> = const { RefCell::new(None) };
+    static VERIFIED: RefCell<Option<(Vec<u8>, Vec<u8>, Rc<Signed>)>> = const { RefCell::new(None) };
 }
 
 fn key() -> Option<Vec<u8>> {
-    guc::CONTEXT_KEY
-        .get()
-        .map(|k| k.as_bytes().to_vec())
-        .filter(|k| !k.is_empty())
+    guc::context_key()
 }
 
 /// Unix seconds of a Postgres timestamp.
@@ -107,20 +104,27 @@ pub fn current() -> Option<Rc<Signed>> {
         return None;
     }
     #[allow(unsafe_code)]
-    // SAFETY: reads this backend's transaction start time.
-    let now = unix(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+    // SAFETY: read this backend's transaction start time and the clock.
+    let (started, now) = unsafe {
+        (
+            unix(pg_sys::GetCurrentTransactionStartTimestamp()),
+            unix(pg_sys::GetCurrentTimestamp()),
+        )
+    };
     let lifetime = i64::from(guc::CONTEXT_LIFETIME.get());
+    let key = key().unwrap_or_default();
+    // Cached by line and key: a new key (reloaded) checks every line again.
     let cached = VERIFIED.with(|v| {
         v.borrow()
             .as_ref()
-            .filter(|(l, _)| l == bytes)
-            .map(|(_, s)| s.clone())
+            .filter(|(l, k, _)| l == bytes && *k == key)
+            .map(|(_, _, s)| s.clone())
     });
     let signed = match cached {
         Some(s) => s,
         None => {
             let text = std::str::from_utf8(bytes).unwrap_or_default();
-            let context = Context::verify(text, &key().unwrap_or_default(), now, lifetime)
+            let context = Context::verify(text, &key, now, started, lifetime)
                 .unwrap_or_else(|r| refuse(&r.to_string()));
             let (Some(tenant), user) = (
                 crate::context::parse_uuid(&context.tenant),
@@ -133,13 +137,13 @@ pub fn current() -> Option<Rc<Signed>> {
                 tenant,
                 user,
             });
-            VERIFIED.with(|v| *v.borrow_mut() = Some((bytes.to_vec(), s.clone())));
+            VERIFIED.with(|v| *v.borrow_mut() = Some((bytes.to_vec(), key, s.clone())));
             s
         }
     };
     // The age again on every use: the same line in a later transaction is
     // judged by that transaction's start.
-    let age = now - signed.context.issued;
+    let age = started - signed.context.issued;
     if age > lifetime {
         refuse(&format!("it was signed {age} s ago, longer than its lifetime"));
     }

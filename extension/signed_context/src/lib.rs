@@ -88,7 +88,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return None;
     }
     (0..s.len())
@@ -121,8 +121,17 @@ impl Context {
     }
 
     /// Reads and checks a signed line: signature first (nothing of an
-    /// unsigned line is believed), then its age against `now` (unix seconds).
-    pub fn verify(line: &str, key: &[u8], now: i64, lifetime_secs: i64) -> Result<Context, Refusal> {
+    /// unsigned line is believed), then its time (unix seconds): not after
+    /// `now` (beyond the clock skew), and signed no longer than the lifetime
+    /// before `started`, the start of the transaction that uses it (a later
+    /// transaction cannot use an old line; a long one keeps the line it got).
+    pub fn verify(
+        line: &str,
+        key: &[u8],
+        now: i64,
+        started: i64,
+        lifetime_secs: i64,
+    ) -> Result<Context, Refusal> {
         if key.is_empty() {
             return Err(Refusal::NoKey);
         }
@@ -149,8 +158,8 @@ impl Context {
         if issued > now + CLOCK_SKEW_SECS {
             return Err(Refusal::FromTheFuture { ahead_secs: issued - now });
         }
-        if now - issued > lifetime_secs {
-            return Err(Refusal::Expired { age_secs: now - issued });
+        if started - issued > lifetime_secs {
+            return Err(Refusal::Expired { age_secs: started - issued });
         }
         Ok(Context {
             tenant: tenant.to_string(),

@@ -15,20 +15,20 @@ fn sample() -> Context {
 #[test]
 fn a_signed_line_reads_back_as_it_was() {
     let line = sample().sign(KEY).unwrap();
-    assert_eq!(Context::verify(&line, KEY, 1_800_000_010, 3600), Ok(sample()));
+    assert_eq!(Context::verify(&line, KEY, 1_800_000_010, 1_800_000_010, 3600), Ok(sample()));
 }
 
 #[test]
 fn no_grants_and_no_user_read_back_empty() {
     let c = Context { user: String::new(), grants: vec![], acting_as: "member".into(), ..sample() };
     let line = c.sign(KEY).unwrap();
-    assert_eq!(Context::verify(&line, KEY, c.issued, 60), Ok(c));
+    assert_eq!(Context::verify(&line, KEY, c.issued, c.issued, 60), Ok(c));
 }
 
 #[test]
 fn another_key_is_refused() {
     let line = sample().sign(b"another key").unwrap();
-    assert_eq!(Context::verify(&line, KEY, 1_800_000_000, 3600), Err(Refusal::BadSignature));
+    assert_eq!(Context::verify(&line, KEY, 1_800_000_000, 1_800_000_000, 3600), Err(Refusal::BadSignature));
 }
 
 #[test]
@@ -43,20 +43,26 @@ fn changing_any_field_breaks_the_signature() {
     ];
     for f in forged {
         assert_ne!(f, line);
-        assert_eq!(Context::verify(&f, KEY, 1_800_000_000, 3600), Err(Refusal::BadSignature), "{f}");
+        assert_eq!(Context::verify(&f, KEY, 1_800_000_000, 1_800_000_000, 3600), Err(Refusal::BadSignature), "{f}");
     }
 }
 
 #[test]
 fn age_is_checked_both_ways() {
     let line = sample().sign(KEY).unwrap();
+    // A transaction that started more than the lifetime after the signing.
     assert_eq!(
-        Context::verify(&line, KEY, 1_800_003_601, 3600),
+        Context::verify(&line, KEY, 1_800_003_601, 1_800_003_601, 3600),
         Err(Refusal::Expired { age_secs: 3601 })
     );
-    assert!(Context::verify(&line, KEY, 1_800_000_000 - CLOCK_SKEW_SECS, 3600).is_ok());
+    // A transaction that started in time may go on using it.
+    assert!(Context::verify(&line, KEY, 1_800_090_000, 1_800_000_100, 3600).is_ok());
+    // A line signed after the worker's transaction began (set_tenant again
+    // later in a long transaction) is fine; one from the future is not.
+    assert!(Context::verify(&line, KEY, 1_800_000_000, 1_799_000_000, 3600).is_ok());
+    assert!(Context::verify(&line, KEY, 1_800_000_000 - CLOCK_SKEW_SECS, 0, 3600).is_ok());
     assert_eq!(
-        Context::verify(&line, KEY, 1_800_000_000 - CLOCK_SKEW_SECS - 1, 3600),
+        Context::verify(&line, KEY, 1_800_000_000 - CLOCK_SKEW_SECS - 1, 0, 3600),
         Err(Refusal::FromTheFuture { ahead_secs: CLOCK_SKEW_SECS + 1 })
     );
 }
@@ -64,20 +70,23 @@ fn age_is_checked_both_ways() {
 #[test]
 fn garbage_and_missing_keys_are_refused() {
     for line in ["", "v1", "x;y", "v1;a;b;c;1;;zz", "v1;a;b;c;1;;"] {
-        assert_eq!(Context::verify(line, KEY, 0, 60), Err(Refusal::Malformed), "{line:?}");
+        assert_eq!(Context::verify(line, KEY, 0, 0, 60), Err(Refusal::Malformed), "{line:?}");
     }
     let line = sample().sign(KEY).unwrap();
-    assert_eq!(Context::verify(&line, b"", 1_800_000_000, 60), Err(Refusal::NoKey));
+    assert_eq!(Context::verify(&line, b"", 1_800_000_000, 1_800_000_000, 60), Err(Refusal::NoKey));
+    // The tag is lowercase hex only (from_str_radix would take "+f").
+    let plus = format!("{};+f{}", line.rsplit_once(';').unwrap().0, &line[line.len() - 62..]);
+    assert_eq!(Context::verify(&plus, KEY, 1_800_000_000, 1_800_000_000, 60), Err(Refusal::Malformed));
 }
 
 #[test]
 fn a_wrong_version_or_field_count_is_malformed_even_when_signed() {
     let body = "v2;t;u;;1;";
     let tag = mac(KEY, body).finalize().into_bytes();
-    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, 1, 60), Err(Refusal::Malformed));
+    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, 1, 1, 60), Err(Refusal::Malformed));
     let body = "v1;t;u;1;";
     let tag = mac(KEY, body).finalize().into_bytes();
-    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, 1, 60), Err(Refusal::Malformed));
+    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, 1, 1, 60), Err(Refusal::Malformed));
 }
 
 #[test]

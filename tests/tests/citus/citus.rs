@@ -215,6 +215,21 @@ async fn the_signed_context_is_hidden_from_the_roles_it_serves() {
         );
         assert!(e.message.contains(setting), "{e:?}");
     }
+    // Not even to a monitoring login that may read every setting, nor to a
+    // superuser: anyone who read the key could sign any tenant's context.
+    let monitor = new_login(&db, "GRANT pg_read_all_settings TO {login}").await;
+    let mut m = connect_as(&stack().db_url, &monitor).await;
+    let shown: String = sqlx::query_scalar("SELECT current_setting('tenancy.context_key')")
+        .fetch_one(&mut m)
+        .await
+        .unwrap();
+    assert_eq!(shown, "(set; not shown)");
+    let shown: String =
+        sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'tenancy.context_key'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(shown, "(set; not shown)");
 }
 
 /// Two tenants whose shards sit on different workers, each with an invoice

@@ -97,7 +97,8 @@ impl Source {
 /// The relation's name, schema-qualified and quoted (so the query reads
 /// this relation whatever the search_path), its kind and its columns with
 /// their type category ('N' numeric, 'D' date/time, ...).
-/// And whether it is tenant-scoped (tenancy.enable: its policy, forced).
+/// And whether it is tenant-scoped by its tenant_id column (tenancy.enable:
+/// its policy, forced, and the key to tenancy.tenants on that column).
 fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>, bool) {
     let read = Spi::connect(|client| {
         let rows = client.select(
@@ -106,6 +107,7 @@ fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>, bool) 
                     c.relrowsecurity AND c.relforcerowsecurity
                     AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
                                 WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
+                    AND tenancy._tenant_column(c.oid) = 'tenant_id'
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped

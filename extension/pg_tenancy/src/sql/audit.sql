@@ -168,7 +168,7 @@ BEGIN
     IF tenancy._distributed(tbl) THEN
         -- Citus runs the triggers on the shards: their entries go to the
         -- audit log of the node that holds the shard (README: Scale out on
-        -- Citus). For this function's duration only.
+        -- Citus). The setting stays on until the transaction ends.
         SET LOCAL citus.enable_unsafe_triggers = on;
     END IF;
     FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP

@@ -21,7 +21,7 @@ BEGIN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'Citus is not installed in this database',
             'Add citus first in shared_preload_libraries on every node, CREATE EXTENSION citus, and add the workers with citus_add_node (README: Scale out on Citus).');
     END IF;
-    IF coalesce(current_setting('tenancy.context_key', true), '') = '' THEN
+    IF NOT tenancy._context_key_set() THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.context_key is not set on this node',
             'Set the same secret (32 characters or more) as tenancy.context_key in postgresql.conf on every node and reload: workers trust only a context signed with it.');
     END IF;
@@ -172,7 +172,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_dist_node n WHERE n.groupid <> 0 AND n.noderole = 'primary') THEN
         RETURN;
     END IF;
-    IF coalesce(current_setting('tenancy.context_key', true), '') = '' THEN
+    IF NOT tenancy._context_key_set() THEN
         RETURN QUERY SELECT 'error', 'setting', 'tenancy.context_key',
             'is not set: workers believe no tenant context, so every query on a distributed tenant table fails',
             'Set the same secret (32 characters or more) as tenancy.context_key in postgresql.conf on every node and reload.';

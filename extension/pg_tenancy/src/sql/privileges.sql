@@ -38,7 +38,8 @@ GRANT EXECUTE ON FUNCTION
     tenancy._write_policies(regclass, name, text, boolean),
     tenancy._merge_actions(text[], text[]),
     tenancy._require_citus(),
-    tenancy._citus_findings()
+    tenancy._citus_findings(),
+    tenancy._context_key_set()
 TO PUBLIC;
 GRANT SELECT ON tenancy.resources TO PUBLIC;
 

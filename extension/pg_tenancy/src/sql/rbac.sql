@@ -115,7 +115,7 @@ BEGIN
 
     IF tenancy._distributed(tbl) THEN
         -- Citus runs the trigger on each shard, where the signed context
-        -- answers it (for this function's duration only).
+        -- answers it. (The setting stays on until the transaction ends.)
         SET LOCAL citus.enable_unsafe_triggers = on;
     END IF;
     EXECUTE format('DROP TRIGGER IF EXISTS tenancy_rbac ON %s', tbl);
