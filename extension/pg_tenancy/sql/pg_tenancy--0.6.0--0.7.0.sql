@@ -33,28 +33,12 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'context_key_set_wrapper';
 
--- Whether tbl is a hash-distributed Citus table; false without Citus.
-CREATE FUNCTION tenancy._distributed(tbl regclass)
-RETURNS boolean
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    found boolean;
-BEGIN
-    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
-        RETURN false;
-    END IF;
-    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = ''h'')'
-        INTO found USING tbl;
-    RETURN found;
-END
-$$;
-
--- Whether tenancy.scale_out() has run: Citus is installed and the shared
--- tables are reference tables. From then on enable() shards a new tenant
+-- Whether tbl is a Citus table of that kind: 'h' hash-distributed (the
+-- default), 'n' a reference table; false without Citus.
+-- tenancy._distributed('tenancy.tenants', 'n') tells whether
+-- tenancy.scale_out() has run: from then on enable() shards a new tenant
 -- table at once.
-CREATE FUNCTION tenancy._scaled_out()
+CREATE FUNCTION tenancy._distributed(tbl regclass, method "char" DEFAULT 'h')
 RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -65,8 +49,8 @@ BEGIN
     IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
         RETURN false;
     END IF;
-    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = ''tenancy.tenants''::regclass)'
-        INTO found;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = $2)'
+        INTO found USING tbl, method;
     RETURN found;
 END
 $$;
@@ -221,7 +205,7 @@ BEGIN
     IF tenancy._distributed(tbl) THEN
         RETURN;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = 'tenancy.tenants'::regclass) THEN
+    IF NOT tenancy._distributed('tenancy.tenants', 'n') THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'the extension''s own tables are not distributed yet',
             'Run SELECT * FROM tenancy.scale_out(); once: it distributes every tenant-scoped table.');
     END IF;
@@ -296,7 +280,7 @@ BEGIN
     END LOOP;
 
     FOREACH t IN ARRAY shared LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = t) THEN
+        IF NOT tenancy._distributed(t, 'n') THEN
             PERFORM create_reference_table(t);
             relation := t; became := 'reference table';
             RETURN NEXT;
@@ -351,7 +335,7 @@ BEGIN
             'is not set: workers believe no tenant context, so every query on a distributed tenant table fails',
             'Set the same secret (32 characters or more) as tenancy.context_key in postgresql.conf on every node and reload.';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = 'tenancy.tenants'::regclass) THEN
+    IF NOT tenancy._distributed('tenancy.tenants', 'n') THEN
         RETURN QUERY SELECT 'error', 'table', 'tenancy.tenants',
             'Citus has workers, but the extension''s shared tables are not reference tables yet',
             'SELECT * FROM tenancy.scale_out();';
@@ -425,7 +409,7 @@ DECLARE
     fk_name name := tenancy.scoped_object_name(tbl, col, 'tenant_fk');
     idx_name name := tenancy.scoped_object_name(tbl, col, 'tenant_idx');
     -- On Citus, after scale_out(): sharded by tenant at the end of this call.
-    citus_pending constant boolean := tenancy._scaled_out() AND NOT tenancy._distributed(tbl);
+    citus_pending constant boolean := tenancy._distributed('tenancy.tenants', 'n') AND NOT tenancy._distributed(tbl);
 BEGIN
     IF tbl IS NULL OR col IS NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.enable needs a table and a column name');
@@ -788,8 +772,7 @@ COMMENT ON FUNCTION tenancy.disable_audit(regclass) IS 'Stops auditing the table
 -- enable(), protect(), distribute(), scale_out() and check() call as their
 -- caller (they read catalogs anyone may read, or write what the caller owns).
 REVOKE ALL ON FUNCTION
-    tenancy._distributed(regclass),
-    tenancy._scaled_out(),
+    tenancy._distributed(regclass, "char"),
     tenancy._scope(),
     tenancy._permit(text, text),
     tenancy._rbac_resource(regclass),
@@ -803,8 +786,7 @@ REVOKE ALL ON FUNCTION
     tenancy._context_key_set()
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    tenancy._distributed(regclass),
-    tenancy._scaled_out(),
+    tenancy._distributed(regclass, "char"),
     tenancy._scope(),
     tenancy._permit(text, text),
     tenancy._rbac_resource(regclass),

@@ -237,6 +237,19 @@ fn context_key_set() -> bool {
     context_key().is_some()
 }
 
+thread_local! {
+    static CITUS: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether Citus is loaded in this server (preloaded before pg_tenancy, so
+/// fixed once a backend starts).
+pub fn citus_loaded() -> bool {
+    CITUS.with(|c| {
+        *c.get()
+            .get_or_insert_with(|| get(c"citus.propagate_set_commands").is_some())
+    })
+}
+
 /// The value of any setting, None when it does not exist.
 pub fn get(name: &CStr) -> Option<String> {
     #[allow(unsafe_code)]

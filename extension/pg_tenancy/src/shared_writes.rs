@@ -15,31 +15,17 @@
 //! opens to run a shard (the coordinator's transaction holds the lock).
 
 use pgrx::pg_sys;
-use std::cell::Cell;
 
 /// The lock's key ("pg_tenancy shared tables").
 const KEY: (u32, u32) = (0x7067_5f74, 0x656e_0001);
 
 static mut PREVIOUS: pg_sys::ExecutorStart_hook_type = None;
 
-thread_local! {
-    /// Whether Citus is loaded in this backend: fixed once it starts.
-    static CITUS: Cell<Option<bool>> = const { Cell::new(None) };
-}
-
-fn citus() -> bool {
-    CITUS.with(|c| {
-        *c.get().get_or_insert_with(|| {
-            crate::guc::get(c"citus.propagate_set_commands").is_some()
-        })
-    })
-}
-
 /// Installs the executor hook, only where Citus is loaded (it is preloaded
 /// before pg_tenancy): a single node runs no hook at all. Called from
 /// _PG_init.
 pub fn init() {
-    if !citus() {
+    if !crate::guc::citus_loaded() {
         return;
     }
     #[allow(unsafe_code)]
@@ -102,7 +88,7 @@ unsafe extern "C-unwind" fn executor_start(desc: *mut pg_sys::QueryDesc, eflags:
     // SAFETY: desc is the executor's; the lock tag is filled in whole and
     // LockAcquire copies it; the transaction-level lock is released at its
     // end (or raises an ERROR, e.g. on a deadlock, which pg_guard carries).
-    if citus() && !crate::signed::citus_internal() && writes_shared(desc) {
+    if !crate::signed::citus_internal() && writes_shared(desc) {
         let tag = pg_sys::LOCKTAG {
             locktag_field1: pg_sys::MyDatabaseId.to_u32(),
             locktag_field2: KEY.0,

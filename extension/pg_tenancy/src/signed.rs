@@ -69,7 +69,7 @@ pub fn hand_on(tenant: Option<pgrx::Uuid>, user: Option<pgrx::Uuid>) {
         }
     };
     // Citus forwards SET LOCAL only when asked to; for this transaction.
-    if guc::get(c"citus.propagate_set_commands").is_some() {
+    if guc::citus_loaded() {
         guc::set_local(c"citus.propagate_set_commands", "local");
     }
     // A statement (not set_config), so that Citus' utility hook sees it. The
@@ -153,7 +153,8 @@ pub fn current() -> Option<Rc<Signed>> {
 /// True in a connection Citus opened to run part of another node's
 /// statement (Citus names them so, and treats them so itself).
 pub fn citus_internal() -> bool {
-    guc::get(c"application_name").is_some_and(|a| a.starts_with("citus_internal"))
+    guc::citus_loaded()
+        && guc::get(c"application_name").is_some_and(|a| a.starts_with("citus_internal"))
 }
 
 fn refuse(why: &str) -> ! {

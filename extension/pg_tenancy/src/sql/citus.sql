@@ -47,7 +47,7 @@ BEGIN
     IF tenancy._distributed(tbl) THEN
         RETURN;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = 'tenancy.tenants'::regclass) THEN
+    IF NOT tenancy._distributed('tenancy.tenants', 'n') THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'the extension''s own tables are not distributed yet',
             'Run SELECT * FROM tenancy.scale_out(); once: it distributes every tenant-scoped table.');
     END IF;
@@ -122,7 +122,7 @@ BEGIN
     END LOOP;
 
     FOREACH t IN ARRAY shared LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = t) THEN
+        IF NOT tenancy._distributed(t, 'n') THEN
             PERFORM create_reference_table(t);
             relation := t; became := 'reference table';
             RETURN NEXT;
@@ -177,7 +177,7 @@ BEGIN
             'is not set: workers believe no tenant context, so every query on a distributed tenant table fails',
             'Set the same secret (32 characters or more) as tenancy.context_key in postgresql.conf on every node and reload.';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = 'tenancy.tenants'::regclass) THEN
+    IF NOT tenancy._distributed('tenancy.tenants', 'n') THEN
         RETURN QUERY SELECT 'error', 'table', 'tenancy.tenants',
             'Citus has workers, but the extension''s shared tables are not reference tables yet',
             'SELECT * FROM tenancy.scale_out();';

@@ -12,28 +12,12 @@ AS $$
     FROM pg_class c WHERE c.oid = tbl
 $$;
 
--- Whether tbl is a hash-distributed Citus table; false without Citus.
-CREATE FUNCTION tenancy._distributed(tbl regclass)
-RETURNS boolean
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    found boolean;
-BEGIN
-    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
-        RETURN false;
-    END IF;
-    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = ''h'')'
-        INTO found USING tbl;
-    RETURN found;
-END
-$$;
-
--- Whether tenancy.scale_out() has run: Citus is installed and the shared
--- tables are reference tables. From then on enable() shards a new tenant
+-- Whether tbl is a Citus table of that kind: 'h' hash-distributed (the
+-- default), 'n' a reference table; false without Citus.
+-- tenancy._distributed('tenancy.tenants', 'n') tells whether
+-- tenancy.scale_out() has run: from then on enable() shards a new tenant
 -- table at once.
-CREATE FUNCTION tenancy._scaled_out()
+CREATE FUNCTION tenancy._distributed(tbl regclass, method "char" DEFAULT 'h')
 RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -44,8 +28,8 @@ BEGIN
     IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
         RETURN false;
     END IF;
-    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = ''tenancy.tenants''::regclass)'
-        INTO found;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = $2)'
+        INTO found USING tbl, method;
     RETURN found;
 END
 $$;
@@ -175,7 +159,7 @@ DECLARE
     fk_name name := tenancy.scoped_object_name(tbl, col, 'tenant_fk');
     idx_name name := tenancy.scoped_object_name(tbl, col, 'tenant_idx');
     -- On Citus, after scale_out(): sharded by tenant at the end of this call.
-    citus_pending constant boolean := tenancy._scaled_out() AND NOT tenancy._distributed(tbl);
+    citus_pending constant boolean := tenancy._distributed('tenancy.tenants', 'n') AND NOT tenancy._distributed(tbl);
 BEGIN
     IF tbl IS NULL OR col IS NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.enable needs a table and a column name');
