@@ -1,10 +1,82 @@
-//! The evidence of a match as JSON text, the `reasons` column of
-//! `tenancy.reconcile`. Amounts are written as JSON numbers with their exact
-//! decimal digits (Postgres reads them into `jsonb` as `numeric`), never
-//! through a float.
+//! The evidence of a match, the `reasons` column of `tenancy.reconcile`:
+//! each reason is an object of a `kind` and up to two fields (`fields`),
+//! which the extension turns into `jsonb` directly and `reasons_json`
+//! writes as JSON text. Amounts keep their exact decimal digits (`jsonb`
+//! holds them as `numeric`), never going through a float.
 
 use crate::Reason;
+use rust_decimal::Decimal;
 use std::fmt::Write;
+
+/// The value of a field of a reason.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    Int(i64),
+    Amount(Decimal),
+    Text(&'a str),
+    Bool(bool),
+    Null,
+}
+
+/// A reason's fields after its kind, in the order they are written.
+pub type Fields<'a> = [Option<(&'static str, Value<'a>)>; 2];
+
+/// The `kind` of a reason and its other fields.
+pub fn fields(r: &Reason) -> (&'static str, Fields<'_>) {
+    use Value::{Amount, Bool, Int, Text};
+    let count = |n: usize| Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let one = |k, v| [Some((k, v)), None];
+    match r {
+        Reason::AmountEqual => ("amount_equal", [None, None]),
+        Reason::AmountWithinTolerance { difference } => (
+            "amount_within_tolerance",
+            one("difference", Amount(*difference)),
+        ),
+        Reason::BankFee { fee } => ("bank_fee", one("fee", Amount(*fee))),
+        Reason::PartialPayment { remaining } => {
+            ("partial_payment", one("remaining", Amount(*remaining)))
+        }
+        Reason::Overpayment { excess } => ("overpayment", one("excess", Amount(*excess))),
+        Reason::SplitPayment { invoices } => ("split_payment", one("invoices", count(*invoices))),
+        Reason::Date {
+            days_after_issue,
+            days_after_due,
+        } => (
+            "date",
+            [
+                Some(("days_after_issue", Int((*days_after_issue).into()))),
+                Some((
+                    "days_after_due",
+                    days_after_due.map_or(Value::Null, |d| Int(d.into())),
+                )),
+            ],
+        ),
+        Reason::Reference { reference, exact } => (
+            "reference",
+            [
+                Some(("reference", Text(reference))),
+                Some(("exact", Bool(*exact))),
+            ],
+        ),
+        Reason::NoReference => ("no_reference", [None, None]),
+        Reason::Counterparty { similarity } => {
+            ("counterparty", one("similarity", Amount(*similarity)))
+        }
+        Reason::Ambiguous { candidates } => ("ambiguous", one("candidates", count(*candidates))),
+        Reason::Tie { candidates } => ("tie", one("candidates", count(*candidates))),
+        Reason::OutsideWindow { days } => ("outside_window", one("days", Int((*days).into()))),
+        Reason::CurrencyDiffers {
+            invoice,
+            transaction,
+        } => (
+            "currency_differs",
+            [
+                Some(("invoice_currency", Text(invoice))),
+                Some(("transaction_currency", Text(transaction))),
+            ],
+        ),
+    }
+}
 
 /// `[{"kind": "amount_equal"}, {"kind": "date", "days_after_issue": 3, ...}]`
 pub fn reasons_json(reasons: &[Reason]) -> String {
@@ -14,76 +86,29 @@ pub fn reasons_json(reasons: &[Reason]) -> String {
         if i > 0 {
             out.push_str(", ");
         }
-        // Writing to a String cannot fail.
-        let _ = write_reason(&mut out, r);
+        let (kind, fields) = fields(r);
+        out.push_str("{\"kind\": ");
+        quote(&mut out, kind);
+        for (name, value) in fields.iter().flatten() {
+            out.push_str(", ");
+            quote(&mut out, name);
+            out.push_str(": ");
+            // Writing to a String cannot fail.
+            let _ = match value {
+                Value::Int(n) => write!(out, "{n}"),
+                Value::Amount(d) => write!(out, "{d}"),
+                Value::Text(s) => {
+                    quote(&mut out, s);
+                    Ok(())
+                }
+                Value::Bool(b) => write!(out, "{b}"),
+                Value::Null => write!(out, "null"),
+            };
+        }
+        out.push('}');
     }
     out.push(']');
     out
-}
-
-/// One reason as a JSON object, appended to `out`.
-fn write_reason(out: &mut String, r: &Reason) -> std::fmt::Result {
-    let kind = match r {
-        Reason::AmountEqual => "amount_equal",
-        Reason::AmountWithinTolerance { .. } => "amount_within_tolerance",
-        Reason::BankFee { .. } => "bank_fee",
-        Reason::PartialPayment { .. } => "partial_payment",
-        Reason::Overpayment { .. } => "overpayment",
-        Reason::SplitPayment { .. } => "split_payment",
-        Reason::Date { .. } => "date",
-        Reason::Reference { .. } => "reference",
-        Reason::NoReference => "no_reference",
-        Reason::Counterparty { .. } => "counterparty",
-        Reason::Ambiguous { .. } => "ambiguous",
-        Reason::Tie { .. } => "tie",
-        Reason::OutsideWindow { .. } => "outside_window",
-        Reason::CurrencyDiffers { .. } => "currency_differs",
-    };
-    write!(out, "{{\"kind\": \"{kind}\"")?;
-    match r {
-        Reason::AmountEqual | Reason::NoReference => {}
-        Reason::AmountWithinTolerance { difference } => {
-            write!(out, ", \"difference\": {difference}")?
-        }
-        Reason::BankFee { fee } => write!(out, ", \"fee\": {fee}")?,
-        Reason::PartialPayment { remaining } => write!(out, ", \"remaining\": {remaining}")?,
-        Reason::Overpayment { excess } => write!(out, ", \"excess\": {excess}")?,
-        Reason::SplitPayment { invoices } => write!(out, ", \"invoices\": {invoices}")?,
-        Reason::Date {
-            days_after_issue,
-            days_after_due,
-        } => {
-            write!(
-                out,
-                ", \"days_after_issue\": {days_after_issue}, \"days_after_due\": "
-            )?;
-            match days_after_due {
-                Some(d) => write!(out, "{d}")?,
-                None => out.push_str("null"),
-            }
-        }
-        Reason::Reference { reference, exact } => {
-            out.push_str(", \"reference\": ");
-            quote(out, reference);
-            write!(out, ", \"exact\": {exact}")?
-        }
-        Reason::Counterparty { similarity } => write!(out, ", \"similarity\": {similarity}")?,
-        Reason::Ambiguous { candidates } | Reason::Tie { candidates } => {
-            write!(out, ", \"candidates\": {candidates}")?
-        }
-        Reason::OutsideWindow { days } => write!(out, ", \"days\": {days}")?,
-        Reason::CurrencyDiffers {
-            invoice,
-            transaction,
-        } => {
-            out.push_str(", \"invoice_currency\": ");
-            quote(out, invoice);
-            out.push_str(", \"transaction_currency\": ");
-            quote(out, transaction);
-        }
-    }
-    out.push('}');
-    Ok(())
 }
 
 /// `s` as a JSON string literal, appended to `out`.

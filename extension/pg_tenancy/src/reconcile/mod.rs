@@ -10,6 +10,7 @@
 //! the per-call overrides (`rules`) and turns `reasons` into jsonb.
 
 mod numeric;
+mod output;
 mod read;
 pub mod rules;
 mod source;
@@ -18,14 +19,15 @@ mod watch;
 use crate::error::raise as fail;
 use crate::progress::{Phase, Report};
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, PgRelation};
+use output::{Jsonb, Numeric};
+use pgrx::PgRelation;
 use read::Row;
 use rust_decimal::Decimal;
 use source::{Source, INVOICE_COLUMNS, TRANSACTION_COLUMNS, UNMATCHED};
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
-use tenancy_matching::{explain, Grade, Invoice, Keyed, Transaction, WindowError, Windows};
+use tenancy_matching::{Grade, Invoice, Keyed, Transaction, WindowError, Windows};
 
 /// Rows fetched from a cursor at a time.
 const BATCH: usize = 1_000;
@@ -105,11 +107,6 @@ fn transaction(source: &Source, r: &Row) -> Option<Transaction> {
     }
 }
 
-fn numeric(d: Decimal) -> AnyNumeric {
-    // A decimal's text is always a valid numeric.
-    AnyNumeric::try_from(d.to_string().as_str()).unwrap_or_default()
-}
-
 /// Candidate matches between two relations. Called by `tenancy.reconcile`
 /// with the rules of the call as the text of one JSON object.
 #[allow(clippy::type_complexity)]
@@ -123,11 +120,11 @@ fn reconcile_relations(
     (
         name!(invoice_id, String),
         name!(transaction_id, String),
-        name!(allocated_amount, AnyNumeric),
-        name!(score, AnyNumeric),
+        name!(allocated_amount, Numeric),
+        name!(score, Numeric),
         name!(grade, String),
         name!(group_id, i64),
-        name!(reasons, String),
+        name!(reasons, Jsonb),
     ),
 > {
     let (Some(invoices_rel), Some(transactions_rel)) = (invoices_rel, transactions_rel) else {
@@ -249,8 +246,8 @@ struct Run {
     budget: usize,
     out: VecDeque<Keyed<String>>,
     /// Scores are rounded to four decimals, so few distinct ones repeat over
-    /// many rows: each is converted to numeric once.
-    scores: HashMap<u64, AnyNumeric>,
+    /// many rows: each is converted to a decimal once.
+    scores: HashMap<u64, Decimal>,
     /// Time spent matching (the rest of the call is reading and writing).
     matching: Duration,
     started: Instant,
@@ -261,7 +258,7 @@ struct Run {
     done: bool,
 }
 
-type Output = (String, String, AnyNumeric, AnyNumeric, String, i64, String);
+type Output = (String, String, Numeric, Numeric, String, i64, Jsonb);
 
 impl Run {
     /// Reads both sources in any order, as one window, if they fit the
@@ -382,24 +379,21 @@ impl Run {
 
     fn output(&mut self, k: Keyed<String>) -> Output {
         let m = k.matched;
-        let score = self
+        let score = *self
             .scores
             .entry(m.score.to_bits())
-            .or_insert_with(|| {
-                numeric(Decimal::from_str(&format!("{:.4}", m.score)).unwrap_or_default())
-            })
-            .clone();
+            .or_insert_with(|| Decimal::from_str(&format!("{:.4}", m.score)).unwrap_or_default());
         (
             k.invoice,
             k.transaction,
-            numeric(m.allocated),
-            score,
+            output::numeric(m.allocated),
+            output::numeric(score),
             match m.grade {
                 Grade::Auto => "auto".to_string(),
                 Grade::Suggested => "suggested".to_string(),
             },
             i64::try_from(m.group).unwrap_or(i64::MAX),
-            explain::reasons_json(&m.reasons),
+            output::reasons(&m.reasons),
         )
     }
 }

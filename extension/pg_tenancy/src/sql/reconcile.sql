@@ -112,7 +112,7 @@ RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, s
 LANGUAGE sql STABLE
 AS $$
     SELECT m.invoice_id, m.transaction_id, m.allocated_amount, m.score, m.grade, m.group_id,
-           m.reasons::pg_catalog.jsonb
+           m.reasons
     FROM tenancy._reconcile(invoices, transactions, tenancy._call_rules(rules)) m
 $$;
 COMMENT ON FUNCTION tenancy.reconcile(regclass, regclass, jsonb) IS 'Candidate matches between invoices (id, amount, currency, issue_date, due_date, reference, counterparty, open_amount) and bank transactions (id, amount, currency, booked_on, description, counterparty; unmatched_amount if present) of the current tenant, read as the caller, with score, grade (auto | suggested), group and reasons. rules overrides the tenant''s rules for this call.';
