@@ -57,13 +57,19 @@ pub fn numeric(d: Decimal) -> Numeric {
 
 fn numeric_ptr(d: Decimal) -> pg_sys::Numeric {
     let scale = c_int::try_from(d.scale()).unwrap_or(c_int::MAX);
-    match i64::try_from(d.mantissa()) {
+    // The function scales the integer up by at most 1000 first; where that
+    // would overflow, PostgreSQL before 15.2 took a path that lost digits.
+    // Such amounts (beyond 15 digits) go through their text instead.
+    let fast = i64::try_from(d.mantissa())
+        .ok()
+        .filter(|m| m.checked_mul(1000).is_some());
+    match fast {
         // SAFETY: a plain function of two integers that returns a new
         // numeric (palloc'd); the scale of a decimal is at most 28.
         #[allow(unsafe_code)]
-        Ok(m) => unsafe { pg_sys::int64_div_fast_to_numeric(m, scale) },
-        // Beyond 18 digits: through its text, which is always a numeric's.
-        Err(_) => {
+        Some(m) => unsafe { pg_sys::int64_div_fast_to_numeric(m, scale) },
+        // Through its text, which is always a numeric's.
+        None => {
             let text = CString::new(d.to_string()).unwrap_or_default();
             // SAFETY: numeric_in of a valid C string returns a numeric.
             #[allow(unsafe_code)]
@@ -207,6 +213,12 @@ mod tests {
             "-123456789012345678901234.5678",
             "0.0000000000000000000000000001",
             "1.2345678901234567890123456789",
+            // Either side of where the text path takes over.
+            "9223372036854.775",
+            "-9223372036854775",
+            "9223372036854.775807",
+            "922337203685477580.7",
+            "922337203.6854775807",
         ] {
             let d = Decimal::from_str(s).unwrap();
             assert_eq!(
