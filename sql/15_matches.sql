@@ -167,6 +167,26 @@ END
 $$;
 COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
 
+-- The same for the tenant given, which must be the current one: the form
+-- the scheduled job calls (tenancy.for_each_tenant passes the tenant's id).
+-- On Citus, sql/citus/17_distribute.sql distributes it by that argument, so
+-- that it runs on the worker holding the tenant's rows.
+CREATE OR REPLACE FUNCTION ledger.apply_reconciliation_for(tenant uuid)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
+        PERFORM tenancy.raise_error('PERMISSION_DENIED',
+            format('tenant %s is not the current tenant', coalesce(tenant::text, 'NULL')),
+            'Set the tenant first (tenancy.set_tenant), or call ledger.apply_reconciliation().');
+    END IF;
+    RETURN ledger.apply_reconciliation();
+END
+$$;
+COMMENT ON FUNCTION ledger.apply_reconciliation_for(uuid) IS 'ledger.apply_reconciliation() for the tenant given, which must be the current one (the scheduled job''s form; on Citus it runs on the tenant''s worker).';
+
 CREATE OR REPLACE FUNCTION ledger.match_not_found(match_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -234,9 +254,9 @@ GRANT SELECT ON ledger.matches TO analyst;
 GRANT USAGE ON SCHEMA ledger TO tenancy_jobs;
 GRANT SELECT, UPDATE ON ledger.invoices, ledger.bank_transactions TO tenancy_jobs;
 GRANT SELECT, INSERT ON ledger.matches TO tenancy_jobs;
-REVOKE ALL ON FUNCTION ledger.apply_reconciliation(), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
-    FROM PUBLIC;
+REVOKE ALL ON FUNCTION ledger.apply_reconciliation(), ledger.apply_reconciliation_for(uuid),
+    ledger.decide_match(uuid, text), ledger.explain_match(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
     TO authenticated;
 GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid) TO analyst;
-GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation() TO tenancy_jobs;
+GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.apply_reconciliation_for(uuid) TO tenancy_jobs;

@@ -8,8 +8,9 @@ SELECT cron.schedule('pg_tenancy: purge idempotency keys', '*/5 * * * *',
 -- Auto-grade matches for every active tenant, every 10 minutes, each tenant
 -- in its own transaction with its own context (tenancy.for_each_tenant), as
 -- tenancy_jobs: row level security applies (a superuser would bypass it).
+-- Each tenant's run is given its id: on Citus it runs on the tenant's worker.
 SELECT cron.schedule_in_database('pg_tenancy: apply reconciliation', '*/10 * * * *',
-                                 $$CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')$$,
+                                 $$CALL tenancy.for_each_tenant('ledger.apply_reconciliation_for(uuid)')$$,
                                  current_database(), 'tenancy_jobs', true);
 
 -- Audit log retention, daily at 03:17: monthly partitions created ahead and

@@ -3,9 +3,14 @@
 -- numbers), on the coordinator, with Citus installed on every node, the
 -- workers added and tenancy.context_key set on every node.
 --
---   * tenancy's shared tables become reference tables, and the ledger and
---     the idempotency keys are sharded by tenant_id (the ledger colocated);
---     the api views, created after this, are then distributed too.
+--   * tenancy's shared tables become reference tables, and the ledger is
+--     sharded by tenant_id, colocated (idempotency keys stay on the
+--     coordinator); the api views, created after this, are then
+--     distributed too.
+--   * ledger.apply_reconciliation_for(tenant), the scheduled job's call,
+--     runs on the worker that holds the tenant: distributed by its
+--     argument, colocated with the ledger, and delegated also inside the
+--     job's transactions (force_delegation).
 --   * The roles requests and sessions switch to log in to the workers:
 --     Citus opens worker connections as the current role. Only there (the
 --     coordinator keeps them NOLOGIN); the workers' pg_hba.conf must let
@@ -15,3 +20,6 @@ SELECT * FROM tenancy.scale_out();
 SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE authenticated LOGIN$$);
 SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE analyst LOGIN$$);
 SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE ledger_owner LOGIN$$);
+
+SELECT create_distributed_function('ledger.apply_reconciliation_for(uuid)', '$1',
+                                   colocate_with := 'ledger.invoices', force_delegation := true);

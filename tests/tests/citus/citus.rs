@@ -267,9 +267,47 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
         .unwrap();
         assert_eq!(found, vec![(t.id.to_string(), "auto".to_string())], "{}", t.slug);
     }
-    // The scheduled job's own command, as the job's role, from the coordinator.
+    // The scheduled job's own command, as the job's role, from the coordinator:
+    // each tenant's run is delegated to the worker that holds the tenant.
+    let command: String = sqlx::query_scalar(
+        "SELECT command FROM cron.job WHERE jobname = 'pg_tenancy: apply reconciliation'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(command, "CALL tenancy.for_each_tenant('ledger.apply_reconciliation_for(uuid)')");
     let mut jobs = connect_as(&stack().db_url, "tenancy_jobs").await;
-    sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')")
+    for t in &tenants {
+        let mut tx = jobs.begin().await.unwrap();
+        sqlx::query("SELECT tenancy._job_context($1)")
+            .bind(t.id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // The tenant as a constant, as for_each_tenant passes it.
+        let plan: Vec<String> = sqlx::query_scalar(&format!(
+            "EXPLAIN (COSTS OFF) SELECT * FROM ledger.apply_reconciliation_for('{}'::uuid)",
+            t.id
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        let (host, port) = node_of(&db, "ledger.invoices", t.id)
+            .await
+            .split_once(':')
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+            .unwrap();
+        assert!(
+            plan.contains("Task Count: 1") && plan.contains(&format!("Node: host={host} port={port} ")),
+            "{}: {plan}",
+            t.slug
+        );
+        tx.rollback().await.unwrap();
+    }
+    let slugs: Vec<String> = tenants.iter().map(|t| t.slug.clone()).collect();
+    sqlx::query(&command.replace(")')", ")', $1)"))
+        .bind(&slugs)
         .execute(&mut jobs)
         .await
         .unwrap();

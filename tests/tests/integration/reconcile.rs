@@ -434,7 +434,8 @@ async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
         .await
         .unwrap();
     let mut jobs = jobs_connection().await;
-    sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()', $1)")
+    // A function of the tenant's id, as the scheduled job calls it.
+    sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation_for(uuid)', $1)")
         .bind(vec![a.slug.clone(), b.slug.clone(), c.id.to_string()])
         .execute(&mut jobs)
         .await
@@ -460,10 +461,18 @@ async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
             .await,
         "22023",
     );
-    assert!(
-        e.message.contains("is not a function without arguments"),
-        "{e:?}"
+    assert_eq!(
+        e.message,
+        "tenancy.set_tenant(text) is not a function without arguments, nor one of a uuid (the tenant's id)"
     );
+    // A function without arguments runs as before.
+    let (inv_d, _, _) = paid_invoice(&db, &c, "40.00").await;
+    sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation()', $1)")
+        .bind(vec![c.slug.clone()])
+        .execute(&mut jobs)
+        .await
+        .unwrap();
+    assert_eq!(invoice_state(&c, inv_d).await.1, "paid");
     // Not for the API roles.
     let mut api = session_as("authenticated", Some(&a)).await;
     expect_db_error(
@@ -472,6 +481,54 @@ async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
             .await,
         "42501",
     );
+}
+
+/// The job's form of apply_reconciliation takes the tenant, and refuses any
+/// but the current one: it applies nothing for another tenant. Only the
+/// job's role may call it.
+#[tokio::test]
+async fn apply_reconciliation_for_applies_only_for_the_current_tenant() {
+    let db = admin().await;
+    let (a, b) = (new_tenant(&db).await, new_tenant(&db).await);
+    let (inv_b, _, _) = paid_invoice(&db, &b, "15.00").await;
+    let mut jobs = jobs_connection().await;
+    let mut tx = jobs.begin().await.unwrap();
+    sqlx::query("SELECT tenancy._job_context($1)")
+        .bind(a.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let e = expect_db_error(
+        sqlx::query("SELECT * FROM ledger.apply_reconciliation_for($1)")
+            .bind(b.id)
+            .fetch_one(&mut *tx)
+            .await,
+        "42501",
+    );
+    assert_eq!(e.message, format!("tenant {} is not the current tenant", b.id));
+    tx.rollback().await.unwrap();
+    assert_eq!(invoice_state(&b, inv_b).await.1, "open");
+    // Without a tenant: the fail-closed error of every tenant-scoped call.
+    expect_db_error(
+        sqlx::query("SELECT * FROM ledger.apply_reconciliation_for($1)")
+            .bind(b.id)
+            .fetch_one(&mut jobs)
+            .await,
+        "TN001",
+    );
+    // Not an API or analyst function, even for one's own tenant.
+    for role in ["authenticated", "analyst"] {
+        let mut c = session_as(role, Some(&b)).await;
+        let e = expect_db_error(
+            sqlx::query("SELECT * FROM ledger.apply_reconciliation_for($1)")
+                .bind(b.id)
+                .fetch_one(&mut c)
+                .await,
+            "42501",
+        );
+        assert!(e.message.contains("permission denied for function apply_reconciliation_for"), "{role}: {e:?}");
+    }
+    assert_eq!(invoice_state(&b, inv_b).await.1, "open");
 }
 
 #[tokio::test]
@@ -486,7 +543,7 @@ async fn pg_cron_applies_reconciliation_per_tenant() {
     let (command, user, schedule): (String, String, String) = (row.get(0), row.get(1), row.get(2));
     assert_eq!(
         command,
-        "CALL tenancy.for_each_tenant('ledger.apply_reconciliation()')"
+        "CALL tenancy.for_each_tenant('ledger.apply_reconciliation_for(uuid)')"
     );
     assert_eq!(user, "tenancy_jobs");
     assert_eq!(schedule, "*/10 * * * *");

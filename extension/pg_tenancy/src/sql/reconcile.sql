@@ -189,30 +189,42 @@ AS $$ SELECT tenancy._set_context(tenant, NULL) $$;
 -- tenant's context (no user: the caller's database grants apply). A failure
 -- is reported as a WARNING and rolls back that tenant's work only. For
 -- pg_cron jobs and DBAs; call it outside an explicit transaction block.
--- tenants (slugs or ids) narrows the run to those tenants.
+-- tenants (slugs or ids) narrows the run to those tenants. fn takes no
+-- arguments, or one uuid: then it is given the tenant's id, as a constant
+-- in the FROM clause, the form in which Citus runs a distributed function
+-- on the node that holds the tenant (README: Scale out on Citus).
 CREATE PROCEDURE tenancy.for_each_tenant(fn regprocedure, tenants text[] DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     t record;
     call text;
+    takes_tenant boolean;
     ok integer := 0;
     failed integer := 0;
 BEGIN
-    SELECT format('SELECT %I.%I()', n.nspname, p.proname) INTO call
+    SELECT CASE p.pronargs WHEN 0 THEN format('SELECT %I.%I()', n.nspname, p.proname)
+                           ELSE format('SELECT * FROM %I.%I(', n.nspname, p.proname) END,
+           p.pronargs = 1
+    INTO call, takes_tenant
     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-    WHERE p.oid = fn AND p.pronargs = 0 AND p.prokind = 'f';
+    WHERE p.oid = fn AND p.prokind = 'f'
+      AND (p.pronargs = 0 OR (p.pronargs = 1 AND p.proargtypes[0] = 'pg_catalog.uuid'::pg_catalog.regtype));
     IF call IS NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT',
-            format('%s is not a function without arguments', coalesce(fn::text, 'NULL')),
-            'Pass a function that takes no arguments, e.g. CALL tenancy.for_each_tenant(''ledger.apply_reconciliation()'');');
+            format('%s is not a function without arguments, nor one of a uuid (the tenant''s id)', coalesce(fn::text, 'NULL')),
+            'Pass a function that takes no arguments or the tenant''s id, e.g. CALL tenancy.for_each_tenant(''ledger.apply_reconciliation_for(uuid)'');');
     END IF;
     FOR t IN SELECT x.id, x.slug FROM tenancy.tenants x
              WHERE x.status = 'active' AND (tenants IS NULL OR x.slug = ANY (tenants) OR x.id::text = ANY (tenants))
              ORDER BY x.slug LOOP
         BEGIN
             PERFORM tenancy._job_context(t.id);
-            EXECUTE call;
+            IF takes_tenant THEN
+                EXECUTE call || pg_catalog.quote_literal(t.id::text) || '::pg_catalog.uuid)';
+            ELSE
+                EXECUTE call;
+            END IF;
             ok := ok + 1;
         EXCEPTION WHEN OTHERS THEN
             failed := failed + 1;
@@ -223,4 +235,4 @@ BEGIN
     RAISE NOTICE 'tenancy.for_each_tenant: % ran for % tenant(s), % failed', fn, ok, failed;
 END
 $$;
-COMMENT ON PROCEDURE tenancy.for_each_tenant(regprocedure, text[]) IS 'Runs a function without arguments once per active tenant (or only the given slugs/ids), each in its own transaction with that tenant set; failures are WARNINGs and roll back that tenant only. For pg_cron and DBAs.';
+COMMENT ON PROCEDURE tenancy.for_each_tenant(regprocedure, text[]) IS 'Runs a function without arguments, or of the tenant''s id (uuid), once per active tenant (or only the given slugs/ids), each in its own transaction with that tenant set; failures are WARNINGs and roll back that tenant only. For pg_cron and DBAs.';
