@@ -168,9 +168,10 @@ $$;
 COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
 
 -- The same for the tenant given, which must be the current one: the form
--- the scheduled job calls (tenancy.for_each_tenant passes the tenant's id).
--- On Citus, sql/citus/17_distribute.sql distributes it by that argument, so
--- that it runs on the worker holding the tenant's rows.
+-- the scheduled job (tenancy.for_each_tenant passes the tenant's id) and
+-- POST /rpc/apply_reconciliation call. On Citus, sql/citus/17_distribute.sql
+-- distributes it by that argument, so that it runs on the worker holding
+-- the tenant's rows.
 CREATE OR REPLACE FUNCTION ledger.apply_reconciliation_for(tenant uuid)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -186,6 +187,26 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ledger.apply_reconciliation_for(uuid) IS 'ledger.apply_reconciliation() for the tenant given, which must be the current one (the scheduled job''s form; on Citus it runs on the tenant''s worker).';
+
+-- The candidates of tenancy.reconcile over the ledger, for the tenant given,
+-- which must be the current one: what POST /rpc/reconcile returns. On Citus
+-- it runs on the tenant's worker, as apply_reconciliation_for does.
+CREATE OR REPLACE FUNCTION ledger.reconcile_for(tenant uuid, rules jsonb DEFAULT '{}')
+RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
+               grade text, group_id bigint, reasons jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
+        PERFORM tenancy.raise_error('PERMISSION_DENIED',
+            format('tenant %s is not the current tenant', coalesce(tenant::text, 'NULL')),
+            'Set the tenant first (tenancy.set_tenant), or call tenancy.reconcile().');
+    END IF;
+    RETURN QUERY SELECT * FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions', rules);
+END
+$$;
+COMMENT ON FUNCTION ledger.reconcile_for(uuid, jsonb) IS 'tenancy.reconcile over ledger.invoices and ledger.bank_transactions for the tenant given, which must be the current one (on Citus it runs on the tenant''s worker).';
 
 CREATE OR REPLACE FUNCTION ledger.match_not_found(match_id uuid)
 RETURNS void
@@ -255,8 +276,9 @@ GRANT USAGE ON SCHEMA ledger TO tenancy_jobs;
 GRANT SELECT, UPDATE ON ledger.invoices, ledger.bank_transactions TO tenancy_jobs;
 GRANT SELECT, INSERT ON ledger.matches TO tenancy_jobs;
 REVOKE ALL ON FUNCTION ledger.apply_reconciliation(), ledger.apply_reconciliation_for(uuid),
-    ledger.decide_match(uuid, text), ledger.explain_match(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
+    ledger.reconcile_for(uuid, jsonb), ledger.decide_match(uuid, text), ledger.explain_match(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.apply_reconciliation_for(uuid),
+    ledger.reconcile_for(uuid, jsonb), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
     TO authenticated;
-GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid) TO analyst;
+GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid), ledger.reconcile_for(uuid, jsonb) TO analyst;
 GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.apply_reconciliation_for(uuid) TO tenancy_jobs;

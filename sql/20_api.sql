@@ -114,7 +114,9 @@ $$;
 COMMENT ON FUNCTION api.import_bank_transactions(jsonb) IS 'Imports a JSON array of bank transactions exactly once per Idempotency-Key header (required). Retries replay the stored 201 response with Idempotent-Replayed: true.';
 
 -- Reconciliation (README "Reconciliation"). Candidates are computed, never stored, by
--- reconcile; apply_reconciliation stores the auto-grade ones.
+-- reconcile; apply_reconciliation stores the auto-grade ones. Both call the
+-- ledger's functions of the tenant with the tenant as a constant in the FROM
+-- clause: on Citus that runs them on the worker that holds the tenant.
 CREATE OR REPLACE FUNCTION api.reconcile(rules jsonb DEFAULT '{}')
 RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
                grade text, group_id bigint, reasons jsonb)
@@ -123,16 +125,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenancy.require_permission('matches', 'read');
-    RETURN QUERY SELECT * FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions', rules);
+    RETURN QUERY EXECUTE format('SELECT * FROM ledger.reconcile_for(%L::pg_catalog.uuid, %L::pg_catalog.jsonb)',
+                                tenancy.tenant_scope(), rules);
 END
 $$;
 COMMENT ON FUNCTION api.reconcile(jsonb) IS 'Match candidates for your open invoices and unmatched payments, with score, grade (auto | suggested) and reasons; writes nothing. {"rules": {...}} overrides your tenant''s rules for this call.';
 
 CREATE OR REPLACE FUNCTION api.apply_reconciliation()
 RETURNS jsonb
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT ledger.apply_reconciliation() $$;
+AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    EXECUTE format('SELECT * FROM ledger.apply_reconciliation_for(%L::pg_catalog.uuid)', tenancy.tenant_scope())
+    INTO result;
+    RETURN result;
+END
+$$;
 COMMENT ON FUNCTION api.apply_reconciliation() IS 'Stores the auto-grade matches; safe to re-run (nothing is stored twice). Returns {"applied": n, "match_ids": [...]}. Needs matches.create.';
 
 CREATE OR REPLACE FUNCTION api.confirm_match(match_id uuid)

@@ -329,6 +329,75 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
     }
 }
 
+/// The reconciliation RPCs through the coordinator run on the worker that
+/// holds the tenant (ledger.reconcile_for and apply_reconciliation_for, one
+/// task there), answer each tenant with its own rows, and keep their errors:
+/// a readonly user's apply is refused on the worker with the 403 of one
+/// node, and a tenant id other than the current one with 42501.
+#[tokio::test]
+async fn reconciliation_rpcs_run_on_the_tenants_worker() {
+    let db = admin().await;
+    let tenants = one_tenant_per_worker(&db).await;
+    let role = analyst(&db).await;
+    let mut c = connect_as(&stack().db_url, &role).await;
+    for t in &tenants {
+        let mut tx = c.begin().await.unwrap();
+        set_tenant(&mut *tx, &t.slug).await;
+        let plan: Vec<String> = sqlx::query_scalar(&format!(
+            "EXPLAIN (COSTS OFF) SELECT * FROM ledger.reconcile_for('{}'::uuid, '{{}}'::jsonb)",
+            t.id
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        let node = node_of(&db, "ledger.invoices", t.id).await.replacen(':', " port=", 1);
+        assert!(
+            plan.contains("Task Count: 1") && plan.contains(&format!("Node: host={node} ")),
+            "{}: {plan}",
+            t.slug
+        );
+        let other = tenants.iter().find(|o| o.id != t.id).unwrap();
+        let e = expect_db_error(
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT count(*) FROM ledger.reconcile_for('{}'::uuid)",
+                other.id
+            ))
+            .fetch_one(&mut *tx)
+            .await,
+            "42501",
+        );
+        assert_eq!(e.message, format!("tenant {} is not the current tenant", other.id));
+        tx.rollback().await.unwrap();
+    }
+    for t in &tenants {
+        let r = rpc(&token(t.id, t.readonly), "apply_reconciliation", json!({})).await;
+        r.assert_error(403, "PERMISSION_DENIED");
+        assert_eq!(r.message(), "permission matches.create is required");
+        let r = rpc(&token(t.id, t.admin), "reconcile", json!({})).await;
+        assert_eq!(r.status, 200, "{}: {r:?}", t.slug);
+        let invoices: Vec<String> = sqlx::query_scalar("SELECT id::text FROM ledger.invoices WHERE tenant_id = $1")
+            .bind(t.id)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        let found: Vec<(&str, &str)> = r
+            .rows()
+            .iter()
+            .map(|m| (m["invoice_id"].as_str().unwrap(), m["grade"].as_str().unwrap()))
+            .collect();
+        assert_eq!(found, vec![(invoices[0].as_str(), "auto")], "{}", t.slug);
+        let r = rpc(&token(t.id, t.admin), "apply_reconciliation", json!({})).await;
+        assert_eq!((r.status, &r.body["applied"]), (200, &json!(1)), "{}: {r:?}", t.slug);
+        let open: String = sqlx::query_scalar("SELECT open_amount::text FROM ledger.invoices WHERE tenant_id = $1")
+            .bind(t.id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(open, "0.00", "{}", t.slug);
+    }
+}
+
 /// Citus 13.2 refuses UPDATE and DELETE through a view over distributed
 /// tables, and a change of a row's distribution column, before anything of
 /// ours runs: PATCH and DELETE on the ledger endpoints answer 400 there

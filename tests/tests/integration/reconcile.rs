@@ -483,11 +483,11 @@ async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
     );
 }
 
-/// The job's form of apply_reconciliation takes the tenant, and refuses any
-/// but the current one: it applies nothing for another tenant. Only the
-/// job's role may call it.
+/// The forms of reconcile and apply_reconciliation that take the tenant (the
+/// job and the RPCs call them; on Citus they run on the tenant's worker)
+/// refuse any tenant but the current one, and apply nothing for another.
 #[tokio::test]
-async fn apply_reconciliation_for_applies_only_for_the_current_tenant() {
+async fn functions_of_the_tenant_refuse_any_tenant_but_the_current_one() {
     let db = admin().await;
     let (a, b) = (new_tenant(&db).await, new_tenant(&db).await);
     let (inv_b, _, _) = paid_invoice(&db, &b, "15.00").await;
@@ -516,18 +516,44 @@ async fn apply_reconciliation_for_applies_only_for_the_current_tenant() {
             .await,
         "TN001",
     );
-    // Not an API or analyst function, even for one's own tenant.
-    for role in ["authenticated", "analyst"] {
-        let mut c = session_as(role, Some(&b)).await;
-        let e = expect_db_error(
-            sqlx::query("SELECT * FROM ledger.apply_reconciliation_for($1)")
-                .bind(b.id)
-                .fetch_one(&mut c)
-                .await,
-            "42501",
-        );
-        assert!(e.message.contains("permission denied for function apply_reconciliation_for"), "{role}: {e:?}");
-    }
+    let mut c = session_as("analyst", None).await;
+    expect_db_error(
+        sqlx::query("SELECT count(*) FROM ledger.reconcile_for($1)")
+            .bind(b.id)
+            .fetch_one(&mut c)
+            .await,
+        "TN001",
+    );
+    // An analyst in tenant a: a's candidates, never b's.
+    let mut c = session_as("analyst", Some(&a)).await;
+    let e = expect_db_error(
+        sqlx::query("SELECT count(*) FROM ledger.reconcile_for($1)")
+            .bind(b.id)
+            .fetch_one(&mut c)
+            .await,
+        "42501",
+    );
+    assert_eq!(e.message, format!("tenant {} is not the current tenant", b.id));
+    let mut c = session_as("analyst", Some(&b)).await;
+    let found: Vec<(String, String)> =
+        sqlx::query_as("SELECT invoice_id, grade FROM ledger.reconcile_for($1)")
+            .bind(b.id)
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(found, vec![(inv_b.to_string(), "auto".to_string())]);
+    // Storing matches is not an analyst's.
+    let e = expect_db_error(
+        sqlx::query("SELECT * FROM ledger.apply_reconciliation_for($1)")
+            .bind(b.id)
+            .fetch_one(&mut c)
+            .await,
+        "42501",
+    );
+    assert!(
+        e.message.contains("permission denied for function apply_reconciliation_for"),
+        "{e:?}"
+    );
     assert_eq!(invoice_state(&b, inv_b).await.1, "open");
 }
 
