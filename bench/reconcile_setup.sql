@@ -92,3 +92,20 @@ BEGIN
 END
 $$;
 GRANT EXECUTE ON FUNCTION bench_recon.ms(text) TO authenticated;
+
+-- One tenant's reconcile as a function of the tenant, as
+-- ledger.reconcile_for is: scripts/bench_citus distributes it with the
+-- tenant's rows, so that it runs on the tenant's worker.
+CREATE FUNCTION bench_recon.reconcile_for(tenant uuid)
+RETURNS SETOF text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
+        RAISE EXCEPTION 'tenant % is not the current tenant', tenant;
+    END IF;
+    RETURN QUERY SELECT invoice_id FROM tenancy.reconcile('bench_recon.invoices', 'bench_recon.transactions');
+END
+$$;
+GRANT EXECUTE ON FUNCTION bench_recon.reconcile_for(uuid) TO authenticated;
