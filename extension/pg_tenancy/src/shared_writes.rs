@@ -13,6 +13,9 @@
 //! everyone's administration.
 //! Nothing happens without Citus, for reads, or in the connections Citus
 //! opens to run a shard (the coordinator's transaction holds the lock).
+//! Statements that do not pass through the executor (COPY into a shared
+//! table, TRUNCATE) take no lock: a DBA's bulk work, which may deadlock with
+//! concurrent administration and then is retried.
 
 use pgrx::pg_sys;
 
@@ -61,7 +64,10 @@ unsafe fn writes_shared(desc: *mut pg_sys::QueryDesc) -> bool {
     // get_rel_namespace and get_rel_name are syscache lookups inside the
     // statement's transaction; get_rel_name's copy is checked for NULL.
     let stmt = (*desc).plannedstmt;
-    if stmt.is_null() || (*stmt).commandType == pg_sys::CmdType::CMD_SELECT {
+    // A SELECT writes only through a data-modifying WITH.
+    if stmt.is_null()
+        || ((*stmt).commandType == pg_sys::CmdType::CMD_SELECT && !(*stmt).hasModifyingCTE)
+    {
         return false;
     }
     let schema = pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true);

@@ -398,6 +398,33 @@ async fn reconciliation_rpcs_run_on_the_tenants_worker() {
     }
 }
 
+/// A statement that writes a shared (reference) table takes the
+/// administration lock on the coordinator for its transaction, also when it
+/// writes through a data-modifying WITH under a SELECT; a read takes none.
+/// (Citus locks reference tables in an order that deadlocks concurrent
+/// administration otherwise.)
+#[tokio::test]
+async fn writes_to_shared_tables_take_the_administration_lock() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    let held = "SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND objsubid = 3 AND pid = pg_backend_pid()";
+    for (statement, locks) in [
+        ("SELECT count(*) FROM tenancy.tenants WHERE id = $1", 0),
+        ("UPDATE tenancy.tenants SET name = name WHERE id = $1", 1),
+        (
+            "WITH w AS (UPDATE tenancy.tenants SET name = name WHERE id = $1 RETURNING 1) SELECT count(*) FROM w",
+            1,
+        ),
+    ] {
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query(statement).bind(t.id).execute(&mut *tx).await.unwrap();
+        let n: i64 = sqlx::query_scalar(held).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(n, locks, "{statement}");
+        tx.rollback().await.unwrap();
+    }
+}
+
 /// Citus 13.2 refuses UPDATE and DELETE through a view over distributed
 /// tables, and a change of a row's distribution column, before anything of
 /// ours runs: PATCH and DELETE on the ledger endpoints answer 400 there
