@@ -94,7 +94,7 @@ $$;
 GRANT EXECUTE ON FUNCTION bench_recon.ms(text) TO authenticated;
 
 -- One tenant's reconcile as a function of the tenant, as
--- ledger.reconcile_for is: scripts/bench_citus distributes it with the
+-- ledger_routed.reconcile_for is: scripts/bench_citus distributes it with the
 -- tenant's rows, so that it runs on the tenant's worker.
 CREATE FUNCTION bench_recon.reconcile_for(tenant uuid)
 RETURNS SETOF text

@@ -134,20 +134,35 @@ DROP TRIGGER IF EXISTS matches_allocate ON ledger.matches;
 CREATE TRIGGER matches_allocate AFTER INSERT OR UPDATE OF status OR DELETE ON ledger.matches
     FOR EACH ROW EXECUTE FUNCTION ledger.matches_allocate();
 
--- Persists the auto-grade candidates of the current tenant. Safe to re-run:
--- matched amounts are no longer open, and a live (invoice, transaction) pair
--- is never stored twice. Runs of one tenant take turns (advisory lock), so a
--- second run sees the first one's matches instead of racing it.
-CREATE OR REPLACE FUNCTION ledger.apply_reconciliation()
+-- Functions of one tenant, given as their first argument, which must be the
+-- current tenant: on Citus, sql/citus/17_distribute.sql distributes them by
+-- it, so that they run on the worker that holds the tenant's rows. They are
+-- what the API and the job call, in a schema of their own that only the
+-- API role and the job role may use (analysts call tenancy.reconcile). A
+-- NULL tenant is refused before Citus plans the call (22004; Citus 13.2
+-- would crash planning it: src/routed_calls.rs of the extension).
+CREATE SCHEMA IF NOT EXISTS ledger_routed;
+REVOKE ALL ON SCHEMA ledger_routed FROM PUBLIC;
+GRANT USAGE ON SCHEMA ledger_routed TO authenticated, tenancy_jobs;
+
+-- Persists the auto-grade candidates of the tenant. Safe to re-run: matched
+-- amounts are no longer open, and a live (invoice, transaction) pair is
+-- never stored twice. Runs of one tenant take turns (advisory lock, taken
+-- where the tenant's rows are), so a second run sees the first one's
+-- matches instead of racing it. STRICT: a NULL tenant is no call at all.
+CREATE OR REPLACE FUNCTION ledger_routed.apply_reconciliation_for(tenant uuid)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tenant uuid := tenancy.tenant_scope();
     run text := gen_random_uuid()::text;
     result jsonb;
 BEGIN
+    IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
+        PERFORM tenancy.raise_error('PERMISSION_DENIED', format('tenant %s is not the current tenant', tenant),
+            'Call ledger.apply_reconciliation(), which applies for the current tenant.');
+    END IF;
     PERFORM tenancy.require_permission('matches', 'create');
     PERFORM pg_advisory_xact_lock(hashtextextended('ledger.apply_reconciliation ' || tenant, 0));
     WITH applied AS (
@@ -165,33 +180,29 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
+COMMENT ON FUNCTION ledger_routed.apply_reconciliation_for(uuid) IS 'ledger.apply_reconciliation() for the tenant given, which must be the current one: the scheduled job''s form (on Citus it runs on the tenant''s worker).';
 
--- The same for the tenant given, which must be the current one: the form
--- the scheduled job (tenancy.for_each_tenant passes the tenant's id) and
--- POST /rpc/apply_reconciliation call. On Citus, sql/citus/17_distribute.sql
--- distributes it by that argument, so that it runs on the worker holding
--- the tenant's rows.
-CREATE OR REPLACE FUNCTION ledger.apply_reconciliation_for(tenant uuid)
+-- The same for the current tenant: it calls the function above with the
+-- tenant as a constant in the FROM clause, the form Citus delegates.
+CREATE OR REPLACE FUNCTION ledger.apply_reconciliation()
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    result jsonb;
 BEGIN
-    IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
-        PERFORM tenancy.raise_error('PERMISSION_DENIED',
-            format('tenant %s is not the current tenant', coalesce(tenant::text, 'NULL')),
-            'Set the tenant first (tenancy.set_tenant), or call ledger.apply_reconciliation().');
-    END IF;
-    RETURN ledger.apply_reconciliation();
+    EXECUTE format('SELECT * FROM ledger_routed.apply_reconciliation_for(%L::pg_catalog.uuid)',
+                   tenancy.tenant_scope())
+    INTO result;
+    RETURN result;
 END
 $$;
-COMMENT ON FUNCTION ledger.apply_reconciliation_for(uuid) IS 'ledger.apply_reconciliation() for the tenant given, which must be the current one (the scheduled job''s form; on Citus it runs on the tenant''s worker).';
+COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
 
--- The candidates of tenancy.reconcile over the ledger, for the tenant given,
--- which must be the current one: what POST /rpc/reconcile returns. On Citus
--- it runs on the tenant's worker, as apply_reconciliation_for does.
-CREATE OR REPLACE FUNCTION ledger.reconcile_for(tenant uuid, rules jsonb DEFAULT '{}')
+-- The candidates of tenancy.reconcile over the ledger, for the tenant given:
+-- what POST /rpc/reconcile returns.
+CREATE OR REPLACE FUNCTION ledger_routed.reconcile_for(tenant uuid, rules jsonb DEFAULT '{}')
 RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
                grade text, group_id bigint, reasons jsonb)
 LANGUAGE plpgsql VOLATILE
@@ -201,12 +212,12 @@ BEGIN
     IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
         PERFORM tenancy.raise_error('PERMISSION_DENIED',
             format('tenant %s is not the current tenant', coalesce(tenant::text, 'NULL')),
-            'Set the tenant first (tenancy.set_tenant), or call tenancy.reconcile().');
+            'Call tenancy.reconcile(), which reads the current tenant''s rows.');
     END IF;
     RETURN QUERY SELECT * FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions', rules);
 END
 $$;
-COMMENT ON FUNCTION ledger.reconcile_for(uuid, jsonb) IS 'tenancy.reconcile over ledger.invoices and ledger.bank_transactions for the tenant given, which must be the current one (on Citus it runs on the tenant''s worker).';
+COMMENT ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) IS 'tenancy.reconcile over ledger.invoices and ledger.bank_transactions for the tenant given, which must be the current one (on Citus it runs on the tenant''s worker).';
 
 CREATE OR REPLACE FUNCTION ledger.match_not_found(match_id uuid)
 RETURNS void
@@ -275,10 +286,10 @@ GRANT SELECT ON ledger.matches TO analyst;
 GRANT USAGE ON SCHEMA ledger TO tenancy_jobs;
 GRANT SELECT, UPDATE ON ledger.invoices, ledger.bank_transactions TO tenancy_jobs;
 GRANT SELECT, INSERT ON ledger.matches TO tenancy_jobs;
-REVOKE ALL ON FUNCTION ledger.apply_reconciliation(), ledger.apply_reconciliation_for(uuid),
-    ledger.reconcile_for(uuid, jsonb), ledger.decide_match(uuid, text), ledger.explain_match(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.apply_reconciliation_for(uuid),
-    ledger.reconcile_for(uuid, jsonb), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
+REVOKE ALL ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_reconciliation_for(uuid),
+    ledger_routed.reconcile_for(uuid, jsonb), ledger.decide_match(uuid, text), ledger.explain_match(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_reconciliation_for(uuid),
+    ledger_routed.reconcile_for(uuid, jsonb), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
     TO authenticated;
-GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid), ledger.reconcile_for(uuid, jsonb) TO analyst;
-GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger.apply_reconciliation_for(uuid) TO tenancy_jobs;
+GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid) TO analyst;
+GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_reconciliation_for(uuid) TO tenancy_jobs;

@@ -114,9 +114,9 @@ $$;
 COMMENT ON FUNCTION api.import_bank_transactions(jsonb) IS 'Imports a JSON array of bank transactions exactly once per Idempotency-Key header (required). Retries replay the stored 201 response with Idempotent-Replayed: true.';
 
 -- Reconciliation (README "Reconciliation"). Candidates are computed, never stored, by
--- reconcile; apply_reconciliation stores the auto-grade ones. Both call the
--- ledger's functions of the tenant with the tenant as a constant in the FROM
--- clause: on Citus that runs them on the worker that holds the tenant.
+-- reconcile; apply_reconciliation stores the auto-grade ones. Both end in
+-- functions of ledger_routed called with the tenant as a constant in the
+-- FROM clause: on Citus that runs them on the worker that holds the tenant.
 CREATE OR REPLACE FUNCTION api.reconcile(rules jsonb DEFAULT '{}')
 RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
                grade text, group_id bigint, reasons jsonb)
@@ -125,7 +125,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenancy.require_permission('matches', 'read');
-    RETURN QUERY EXECUTE format('SELECT * FROM ledger.reconcile_for(%L::pg_catalog.uuid, %L::pg_catalog.jsonb)',
+    RETURN QUERY EXECUTE format('SELECT * FROM ledger_routed.reconcile_for(%L::pg_catalog.uuid, %L::pg_catalog.jsonb)',
                                 tenancy.tenant_scope(), rules);
 END
 $$;
@@ -133,17 +133,9 @@ COMMENT ON FUNCTION api.reconcile(jsonb) IS 'Match candidates for your open invo
 
 CREATE OR REPLACE FUNCTION api.apply_reconciliation()
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    result jsonb;
-BEGIN
-    EXECUTE format('SELECT * FROM ledger.apply_reconciliation_for(%L::pg_catalog.uuid)', tenancy.tenant_scope())
-    INTO result;
-    RETURN result;
-END
-$$;
+AS $$ SELECT ledger.apply_reconciliation() $$;
 COMMENT ON FUNCTION api.apply_reconciliation() IS 'Stores the auto-grade matches; safe to re-run (nothing is stored twice). Returns {"applied": n, "match_ids": [...]}. Needs matches.create.';
 
 CREATE OR REPLACE FUNCTION api.confirm_match(match_id uuid)

@@ -10,7 +10,7 @@ SELECT cron.schedule('pg_tenancy: purge idempotency keys', '*/5 * * * *',
 -- tenancy_jobs: row level security applies (a superuser would bypass it).
 -- Each tenant's run is given its id: on Citus it runs on the tenant's worker.
 SELECT cron.schedule_in_database('pg_tenancy: apply reconciliation', '*/10 * * * *',
-                                 $$CALL tenancy.for_each_tenant('ledger.apply_reconciliation_for(uuid)')$$,
+                                 $$CALL tenancy.for_each_tenant('ledger_routed.apply_reconciliation_for(uuid)')$$,
                                  current_database(), 'tenancy_jobs', true);
 
 -- Audit log retention, daily at 03:17: monthly partitions created ahead and

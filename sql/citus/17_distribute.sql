@@ -7,22 +7,18 @@
 --     sharded by tenant_id, colocated (idempotency keys stay on the
 --     coordinator); the api views, created after this, are then
 --     distributed too.
---   * ledger.apply_reconciliation_for(tenant) and ledger.reconcile_for(tenant),
---     which the scheduled job and the reconciliation RPCs call, run on the
---     worker that holds the tenant: distributed by that argument, colocated
---     with the ledger, and delegated also inside transactions
+--   * The functions of sql/15_matches.sql's schema ledger_routed, which the
+--     scheduled job and the reconciliation RPCs end in, run on the worker
+--     that holds the tenant: distributed by their tenant argument,
+--     colocated with the ledger, and delegated also inside transactions
 --     (force_delegation).
---   * The roles requests and sessions switch to log in to the workers:
---     Citus opens worker connections as the current role. Only there (the
---     coordinator keeps them NOLOGIN); the workers' pg_hba.conf must let
---     them in from the coordinator only.
 SELECT * FROM tenancy.scale_out();
 
 SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE authenticated LOGIN$$);
 SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE analyst LOGIN$$);
 SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE ledger_owner LOGIN$$);
 
-SELECT create_distributed_function('ledger.apply_reconciliation_for(uuid)', '$1',
+SELECT create_distributed_function('ledger_routed.apply_reconciliation_for(uuid)', '$1',
                                    colocate_with := 'ledger.invoices', force_delegation := true);
-SELECT create_distributed_function('ledger.reconcile_for(uuid, jsonb)', '$1',
+SELECT create_distributed_function('ledger_routed.reconcile_for(uuid, jsonb)', '$1',
                                    colocate_with := 'ledger.invoices', force_delegation := true);

@@ -275,7 +275,7 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
     .fetch_one(&db)
     .await
     .unwrap();
-    assert_eq!(command, "CALL tenancy.for_each_tenant('ledger.apply_reconciliation_for(uuid)')");
+    assert_eq!(command, "CALL tenancy.for_each_tenant('ledger_routed.apply_reconciliation_for(uuid)')");
     let mut jobs = connect_as(&stack().db_url, "tenancy_jobs").await;
     for t in &tenants {
         let mut tx = jobs.begin().await.unwrap();
@@ -286,7 +286,7 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
             .unwrap();
         // The tenant as a constant, as for_each_tenant passes it.
         let plan: Vec<String> = sqlx::query_scalar(&format!(
-            "EXPLAIN (COSTS OFF) SELECT * FROM ledger.apply_reconciliation_for('{}'::uuid)",
+            "EXPLAIN (COSTS OFF) SELECT * FROM ledger_routed.apply_reconciliation_for('{}'::uuid)",
             t.id
         ))
         .fetch_all(&mut *tx)
@@ -330,21 +330,21 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
 }
 
 /// The reconciliation RPCs through the coordinator run on the worker that
-/// holds the tenant (ledger.reconcile_for and apply_reconciliation_for, one
-/// task there), answer each tenant with its own rows, and keep their errors:
-/// a readonly user's apply is refused on the worker with the 403 of one
-/// node, and a tenant id other than the current one with 42501.
+/// holds the tenant (ledger_routed.reconcile_for and
+/// apply_reconciliation_for, one task there), answer each tenant with its
+/// own rows, and keep their errors: a readonly user's apply is refused on
+/// the worker with the 403 of one node, and a tenant id other than the
+/// current one with 42501. A NULL tenant (which Citus 13.2 cannot route: it
+/// crashes planning such a call) is 22004 before Citus plans it.
 #[tokio::test]
 async fn reconciliation_rpcs_run_on_the_tenants_worker() {
     let db = admin().await;
     let tenants = one_tenant_per_worker(&db).await;
-    let role = analyst(&db).await;
-    let mut c = connect_as(&stack().db_url, &role).await;
     for t in &tenants {
-        let mut tx = c.begin().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
         set_tenant(&mut *tx, &t.slug).await;
         let plan: Vec<String> = sqlx::query_scalar(&format!(
-            "EXPLAIN (COSTS OFF) SELECT * FROM ledger.reconcile_for('{}'::uuid, '{{}}'::jsonb)",
+            "EXPLAIN (COSTS OFF) SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)",
             t.id
         ))
         .fetch_all(&mut *tx)
@@ -360,7 +360,7 @@ async fn reconciliation_rpcs_run_on_the_tenants_worker() {
         let other = tenants.iter().find(|o| o.id != t.id).unwrap();
         let e = expect_db_error(
             sqlx::query_scalar::<_, i64>(&format!(
-                "SELECT count(*) FROM ledger.reconcile_for('{}'::uuid)",
+                "SELECT count(*) FROM ledger_routed.reconcile_for('{}'::uuid)",
                 other.id
             ))
             .fetch_one(&mut *tx)
@@ -370,6 +370,41 @@ async fn reconciliation_rpcs_run_on_the_tenants_worker() {
         assert_eq!(e.message, format!("tenant {} is not the current tenant", other.id));
         tx.rollback().await.unwrap();
     }
+    // A NULL tenant: refused before Citus plans the call (Citus 13.2 crashes
+    // the node planning it), whichever form and whoever may name the function.
+    let mut jobs = connect_as(&stack().db_url, "tenancy_jobs").await;
+    let role = analyst(&db).await; // also a member of authenticated
+    let mut c = connect_as(&stack().db_url, &role).await;
+    let apply = "ledger_routed.apply_reconciliation_for(uuid) is routed by its argument 1, which is NULL";
+    let candidates = "ledger_routed.reconcile_for(uuid,jsonb) is routed by its argument 1, which is NULL";
+    for (jobs_role, call, message) in [
+        (true, "SELECT * FROM ledger_routed.apply_reconciliation_for(NULL)", apply),
+        (false, "SELECT count(*) FROM ledger_routed.reconcile_for(NULL)", candidates),
+        (false, "SELECT ledger_routed.reconcile_for(NULL::text::uuid)", candidates),
+    ] {
+        let conn = if jobs_role { &mut jobs } else { &mut c };
+        let e = expect_db_error(sqlx::query(call).fetch_one(conn).await, "22004");
+        assert_eq!(e.message, message, "{call}");
+    }
+    let e = expect_db_error(
+        sqlx::query("SELECT count(*) FROM ledger_routed.reconcile_for($1)")
+            .bind(None::<Uuid>)
+            .fetch_one(&mut c)
+            .await,
+        "22004",
+    );
+    assert_eq!(e.message, candidates);
+    // An analyst alone may not use the schema at all.
+    let plain = new_login(&db, "GRANT analyst TO {login}").await;
+    let mut p = connect_as(&stack().db_url, &plain).await;
+    let e = expect_db_error(
+        sqlx::query("SELECT count(*) FROM ledger_routed.reconcile_for(NULL)").fetch_one(&mut p).await,
+        "42501",
+    );
+    assert_eq!(e.message, "permission denied for schema ledger_routed");
+    // Every node still up, the same connections still served.
+    let alive: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut c).await.unwrap();
+    assert_eq!(alive, 1);
     for t in &tenants {
         let r = rpc(&token(t.id, t.readonly), "apply_reconciliation", json!({})).await;
         r.assert_error(403, "PERMISSION_DENIED");

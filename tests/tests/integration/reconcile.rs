@@ -435,7 +435,7 @@ async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
         .unwrap();
     let mut jobs = jobs_connection().await;
     // A function of the tenant's id, as the scheduled job calls it.
-    sqlx::query("CALL tenancy.for_each_tenant('ledger.apply_reconciliation_for(uuid)', $1)")
+    sqlx::query("CALL tenancy.for_each_tenant('ledger_routed.apply_reconciliation_for(uuid)', $1)")
         .bind(vec![a.slug.clone(), b.slug.clone(), c.id.to_string()])
         .execute(&mut jobs)
         .await
@@ -483,11 +483,12 @@ async fn for_each_tenant_runs_each_tenant_in_its_own_context() {
     );
 }
 
-/// The forms of reconcile and apply_reconciliation that take the tenant (the
-/// job and the RPCs call them; on Citus they run on the tenant's worker)
-/// refuse any tenant but the current one, and apply nothing for another.
+/// The functions of ledger_routed take the tenant (the job and the RPCs call
+/// them; on Citus they run on the tenant's worker): they refuse any tenant
+/// but the current one and apply nothing for another; a NULL tenant is no
+/// call; analysts may not use them at all.
 #[tokio::test]
-async fn functions_of_the_tenant_refuse_any_tenant_but_the_current_one() {
+async fn routed_functions_refuse_any_tenant_but_the_current_one() {
     let db = admin().await;
     let (a, b) = (new_tenant(&db).await, new_tenant(&db).await);
     let (inv_b, _, _) = paid_invoice(&db, &b, "15.00").await;
@@ -499,7 +500,7 @@ async fn functions_of_the_tenant_refuse_any_tenant_but_the_current_one() {
         .await
         .unwrap();
     let e = expect_db_error(
-        sqlx::query("SELECT * FROM ledger.apply_reconciliation_for($1)")
+        sqlx::query("SELECT * FROM ledger_routed.apply_reconciliation_for($1)")
             .bind(b.id)
             .fetch_one(&mut *tx)
             .await,
@@ -508,52 +509,39 @@ async fn functions_of_the_tenant_refuse_any_tenant_but_the_current_one() {
     assert_eq!(e.message, format!("tenant {} is not the current tenant", b.id));
     tx.rollback().await.unwrap();
     assert_eq!(invoice_state(&b, inv_b).await.1, "open");
+    let none: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT * FROM ledger_routed.apply_reconciliation_for(NULL)")
+            .fetch_one(&mut jobs)
+            .await
+            .unwrap();
+    assert_eq!(none, None);
     // Without a tenant: the fail-closed error of every tenant-scoped call.
     expect_db_error(
-        sqlx::query("SELECT * FROM ledger.apply_reconciliation_for($1)")
+        sqlx::query("SELECT * FROM ledger_routed.apply_reconciliation_for($1)")
             .bind(b.id)
             .fetch_one(&mut jobs)
             .await,
         "TN001",
     );
-    let mut c = session_as("analyst", None).await;
-    expect_db_error(
-        sqlx::query("SELECT count(*) FROM ledger.reconcile_for($1)")
-            .bind(b.id)
-            .fetch_one(&mut c)
-            .await,
-        "TN001",
-    );
-    // An analyst in tenant a: a's candidates, never b's.
-    let mut c = session_as("analyst", Some(&a)).await;
+    // The API role, in tenant a, for tenant b.
+    let mut api = session_as("authenticated", Some(&a)).await;
     let e = expect_db_error(
-        sqlx::query("SELECT count(*) FROM ledger.reconcile_for($1)")
+        sqlx::query("SELECT count(*) FROM ledger_routed.reconcile_for($1)")
             .bind(b.id)
-            .fetch_one(&mut c)
+            .fetch_one(&mut api)
             .await,
         "42501",
     );
     assert_eq!(e.message, format!("tenant {} is not the current tenant", b.id));
-    let mut c = session_as("analyst", Some(&b)).await;
-    let found: Vec<(String, String)> =
-        sqlx::query_as("SELECT invoice_id, grade FROM ledger.reconcile_for($1)")
-            .bind(b.id)
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-    assert_eq!(found, vec![(inv_b.to_string(), "auto".to_string())]);
-    // Storing matches is not an analyst's.
-    let e = expect_db_error(
-        sqlx::query("SELECT * FROM ledger.apply_reconciliation_for($1)")
-            .bind(b.id)
-            .fetch_one(&mut c)
-            .await,
-        "42501",
-    );
-    assert!(
-        e.message.contains("permission denied for function apply_reconciliation_for"),
-        "{e:?}"
-    );
+    // Not an analyst's, not even for its own tenant.
+    for call in [
+        "SELECT count(*) FROM ledger_routed.reconcile_for($1)",
+        "SELECT count(*) FROM ledger_routed.apply_reconciliation_for($1)",
+    ] {
+        let mut c = session_as("analyst", Some(&b)).await;
+        let e = expect_db_error(sqlx::query(call).bind(b.id).fetch_one(&mut c).await, "42501");
+        assert_eq!(e.message, "permission denied for schema ledger_routed", "{call}");
+    }
     assert_eq!(invoice_state(&b, inv_b).await.1, "open");
 }
 
@@ -569,7 +557,7 @@ async fn pg_cron_applies_reconciliation_per_tenant() {
     let (command, user, schedule): (String, String, String) = (row.get(0), row.get(1), row.get(2));
     assert_eq!(
         command,
-        "CALL tenancy.for_each_tenant('ledger.apply_reconciliation_for(uuid)')"
+        "CALL tenancy.for_each_tenant('ledger_routed.apply_reconciliation_for(uuid)')"
     );
     assert_eq!(user, "tenancy_jobs");
     assert_eq!(schedule, "*/10 * * * *");

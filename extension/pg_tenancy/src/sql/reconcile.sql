@@ -203,17 +203,21 @@ DECLARE
     ok integer := 0;
     failed integer := 0;
 BEGIN
-    SELECT CASE p.pronargs WHEN 0 THEN format('SELECT %I.%I()', n.nspname, p.proname)
-                           ELSE format('SELECT * FROM %I.%I(', n.nspname, p.proname) END,
-           p.pronargs = 1
+    -- Operators qualified: the procedure cannot pin its search_path (it
+    -- commits), and runs with the caller's.
+    SELECT CASE p.pronargs WHEN 0 THEN pg_catalog.format('SELECT %I.%I()', n.nspname, p.proname)
+                           ELSE pg_catalog.format('SELECT * FROM %I.%I(', n.nspname, p.proname) END,
+           p.pronargs OPERATOR(pg_catalog.=) 1
     INTO call, takes_tenant
-    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-    WHERE p.oid = fn AND p.prokind = 'f'
-      AND (p.pronargs = 0 OR (p.pronargs = 1 AND p.proargtypes[0] = 'pg_catalog.uuid'::pg_catalog.regtype));
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+    WHERE p.oid OPERATOR(pg_catalog.=) fn AND p.prokind OPERATOR(pg_catalog.=) 'f'
+      AND (p.pronargs OPERATOR(pg_catalog.=) 0
+           OR (p.pronargs OPERATOR(pg_catalog.=) 1
+               AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'pg_catalog.uuid'::pg_catalog.regtype::pg_catalog.oid));
     IF call IS NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT',
             format('%s is not a function without arguments, nor one of a uuid (the tenant''s id)', coalesce(fn::text, 'NULL')),
-            'Pass a function that takes no arguments or the tenant''s id, e.g. CALL tenancy.for_each_tenant(''ledger.apply_reconciliation_for(uuid)'');');
+            'Pass a function that takes no arguments or the tenant''s id, e.g. CALL tenancy.for_each_tenant(''ledger_routed.apply_reconciliation_for(uuid)'');');
     END IF;
     FOR t IN SELECT x.id, x.slug FROM tenancy.tenants x
              WHERE x.status = 'active' AND (tenants IS NULL OR x.slug = ANY (tenants) OR x.id::text = ANY (tenants))
