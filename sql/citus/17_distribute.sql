@@ -12,6 +12,10 @@
 --     that holds the tenant: distributed by their tenant argument,
 --     colocated with the ledger, and delegated also inside transactions
 --     (force_delegation).
+--   * The roles requests and sessions switch to log in to the workers:
+--     Citus opens worker connections as the current role. Only there (the
+--     coordinator keeps them NOLOGIN); the workers' pg_hba.conf must let
+--     them in from the coordinator only.
 SELECT * FROM tenancy.scale_out();
 
 SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE authenticated LOGIN$$);

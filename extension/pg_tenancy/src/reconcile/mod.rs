@@ -5,9 +5,10 @@
 //! their values with errors that name the relation, row and column, and
 //! matches them in windows of payment days under the memory budget
 //! `tenancy.reconcile_memory` (`tenancy_matching::Windows`), streaming each
-//! window's matches before reading the next. `tenancy.reconcile`
+//! window's matches before reading the next, their amounts and reasons
+//! built as numeric and jsonb directly (`output`). `tenancy.reconcile`
 //! (src/sql/reconcile.sql) wraps it: it hands over the tenant's rules with
-//! the per-call overrides (`rules`) and turns `reasons` into jsonb.
+//! the per-call overrides (`rules`).
 
 mod numeric;
 mod output;
