@@ -7,7 +7,8 @@
 //! also signs what a worker needs — tenant, user, the role a SQL login acts
 //! as, the grants — into `tenancy.context` with `SET LOCAL`, which Citus
 //! forwards; a worker believes that line only with a valid signature of the
-//! shared key and within `tenancy.context_lifetime`. The line is hidden from
+//! shared key, in a connection opened for the backend that signed it (Citus'
+//! global process id), and within `tenancy.context_lifetime`. The line is hidden from
 //! non-superusers, and a line anyone writes by hand is refused, never
 //! believed. The format is `tenancy_signed_context`'s.
 
@@ -28,6 +29,54 @@ thread_local! {
     /// The last line verified in this backend (a worker serves one
     /// transaction's line many times: once per row a policy checks).
     static VERIFIED: RefCell<Option<(Vec<u8>, Vec<u8>, Rc<Signed>)>> = const { RefCell::new(None) };
+    /// This backend's global process id (Citus'), once read.
+    static GPID: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The origin this backend signs with: its global process id, which Citus
+/// puts into the application name of every connection it opens for it
+/// (and of those opened from there in turn); empty without Citus.
+fn own_origin() -> String {
+    GPID.with(|g| {
+        g.borrow_mut()
+            .get_or_insert_with(|| {
+                if !guc::citus_loaded() {
+                    return String::new();
+                }
+                let exists = Spi::get_one::<bool>(
+                    "SELECT pg_catalog.to_regprocedure('pg_catalog.citus_backend_gpid()') IS NOT NULL",
+                );
+                if exists != Ok(Some(true)) {
+                    return String::new();
+                }
+                match Spi::get_one::<i64>("SELECT pg_catalog.citus_backend_gpid()") {
+                    Ok(Some(gpid)) => gpid.to_string(),
+                    Ok(None) => String::new(),
+                    Err(e) => crate::error::internal("reading citus_backend_gpid()", e),
+                }
+            })
+            .clone()
+    })
+}
+
+/// The origin a line must carry to be believed here: the global process id
+/// in the application name this connection was opened with (its reset
+/// value: a SET, forwarded or not, cannot change it), empty for a
+/// connection Citus did not open.
+fn connection_origin() -> String {
+    #[allow(unsafe_code)]
+    // SAFETY: a NUL-terminated name of a built-in setting; the returned
+    // string is the setting's own, copied at once.
+    let reset = unsafe {
+        let p = pg_sys::GetConfigOptionResetString(c"application_name".as_ptr());
+        (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+    };
+    reset
+        .as_deref()
+        .and_then(|a| a.strip_prefix("citus_internal gpid="))
+        .filter(|gpid| !gpid.is_empty() && gpid.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn key() -> Option<Vec<u8>> {
@@ -57,6 +106,7 @@ pub fn hand_on(tenant: Option<pgrx::Uuid>, user: Option<pgrx::Uuid>) {
                 user: user.map(|u| u.to_string()).unwrap_or_default(),
                 acting_as: crate::logins::acting_as().unwrap_or_default(),
                 issued: now,
+                origin: own_origin(),
                 grants: crate::rbac::grant_list(),
             };
             context.sign(&key).unwrap_or_else(|| {
@@ -114,6 +164,7 @@ pub fn current() -> Option<Rc<Signed>> {
     let lifetime = i64::from(guc::CONTEXT_LIFETIME.get());
     let key = key().unwrap_or_default();
     // Cached by line and key: a new key (reloaded) checks every line again.
+    // (The origin is the connection's, the same for every use here.)
     let cached = VERIFIED.with(|v| {
         v.borrow()
             .as_ref()
@@ -124,7 +175,7 @@ pub fn current() -> Option<Rc<Signed>> {
         Some(s) => s,
         None => {
             let text = std::str::from_utf8(bytes).unwrap_or_default();
-            let context = Context::verify(text, &key, now, started, lifetime)
+            let context = Context::verify(text, &key, &connection_origin(), now, started, lifetime)
                 .unwrap_or_else(|r| refuse(&r.to_string()));
             let (Some(tenant), user) = (
                 crate::context::parse_uuid(&context.tenant),

@@ -9,10 +9,15 @@
 //! with a key every node holds and no API role can read, and the worker
 //! believes the line only if the signature and its age check out.
 //!
+//! A line also names the coordinator backend that signed it (`origin`,
+//! Citus' global process id): a worker believes it only in a connection
+//! that backend opened, so a line seen in a worker's logs or
+//! `pg_stat_activity` cannot be used again from another session.
+//!
 //! Format (every field is plain ASCII; `;` and `,` never occur inside one):
-//! `v1;<tenant>;<user>;<acting_as>;<issued>;<grants>;<mac>` where `grants`
-//! is `resource:action` pairs joined by `,` and `mac` is the hex HMAC-SHA256
-//! of everything before its `;`.
+//! `v2;<tenant>;<user>;<acting_as>;<issued>;<origin>;<grants>;<mac>` where
+//! `grants` is `resource:action` pairs joined by `,` and `mac` is the hex
+//! HMAC-SHA256 of everything before its `;`.
 
 #![deny(unsafe_code)]
 
@@ -20,7 +25,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
 
-const VERSION: &str = "v1";
+const VERSION: &str = "v2";
 /// How far a worker's clock may be behind the coordinator's.
 pub const CLOCK_SKEW_SECS: i64 = 60;
 
@@ -34,6 +39,9 @@ pub struct Context {
     pub acting_as: String,
     /// Unix seconds at which the coordinator signed it.
     pub issued: i64,
+    /// The backend that signed it (Citus' global process id); the worker
+    /// compares it with the one its connection was opened for.
+    pub origin: String,
     /// (resource, action) pairs; `*` matches any.
     pub grants: Vec<(String, String)>,
 }
@@ -50,6 +58,8 @@ pub enum Refusal {
     FromTheFuture { ahead_secs: i64 },
     /// No key is configured on this node.
     NoKey,
+    /// Signed by another backend than the one this connection serves.
+    OtherOrigin,
 }
 
 impl fmt::Display for Refusal {
@@ -62,6 +72,9 @@ impl fmt::Display for Refusal {
                 write!(f, "it was signed {ahead_secs} s in this node's future")
             }
             Refusal::NoKey => write!(f, "this node has no key to check it with"),
+            Refusal::OtherOrigin => {
+                write!(f, "it was signed for another session than the one this connection serves")
+            }
         }
     }
 }
@@ -101,7 +114,7 @@ impl Context {
     /// The signed line, or None when a field holds a character the format
     /// reserves (names and uuids never do).
     pub fn sign(&self, key: &[u8]) -> Option<String> {
-        let plain = [&self.tenant, &self.user, &self.acting_as];
+        let plain = [&self.tenant, &self.user, &self.acting_as, &self.origin];
         if !plain.iter().all(|f| field_ok(f))
             || !self.grants.iter().all(|(r, a)| field_ok(r) && field_ok(a))
         {
@@ -109,11 +122,12 @@ impl Context {
         }
         let grants: Vec<String> = self.grants.iter().map(|(r, a)| format!("{r}:{a}")).collect();
         let body = format!(
-            "{VERSION};{};{};{};{};{}",
+            "{VERSION};{};{};{};{};{};{}",
             self.tenant,
             self.user,
             self.acting_as,
             self.issued,
+            self.origin,
             grants.join(",")
         );
         let tag = mac(key, &body).finalize().into_bytes();
@@ -121,13 +135,15 @@ impl Context {
     }
 
     /// Reads and checks a signed line: signature first (nothing of an
-    /// unsigned line is believed), then its time (unix seconds): not after
+    /// unsigned line is believed), then its origin (the backend the
+    /// connection serves, `origin`), then its time (unix seconds): not after
     /// `now` (beyond the clock skew), and signed no longer than the lifetime
     /// before `started`, the start of the transaction that uses it (a later
     /// transaction cannot use an old line; a long one keeps the line it got).
     pub fn verify(
         line: &str,
         key: &[u8],
+        origin: &str,
         now: i64,
         started: i64,
         lifetime_secs: i64,
@@ -139,11 +155,14 @@ impl Context {
         let tag = unhex(tag).filter(|t| t.len() == 32).ok_or(Refusal::Malformed)?;
         mac(key, body).verify_slice(&tag).map_err(|_| Refusal::BadSignature)?;
         let fields: Vec<&str> = body.split(';').collect();
-        let [version, tenant, user, acting_as, issued, grants] = fields[..] else {
+        let [version, tenant, user, acting_as, issued, signer, grants] = fields[..] else {
             return Err(Refusal::Malformed);
         };
         if version != VERSION {
             return Err(Refusal::Malformed);
+        }
+        if signer != origin {
+            return Err(Refusal::OtherOrigin);
         }
         let issued: i64 = issued.parse().map_err(|_| Refusal::Malformed)?;
         let grants = if grants.is_empty() {
@@ -166,6 +185,7 @@ impl Context {
             user: user.to_string(),
             acting_as: acting_as.to_string(),
             issued,
+            origin: signer.to_string(),
             grants,
         })
     }

@@ -1,6 +1,8 @@
 use super::*;
 
 const KEY: &[u8] = b"a key every node of the cluster shares";
+/// The global process id of the backend that signs the samples.
+const ORIGIN: &str = "10000012345";
 
 fn sample() -> Context {
     Context {
@@ -8,6 +10,7 @@ fn sample() -> Context {
         user: "0000000a-0000-4000-8000-000000000001".into(),
         acting_as: String::new(),
         issued: 1_800_000_000,
+        origin: ORIGIN.into(),
         grants: vec![("invoices".into(), "read".into()), ("matches".into(), "*".into())],
     }
 }
@@ -15,20 +18,20 @@ fn sample() -> Context {
 #[test]
 fn a_signed_line_reads_back_as_it_was() {
     let line = sample().sign(KEY).unwrap();
-    assert_eq!(Context::verify(&line, KEY, 1_800_000_010, 1_800_000_010, 3600), Ok(sample()));
+    assert_eq!(Context::verify(&line, KEY, ORIGIN, 1_800_000_010, 1_800_000_010, 3600), Ok(sample()));
 }
 
 #[test]
 fn no_grants_and_no_user_read_back_empty() {
     let c = Context { user: String::new(), grants: vec![], acting_as: "member".into(), ..sample() };
     let line = c.sign(KEY).unwrap();
-    assert_eq!(Context::verify(&line, KEY, c.issued, c.issued, 60), Ok(c));
+    assert_eq!(Context::verify(&line, KEY, ORIGIN, c.issued, c.issued, 60), Ok(c));
 }
 
 #[test]
 fn another_key_is_refused() {
     let line = sample().sign(b"another key").unwrap();
-    assert_eq!(Context::verify(&line, KEY, 1_800_000_000, 1_800_000_000, 3600), Err(Refusal::BadSignature));
+    assert_eq!(Context::verify(&line, KEY, ORIGIN, 1_800_000_000, 1_800_000_000, 3600), Err(Refusal::BadSignature));
 }
 
 #[test]
@@ -40,10 +43,11 @@ fn changing_any_field_breaks_the_signature() {
         line.replace("invoices:read", "invoices:delete"),
         line.replace(";1800000000;", ";1800003000;"),
         line.replace(";;", ";admin;"),
+        line.replace(";10000012345;", ";10000054321;"),
     ];
     for f in forged {
         assert_ne!(f, line);
-        assert_eq!(Context::verify(&f, KEY, 1_800_000_000, 1_800_000_000, 3600), Err(Refusal::BadSignature), "{f}");
+        assert_eq!(Context::verify(&f, KEY, ORIGIN, 1_800_000_000, 1_800_000_000, 3600), Err(Refusal::BadSignature), "{f}");
     }
 }
 
@@ -52,41 +56,57 @@ fn age_is_checked_both_ways() {
     let line = sample().sign(KEY).unwrap();
     // A transaction that started more than the lifetime after the signing.
     assert_eq!(
-        Context::verify(&line, KEY, 1_800_003_601, 1_800_003_601, 3600),
+        Context::verify(&line, KEY, ORIGIN, 1_800_003_601, 1_800_003_601, 3600),
         Err(Refusal::Expired { age_secs: 3601 })
     );
     // A transaction that started in time may go on using it.
-    assert!(Context::verify(&line, KEY, 1_800_090_000, 1_800_000_100, 3600).is_ok());
+    assert!(Context::verify(&line, KEY, ORIGIN, 1_800_090_000, 1_800_000_100, 3600).is_ok());
     // A line signed after the worker's transaction began (set_tenant again
     // later in a long transaction) is fine; one from the future is not.
-    assert!(Context::verify(&line, KEY, 1_800_000_000, 1_799_000_000, 3600).is_ok());
-    assert!(Context::verify(&line, KEY, 1_800_000_000 - CLOCK_SKEW_SECS, 0, 3600).is_ok());
+    assert!(Context::verify(&line, KEY, ORIGIN, 1_800_000_000, 1_799_000_000, 3600).is_ok());
+    assert!(Context::verify(&line, KEY, ORIGIN, 1_800_000_000 - CLOCK_SKEW_SECS, 0, 3600).is_ok());
     assert_eq!(
-        Context::verify(&line, KEY, 1_800_000_000 - CLOCK_SKEW_SECS - 1, 0, 3600),
+        Context::verify(&line, KEY, ORIGIN, 1_800_000_000 - CLOCK_SKEW_SECS - 1, 0, 3600),
         Err(Refusal::FromTheFuture { ahead_secs: CLOCK_SKEW_SECS + 1 })
     );
 }
 
 #[test]
+fn a_line_is_believed_only_where_its_backend_sent_it() {
+    let line = sample().sign(KEY).unwrap();
+    for other in ["10000054321", "", "20000012345"] {
+        assert_eq!(
+            Context::verify(&line, KEY, other, 1_800_000_000, 1_800_000_000, 60),
+            Err(Refusal::OtherOrigin),
+            "{other:?}"
+        );
+    }
+}
+
+#[test]
 fn garbage_and_missing_keys_are_refused() {
     for line in ["", "v1", "x;y", "v1;a;b;c;1;;zz", "v1;a;b;c;1;;"] {
-        assert_eq!(Context::verify(line, KEY, 0, 0, 60), Err(Refusal::Malformed), "{line:?}");
+        assert_eq!(Context::verify(line, KEY, ORIGIN, 0, 0, 60), Err(Refusal::Malformed), "{line:?}");
     }
     let line = sample().sign(KEY).unwrap();
-    assert_eq!(Context::verify(&line, b"", 1_800_000_000, 1_800_000_000, 60), Err(Refusal::NoKey));
+    assert_eq!(Context::verify(&line, b"", ORIGIN, 1_800_000_000, 1_800_000_000, 60), Err(Refusal::NoKey));
     // The tag is lowercase hex only (from_str_radix would take "+f").
     let plus = format!("{};+f{}", line.rsplit_once(';').unwrap().0, &line[line.len() - 62..]);
-    assert_eq!(Context::verify(&plus, KEY, 1_800_000_000, 1_800_000_000, 60), Err(Refusal::Malformed));
+    assert_eq!(Context::verify(&plus, KEY, ORIGIN, 1_800_000_000, 1_800_000_000, 60), Err(Refusal::Malformed));
 }
 
 #[test]
 fn a_wrong_version_or_field_count_is_malformed_even_when_signed() {
     let body = "v2;t;u;;1;";
     let tag = mac(KEY, body).finalize().into_bytes();
-    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, 1, 1, 60), Err(Refusal::Malformed));
+    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, ORIGIN, 1, 1, 60), Err(Refusal::Malformed));
+    // The format before origins (v1), signed with the right key.
+    let body = "v1;t;u;;1;";
+    let tag = mac(KEY, body).finalize().into_bytes();
+    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, ORIGIN, 1, 1, 60), Err(Refusal::Malformed));
     let body = "v1;t;u;1;";
     let tag = mac(KEY, body).finalize().into_bytes();
-    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, 1, 1, 60), Err(Refusal::Malformed));
+    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, ORIGIN, 1, 1, 60), Err(Refusal::Malformed));
 }
 
 #[test]

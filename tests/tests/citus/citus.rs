@@ -194,6 +194,75 @@ async fn a_context_written_by_hand_is_refused_on_every_node() {
     }
 }
 
+/// A line the coordinator signed for one session, seen by someone else (in
+/// a worker's pg_stat_activity or logs), is refused when replayed from
+/// another session: it names the backend that signed it, and a worker
+/// compares that with the one its connection was opened for. Posing as the
+/// signer's connection (its application name) is refused by Citus itself.
+/// The signing session reads its rows.
+#[tokio::test]
+async fn a_signed_line_replayed_from_another_session_is_refused() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    insert_invoice(&db, &t, "INV-R", "10.00").await;
+    let mut owner = db.acquire().await.unwrap();
+    let mut tx = owner.begin().await.unwrap();
+    set_tenant(&mut *tx, &t.slug).await;
+    let line: String = sqlx::query_scalar("SELECT current_setting('tenancy.context')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let own: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1")
+        .bind(t.id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(own, 1);
+    let gpid: i64 = sqlx::query_scalar("SELECT citus_backend_gpid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let role = analyst(&db).await;
+    let mut c = connect_as(&stack().db_url, &role).await;
+    for pose in [None, Some(format!("citus_internal gpid={gpid}"))] {
+        let mut replay = c.begin().await.unwrap();
+        sqlx::query("SET LOCAL citus.propagate_set_commands = local")
+            .execute(&mut *replay)
+            .await
+            .unwrap();
+        if let Some(name) = &pose {
+            sqlx::query(&format!("SET LOCAL application_name = '{name}'"))
+                .execute(&mut *replay)
+                .await
+                .unwrap();
+        }
+        sqlx::query(&format!("SET LOCAL tenancy.context = '{line}'"))
+            .execute(&mut *replay)
+            .await
+            .unwrap();
+        let read = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1")
+            .bind(t.id)
+            .fetch_one(&mut *replay)
+            .await;
+        let e = match read {
+            Ok(n) => panic!("the replayed line was believed: {n} row(s) ({pose:?})"),
+            Err(e) => db_error(e),
+        };
+        if pose.is_none() {
+            assert_eq!(
+                (e.code.as_str(), e.message.as_str()),
+                ("42501", "the tenant context tenancy.context was refused: it was signed for another session than the one this connection serves")
+            );
+        } else {
+            // Posing as a connection Citus opened: the coordinator itself
+            // then refuses to run a distributed query from it.
+            assert_eq!(e.message, "cannot execute a distributed query from a query on a shard", "{e:?}");
+        }
+        replay.rollback().await.unwrap();
+    }
+    tx.rollback().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_signed_context_is_hidden_from_the_roles_it_serves() {
     let db = admin().await;
