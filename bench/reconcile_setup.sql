@@ -93,9 +93,10 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION bench_recon.ms(text) TO authenticated;
 
--- One tenant's reconcile as a function of the tenant, as
--- ledger_routed.reconcile_for is: scripts/bench_citus distributes it with the
--- tenant's rows, so that it runs on the tenant's worker.
+-- One tenant's reconcile as a function of the tenant: scripts/bench_citus
+-- distributes it with the tenant's rows, so that it runs on the tenant's
+-- worker. Set-returning, so a NULL argument would crash the Citus node
+-- planning the call (README, Scale out on Citus): benchmark clusters only.
 CREATE FUNCTION bench_recon.reconcile_for(tenant uuid)
 RETURNS SETOF text
 LANGUAGE plpgsql

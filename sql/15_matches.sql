@@ -138,9 +138,11 @@ CREATE TRIGGER matches_allocate AFTER INSERT OR UPDATE OF status OR DELETE ON le
 -- current tenant: on Citus, sql/citus/17_distribute.sql distributes them by
 -- it, so that they run on the worker that holds the tenant's rows. They are
 -- what the API and the job call, in a schema of their own that only the
--- API role and the job role may use (analysts call tenancy.reconcile). A
--- NULL tenant is refused before Citus plans the call (22004; Citus 13.2
--- would crash planning it: src/routed_calls.rs of the extension).
+-- API role and the job role may use. Each is STRICT and returns one value:
+-- Citus 13.2 crashes the node that plans a call of a distributed function
+-- whose distribution argument is a NULL constant, and only for a strict
+-- function returning one value does Postgres' planner replace such a call
+-- by NULL, in every form, before Citus looks at it.
 CREATE SCHEMA IF NOT EXISTS ledger_routed;
 REVOKE ALL ON SCHEMA ledger_routed FROM PUBLIC;
 GRANT USAGE ON SCHEMA ledger_routed TO authenticated, tenancy_jobs;
@@ -199,25 +201,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
-
--- The candidates of tenancy.reconcile over the ledger, for the tenant given:
--- what POST /rpc/reconcile returns.
-CREATE OR REPLACE FUNCTION ledger_routed.reconcile_for(tenant uuid, rules jsonb DEFAULT '{}')
-RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
-               grade text, group_id bigint, reasons jsonb)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
-        PERFORM tenancy.raise_error('PERMISSION_DENIED',
-            format('tenant %s is not the current tenant', coalesce(tenant::text, 'NULL')),
-            'Call tenancy.reconcile(), which reads the current tenant''s rows.');
-    END IF;
-    RETURN QUERY SELECT * FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions', rules);
-END
-$$;
-COMMENT ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) IS 'tenancy.reconcile over ledger.invoices and ledger.bank_transactions for the tenant given, which must be the current one (on Citus it runs on the tenant''s worker).';
 
 CREATE OR REPLACE FUNCTION ledger.match_not_found(match_id uuid)
 RETURNS void
@@ -287,9 +270,9 @@ GRANT USAGE ON SCHEMA ledger TO tenancy_jobs;
 GRANT SELECT, UPDATE ON ledger.invoices, ledger.bank_transactions TO tenancy_jobs;
 GRANT SELECT, INSERT ON ledger.matches TO tenancy_jobs;
 REVOKE ALL ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_reconciliation_for(uuid),
-    ledger_routed.reconcile_for(uuid, jsonb), ledger.decide_match(uuid, text), ledger.explain_match(uuid) FROM PUBLIC;
+    ledger.decide_match(uuid, text), ledger.explain_match(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_reconciliation_for(uuid),
-    ledger_routed.reconcile_for(uuid, jsonb), ledger.decide_match(uuid, text), ledger.explain_match(uuid)
+    ledger.decide_match(uuid, text), ledger.explain_match(uuid)
     TO authenticated;
 GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid) TO analyst;
 GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_reconciliation_for(uuid) TO tenancy_jobs;

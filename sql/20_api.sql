@@ -114,9 +114,8 @@ $$;
 COMMENT ON FUNCTION api.import_bank_transactions(jsonb) IS 'Imports a JSON array of bank transactions exactly once per Idempotency-Key header (required). Retries replay the stored 201 response with Idempotent-Replayed: true.';
 
 -- Reconciliation (README "Reconciliation"). Candidates are computed, never stored, by
--- reconcile; apply_reconciliation stores the auto-grade ones. Both end in
--- functions of ledger_routed called with the tenant as a constant in the
--- FROM clause: on Citus that runs them on the worker that holds the tenant.
+-- reconcile; apply_reconciliation stores the auto-grade ones (on Citus, on
+-- the worker that holds the tenant: ledger.apply_reconciliation()).
 CREATE OR REPLACE FUNCTION api.reconcile(rules jsonb DEFAULT '{}')
 RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
                grade text, group_id bigint, reasons jsonb)
@@ -125,8 +124,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenancy.require_permission('matches', 'read');
-    RETURN QUERY EXECUTE format('SELECT * FROM ledger_routed.reconcile_for(%L::pg_catalog.uuid, %L::pg_catalog.jsonb)',
-                                tenancy.tenant_scope(), rules);
+    RETURN QUERY SELECT * FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions', rules);
 END
 $$;
 COMMENT ON FUNCTION api.reconcile(jsonb) IS 'Match candidates for your open invoices and unmatched payments, with score, grade (auto | suggested) and reasons; writes nothing. {"rules": {...}} overrides your tenant''s rules for this call.';

@@ -7,9 +7,9 @@
 --     sharded by tenant_id, colocated (idempotency keys stay on the
 --     coordinator); the api views, created after this, are then
 --     distributed too.
---   * The functions of sql/15_matches.sql's schema ledger_routed, which the
---     scheduled job and the reconciliation RPCs end in, run on the worker
---     that holds the tenant: distributed by their tenant argument,
+--   * ledger_routed.apply_reconciliation_for (sql/15_matches.sql), which the
+--     scheduled job and POST /rpc/apply_reconciliation end in, runs on the
+--     worker that holds the tenant: distributed by its tenant argument,
 --     colocated with the ledger, and delegated also inside transactions
 --     (force_delegation).
 --   * The roles requests and sessions switch to log in to the workers:
@@ -23,6 +23,4 @@ SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER R
 SELECT run_command_on_workers($$SET citus.enable_ddl_propagation TO off; ALTER ROLE ledger_owner LOGIN$$);
 
 SELECT create_distributed_function('ledger_routed.apply_reconciliation_for(uuid)', '$1',
-                                   colocate_with := 'ledger.invoices', force_delegation := true);
-SELECT create_distributed_function('ledger_routed.reconcile_for(uuid, jsonb)', '$1',
                                    colocate_with := 'ledger.invoices', force_delegation := true);

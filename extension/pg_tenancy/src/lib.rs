@@ -20,7 +20,6 @@ mod rate_limit;
 mod rbac;
 mod reconcile;
 mod request;
-mod routed_calls;
 mod session;
 mod shared_writes;
 mod signed;
@@ -109,7 +108,6 @@ extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
     shared_writes::init();
-    routed_calls::init();
     // SAFETY: a flag the postmaster sets while it loads preloaded libraries.
     #[allow(unsafe_code)]
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

@@ -28,7 +28,7 @@ pub struct Signed {
 thread_local! {
     /// The last line verified in this backend (a worker serves one
     /// transaction's line many times: once per row a policy checks).
-    static VERIFIED: RefCell<Option<(Vec<u8>, Vec<u8>, Rc<Signed>)>> = const { RefCell::new(None) };
+    static VERIFIED: RefCell<Option<(Vec<u8>, Vec<u8>, String, Rc<Signed>)>> = const { RefCell::new(None) };
     /// This backend's global process id (Citus'), once read.
     static GPID: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -36,34 +36,44 @@ thread_local! {
 /// The origin this backend signs with: its global process id, which Citus
 /// puts into the application name of every connection it opens for it
 /// (and of those opened from there in turn); empty without Citus.
+/// Only a gpid read is kept: a backend that started before Citus was set up
+/// in its database reads it again once it is.
 fn own_origin() -> String {
-    GPID.with(|g| {
-        g.borrow_mut()
-            .get_or_insert_with(|| {
-                if !guc::citus_loaded() {
-                    return String::new();
-                }
-                let exists = Spi::get_one::<bool>(
-                    "SELECT pg_catalog.to_regprocedure('pg_catalog.citus_backend_gpid()') IS NOT NULL",
-                );
-                if exists != Ok(Some(true)) {
-                    return String::new();
-                }
-                match Spi::get_one::<i64>("SELECT pg_catalog.citus_backend_gpid()") {
-                    Ok(Some(gpid)) => gpid.to_string(),
-                    Ok(None) => String::new(),
-                    Err(e) => crate::error::internal("reading citus_backend_gpid()", e),
-                }
-            })
-            .clone()
-    })
+    if let Some(gpid) = GPID.with(|g| g.borrow().clone()) {
+        return gpid;
+    }
+    if !guc::citus_loaded() {
+        return String::new();
+    }
+    let exists = Spi::get_one::<bool>(
+        "SELECT pg_catalog.to_regprocedure('pg_catalog.citus_backend_gpid()') IS NOT NULL",
+    );
+    if exists != Ok(Some(true)) {
+        return String::new();
+    }
+    match Spi::get_one::<i64>("SELECT pg_catalog.citus_backend_gpid()") {
+        Ok(Some(gpid)) => {
+            let gpid = gpid.to_string();
+            GPID.with(|g| *g.borrow_mut() = Some(gpid.clone()));
+            gpid
+        }
+        Ok(None) => String::new(),
+        Err(e) => crate::error::internal("reading citus_backend_gpid()", e),
+    }
 }
 
 /// The origin a line must carry to be believed here: the global process id
 /// in the application name this connection was opened with (its reset
 /// value: a SET, forwarded or not, cannot change it), empty for a
-/// connection Citus did not open.
+/// connection Citus did not open. Read once per backend.
 fn connection_origin() -> String {
+    thread_local! {
+        static ORIGIN: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
+    }
+    ORIGIN.with(|o| o.get_or_init(read_connection_origin).clone())
+}
+
+fn read_connection_origin() -> String {
     #[allow(unsafe_code)]
     // SAFETY: a NUL-terminated name of a built-in setting; the returned
     // string is the setting's own, copied at once.
@@ -163,19 +173,20 @@ pub fn current() -> Option<Rc<Signed>> {
     };
     let lifetime = i64::from(guc::CONTEXT_LIFETIME.get());
     let key = key().unwrap_or_default();
-    // Cached by line and key: a new key (reloaded) checks every line again.
-    // (The origin is the connection's, the same for every use here.)
+    // Cached by line, key and origin: a new key (reloaded) checks every line
+    // again.
+    let origin = connection_origin();
     let cached = VERIFIED.with(|v| {
         v.borrow()
             .as_ref()
-            .filter(|(l, k, _)| l == bytes && *k == key)
-            .map(|(_, _, s)| s.clone())
+            .filter(|(l, k, o, _)| l == bytes && *k == key && *o == origin)
+            .map(|(_, _, _, s)| s.clone())
     });
     let signed = match cached {
         Some(s) => s,
         None => {
             let text = std::str::from_utf8(bytes).unwrap_or_default();
-            let context = Context::verify(text, &key, &connection_origin(), now, started, lifetime)
+            let context = Context::verify(text, &key, &origin, now, started, lifetime)
                 .unwrap_or_else(|r| refuse(&r.to_string()));
             let (Some(tenant), user) = (
                 crate::context::parse_uuid(&context.tenant),
@@ -188,7 +199,7 @@ pub fn current() -> Option<Rc<Signed>> {
                 tenant,
                 user,
             });
-            VERIFIED.with(|v| *v.borrow_mut() = Some((bytes.to_vec(), key, s.clone())));
+            VERIFIED.with(|v| *v.borrow_mut() = Some((bytes.to_vec(), key, origin, s.clone())));
             s
         }
     };
