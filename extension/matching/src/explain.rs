@@ -1,12 +1,10 @@
 //! The evidence of a match, the `reasons` column of `tenancy.reconcile`:
 //! each reason is an object of a `kind` and up to two fields (`fields`),
-//! which the extension turns into `jsonb` directly and `reasons_json`
-//! writes as JSON text. Amounts keep their exact decimal digits (`jsonb`
-//! holds them as `numeric`), never going through a float.
+//! which the extension turns into `jsonb`. Amounts keep their exact decimal
+//! digits (`jsonb` holds them as `numeric`), never going through a float.
 
 use crate::Reason;
 use rust_decimal::Decimal;
-use std::fmt::Write;
 
 /// The value of a field of a reason.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,85 +76,51 @@ pub fn fields(r: &Reason) -> (&'static str, Fields<'_>) {
     }
 }
 
-/// `[{"kind": "amount_equal"}, {"kind": "date", "days_after_issue": 3, ...}]`
-pub fn reasons_json(reasons: &[Reason]) -> String {
-    let mut out = String::with_capacity(64 * reasons.len() + 2);
-    out.push('[');
-    for (i, r) in reasons.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        let (kind, fields) = fields(r);
-        out.push_str("{\"kind\": ");
-        quote(&mut out, kind);
-        for (name, value) in fields.iter().flatten() {
-            out.push_str(", ");
-            quote(&mut out, name);
-            out.push_str(": ");
-            // Writing to a String cannot fail.
-            let _ = match value {
-                Value::Int(n) => write!(out, "{n}"),
-                Value::Amount(d) => write!(out, "{d}"),
-                Value::Text(s) => {
-                    quote(&mut out, s);
-                    Ok(())
-                }
-                Value::Bool(b) => write!(out, "{b}"),
-                Value::Null => write!(out, "null"),
-            };
-        }
-        out.push('}');
-    }
-    out.push(']');
-    out
-}
-
-/// `s` as a JSON string literal, appended to `out`.
-fn quote(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::Decimal;
 
     #[test]
-    fn reasons_are_json_with_exact_amounts() {
-        let json = reasons_json(&[
-            Reason::BankFee {
-                fee: Decimal::new(1250, 2),
-            },
-            Reason::Date {
+    fn each_reason_is_its_kind_and_fields_with_exact_amounts() {
+        let bank_fee = Reason::BankFee {
+            fee: Decimal::new(1250, 2),
+        };
+        let fee = fields(&bank_fee);
+        assert_eq!(
+            fee,
+            (
+                "bank_fee",
+                [Some(("fee", Value::Amount(Decimal::new(1250, 2)))), None]
+            )
+        );
+        assert_eq!(fee.1[0].unwrap().1, Value::Amount("12.50".parse().unwrap()));
+        assert_eq!(
+            fields(&Reason::Date {
                 days_after_issue: 3,
                 days_after_due: None,
-            },
-            Reason::Reference {
-                reference: "INV-\"7\"\n".into(),
-                exact: false,
-            },
-        ]);
-        assert_eq!(
-            json,
-            "[{\"kind\": \"bank_fee\", \"fee\": 12.50}, \
-             {\"kind\": \"date\", \"days_after_issue\": 3, \"days_after_due\": null}, \
-             {\"kind\": \"reference\", \"reference\": \"INV-\\\"7\\\"\\u000a\", \"exact\": false}]"
+            }),
+            (
+                "date",
+                [
+                    Some(("days_after_issue", Value::Int(3))),
+                    Some(("days_after_due", Value::Null))
+                ]
+            )
         );
-    }
-
-    #[test]
-    fn no_reasons_is_an_empty_array() {
-        assert_eq!(reasons_json(&[]), "[]");
+        let r = Reason::Reference {
+            reference: "INV-7".into(),
+            exact: false,
+        };
+        assert_eq!(
+            fields(&r),
+            (
+                "reference",
+                [
+                    Some(("reference", Value::Text("INV-7"))),
+                    Some(("exact", Value::Bool(false)))
+                ]
+            )
+        );
+        assert_eq!(fields(&Reason::NoReference), ("no_reference", [None, None]));
     }
 }
