@@ -14,3 +14,5 @@ mod sql_context;
 mod rbac;
 #[path = "../integration/idempotency.rs"]
 mod idempotency;
+#[path = "../integration/audit.rs"]
+mod audit;

@@ -78,6 +78,42 @@ $$;
 CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON tenancy.audit_log
     FOR EACH ROW EXECUTE FUNCTION tenancy._audit_append_only();
 
+-- On Citus, row triggers run on the shards (and on every node's copy of a
+-- reference table), where TG_TABLE_NAME is the shard's name: this names the
+-- Citus table a shard belongs to and how it is distributed, or nothing for
+-- an ordinary table (or without Citus).
+CREATE FUNCTION tenancy._citus_table_of(rel regclass, OUT logical regclass, OUT method "char")
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_shard') IS NULL OR rel::text !~ '_[0-9]+$' THEN
+        RETURN;
+    END IF;
+    EXECUTE 'SELECT s.logicalrelid, p.partmethod
+             FROM pg_catalog.pg_dist_shard s JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
+             WHERE s.shardid = substring($1::text FROM ''_([0-9]+)$'')::bigint
+               AND pg_catalog.shard_name(s.logicalrelid, s.shardid) = $1::text'
+        INTO logical, method USING rel;
+END
+$$;
+
+-- On Citus: whether this node holds the shard of the audit log a tenant's
+-- entries go to. A change to a reference table runs its triggers on every
+-- node's copy; exactly one node holds that shard, so the entry is written
+-- once, and locally (a trigger on a shard may not reach other nodes).
+CREATE FUNCTION tenancy._audit_shard_here(tenant uuid)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM pg_dist_placement p, pg_dist_local_group g
+                   WHERE p.shardid = get_shard_id_for_distribution_column('tenancy.audit_log', tenant)
+                     AND p.groupid = g.groupid);
+END
+$$;
+
 -- The audit trigger. Arguments: the tenant column, then the primary key
 -- columns. Runs as the extension's owner (it writes the log no caller may
 -- write); the actor comes from the context, the login from session_user.
@@ -96,9 +132,16 @@ DECLARE
     same_key text;
     cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as';
     acting text := tenancy._acting_as();
+    tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    shard record := tenancy._citus_table_of(TG_RELID);
+    entries text;
+    batch jsonb;
 BEGIN
     IF headers IS NOT NULL THEN
         request_id := left(headers::jsonb ->> 'x-request-id', 200);
+    END IF;
+    IF shard.logical IS NOT NULL THEN
+        tbl := shard.logical::text;
     END IF;
     SELECT 'jsonb_build_object(' || string_agg(format('%L, n.%I', k, k), ', ') || ')',
            'jsonb_build_object(' || string_agg(format('%L, o.%I', k, k), ', ') || ')',
@@ -106,31 +149,45 @@ BEGIN
     INTO key_new, key_old, same_key
     FROM unnest(keys) k;
 
+    -- The entries, in the order of cols.
     IF TG_OP = 'INSERT' THEN
-        EXECUTE format('INSERT INTO tenancy.audit_log (%s)
-            SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL, to_jsonb(n), $5 FROM new_rows n', cols, tenant_col, key_new)
-        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
-              acting;
+        entries := format('SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL::jsonb, to_jsonb(n), $5 FROM new_rows n',
+                          tenant_col, key_new);
     ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE format('INSERT INTO tenancy.audit_log (%s)
-            SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL, $5 FROM old_rows o', cols, tenant_col, key_old)
-        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
-              acting;
+        entries := format('SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL::jsonb, $5 FROM old_rows o',
+                          tenant_col, key_old);
     ELSE
         -- Old and new versions are paired by primary key; a row whose key
         -- changed appears unpaired, with its whole old or new version.
-        EXECUTE format('INSERT INTO tenancy.audit_log (%1$s)
-            SELECT coalesce(n.%2$I, o.%2$I), $1, $2, $3, ''UPDATE'', $4,
-                   CASE WHEN n.%3$I IS NULL THEN %4$s ELSE %5$s END, d.old_values, d.new_values, $5
-            FROM old_rows o FULL JOIN new_rows n ON %6$s
+        entries := format('SELECT coalesce(n.%1$I, o.%1$I), $1, $2, $3, ''UPDATE'', $4,
+                   CASE WHEN n.%2$I IS NULL THEN %3$s ELSE %4$s END, d.old_values, d.new_values, $5
+            FROM old_rows o FULL JOIN new_rows n ON %5$s
             CROSS JOIN LATERAL (
                 SELECT coalesce(jsonb_object_agg(x.key, x.value) FILTER (WHERE x.key IS NOT NULL), ''{}'') AS old_values,
                        coalesce(jsonb_object_agg(y.key, y.value) FILTER (WHERE y.key IS NOT NULL), ''{}'') AS new_values
                 FROM jsonb_each(to_jsonb(o)) x FULL JOIN jsonb_each(to_jsonb(n)) y ON x.key = y.key
                 WHERE x.value IS DISTINCT FROM y.value) d',
-            cols, tenant_col, keys[1], key_old, key_new, same_key)
-        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
-              acting;
+            tenant_col, keys[1], key_old, key_new, same_key);
+    END IF;
+
+    IF NOT tenancy._distributed('tenancy.audit_log') THEN
+        EXECUTE format('INSERT INTO tenancy.audit_log (%s) %s', cols, entries)
+        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), tbl, acting;
+        RETURN NULL;
+    END IF;
+    -- Citus (README: Scale out on Citus): the log is sharded by tenant,
+    -- colocated with the tenant's tables, so the entries of a shard's rows
+    -- go to a shard on the same node. Citus cannot read a trigger's
+    -- transition tables in a distributed INSERT ... SELECT, so the entries
+    -- are gathered first; a reference table's copy on this node records
+    -- only the tenants whose log is here (every node runs the trigger).
+    EXECUTE format('SELECT jsonb_agg(to_jsonb(e)) FROM (%s) e(%s) WHERE %s',
+                   entries, cols, CASE WHEN shard.method = 'n' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
+    INTO batch
+    USING tenancy.current_user_id(), request_id, current_setting('request.path', true), tbl, acting;
+    IF batch IS NOT NULL THEN
+        EXECUTE format('INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM jsonb_populate_recordset(NULL::tenancy.audit_log, $1)', cols)
+        USING batch;
     END IF;
     RETURN NULL;
 END
@@ -166,9 +223,9 @@ BEGIN
     END IF;
     args := quote_literal(tenant_column) || ', ' || args;
     IF tenancy._distributed(tbl) THEN
-        -- Citus runs the triggers on the shards: their entries go to the
-        -- audit log of the node that holds the shard (README: Scale out on
-        -- Citus). The setting stays on until the transaction ends.
+        -- Citus runs the triggers on the shards, which write to the shard
+        -- of the (sharded) log on the same node (tenancy._audit). The
+        -- setting stays on until the transaction ends.
         SET LOCAL citus.enable_unsafe_triggers = on;
     END IF;
     FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
@@ -221,6 +278,7 @@ DECLARE
     months timestamptz[];
     old_parts text[];
     attempt int := 0;
+    stray boolean;
 BEGIN
     -- One maintainer at a time. ONLY: the partitions are not locked, and this
     -- mode lets every reader and writer of the log through.
@@ -279,16 +337,29 @@ BEGIN
         END;
     END LOOP;
 
+    -- Entries that wait in the default partition move to their month while
+    -- it is detached: without the log's append-only trigger, which would
+    -- also stop this function's own deletes on Citus' shards (a setting of
+    -- this function does not reach them).
+    stray := EXISTS (SELECT 1 FROM tenancy.audit_log_default);
+    IF stray THEN
+        ALTER TABLE tenancy.audit_log DETACH PARTITION tenancy.audit_log_default;
+    END IF;
     FOREACH first_day IN ARRAY months LOOP
         part := 'audit_log_p' || to_char(first_day AT TIME ZONE 'UTC', 'YYYY_MM');
         EXECUTE format('CREATE TABLE tenancy.%I (LIKE tenancy.audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
         EXECUTE format('CREATE INDEX %I ON tenancy.%I (tenant_id, at)', part || '_tenant_at', part);
-        EXECUTE format('WITH gone AS (DELETE FROM tenancy.audit_log_default d WHERE d.at >= $1 AND d.at < $2 RETURNING d.*)
-                        INSERT INTO tenancy.%I SELECT * FROM gone', part)
-        USING first_day, first_day + interval '1 month';
-        GET DIAGNOSTICS moved = ROW_COUNT;
+        -- Attached while empty: on Citus that makes it a sharded table
+        -- right away, and the entries go from shard to shard.
         EXECUTE format('ALTER TABLE tenancy.audit_log ATTACH PARTITION tenancy.%I FOR VALUES FROM (%L) TO (%L)',
                        part, first_day, first_day + interval '1 month');
+        moved := 0;
+        IF stray THEN
+            EXECUTE format('INSERT INTO tenancy.%I SELECT * FROM tenancy.audit_log_default d WHERE d.at >= $1 AND d.at < $2', part)
+            USING first_day, first_day + interval '1 month';
+            GET DIAGNOSTICS moved = ROW_COUNT;
+            DELETE FROM tenancy.audit_log_default d WHERE d.at >= first_day AND d.at < first_day + interval '1 month';
+        END IF;
         action := 'created'; partition_name := 'tenancy.' || part; entries := moved;
         RETURN NEXT;
         -- A month moved out of the default partition may itself be past
@@ -297,6 +368,9 @@ BEGIN
             old_parts := old_parts || part;
         END IF;
     END LOOP;
+    IF stray THEN
+        ALTER TABLE tenancy.audit_log ATTACH PARTITION tenancy.audit_log_default DEFAULT;
+    END IF;
 
     FOREACH part IN ARRAY old_parts LOOP
         EXECUTE format('SELECT count(*) FROM tenancy.%I', part) INTO moved;

@@ -76,6 +76,80 @@ END
 $$;
 COMMENT ON FUNCTION tenancy.distribute(regclass, name) IS 'Citus: shards a tenant-scoped table by its tenant column, colocated with the other tenant-scoped tables, after turning its policies into the form Citus accepts. Run tenancy.scale_out() once first. Idempotent.';
 
+-- The audit log, sharded by tenant like the tables it records, colocated
+-- with them: a trigger on a shard writes its entries to the log's shard on
+-- the same node (tenancy._audit), and the coordinator reads every tenant's
+-- entries. Before 0.9.0 a worker kept the entries of its shards in a log of
+-- its own, invisible through the coordinator: they move into the sharded
+-- log, named by their table rather than their shard. Entries a worker
+-- wrote for its copy of a reference table are dropped: the coordinator
+-- recorded each of them too. Each step on a worker commits on its own:
+-- the entries wait in tenancy._audit_log_stash there until they are in
+-- the sharded log.
+CREATE FUNCTION tenancy._distribute_audit_log()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    failed text;
+    cols constant text := 'id, at, tenant_id, actor, db_user, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as';
+BEGIN
+    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
+    FROM run_command_on_workers(format($cmd$
+        SET citus.enable_ddl_propagation TO off;
+        CREATE TABLE IF NOT EXISTS tenancy._audit_log_stash AS SELECT %1$s FROM tenancy.audit_log WITH NO DATA;
+        INSERT INTO tenancy._audit_log_stash (%1$s)
+            SELECT e.id, e.at, e.tenant_id, e.actor, e.db_user, e.request_id, e.request_path, e.action,
+                   coalesce(c.logical::text, e.table_name), e.row_key, e.old_values, e.new_values, e.acting_as
+            FROM tenancy.audit_log e
+            LEFT JOIN LATERAL tenancy._citus_table_of(to_regclass(e.table_name)) c ON true
+            WHERE c.method IS DISTINCT FROM 'n';
+        TRUNCATE tenancy.audit_log;
+        DO $do$
+        DECLARE p regclass;
+        BEGIN
+            FOR p IN SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
+                     WHERE i.inhparent = 'tenancy.audit_log'::regclass
+                       AND i.inhrelid <> 'tenancy.audit_log_default'::regclass LOOP
+                EXECUTE format('DROP TABLE %%s', p);
+            END LOOP;
+        END
+        $do$;
+        $cmd$, cols)) w
+    WHERE NOT w.success;
+    IF failed IS NOT NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker could not set its audit entries aside: %s', failed),
+            'Nothing was distributed. Check that every worker runs the same pg_tenancy version, then run tenancy.scale_out() again.');
+    END IF;
+
+    -- The read policy in the form Citus accepts: no sub-select.
+    DROP POLICY audit_read ON tenancy.audit_log;
+    CREATE POLICY audit_read ON tenancy.audit_log FOR SELECT
+        USING (tenant_id = tenancy.tenant_scope()
+               AND (tenancy._permitted('audit', 'read') OR tenancy.permission_denied('audit', 'read')));
+    PERFORM create_distributed_table('tenancy.audit_log', 'tenant_id', colocate_with => 'default');
+    -- The coordinator's entries were copied into the shards.
+    PERFORM truncate_local_data_after_distributing_table('tenancy.audit_log');
+
+    -- Ids keep growing per tenant: a node numbers its new entries from its
+    -- group id times 2^48 (Citus' own rule for sequences of sharded tables),
+    -- above every id written before.
+    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
+    FROM run_command_on_workers(format($cmd$
+        INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM tenancy._audit_log_stash;
+        DROP TABLE tenancy._audit_log_stash;
+        SELECT pg_catalog.setval('tenancy.audit_log_id_seq', greatest(s.last_value, g.groupid::bigint << 48))
+        FROM tenancy.audit_log_id_seq s, pg_catalog.pg_dist_local_group g;
+        $cmd$, cols)) w
+    WHERE NOT w.success;
+    IF failed IS NOT NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker could not move its audit entries into the sharded log: %s', failed),
+            'The log is sharded; that worker''s earlier entries wait in tenancy._audit_log_stash. On it, run: INSERT INTO tenancy.audit_log SELECT * FROM tenancy._audit_log_stash; DROP TABLE tenancy._audit_log_stash;');
+    END IF;
+END
+$$;
+
 CREATE FUNCTION tenancy.scale_out()
 RETURNS TABLE (relation regclass, became text)
 LANGUAGE plpgsql VOLATILE
@@ -144,6 +218,12 @@ BEGIN
         END IF;
     END LOOP;
 
+    IF NOT tenancy._distributed('tenancy.audit_log') THEN
+        PERFORM tenancy._distribute_audit_log();
+        relation := 'tenancy.audit_log'; became := 'distributed by tenant_id';
+        RETURN NEXT;
+    END IF;
+
     -- tenancy.idempotency_keys stays an ordinary table of the coordinator,
     -- where requests claim and complete keys as the extension's owner (on
     -- shards, Citus refuses a transaction in which two users write the same
@@ -155,7 +235,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenancy.scale_out() IS 'Citus: makes the extension''s shared tables reference tables and distributes every tenant-scoped table by tenant, colocated (idempotency keys stay on the coordinator). Run once on the coordinator, as a superuser, with the workers added. Returns what changed.';
+COMMENT ON FUNCTION tenancy.scale_out() IS 'Citus: makes the extension''s shared tables reference tables and distributes every tenant-scoped table and the audit log by tenant, colocated (idempotency keys stay on the coordinator). Run once on the coordinator, as a superuser, with the workers added. Returns what changed.';
 
 -- What tenancy.check() reports on Citus: nothing without Citus or before
 -- a worker is added; after that, whatever would let tenants' rows stray
@@ -182,6 +262,11 @@ BEGIN
             'Citus has workers, but the extension''s shared tables are not reference tables yet',
             'SELECT * FROM tenancy.scale_out();';
         RETURN;
+    END IF;
+    IF NOT tenancy._distributed('tenancy.audit_log') THEN
+        RETURN QUERY SELECT 'warning', 'table', 'tenancy.audit_log',
+            'is not sharded by tenant: entries of sharded tables stay on the worker that wrote them, and the coordinator does not show them',
+            'SELECT * FROM tenancy.scale_out();';
     END IF;
     RETURN QUERY
     WITH scoped AS (
