@@ -1,47 +1,70 @@
 -- pg_tenancy 0.8.0 -> 0.9.0
 --
--- On Citus, the audit log is sharded by tenant like the tables it records.
+-- On Citus, the audit log is sharded by tenant like the tables it records,
+-- and entries written on a worker say what they say on one node.
 --
 -- Why: until 0.8.0 a row trigger on a shard wrote its entries into the audit
 -- log of the worker that holds the shard. The coordinator's log (and so GET
 -- /audit_log, and an analyst's SELECT through the coordinator) never showed
--- them, entries named the shard (ledger.invoices_102041) instead of the
--- table, and every node recorded its own copy of each change to a
--- reference table. Now:
+-- them; they named the shard (ledger.invoices_102041) instead of the table,
+-- the worker connection's role instead of the login (db_user), and no
+-- request path or id; and every node recorded its own copy of each change
+-- to a reference table. Now:
 --
 -- 1. tenancy._audit names the Citus table a shard belongs to
---    (tenancy._citus_table_of), and when the log is sharded gathers the
---    entries first and inserts them as one statement (Citus cannot read a
---    trigger's transition tables in a distributed INSERT ... SELECT); a
---    reference table's copy records only the tenants whose log shard is on
---    its node (tenancy._audit_shard_here), so each change is recorded once.
---    Without Citus it writes exactly as before.
+--    (tenancy._citus_table_of); on a worker it takes the login, request path
+--    and request id from the signed context line (tenancy._signed_request;
+--    the line's format is v3, so every node must run 0.9.0); when the log is
+--    sharded it gathers the entries first and inserts them in one statement
+--    (Citus cannot read a trigger's transition tables in a distributed
+--    INSERT ... SELECT); and a reference table's copy records only the
+--    tenants whose log shard is on its node (tenancy._audit_shard_here), so
+--    each change is recorded once. Without Citus it writes as before.
 -- 2. tenancy.scale_out() also distributes tenancy.audit_log by tenant_id,
 --    colocated with the tenant tables (tenancy._distribute_audit_log): the
---    workers' own entries move into it, named by their table. A Citus
+--    workers' own entries move into it, and every entry is named by its
+--    table. A Citus
 --    deployment of 0.8.0 runs SELECT * FROM tenancy.scale_out(); again after
 --    ALTER EXTENSION pg_tenancy UPDATE on every node (README: Scale out on
 --    Citus); tenancy.check() warns until then.
--- 3. tenancy.audit_maintain() moves entries waiting in the default partition
+-- 3. tenancy.scale_out() and tenancy.distribute() switch a table's audit
+--    trigger off while Citus copies its rows into the new shards
+--    (tenancy._audit_copying): 0.8.0 recorded an INSERT entry per copied row
+--    on every node, which the move above removes (so that it can, the
+--    log's append-only trigger lets tenancy.audit_maintenance update an
+--    entry: it returned the old row, which kept the entry unchanged). And
+--    scale_out() run a
+--    second time no longer hangs: once every shared table is a reference
+--    table it leaves their foreign keys alone (dropping one reached the
+--    workers twice, and the second waited for the first).
+-- 4. tenancy.audit_maintain() moves entries waiting in the default partition
 --    while it is detached, instead of deleting them with the append-only
 --    trigger switched off by a setting: on Citus that setting does not reach
 --    the shards, whose trigger refused the move. A new month's partition is
 --    attached before entries go into it.
 -- ---------------------------------------------------------------------------
 
-CREATE FUNCTION tenancy._citus_table_of(rel regclass, OUT logical regclass, OUT method "char")
+CREATE FUNCTION tenancy."_signed_request"() RETURNS TEXT[]
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'signed_request_wrapper';
+
+CREATE FUNCTION tenancy._citus_table_of(shard text, OUT logical regclass, OUT method "char")
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF to_regclass('pg_catalog.pg_dist_shard') IS NULL OR rel::text !~ '_[0-9]+$' THEN
+    IF shard !~ '_[0-9]+$' OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
         RETURN;
     END IF;
     EXECUTE 'SELECT s.logicalrelid, p.partmethod
-             FROM pg_catalog.pg_dist_shard s JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
-             WHERE s.shardid = substring($1::text FROM ''_([0-9]+)$'')::bigint
-               AND pg_catalog.shard_name(s.logicalrelid, s.shardid) = $1::text'
-        INTO logical, method USING rel;
+             FROM pg_catalog.pg_dist_shard s
+             JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
+             JOIN pg_catalog.pg_class l ON l.oid = s.logicalrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = l.relnamespace
+             WHERE s.shardid = substring($1 FROM ''_([0-9]+)$'')::bigint
+               AND n.nspname || ''.'' || l.relname || ''_'' || s.shardid = $1'
+        INTO logical, method USING shard;
 END
 $$;
 
@@ -54,6 +77,22 @@ BEGIN
     RETURN EXISTS (SELECT 1 FROM pg_dist_placement p, pg_dist_local_group g
                    WHERE p.shardid = get_shard_id_for_distribution_column('tenancy.audit_log', tenant)
                      AND p.groupid = g.groupid);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._audit_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_setting('tenancy.audit_maintenance') = 'on' THEN
+        RETURN CASE TG_OP WHEN 'UPDATE' THEN NEW ELSE OLD END;
+    END IF;
+    PERFORM tenancy.raise_error('PERMISSION_DENIED',
+        format('tenancy.audit_log is append-only: entries cannot be %s', CASE TG_OP WHEN 'UPDATE' THEN 'updated' ELSE 'deleted' END),
+        'Entries leave only by retention: tenancy.audit_maintain() drops whole months older than tenancy.audit_retention (days).');
+    RETURN NULL;
 END
 $$;
 
@@ -70,14 +109,21 @@ DECLARE
     key_new text;
     key_old text;
     same_key text;
-    cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as';
+    cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as, db_user';
     acting text := tenancy._acting_as();
+    -- On a Citus worker, the coordinator's session is the source: its login
+    -- (this connection runs as the current role), request path and id.
+    coordinator text[] := tenancy._signed_request();
+    db_user text := coalesce(coordinator[1], session_user);
+    request_path text := CASE WHEN coordinator IS NULL THEN current_setting('request.path', true) ELSE coordinator[2] END;
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-    shard record := tenancy._citus_table_of(TG_RELID);
+    shard record := tenancy._citus_table_of(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
     entries text;
     batch jsonb;
 BEGIN
-    IF headers IS NOT NULL THEN
+    IF coordinator IS NOT NULL THEN
+        request_id := coordinator[3];
+    ELSIF headers IS NOT NULL THEN
         request_id := left(headers::jsonb ->> 'x-request-id', 200);
     END IF;
     IF shard.logical IS NOT NULL THEN
@@ -91,16 +137,16 @@ BEGIN
 
     -- The entries, in the order of cols.
     IF TG_OP = 'INSERT' THEN
-        entries := format('SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL::jsonb, to_jsonb(n), $5 FROM new_rows n',
+        entries := format('SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL::jsonb, to_jsonb(n), $5, $6 FROM new_rows n',
                           tenant_col, key_new);
     ELSIF TG_OP = 'DELETE' THEN
-        entries := format('SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL::jsonb, $5 FROM old_rows o',
+        entries := format('SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL::jsonb, $5, $6 FROM old_rows o',
                           tenant_col, key_old);
     ELSE
         -- Old and new versions are paired by primary key; a row whose key
         -- changed appears unpaired, with its whole old or new version.
         entries := format('SELECT coalesce(n.%1$I, o.%1$I), $1, $2, $3, ''UPDATE'', $4,
-                   CASE WHEN n.%2$I IS NULL THEN %3$s ELSE %4$s END, d.old_values, d.new_values, $5
+                   CASE WHEN n.%2$I IS NULL THEN %3$s ELSE %4$s END, d.old_values, d.new_values, $5, $6
             FROM old_rows o FULL JOIN new_rows n ON %5$s
             CROSS JOIN LATERAL (
                 SELECT coalesce(jsonb_object_agg(x.key, x.value) FILTER (WHERE x.key IS NOT NULL), ''{}'') AS old_values,
@@ -112,7 +158,7 @@ BEGIN
 
     IF NOT tenancy._distributed('tenancy.audit_log') THEN
         EXECUTE format('INSERT INTO tenancy.audit_log (%s) %s', cols, entries)
-        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), tbl, acting;
+        USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
         RETURN NULL;
     END IF;
     -- Citus (README: Scale out on Citus): the log is sharded by tenant,
@@ -124,7 +170,7 @@ BEGIN
     EXECUTE format('SELECT jsonb_agg(to_jsonb(e)) FROM (%s) e(%s) WHERE %s',
                    entries, cols, CASE WHEN shard.method = 'n' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
     INTO batch
-    USING tenancy.current_user_id(), request_id, current_setting('request.path', true), tbl, acting;
+    USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
     IF batch IS NOT NULL THEN
         EXECUTE format('INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM jsonb_populate_recordset(NULL::tenancy.audit_log, $1)', cols)
         USING batch;
@@ -241,9 +287,23 @@ BEGIN
     attempt := 0;
     LOOP
         BEGIN
-            LOCK TABLE tenancy.audit_log IN ACCESS EXCLUSIVE MODE;
+            IF tenancy._distributed('tenancy.audit_log') THEN
+                -- On Citus the lock is taken on the workers too, where this
+                -- function's lock_timeout does not reach: it would wait there
+                -- as long as a writer stays open, and a writer that then read
+                -- the log would be cancelled as a distributed deadlock. So it
+                -- does not queue at all, and tries again a second later.
+                LOCK TABLE tenancy.audit_log IN ACCESS EXCLUSIVE MODE NOWAIT;
+            ELSE
+                LOCK TABLE tenancy.audit_log IN ACCESS EXCLUSIVE MODE;
+            END IF;
             EXIT;
-        EXCEPTION WHEN lock_not_available THEN
+        EXCEPTION WHEN lock_not_available OR internal_error THEN
+            -- Citus reports a worker's lock_not_available as an internal
+            -- error of the connection (after a warning that names the lock).
+            IF SQLSTATE = 'XX000' AND SQLERRM NOT LIKE 'failure on connection marked as essential:%' THEN
+                RAISE;
+            END IF;
             attempt := attempt + 1;
             IF attempt >= 30 THEN
                 RAISE EXCEPTION 'tenancy.audit_log stayed in use: audit_maintain gave up after % tries', attempt
@@ -298,25 +358,87 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tenancy._distribute_audit_log()
+CREATE FUNCTION tenancy._audit_copying(tbl regclass, copying boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'tenancy_audit_insert') THEN
+        EXECUTE format('ALTER TABLE %s %s TRIGGER tenancy_audit_insert', tbl, CASE WHEN copying THEN 'DISABLE' ELSE 'ENABLE' END);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.distribute(tbl regclass, col name DEFAULT 'tenant_id')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    bad text;
+BEGIN
+    PERFORM tenancy._require_citus();
+    IF tbl IS NULL OR col IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.distribute needs a table and a column name');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_isolation') THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s is not tenant-scoped', tbl),
+            format('Run SELECT tenancy.enable(%L); first.', tbl::text));
+    END IF;
+    IF tenancy._distributed(tbl) THEN
+        RETURN;
+    END IF;
+    IF NOT tenancy._distributed('tenancy.tenants', 'n') THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'the extension''s own tables are not distributed yet',
+            'Run SELECT * FROM tenancy.scale_out(); once: it distributes every tenant-scoped table.');
+    END IF;
+    -- Citus' rule, said up front: every key must contain the tenant column.
+    SELECT k.conname INTO bad
+    FROM pg_constraint k
+    WHERE k.conrelid = tbl AND k.contype IN ('p', 'u', 'x')
+      AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                      WHERE a.attrelid = tbl AND a.attname = col AND a.attnum = ANY (k.conkey))
+    LIMIT 1;
+    IF bad IS NOT NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+            format('key %I of %s does not contain the tenant column %I', bad, tbl, col),
+            format('Make every primary key and unique constraint lead with %I, e.g. PRIMARY KEY (%I, id).', col, col));
+    END IF;
+
+    -- The policies in the form Citus accepts, before Citus sees them.
+    PERFORM tenancy._write_policies(tbl, col, tenancy._rbac_resource(tbl), true);
+
+    -- Row triggers (derived columns, audit) run on the shards.
+    SET LOCAL citus.enable_unsafe_triggers = on;
+    -- Tenant tables share Citus' default colocation group: one tenant's
+    -- rows of every such table sit on the same node.
+    PERFORM tenancy._audit_copying(tbl, true);
+    PERFORM create_distributed_table(tbl, col::text, colocate_with => 'default');
+    PERFORM tenancy._audit_copying(tbl, false);
+END
+$$;
+
+CREATE FUNCTION tenancy._distribute_audit_log()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET tenancy.audit_maintenance = on
+AS $$
+DECLARE
     failed text;
     cols constant text := 'id, at, tenant_id, actor, db_user, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as';
+    w record;
+    after bigint;
+    got record;
 BEGIN
-    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
+    SELECT string_agg(format('%s:%s: %s', r.nodename, r.nodeport, r.result), '; ') INTO failed
     FROM run_command_on_workers(format($cmd$
         SET citus.enable_ddl_propagation TO off;
         CREATE TABLE IF NOT EXISTS tenancy._audit_log_stash AS SELECT %1$s FROM tenancy.audit_log WITH NO DATA;
         INSERT INTO tenancy._audit_log_stash (%1$s)
-            SELECT e.id, e.at, e.tenant_id, e.actor, e.db_user, e.request_id, e.request_path, e.action,
-                   coalesce(c.logical::text, e.table_name), e.row_key, e.old_values, e.new_values, e.acting_as
-            FROM tenancy.audit_log e
-            LEFT JOIN LATERAL tenancy._citus_table_of(to_regclass(e.table_name)) c ON true
-            WHERE c.method IS DISTINCT FROM 'n';
+            SELECT %1$s FROM tenancy.audit_log e
+            WHERE (tenancy._citus_table_of(e.table_name)).method IS DISTINCT FROM 'n';
         TRUNCATE tenancy.audit_log;
         DO $do$
         DECLARE p regclass;
@@ -328,12 +450,43 @@ BEGIN
             END LOOP;
         END
         $do$;
-        $cmd$, cols)) w
-    WHERE NOT w.success;
+        $cmd$, cols)) r
+    WHERE NOT r.success;
     IF failed IS NOT NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker could not set its audit entries aside: %s', failed),
             'Nothing was distributed. Check that every worker runs the same pg_tenancy version, then run tenancy.scale_out() again.');
     END IF;
+
+    FOR w IN SELECT n.nodename, n.nodeport FROM pg_dist_node n
+             WHERE n.groupid <> 0 AND n.noderole = 'primary' AND n.isactive ORDER BY n.nodeid LOOP
+        after := NULL;
+        LOOP
+            SELECT r.success, r.result INTO got
+            FROM master_run_on_worker(ARRAY[w.nodename], ARRAY[w.nodeport], ARRAY[format(
+                'SELECT json_agg(s ORDER BY s.id) FROM (SELECT * FROM tenancy._audit_log_stash
+                 WHERE id > %s ORDER BY id LIMIT 10000) s', coalesce(after, -9223372036854775808))], false) r;
+            IF NOT got.success THEN
+                PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+                    format('reading the audit entries of %s:%s failed: %s', w.nodename, w.nodeport, got.result),
+                    'Nothing was distributed; the worker''s entries wait in tenancy._audit_log_stash. Run tenancy.scale_out() again once it is reachable.');
+            END IF;
+            EXIT WHEN coalesce(got.result, '') = '';
+            EXECUTE format('INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM json_populate_recordset(NULL::tenancy.audit_log, $1::json)', cols)
+            USING got.result;
+            SELECT max((x->>'id')::bigint) INTO after FROM json_array_elements(got.result::json) x;
+        END LOOP;
+    END LOOP;
+
+    DELETE FROM tenancy.audit_log d
+    USING (SELECT e.tableoid AS t, e.ctid AS c, e.action, e.table_name,
+                  lag(e.action) OVER (PARTITION BY e.tenant_id, coalesce((tenancy._citus_table_of(e.table_name)).logical::text, e.table_name), e.row_key
+                                      ORDER BY e.at, e.id) AS before
+           FROM tenancy.audit_log e) x
+    WHERE d.tableoid = x.t AND d.ctid = x.c
+      AND x.action = 'INSERT' AND x.table_name ~ '_[0-9]+$' AND x.before IN ('INSERT', 'UPDATE');
+    UPDATE tenancy.audit_log e
+    SET table_name = (tenancy._citus_table_of(e.table_name)).logical::text
+    WHERE (tenancy._citus_table_of(e.table_name)).logical IS NOT NULL;
 
     -- The read policy in the form Citus accepts: no sub-select.
     DROP POLICY audit_read ON tenancy.audit_log;
@@ -347,17 +500,15 @@ BEGIN
     -- Ids keep growing per tenant: a node numbers its new entries from its
     -- group id times 2^48 (Citus' own rule for sequences of sharded tables),
     -- above every id written before.
-    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
-    FROM run_command_on_workers(format($cmd$
-        INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM tenancy._audit_log_stash;
-        DROP TABLE tenancy._audit_log_stash;
+    SELECT string_agg(format('%s:%s: %s', r.nodename, r.nodeport, r.result), '; ') INTO failed
+    FROM run_command_on_workers($cmd$
         SELECT pg_catalog.setval('tenancy.audit_log_id_seq', greatest(s.last_value, g.groupid::bigint << 48))
-        FROM tenancy.audit_log_id_seq s, pg_catalog.pg_dist_local_group g;
-        $cmd$, cols)) w
-    WHERE NOT w.success;
+        FROM tenancy.audit_log_id_seq s, pg_catalog.pg_dist_local_group g
+        $cmd$) r
+    WHERE NOT r.success;
     IF failed IS NOT NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker could not move its audit entries into the sharded log: %s', failed),
-            'The log is sharded; that worker''s earlier entries wait in tenancy._audit_log_stash. On it, run: INSERT INTO tenancy.audit_log SELECT * FROM tenancy._audit_log_stash; DROP TABLE tenancy._audit_log_stash;');
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker could not number its audit entries: %s', failed),
+            'Nothing was distributed. Check that every worker is reachable, then run tenancy.scale_out() again.');
     END IF;
 END
 $$;
@@ -376,6 +527,7 @@ DECLARE
     fks jsonb := '[]';
     scoped record;
     failed text;
+    converted boolean;
 BEGIN
     PERFORM tenancy._require_citus();
     IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = current_user AND r.rolsuper) THEN
@@ -389,12 +541,18 @@ BEGIN
     -- Foreign keys among the shared tables (and from tenant tables to them)
     -- would make Citus convert their neighbours one by one, which clashes
     -- with the copies the extension already has on every worker; they are
-    -- taken off while the tables change and put back as they were.
+    -- taken off while the tables change and put back as they were. Once
+    -- every shared table is a reference table (scale_out() run before),
+    -- they stay: dropping one would then reach the workers both through
+    -- Citus and through run_command_on_workers, and the second waits
+    -- forever for the first, which only commits with this call.
+    SELECT bool_and(tenancy._distributed(x, 'n')) INTO converted FROM unnest(shared) x;
     FOR fk IN SELECT k.conrelid::regclass AS rel, k.conname, pg_get_constraintdef(k.oid) AS def
               FROM pg_constraint k
               WHERE k.contype = 'f' AND (k.confrelid = ANY (shared) OR k.conrelid = ANY (shared)
                                          OR k.conrelid = 'tenancy.idempotency_keys'::regclass) LOOP
         fks := fks || jsonb_build_object('rel', fk.rel::text, 'name', fk.conname, 'def', fk.def);
+        CONTINUE WHEN converted;
         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.rel, fk.conname);
         -- The workers' copies of the extension's tables have them too.
         SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
@@ -409,7 +567,9 @@ BEGIN
 
     FOREACH t IN ARRAY shared LOOP
         IF NOT tenancy._distributed(t, 'n') THEN
+            PERFORM tenancy._audit_copying(t, true);
             PERFORM create_reference_table(t);
+            PERFORM tenancy._audit_copying(t, false);
             relation := t; became := 'reference table';
             RETURN NEXT;
         END IF;
@@ -434,6 +594,9 @@ BEGIN
         PERFORM tenancy._distribute_audit_log();
         relation := 'tenancy.audit_log'; became := 'distributed by tenant_id';
         RETURN NEXT;
+    ELSE
+        -- The safety copies of an earlier call that committed.
+        PERFORM run_command_on_workers('DROP TABLE IF EXISTS tenancy._audit_log_stash');
     END IF;
 
     -- tenancy.idempotency_keys stays an ordinary table of the coordinator,
@@ -442,7 +605,7 @@ BEGIN
     -- tenant's placements). Without its foreign key: a key of a dropped
     -- tenant goes with its TTL (tenancy.purge_idempotency_keys) instead.
     FOR fk IN SELECT value AS f FROM jsonb_array_elements(fks)
-              WHERE value->>'rel' <> 'tenancy.idempotency_keys' LOOP
+              WHERE value->>'rel' <> 'tenancy.idempotency_keys' AND NOT converted LOOP
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk.f->>'rel', fk.f->>'name', fk.f->>'def');
     END LOOP;
 END
@@ -522,5 +685,5 @@ END
 $$;
 
 -- As privileges.sql: nothing new is executable by PUBLIC.
-REVOKE ALL ON FUNCTION tenancy._citus_table_of(regclass), tenancy._audit_shard_here(uuid),
-    tenancy._distribute_audit_log() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy._signed_request(), tenancy._citus_table_of(text),
+    tenancy._audit_shard_here(uuid), tenancy._audit_copying(regclass, boolean), tenancy._distribute_audit_log() FROM PUBLIC;

@@ -5,7 +5,8 @@
 //! connections of the current role, and carries nothing there but `SET
 //! LOCAL` statements. So when `tenancy.context_key` is set, the coordinator
 //! also signs what a worker needs — tenant, user, the role a SQL login acts
-//! as, the grants — into `tenancy.context` with `SET LOCAL`, which Citus
+//! as, the grants, and for its audit entries the login and the HTTP request's
+//! path and id — into `tenancy.context` with `SET LOCAL`, which Citus
 //! forwards; a worker believes that line only with a valid signature of the
 //! shared key, in a connection opened for the backend that signed it (Citus'
 //! global process id), and within `tenancy.context_lifetime`. The line is hidden from
@@ -115,8 +116,11 @@ pub fn hand_on(tenant: Option<pgrx::Uuid>, user: Option<pgrx::Uuid>) {
                 tenant: tenant.to_string(),
                 user: user.map(|u| u.to_string()).unwrap_or_default(),
                 acting_as: crate::logins::acting_as().unwrap_or_default(),
+                login: session_login(),
                 issued: now,
                 origin: own_origin(),
+                path: guc::get(c"request.path").unwrap_or_default(),
+                request_id: request_id(),
                 grants: crate::rbac::grant_list(),
             };
             context.sign(&key).unwrap_or_else(|| {
@@ -146,6 +150,44 @@ pub fn hand_on(tenant: Option<pgrx::Uuid>, user: Option<pgrx::Uuid>) {
             crate::error::internal("setting request.method", e);
         }
     }
+}
+
+/// The session's login (`session_user`).
+fn session_login() -> String {
+    #[allow(unsafe_code)]
+    // SAFETY: the session user's role exists for the whole session; the
+    // name is palloc'd and copied at once.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), false);
+        std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+    }
+}
+
+/// The HTTP request's X-Request-Id as the audit log keeps it (its first 200
+/// characters); empty outside a request or without one.
+fn request_id() -> String {
+    let Some(headers) = guc::get(c"request.headers").filter(|h| h.contains("\"x-request-id\"")) else {
+        return String::new();
+    };
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&headers)
+        .ok()
+        .and_then(|h| h.get("x-request-id")?.as_str().map(|id| id.chars().take(200).collect()))
+        .unwrap_or_default()
+}
+
+/// For the audit trigger on a worker: the login, request path and request
+/// id of the coordinator's session, from the verified line; NULL where this
+/// node's own session is the source (one node, the coordinator). Empty
+/// values are NULL.
+#[pg_extern(stable, parallel_safe, name = "_signed_request")]
+pub fn signed_request() -> Option<Vec<Option<String>>> {
+    let signed = current()?;
+    let c = &signed.context;
+    Some(
+        [&c.login, &c.path, &c.request_id]
+            .map(|f| Some(f.clone()).filter(|f| !f.is_empty()))
+            .to_vec(),
+    )
 }
 
 /// On a worker (or wherever this node's own context is unset): the verified

@@ -9,15 +9,21 @@
 //! with a key every node holds and no API role can read, and the worker
 //! believes the line only if the signature and its age check out.
 //!
+//! It also carries who is behind the statement, for the audit log a worker
+//! writes: the database login (`session_user` on the coordinator; a worker's
+//! connection runs as the current role instead) and the HTTP request's path
+//! and `X-Request-Id`.
+//!
 //! A line also names the coordinator backend that signed it (`origin`,
 //! Citus' global process id): a worker believes it only in a connection
 //! that backend opened, so a line seen in a worker's logs or
 //! `pg_stat_activity` cannot be used again from another session.
 //!
 //! Format (every field is plain ASCII; `;` and `,` never occur inside one):
-//! `v2;<tenant>;<user>;<acting_as>;<issued>;<origin>;<grants>;<mac>` where
-//! `grants` is `resource:action` pairs joined by `,` and `mac` is the hex
-//! HMAC-SHA256 of everything before its `;`.
+//! `v3;<tenant>;<user>;<acting_as>;<login>;<issued>;<origin>;<path>;<request_id>;<grants>;<mac>`
+//! where `grants` is `resource:action` pairs joined by `,`, `mac` is the hex
+//! HMAC-SHA256 of everything before its `;`, and login, path and request id
+//! (free text) are percent-encoded.
 
 #![deny(unsafe_code)]
 
@@ -25,7 +31,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
 
-const VERSION: &str = "v2";
+const VERSION: &str = "v3";
 /// How far a worker's clock may be behind the coordinator's.
 pub const CLOCK_SKEW_SECS: i64 = 60;
 
@@ -37,11 +43,16 @@ pub struct Context {
     pub user: String,
     /// The RBAC role a database login bound to the tenant acts as; empty otherwise.
     pub acting_as: String,
+    /// The database login of the coordinator's session.
+    pub login: String,
     /// Unix seconds at which the coordinator signed it.
     pub issued: i64,
     /// The backend that signed it (Citus' global process id); the worker
     /// compares it with the one its connection was opened for.
     pub origin: String,
+    /// The HTTP request's path and X-Request-Id; empty outside a request.
+    pub path: String,
+    pub request_id: String,
     /// (resource, action) pairs; `*` matches any.
     pub grants: Vec<(String, String)>,
 }
@@ -83,6 +94,37 @@ fn field_ok(s: &str) -> bool {
     !s.contains([';', ',', ':', '\'', '\\']) && s.is_ascii() && !s.chars().any(|c| c.is_ascii_control())
 }
 
+/// Free text as a field: every byte but letters, digits and `-._~/` as `%XX`.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push_str(&hex(&[b]).to_uppercase());
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let digits = s.get(i + 1..i + 3).filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))?;
+            out.push(u8::from_str_radix(digits, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn mac(key: &[u8], body: &str) -> Hmac<Sha256> {
     // HMAC takes keys of any length.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
@@ -122,12 +164,15 @@ impl Context {
         }
         let grants: Vec<String> = self.grants.iter().map(|(r, a)| format!("{r}:{a}")).collect();
         let body = format!(
-            "{VERSION};{};{};{};{};{};{}",
+            "{VERSION};{};{};{};{};{};{};{};{};{}",
             self.tenant,
             self.user,
             self.acting_as,
+            escape(&self.login),
             self.issued,
             self.origin,
+            escape(&self.path),
+            escape(&self.request_id),
             grants.join(",")
         );
         let tag = mac(key, &body).finalize().into_bytes();
@@ -155,7 +200,7 @@ impl Context {
         let tag = unhex(tag).filter(|t| t.len() == 32).ok_or(Refusal::Malformed)?;
         mac(key, body).verify_slice(&tag).map_err(|_| Refusal::BadSignature)?;
         let fields: Vec<&str> = body.split(';').collect();
-        let [version, tenant, user, acting_as, issued, signer, grants] = fields[..] else {
+        let [version, tenant, user, acting_as, login, issued, signer, path, request_id, grants] = fields[..] else {
             return Err(Refusal::Malformed);
         };
         if version != VERSION {
@@ -165,6 +210,8 @@ impl Context {
             return Err(Refusal::OtherOrigin);
         }
         let issued: i64 = issued.parse().map_err(|_| Refusal::Malformed)?;
+        let [login, path, request_id] =
+            [login, path, request_id].map(|f| unescape(f).ok_or(Refusal::Malformed));
         let grants = if grants.is_empty() {
             Vec::new()
         } else {
@@ -184,8 +231,11 @@ impl Context {
             tenant: tenant.to_string(),
             user: user.to_string(),
             acting_as: acting_as.to_string(),
+            login: login?,
             issued,
             origin: signer.to_string(),
+            path: path?,
+            request_id: request_id?,
             grants,
         })
     }

@@ -9,8 +9,11 @@ fn sample() -> Context {
         tenant: "15d5cdf2-a422-442c-858c-7107778da2b1".into(),
         user: "0000000a-0000-4000-8000-000000000001".into(),
         acting_as: String::new(),
+        login: "authenticator".into(),
         issued: 1_800_000_000,
         origin: ORIGIN.into(),
+        path: "/rpc/apply_reconciliation".into(),
+        request_id: String::new(),
         grants: vec![("invoices".into(), "read".into()), ("matches".into(), "*".into())],
     }
 }
@@ -44,6 +47,8 @@ fn changing_any_field_breaks_the_signature() {
         line.replace(";1800000000;", ";1800003000;"),
         line.replace(";;", ";admin;"),
         line.replace(";10000012345;", ";10000054321;"),
+        line.replace(";authenticator;", ";postgres;"),
+        line.replace("/rpc/apply_reconciliation", "/rpc/undo_match"),
     ];
     for f in forged {
         assert_ne!(f, line);
@@ -85,7 +90,7 @@ fn a_line_is_believed_only_where_its_backend_sent_it() {
 
 #[test]
 fn garbage_and_missing_keys_are_refused() {
-    for line in ["", "v1", "x;y", "v1;a;b;c;1;;zz", "v1;a;b;c;1;;"] {
+    for line in ["", "v1", "x;y", "v1;a;b;c;1;;zz", "v1;a;b;c;1;;", "v3;a;b;c;d;1;;p;r;;zz"] {
         assert_eq!(Context::verify(line, KEY, ORIGIN, 0, 0, 60), Err(Refusal::Malformed), "{line:?}");
     }
     let line = sample().sign(KEY).unwrap();
@@ -97,9 +102,19 @@ fn garbage_and_missing_keys_are_refused() {
 
 #[test]
 fn a_wrong_version_or_field_count_is_malformed_even_when_signed() {
-    let body = "v2;t;u;;1;";
+    let body = "v3;t;u;;1;";
     let tag = mac(KEY, body).finalize().into_bytes();
     assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, ORIGIN, 1, 1, 60), Err(Refusal::Malformed));
+    // The format before logins and requests (v2), signed with the right key.
+    let body = format!("v2;t;u;;1;{ORIGIN};");
+    let tag = mac(KEY, &body).finalize().into_bytes();
+    assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, ORIGIN, 1, 1, 60), Err(Refusal::Malformed));
+    // A signed v3 line whose free text is not valid percent-encoding.
+    for bad in ["%zz", "%4", "%C3"] {
+        let body = format!("v3;t;u;;{bad};1;{ORIGIN};;;");
+        let tag = mac(KEY, &body).finalize().into_bytes();
+        assert_eq!(Context::verify(&format!("{body};{}", hex(&tag)), KEY, ORIGIN, 1, 1, 60), Err(Refusal::Malformed), "{bad}");
+    }
     // The format before origins (v1), signed with the right key.
     let body = "v1;t;u;;1;";
     let tag = mac(KEY, body).finalize().into_bytes();
@@ -115,6 +130,20 @@ fn reserved_characters_cannot_be_signed() {
         let c = Context { acting_as: bad.into(), ..sample() };
         assert_eq!(c.sign(KEY), None, "{bad}");
     }
+}
+
+#[test]
+fn free_text_travels_escaped_and_reads_back_exactly() {
+    let c = Context {
+        login: "Ünïcode; login, 'quoted'".into(),
+        path: "/rpc/x;y,z:'\\%41 ünï".into(),
+        request_id: "req-1; DROP TABLE x; --\n".into(),
+        ..sample()
+    };
+    let line = c.sign(KEY).unwrap();
+    assert!(!line.contains(['\'', '\\', ' ', '\n']), "{line}");
+    assert_eq!(line.matches(';').count(), 10, "{line}");
+    assert_eq!(Context::verify(&line, KEY, ORIGIN, c.issued, c.issued, 60), Ok(c));
 }
 
 #[test]

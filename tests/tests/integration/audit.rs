@@ -552,10 +552,13 @@ async fn maintenance_waits_for_a_writer_that_then_reads_the_log() {
         maintainer.execute("COMMIT").await.unwrap();
         done
     });
+    // Waiting: queued for the lock, or between two tries (on Citus it does
+    // not queue: see audit_maintain).
     let mut waited = false;
     for _ in 0..200 {
         waited = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)
+                 OR EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep')",
         )
         .bind(pid)
         .fetch_one(&db)

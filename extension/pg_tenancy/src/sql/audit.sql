@@ -67,7 +67,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF current_setting('tenancy.audit_maintenance') = 'on' THEN
-        RETURN OLD;
+        RETURN CASE TG_OP WHEN 'UPDATE' THEN NEW ELSE OLD END;
     END IF;
     PERFORM tenancy.raise_error('PERMISSION_DENIED',
         format('tenancy.audit_log is append-only: entries cannot be %s', CASE TG_OP WHEN 'UPDATE' THEN 'updated' ELSE 'deleted' END),
@@ -80,21 +80,26 @@ CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON tenancy.audit_log
 
 -- On Citus, row triggers run on the shards (and on every node's copy of a
 -- reference table), where TG_TABLE_NAME is the shard's name: this names the
--- Citus table a shard belongs to and how it is distributed, or nothing for
--- an ordinary table (or without Citus).
-CREATE FUNCTION tenancy._citus_table_of(rel regclass, OUT logical regclass, OUT method "char")
+-- Citus table a shard (given as schema.name, unquoted) belongs to and how it
+-- is distributed, or nothing for an ordinary table (or without Citus). By
+-- name, from Citus' metadata alone: the shard need not be on this node, and
+-- Citus hides shards from queries of pg_class in clients' sessions.
+CREATE FUNCTION tenancy._citus_table_of(shard text, OUT logical regclass, OUT method "char")
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF to_regclass('pg_catalog.pg_dist_shard') IS NULL OR rel::text !~ '_[0-9]+$' THEN
+    IF shard !~ '_[0-9]+$' OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
         RETURN;
     END IF;
     EXECUTE 'SELECT s.logicalrelid, p.partmethod
-             FROM pg_catalog.pg_dist_shard s JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
-             WHERE s.shardid = substring($1::text FROM ''_([0-9]+)$'')::bigint
-               AND pg_catalog.shard_name(s.logicalrelid, s.shardid) = $1::text'
-        INTO logical, method USING rel;
+             FROM pg_catalog.pg_dist_shard s
+             JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
+             JOIN pg_catalog.pg_class l ON l.oid = s.logicalrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = l.relnamespace
+             WHERE s.shardid = substring($1 FROM ''_([0-9]+)$'')::bigint
+               AND n.nspname || ''.'' || l.relname || ''_'' || s.shardid = $1'
+        INTO logical, method USING shard;
 END
 $$;
 
@@ -130,14 +135,21 @@ DECLARE
     key_new text;
     key_old text;
     same_key text;
-    cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as';
+    cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as, db_user';
     acting text := tenancy._acting_as();
+    -- On a Citus worker, the coordinator's session is the source: its login
+    -- (this connection runs as the current role), request path and id.
+    coordinator text[] := tenancy._signed_request();
+    db_user text := coalesce(coordinator[1], session_user);
+    request_path text := CASE WHEN coordinator IS NULL THEN current_setting('request.path', true) ELSE coordinator[2] END;
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-    shard record := tenancy._citus_table_of(TG_RELID);
+    shard record := tenancy._citus_table_of(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
     entries text;
     batch jsonb;
 BEGIN
-    IF headers IS NOT NULL THEN
+    IF coordinator IS NOT NULL THEN
+        request_id := coordinator[3];
+    ELSIF headers IS NOT NULL THEN
         request_id := left(headers::jsonb ->> 'x-request-id', 200);
     END IF;
     IF shard.logical IS NOT NULL THEN
@@ -151,16 +163,16 @@ BEGIN
 
     -- The entries, in the order of cols.
     IF TG_OP = 'INSERT' THEN
-        entries := format('SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL::jsonb, to_jsonb(n), $5 FROM new_rows n',
+        entries := format('SELECT n.%I, $1, $2, $3, ''INSERT'', $4, %s, NULL::jsonb, to_jsonb(n), $5, $6 FROM new_rows n',
                           tenant_col, key_new);
     ELSIF TG_OP = 'DELETE' THEN
-        entries := format('SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL::jsonb, $5 FROM old_rows o',
+        entries := format('SELECT o.%I, $1, $2, $3, ''DELETE'', $4, %s, to_jsonb(o), NULL::jsonb, $5, $6 FROM old_rows o',
                           tenant_col, key_old);
     ELSE
         -- Old and new versions are paired by primary key; a row whose key
         -- changed appears unpaired, with its whole old or new version.
         entries := format('SELECT coalesce(n.%1$I, o.%1$I), $1, $2, $3, ''UPDATE'', $4,
-                   CASE WHEN n.%2$I IS NULL THEN %3$s ELSE %4$s END, d.old_values, d.new_values, $5
+                   CASE WHEN n.%2$I IS NULL THEN %3$s ELSE %4$s END, d.old_values, d.new_values, $5, $6
             FROM old_rows o FULL JOIN new_rows n ON %5$s
             CROSS JOIN LATERAL (
                 SELECT coalesce(jsonb_object_agg(x.key, x.value) FILTER (WHERE x.key IS NOT NULL), ''{}'') AS old_values,
@@ -172,7 +184,7 @@ BEGIN
 
     IF NOT tenancy._distributed('tenancy.audit_log') THEN
         EXECUTE format('INSERT INTO tenancy.audit_log (%s) %s', cols, entries)
-        USING tenancy.current_user_id(), request_id, current_setting('request.path', true), tbl, acting;
+        USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
         RETURN NULL;
     END IF;
     -- Citus (README: Scale out on Citus): the log is sharded by tenant,
@@ -184,7 +196,7 @@ BEGIN
     EXECUTE format('SELECT jsonb_agg(to_jsonb(e)) FROM (%s) e(%s) WHERE %s',
                    entries, cols, CASE WHEN shard.method = 'n' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
     INTO batch
-    USING tenancy.current_user_id(), request_id, current_setting('request.path', true), tbl, acting;
+    USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
     IF batch IS NOT NULL THEN
         EXECUTE format('INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM jsonb_populate_recordset(NULL::tenancy.audit_log, $1)', cols)
         USING batch;
@@ -324,9 +336,23 @@ BEGIN
     attempt := 0;
     LOOP
         BEGIN
-            LOCK TABLE tenancy.audit_log IN ACCESS EXCLUSIVE MODE;
+            IF tenancy._distributed('tenancy.audit_log') THEN
+                -- On Citus the lock is taken on the workers too, where this
+                -- function's lock_timeout does not reach: it would wait there
+                -- as long as a writer stays open, and a writer that then read
+                -- the log would be cancelled as a distributed deadlock. So it
+                -- does not queue at all, and tries again a second later.
+                LOCK TABLE tenancy.audit_log IN ACCESS EXCLUSIVE MODE NOWAIT;
+            ELSE
+                LOCK TABLE tenancy.audit_log IN ACCESS EXCLUSIVE MODE;
+            END IF;
             EXIT;
-        EXCEPTION WHEN lock_not_available THEN
+        EXCEPTION WHEN lock_not_available OR internal_error THEN
+            -- Citus reports a worker's lock_not_available as an internal
+            -- error of the connection (after a warning that names the lock).
+            IF SQLSTATE = 'XX000' AND SQLERRM NOT LIKE 'failure on connection marked as essential:%' THEN
+                RAISE;
+            END IF;
             attempt := attempt + 1;
             IF attempt >= 30 THEN
                 RAISE EXCEPTION 'tenancy.audit_log stayed in use: audit_maintain gave up after % tries', attempt

@@ -28,6 +28,22 @@ BEGIN
 END
 $$;
 
+-- Citus copies a table's rows into its new shards (or a reference table's
+-- copies) with INSERTs that fire the audit trigger: none of them is a
+-- change, so the trigger is off meanwhile (Citus gives the shards its
+-- state).
+CREATE FUNCTION tenancy._audit_copying(tbl regclass, copying boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'tenancy_audit_insert') THEN
+        EXECUTE format('ALTER TABLE %s %s TRIGGER tenancy_audit_insert', tbl, CASE WHEN copying THEN 'DISABLE' ELSE 'ENABLE' END);
+    END IF;
+END
+$$;
+
 CREATE FUNCTION tenancy.distribute(tbl regclass, col name DEFAULT 'tenant_id')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -71,7 +87,9 @@ BEGIN
     SET LOCAL citus.enable_unsafe_triggers = on;
     -- Tenant tables share Citus' default colocation group: one tenant's
     -- rows of every such table sit on the same node.
+    PERFORM tenancy._audit_copying(tbl, true);
     PERFORM create_distributed_table(tbl, col::text, colocate_with => 'default');
+    PERFORM tenancy._audit_copying(tbl, false);
 END
 $$;
 COMMENT ON FUNCTION tenancy.distribute(regclass, name) IS 'Citus: shards a tenant-scoped table by its tenant column, colocated with the other tenant-scoped tables, after turning its policies into the form Citus accepts. Run tenancy.scale_out() once first. Idempotent.';
@@ -79,32 +97,46 @@ COMMENT ON FUNCTION tenancy.distribute(regclass, name) IS 'Citus: shards a tenan
 -- The audit log, sharded by tenant like the tables it records, colocated
 -- with them: a trigger on a shard writes its entries to the log's shard on
 -- the same node (tenancy._audit), and the coordinator reads every tenant's
--- entries. Before 0.9.0 a worker kept the entries of its shards in a log of
--- its own, invisible through the coordinator: they move into the sharded
--- log, named by their table rather than their shard. Entries a worker
--- wrote for its copy of a reference table are dropped: the coordinator
--- recorded each of them too. Each step on a worker commits on its own:
--- the entries wait in tenancy._audit_log_stash there until they are in
--- the sharded log.
+-- entries.
+--
+-- Before 0.9.0 a worker kept the entries of its shards in a log of its own,
+-- invisible through the coordinator, and entries written on shards and on
+-- reference tables' copies named the shard, not the table. All of it is
+-- put right here, in the coordinator's transaction, before the log is
+-- sharded:
+--   1. each worker sets its entries aside in tenancy._audit_log_stash and
+--      empties its own log (committed there at once: a worker's log must be
+--      empty to become part of the sharded one). Entries it wrote for its
+--      copy of a reference table are left out: the coordinator recorded
+--      each of them too;
+--   2. the coordinator reads the stashes, a batch at a time, into its log;
+--   3. INSERT entries that Citus' copying of existing rows into new shards
+--      or copies wrote (a shard-named INSERT of a row whose previous entry
+--      is an INSERT or UPDATE) are removed: they were no change;
+--   4. shard names become table names.
+-- The stash stays on each worker as a safety copy until the next
+-- scale_out() call, which drops it.
 CREATE FUNCTION tenancy._distribute_audit_log()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET tenancy.audit_maintenance = on
 AS $$
 DECLARE
     failed text;
     cols constant text := 'id, at, tenant_id, actor, db_user, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as';
+    w record;
+    after bigint;
+    got record;
 BEGIN
-    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
+    SELECT string_agg(format('%s:%s: %s', r.nodename, r.nodeport, r.result), '; ') INTO failed
     FROM run_command_on_workers(format($cmd$
         SET citus.enable_ddl_propagation TO off;
+        SET lock_timeout = '10s';
         CREATE TABLE IF NOT EXISTS tenancy._audit_log_stash AS SELECT %1$s FROM tenancy.audit_log WITH NO DATA;
         INSERT INTO tenancy._audit_log_stash (%1$s)
-            SELECT e.id, e.at, e.tenant_id, e.actor, e.db_user, e.request_id, e.request_path, e.action,
-                   coalesce(c.logical::text, e.table_name), e.row_key, e.old_values, e.new_values, e.acting_as
-            FROM tenancy.audit_log e
-            LEFT JOIN LATERAL tenancy._citus_table_of(to_regclass(e.table_name)) c ON true
-            WHERE c.method IS DISTINCT FROM 'n';
+            SELECT %1$s FROM tenancy.audit_log e
+            WHERE (tenancy._citus_table_of(e.table_name)).method IS DISTINCT FROM 'n';
         TRUNCATE tenancy.audit_log;
         DO $do$
         DECLARE p regclass;
@@ -116,12 +148,43 @@ BEGIN
             END LOOP;
         END
         $do$;
-        $cmd$, cols)) w
-    WHERE NOT w.success;
+        $cmd$, cols)) r
+    WHERE NOT r.success;
     IF failed IS NOT NULL THEN
         PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker could not set its audit entries aside: %s', failed),
             'Nothing was distributed. Check that every worker runs the same pg_tenancy version, then run tenancy.scale_out() again.');
     END IF;
+
+    FOR w IN SELECT n.nodename, n.nodeport FROM pg_dist_node n
+             WHERE n.groupid <> 0 AND n.noderole = 'primary' AND n.isactive ORDER BY n.nodeid LOOP
+        after := NULL;
+        LOOP
+            SELECT r.success, r.result INTO got
+            FROM master_run_on_worker(ARRAY[w.nodename], ARRAY[w.nodeport], ARRAY[format(
+                'SELECT json_agg(s ORDER BY s.id) FROM (SELECT * FROM tenancy._audit_log_stash
+                 WHERE id > %s ORDER BY id LIMIT 10000) s', coalesce(after, -9223372036854775808))], false) r;
+            IF NOT got.success THEN
+                PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+                    format('reading the audit entries of %s:%s failed: %s', w.nodename, w.nodeport, got.result),
+                    'Nothing was distributed; the worker''s entries wait in tenancy._audit_log_stash. Run tenancy.scale_out() again once it is reachable.');
+            END IF;
+            EXIT WHEN coalesce(got.result, '') = '';
+            EXECUTE format('INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM json_populate_recordset(NULL::tenancy.audit_log, $1::json)', cols)
+            USING got.result;
+            SELECT max((x->>'id')::bigint) INTO after FROM json_array_elements(got.result::json) x;
+        END LOOP;
+    END LOOP;
+
+    DELETE FROM tenancy.audit_log d
+    USING (SELECT e.tableoid AS t, e.ctid AS c, e.action, e.table_name,
+                  lag(e.action) OVER (PARTITION BY e.tenant_id, coalesce((tenancy._citus_table_of(e.table_name)).logical::text, e.table_name), e.row_key
+                                      ORDER BY e.at, e.id) AS before
+           FROM tenancy.audit_log e) x
+    WHERE d.tableoid = x.t AND d.ctid = x.c
+      AND x.action = 'INSERT' AND x.table_name ~ '_[0-9]+$' AND x.before IN ('INSERT', 'UPDATE');
+    UPDATE tenancy.audit_log e
+    SET table_name = (tenancy._citus_table_of(e.table_name)).logical::text
+    WHERE (tenancy._citus_table_of(e.table_name)).logical IS NOT NULL;
 
     -- The read policy in the form Citus accepts: no sub-select.
     DROP POLICY audit_read ON tenancy.audit_log;
@@ -135,17 +198,15 @@ BEGIN
     -- Ids keep growing per tenant: a node numbers its new entries from its
     -- group id times 2^48 (Citus' own rule for sequences of sharded tables),
     -- above every id written before.
-    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
-    FROM run_command_on_workers(format($cmd$
-        INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM tenancy._audit_log_stash;
-        DROP TABLE tenancy._audit_log_stash;
+    SELECT string_agg(format('%s:%s: %s', r.nodename, r.nodeport, r.result), '; ') INTO failed
+    FROM run_command_on_workers($cmd$
         SELECT pg_catalog.setval('tenancy.audit_log_id_seq', greatest(s.last_value, g.groupid::bigint << 48))
-        FROM tenancy.audit_log_id_seq s, pg_catalog.pg_dist_local_group g;
-        $cmd$, cols)) w
-    WHERE NOT w.success;
+        FROM tenancy.audit_log_id_seq s, pg_catalog.pg_dist_local_group g
+        $cmd$) r
+    WHERE NOT r.success;
     IF failed IS NOT NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker could not move its audit entries into the sharded log: %s', failed),
-            'The log is sharded; that worker''s earlier entries wait in tenancy._audit_log_stash. On it, run: INSERT INTO tenancy.audit_log SELECT * FROM tenancy._audit_log_stash; DROP TABLE tenancy._audit_log_stash;');
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker could not number its audit entries: %s', failed),
+            'Nothing was distributed. Check that every worker is reachable, then run tenancy.scale_out() again.');
     END IF;
 END
 $$;
@@ -164,6 +225,7 @@ DECLARE
     fks jsonb := '[]';
     scoped record;
     failed text;
+    converted boolean;
 BEGIN
     PERFORM tenancy._require_citus();
     IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = current_user AND r.rolsuper) THEN
@@ -177,12 +239,18 @@ BEGIN
     -- Foreign keys among the shared tables (and from tenant tables to them)
     -- would make Citus convert their neighbours one by one, which clashes
     -- with the copies the extension already has on every worker; they are
-    -- taken off while the tables change and put back as they were.
+    -- taken off while the tables change and put back as they were. Once
+    -- every shared table is a reference table (scale_out() run before),
+    -- they stay: dropping one would then reach the workers both through
+    -- Citus and through run_command_on_workers, and the second waits
+    -- forever for the first, which only commits with this call.
+    SELECT bool_and(tenancy._distributed(x, 'n')) INTO converted FROM unnest(shared) x;
     FOR fk IN SELECT k.conrelid::regclass AS rel, k.conname, pg_get_constraintdef(k.oid) AS def
               FROM pg_constraint k
               WHERE k.contype = 'f' AND (k.confrelid = ANY (shared) OR k.conrelid = ANY (shared)
                                          OR k.conrelid = 'tenancy.idempotency_keys'::regclass) LOOP
         fks := fks || jsonb_build_object('rel', fk.rel::text, 'name', fk.conname, 'def', fk.def);
+        CONTINUE WHEN converted;
         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.rel, fk.conname);
         -- The workers' copies of the extension's tables have them too.
         SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
@@ -197,7 +265,9 @@ BEGIN
 
     FOREACH t IN ARRAY shared LOOP
         IF NOT tenancy._distributed(t, 'n') THEN
+            PERFORM tenancy._audit_copying(t, true);
             PERFORM create_reference_table(t);
+            PERFORM tenancy._audit_copying(t, false);
             relation := t; became := 'reference table';
             RETURN NEXT;
         END IF;
@@ -222,6 +292,9 @@ BEGIN
         PERFORM tenancy._distribute_audit_log();
         relation := 'tenancy.audit_log'; became := 'distributed by tenant_id';
         RETURN NEXT;
+    ELSE
+        -- The safety copies of an earlier call that committed.
+        PERFORM run_command_on_workers('DROP TABLE IF EXISTS tenancy._audit_log_stash');
     END IF;
 
     -- tenancy.idempotency_keys stays an ordinary table of the coordinator,
@@ -230,7 +303,7 @@ BEGIN
     -- tenant's placements). Without its foreign key: a key of a dropped
     -- tenant goes with its TTL (tenancy.purge_idempotency_keys) instead.
     FOR fk IN SELECT value AS f FROM jsonb_array_elements(fks)
-              WHERE value->>'rel' <> 'tenancy.idempotency_keys' LOOP
+              WHERE value->>'rel' <> 'tenancy.idempotency_keys' AND NOT converted LOOP
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk.f->>'rel', fk.f->>'name', fk.f->>'def');
     END LOOP;
 END
