@@ -1,47 +1,50 @@
 -- pg_tenancy 0.8.0 -> 0.9.0
 --
 -- On Citus, the audit log is sharded by tenant like the tables it records,
--- and entries written on a worker say what they say on one node.
+-- and an entry written on a worker says what it says on one node.
 --
--- Why: until 0.8.0 a row trigger on a shard wrote its entries into the audit
--- log of the worker that holds the shard. The coordinator's log (and so GET
--- /audit_log, and an analyst's SELECT through the coordinator) never showed
--- them; they named the shard (ledger.invoices_102041) instead of the table,
--- the worker connection's role instead of the login (db_user), and no
--- request path or id; and every node recorded its own copy of each change
--- to a reference table. Now:
+-- Why: until 0.8.0 a row trigger on a shard wrote its entries into the
+-- audit log of the worker that holds the shard. The coordinator's log (so
+-- GET /audit_log, and an analyst's SELECT through the coordinator) never
+-- showed them. They named the shard (ledger.invoices_102041) instead of the
+-- table, the worker connection's role instead of the login (db_user), and
+-- no request path or id. Every node recorded its own copy of each change to
+-- a reference table, and scale_out() recorded an INSERT for every row it
+-- copied into shards. What changes:
 --
--- 1. tenancy._audit names the Citus table a shard belongs to
---    (tenancy._citus_table_of); on a worker it takes the login, request path
---    and request id from the signed context line (tenancy._signed_request;
---    the line's format is v3, so every node must run 0.9.0); when the log is
---    sharded it gathers the entries first and inserts them in one statement
---    (Citus cannot read a trigger's transition tables in a distributed
---    INSERT ... SELECT); and a reference table's copy records only the
---    tenants whose log shard is on its node (tenancy._audit_shard_here), so
---    each change is recorded once. Without Citus it writes as before.
--- 2. tenancy.scale_out() also distributes tenancy.audit_log by tenant_id,
---    colocated with the tenant tables (tenancy._distribute_audit_log): the
---    workers' own entries move into it, and every entry is named by its
---    table. A Citus
+-- 1. tenancy._audit
+--    - names the Citus table a shard belongs to (tenancy._citus_table_of);
+--    - on a worker, takes the login, request path and request id from the
+--      signed context line (tenancy._signed_request; the line's format is
+--      now v3, so every node must run 0.9.0 before the cluster is used);
+--    - when the log is sharded, gathers the entries first and inserts them
+--      in one statement (Citus cannot read a trigger's transition tables in
+--      a distributed INSERT ... SELECT);
+--    - on a node's copy of a reference table, records only the tenants whose
+--      log shard is on that node (tenancy._audit_shard_here): one entry per
+--      change. Without Citus it writes as before.
+-- 2. tenancy.scale_out() also shards tenancy.audit_log by tenant_id,
+--    colocated with the tenant tables, and moves what 0.8.0 left behind
+--    into it (tenancy._distribute_audit_log; its comment says how). A Citus
 --    deployment of 0.8.0 runs SELECT * FROM tenancy.scale_out(); again after
---    ALTER EXTENSION pg_tenancy UPDATE on every node (README: Scale out on
---    Citus); tenancy.check() warns until then.
--- 3. tenancy.scale_out() and tenancy.distribute() switch a table's audit
---    trigger off while Citus copies its rows into the new shards
---    (tenancy._audit_copying): 0.8.0 recorded an INSERT entry per copied row
---    on every node, which the move above removes (so that it can, the
---    log's append-only trigger lets tenancy.audit_maintenance update an
---    entry: it returned the old row, which kept the entry unchanged). And
---    scale_out() run a
---    second time no longer hangs: once every shared table is a reference
---    table it leaves their foreign keys alone (dropping one reached the
---    workers twice, and the second waited for the first).
--- 4. tenancy.audit_maintain() moves entries waiting in the default partition
---    while it is detached, instead of deleting them with the append-only
---    trigger switched off by a setting: on Citus that setting does not reach
---    the shards, whose trigger refused the move. A new month's partition is
---    attached before entries go into it.
+--    ALTER EXTENSION pg_tenancy UPDATE on every node; tenancy.check() warns
+--    until then.
+-- 3. scale_out() and tenancy.distribute() switch a table's audit trigger off
+--    while Citus copies its rows into new shards (tenancy._audit_copying).
+-- 4. scale_out() called a second time no longer hangs: once every shared
+--    table is a reference table it leaves their foreign keys alone (a
+--    dropped key reached the workers twice, and the second waited for the
+--    first, which could only commit after it).
+-- 5. The log's append-only trigger lets tenancy.audit_maintenance update an
+--    entry (it returned the old row, which left the entry unchanged); the
+--    move in 2 renames entries so.
+-- 6. tenancy.audit_maintain() moves entries waiting in the default partition
+--    while it is detached, instead of deleting them under a setting that
+--    does not reach Citus' shards (whose trigger refused the move); a new
+--    month's partition is attached before entries go into it. On Citus it
+--    takes the log's lock with NOWAIT and tries again a second later: its
+--    lock_timeout does not reach the workers, where it would wait for as
+--    long as a writer stayed open.
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION tenancy."_signed_request"() RETURNS TEXT[]
@@ -435,6 +438,7 @@ BEGIN
     SELECT string_agg(format('%s:%s: %s', r.nodename, r.nodeport, r.result), '; ') INTO failed
     FROM run_command_on_workers(format($cmd$
         SET citus.enable_ddl_propagation TO off;
+        SET lock_timeout = '10s';
         CREATE TABLE IF NOT EXISTS tenancy._audit_log_stash AS SELECT %1$s FROM tenancy.audit_log WITH NO DATA;
         INSERT INTO tenancy._audit_log_stash (%1$s)
             SELECT %1$s FROM tenancy.audit_log e
@@ -684,6 +688,9 @@ BEGIN
 END
 $$;
 
--- As privileges.sql: nothing new is executable by PUBLIC.
+-- As privileges.sql: PUBLIC executes only what runs as its caller.
 REVOKE ALL ON FUNCTION tenancy._signed_request(), tenancy._citus_table_of(text),
-    tenancy._audit_shard_here(uuid), tenancy._audit_copying(regclass, boolean), tenancy._distribute_audit_log() FROM PUBLIC;
+    tenancy._audit_shard_here(uuid), tenancy._distribute_audit_log(),
+    tenancy._audit_copying(regclass, boolean) FROM PUBLIC;
+-- distribute() calls it as its caller, who must own the table anyway.
+GRANT EXECUTE ON FUNCTION tenancy._audit_copying(regclass, boolean) TO PUBLIC;

@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy._rbac_resource(regclass),
     tenancy._tenant_column(regclass),
     tenancy._write_policies(regclass, name, text, boolean),
+    tenancy._audit_copying(regclass, boolean),
     tenancy._merge_actions(text[], text[]),
     tenancy._require_citus(),
     tenancy._citus_findings(),
