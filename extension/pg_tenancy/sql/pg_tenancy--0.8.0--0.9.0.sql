@@ -120,7 +120,10 @@ DECLARE
     db_user text := coalesce(coordinator[1], session_user);
     request_path text := CASE WHEN coordinator IS NULL THEN current_setting('request.path', true) ELSE coordinator[2] END;
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-    shard record := tenancy._citus_table_of(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+    -- Without Citus none of its helpers is called (each call costs).
+    citus constant boolean := to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL;
+    logical regclass;
+    method "char";
     entries text;
     batch jsonb;
 BEGIN
@@ -129,8 +132,9 @@ BEGIN
     ELSIF headers IS NOT NULL THEN
         request_id := left(headers::jsonb ->> 'x-request-id', 200);
     END IF;
-    IF shard.logical IS NOT NULL THEN
-        tbl := shard.logical::text;
+    IF citus THEN
+        SELECT c.logical, c.method INTO logical, method FROM tenancy._citus_table_of(tbl) c;
+        tbl := coalesce(logical::text, tbl);
     END IF;
     SELECT 'jsonb_build_object(' || string_agg(format('%L, n.%I', k, k), ', ') || ')',
            'jsonb_build_object(' || string_agg(format('%L, o.%I', k, k), ', ') || ')',
@@ -159,7 +163,7 @@ BEGIN
             tenant_col, keys[1], key_old, key_new, same_key);
     END IF;
 
-    IF NOT tenancy._distributed('tenancy.audit_log') THEN
+    IF NOT citus OR NOT tenancy._distributed('tenancy.audit_log') THEN
         EXECUTE format('INSERT INTO tenancy.audit_log (%s) %s', cols, entries)
         USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
         RETURN NULL;
@@ -171,7 +175,7 @@ BEGIN
     -- are gathered first; a reference table's copy on this node records
     -- only the tenants whose log is here (every node runs the trigger).
     EXECUTE format('SELECT jsonb_agg(to_jsonb(e)) FROM (%s) e(%s) WHERE %s',
-                   entries, cols, CASE WHEN shard.method = 'n' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
+                   entries, cols, CASE WHEN method = 'n' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
     INTO batch
     USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
     IF batch IS NOT NULL THEN

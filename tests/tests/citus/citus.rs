@@ -803,7 +803,7 @@ async fn audit_entries_of_tenants_on_each_worker_are_read_through_the_coordinato
 
     // No shard names anywhere in the log.
     let shard_named: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tenancy.audit_log WHERE table_name ~ '_[0-9]+$'",
+        "SELECT count(*) FROM tenancy.audit_log WHERE (tenancy._citus_table_of(table_name)).logical IS NOT NULL",
     )
     .fetch_one(&db)
     .await
