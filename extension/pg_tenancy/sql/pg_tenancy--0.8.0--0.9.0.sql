@@ -45,6 +45,9 @@
 --    takes the log's lock with NOWAIT and tries again a second later: its
 --    lock_timeout does not reach the workers, where it would wait for as
 --    long as a writer stayed open.
+-- 7. tenancy.check() reports a function distributed by an argument that is
+--    not STRICT or returns a set: a call with NULL for that argument crashes
+--    the Citus 13.2 node that plans it.
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION tenancy."_signed_request"() RETURNS TEXT[]
@@ -688,7 +691,20 @@ BEGIN
            'has restrictive RBAC policies, which Citus makes permissive on its shards: a permission alone lets rows through, across tenants',
            format('SELECT tenancy.protect(%L, %L);', x.tbl::regclass::text, tenancy._rbac_resource(x.tbl))
     FROM placed x WHERE x.partmethod = 'h'
-      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = x.tbl AND p.polname LIKE 'rbac\_%' AND NOT p.polpermissive);
+      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = x.tbl AND p.polname LIKE 'rbac\_%' AND NOT p.polpermissive)
+    UNION ALL
+    -- Citus 13.2 crashes the node that plans a call of a distributed
+    -- function whose distribution argument is a NULL constant; Postgres
+    -- takes such a call away first only for a STRICT function that returns
+    -- one value (README: Scale out on Citus, Limits).
+    SELECT 'error', 'function', f.oid::regprocedure::text,
+           'is distributed by an argument but is not STRICT or returns a set: a call with NULL for that argument crashes the Citus node that plans it (every backend restarts)',
+           CASE WHEN f.proretset
+                THEN 'Make it return one value and STRICT, or drop it and create it again without create_distributed_function (it then runs on the coordinator).'
+                ELSE format('ALTER FUNCTION %s STRICT;', f.oid::regprocedure::text) END
+    FROM pg_dist_object o JOIN pg_proc f ON f.oid = o.objid
+    WHERE o.classid = 'pg_proc'::regclass AND o.distribution_argument_index IS NOT NULL
+      AND (NOT f.proisstrict OR f.proretset);
 END
 $$;
 
