@@ -104,26 +104,49 @@ for n in 1 2; do
     v=$(psql_admin "$((PORT + n))" "$DB" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_tenancy'")
     [ "$v" != "$FROM" ] || psql_admin "$((PORT + n))" "$DB" -c "ALTER EXTENSION pg_tenancy UPDATE" >/dev/null
 done
+# Between the update and scale_out(): writes go on, and are kept once.
+for t in "${TENANTS[@]}"; do write "$t" 20; done
+# A worker whose entries are set aside while the log is not sharded yet
+# (scale_out() running, or failed) refuses audited writes: an entry
+# written then would be left behind.
+w1="${TENANTS[0]}"
+w1_port=$(q "SELECT s.nodeport FROM citus_shards s WHERE s.table_name = 'public.items'::regclass
+             AND s.shardid = get_shard_id_for_distribution_column('public.items', '$w1')")
+psql_admin "$w1_port" "$DB" -c "CREATE TABLE tenancy._audit_log_stash (id bigint)" >/dev/null
+err=$(psql_admin "$PORT" "$DB" -c "INSERT INTO public.items VALUES ('$w1', 99, 'x')" 2>&1 >/dev/null) &&
+    fail "a write on a worker with set-aside entries went through"
+case $err in *"tenancy.audit_log is being sharded"*) ;; *) fail "unexpected refusal: $err" ;; esac
+psql_admin "$w1_port" "$DB" -c "DROP TABLE tenancy._audit_log_stash" >/dev/null
+expect "the refused write left nothing" "SELECT count(*) FROM public.items WHERE id = 99" 0
 expect "check() warns before scale_out" \
     "SELECT count(*) FROM tenancy.check() WHERE object_name = 'tenancy.audit_log' AND severity = 'warning'" 1
 expect "scale_out distributes the audit log" \
     "SELECT string_agg(relation::text || ': ' || became, ', ') FROM tenancy.scale_out()" \
     "tenancy.audit_log: distributed by tenant_id"
-expect "scale_out again does nothing" "SELECT count(*) FROM tenancy.scale_out()" 0
+expect "scale_out again does nothing (but drop the workers' safety copies)" "SELECT count(*) FROM tenancy.scale_out()" 0
 expect "check() is content" \
     "SELECT count(*) FROM tenancy.check() WHERE severity IN ('error', 'warning')" 0
 for t in "${TENANTS[@]}"; do write "$t" 10; done
+# One statement of 25,000 rows on a worker: its entries go into the sharded
+# log in parts (a jsonb value holds at most 256 MB).
+q "INSERT INTO public.items SELECT '$w1', g, 'bulk' FROM generate_series(1000, 25999) g" >/dev/null
+expect "every row of a big statement has its entry" \
+    "SELECT count(*) FROM tenancy.audit_log WHERE tenant_id = '$w1' AND table_name = 'public.items' AND new_values->>'label' = 'bulk'" 25000
 
 for t in "${TENANTS[@]}"; do
     expect "$t: every entry of public.items, before and after the upgrade" \
-        "SELECT string_agg(action, ',' ORDER BY id) FROM tenancy.audit_log WHERE tenant_id = '$t' AND table_name = 'public.items'" \
-        "INSERT,INSERT,INSERT,UPDATE,INSERT,INSERT,UPDATE"
+        "SELECT string_agg(action, ',' ORDER BY at, id) FROM tenancy.audit_log
+         WHERE tenant_id = '$t' AND table_name = 'public.items' AND new_values->>'label' IS DISTINCT FROM 'bulk'" \
+        "INSERT,INSERT,INSERT,UPDATE,INSERT,INSERT,UPDATE,INSERT,INSERT,UPDATE"
     expect "$t: each membership once (0.8.0 recorded one per node)" \
-        "SELECT count(*) FROM tenancy.audit_log WHERE tenant_id = '$t' AND table_name = 'tenancy.user_roles'" 2
+        "SELECT count(*) FROM tenancy.audit_log WHERE tenant_id = '$t' AND table_name = 'tenancy.user_roles'" 3
     expect "$t: the tenant's creation once" \
         "SELECT count(*) FROM tenancy.audit_log WHERE row_key->>'id' = '$t' AND table_name = 'tenancy.tenants'" 1
 done
 expect "no entry names a shard" "SELECT count(*) FROM tenancy.audit_log WHERE table_name ~ '_[0-9]+\$'" 0
+# The daily maintenance drops the workers' safety copies too.
+psql_admin "$w1_port" "$DB" -c "CREATE TABLE tenancy._audit_log_stash (id bigint)" >/dev/null
+q "SELECT count(*) FROM tenancy.audit_maintain()" >/dev/null
 for n in 1 2; do
     [ "$(psql_admin "$((PORT + n))" "$DB" -At -c "SELECT to_regclass('tenancy._audit_log_stash') IS NULL")" = t ] ||
         fail "worker $n kept tenancy._audit_log_stash"

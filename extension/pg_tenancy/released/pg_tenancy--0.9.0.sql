@@ -1043,6 +1043,227 @@ CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ten
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- extension/pg_tenancy/src/lib.rs:64
+-- requires:
+--   context
+--   idempotency::set_claimed_key
+--   idempotency::claimed_key
+
+-- Idempotency keys (draft-ietf-httpapi-idempotency-key-header), inside the
+-- transaction of the effect they protect.
+--
+-- An RPC opts in with one call at its start:
+--
+--     replay := tenancy.idempotency_claim('import_bank_transactions', $1);
+--     IF replay IS NOT NULL THEN RETURN replay; END IF;
+--     ... the effect ...
+--     RETURN tenancy.idempotency_complete(result, 201);
+--
+-- The claim, the effect and the stored response commit together, so a
+-- rollback (an error, a killed backend, a crash) leaves no key behind and the
+-- client may simply retry. While a request holds a key, a transaction-level
+-- advisory lock marks it in flight: a second request with the same key gets
+-- 409 at once instead of waiting on a row lock.
+
+CREATE TABLE tenancy.idempotency_keys (
+    tenant_id    uuid        NOT NULL REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+    key          text        NOT NULL,
+    scope        text        NOT NULL,
+    fingerprint  bytea       NOT NULL,
+    state        text        NOT NULL DEFAULT 'in_progress',
+    status       integer,
+    body         jsonb,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
+    expires_at   timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, key),
+    CONSTRAINT idempotency_keys_state CHECK (state IN ('in_progress', 'completed'))
+);
+CREATE INDEX idempotency_keys_expires ON tenancy.idempotency_keys (expires_at);
+COMMENT ON TABLE tenancy.idempotency_keys IS 'Stored responses per (tenant, Idempotency-Key); replayed until expires_at.';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.idempotency_keys', '');
+
+CREATE TABLE tenancy.idempotency_purges (
+    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ran_at   timestamptz NOT NULL,
+    deleted  bigint      NOT NULL,
+    duration interval    NOT NULL
+);
+COMMENT ON TABLE tenancy.idempotency_purges IS 'The last purges of expired idempotency keys (100 are kept).';
+
+-- The advisory lock class of idempotency keys ('idem' in ASCII).
+CREATE FUNCTION tenancy.idempotency_lock_class()
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 1768187245 $$;
+
+CREATE FUNCTION tenancy.idempotency_claim(scope text, request jsonb, key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant uuid := tenancy.tenant_scope();
+    k text := coalesce(key, current_setting('request.headers', true)::jsonb ->> 'idempotency-key');
+    fp bytea;
+    existing tenancy.idempotency_keys;
+BEGIN
+    IF scope IS NULL OR scope = '' THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'idempotency_claim needs a scope (the endpoint''s name)');
+    END IF;
+    IF k IS NULL THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REQUIRED', 'this endpoint requires an Idempotency-Key header',
+            'Send a unique key per logical request, e.g. Idempotency-Key: a UUID, and reuse it only to retry that request.');
+    END IF;
+    IF k = '' OR length(k) > 255 OR k ~ '[[:cntrl:]]' THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_INVALID',
+            'the Idempotency-Key must be 1 to 255 characters without control characters');
+    END IF;
+    IF tenancy._claimed_key() IS NOT NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'this transaction has already claimed an idempotency key');
+    END IF;
+
+    -- Someone holds this key right now: answer at once, never wait.
+    IF NOT pg_try_advisory_xact_lock(tenancy.idempotency_lock_class(), hashtext(tenant::text || '/' || k)) THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_IN_PROGRESS',
+            'a request with this Idempotency-Key is still being processed',
+            'Retry after it has finished; the retry gets its stored response.');
+    END IF;
+
+    fp := sha256(convert_to(scope || E'\n' || coalesce(request::text, 'null'), 'UTF8'));
+    -- Fast path, one statement: a new key. (The advisory lock above means no
+    -- one else can be inserting it; a conflict is a committed earlier use.)
+    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
+    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()))
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+    IF FOUND THEN
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
+    END IF;
+
+    SELECT * INTO existing FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
+    IF existing.expires_at <= now() THEN
+        -- Expired: the key counts as new.
+        UPDATE tenancy.idempotency_keys x
+        SET scope = idempotency_claim.scope, fingerprint = fp, state = 'in_progress', status = NULL, body = NULL,
+            created_at = now(), completed_at = NULL,
+            expires_at = now() + make_interval(secs => tenancy.idempotency_ttl_seconds())
+        WHERE x.tenant_id = tenant AND x.key = k;
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
+    END IF;
+    IF existing.fingerprint <> fp THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
+            format('this Idempotency-Key was already used for a different request (%s)',
+                   CASE WHEN existing.scope = scope THEN 'other payload' ELSE 'endpoint ' || existing.scope END),
+            'Use a new key for a new request.', tenancy.idempotency_conflict_status());
+    END IF;
+    PERFORM set_config('response.status', existing.status::text, true);
+    -- Appended: pre_request may already have set rate-limit headers.
+    PERFORM set_config('response.headers',
+        (coalesce(nullif(current_setting('response.headers', true), ''), '[]')::jsonb
+         || '[{"Idempotent-Replayed": "true"}]'::jsonb)::text, true);
+    RETURN coalesce(existing.body, 'null'::jsonb);
+END
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_claim(text, jsonb, text) IS 'Claims the Idempotency-Key (header, or the key argument) for this transaction. NULL: go ahead. Otherwise the stored response to return as is (a replay). Errors: 400 key missing or invalid, 409 in flight, 422 reused for another request.';
+
+CREATE FUNCTION tenancy.idempotency_complete(body jsonb, status integer DEFAULT 200)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text := tenancy._claimed_key();
+BEGIN
+    IF k IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'no idempotency key was claimed in this transaction',
+            'Call tenancy.idempotency_claim() at the start of the request.');
+    END IF;
+    IF status IS NULL OR status NOT BETWEEN 200 AND 299 THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'only a 2xx response can be stored for replay');
+    END IF;
+    UPDATE tenancy.idempotency_keys x
+    SET state = 'completed', status = idempotency_complete.status, body = idempotency_complete.body, completed_at = now()
+    WHERE x.tenant_id = tenancy.tenant_scope() AND x.key = k;
+    PERFORM set_config('response.status', status::text, true);
+    RETURN body;
+END
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_complete(jsonb, integer) IS 'Stores the response of the claimed key (same transaction as the effect) and returns the body.';
+
+-- Deletes expired keys in small batches, committing between them, so it never
+-- holds many locks nor blocks requests (SKIP LOCKED). Bounded per run.
+-- No SET search_path here: Postgres forbids COMMIT in a procedure with SET
+-- clauses. It runs as its caller (never SECURITY DEFINER) and names every
+-- object with its schema.
+CREATE PROCEDURE tenancy.purge_idempotency_keys(
+    batch_size integer DEFAULT 1000,
+    max_batches integer DEFAULT 1000,
+    pause interval DEFAULT '10 milliseconds'
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    total bigint := 0;
+    n integer;
+    batches integer := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
+        RAISE EXCEPTION 'batch_size and max_batches must be positive' USING ERRCODE = '22023';
+    END IF;
+    IF pause IS NULL OR pause < interval '0' OR pause > interval '10 seconds' THEN
+        RAISE EXCEPTION 'pause must be between 0 and 10 seconds' USING ERRCODE = '22023';
+    END IF;
+    LOOP
+        DELETE FROM tenancy.idempotency_keys k
+        USING (SELECT x.tenant_id, x.key FROM tenancy.idempotency_keys x
+               WHERE x.expires_at <= pg_catalog.now() LIMIT batch_size FOR UPDATE SKIP LOCKED) e
+        WHERE k.tenant_id = e.tenant_id AND k.key = e.key;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        batches := batches + 1;
+        COMMIT;
+        EXIT WHEN n < batch_size OR batches >= max_batches;
+        -- Leave the CPU to requests between batches.
+        PERFORM pg_catalog.pg_sleep(pg_catalog.date_part('epoch', pause));
+    END LOOP;
+    INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration)
+    VALUES (started, total, pg_catalog.clock_timestamp() - started);
+    DELETE FROM tenancy.idempotency_purges WHERE id <= (SELECT pg_catalog.max(id) - 100 FROM tenancy.idempotency_purges);
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE tenancy.purge_idempotency_keys(integer, integer, interval) IS 'Deletes expired idempotency keys in batches (SKIP LOCKED, a commit and a pause per batch, at most max_batches per run). Scheduled by pg_cron.';
+
+CREATE FUNCTION tenancy.idempotency_stats(
+    OUT live_keys bigint,
+    OUT in_progress bigint,
+    OUT oldest_in_progress interval,
+    OUT expired_backlog bigint,
+    OUT last_purge_at timestamptz,
+    OUT last_purge_deleted bigint,
+    OUT last_purge_duration interval
+)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT
+        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at > now()),
+        (SELECT count(*) FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
+        (SELECT now() - min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
+        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at <= now()),
+        p.ran_at, p.deleted, p.duration
+    FROM (SELECT NULL) AS one
+    LEFT JOIN LATERAL (SELECT * FROM tenancy.idempotency_purges ORDER BY id DESC LIMIT 1) p ON true
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_stats() IS 'Live keys, keys in flight and the oldest one''s age, the expired backlog, and the last purge''s row count and duration.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- extension/pg_tenancy/src/lib.rs:54
 -- requires:
 --   context
@@ -1794,26 +2015,29 @@ CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON tenancy.audit_log
     FOR EACH ROW EXECUTE FUNCTION tenancy._audit_append_only();
 
 -- On Citus, row triggers run on the shards (and on every node's copy of a
--- reference table), where TG_TABLE_NAME is the shard's name: this names the
--- Citus table a shard (given as schema.name, unquoted) belongs to and how it
--- is distributed, or nothing for an ordinary table (or without Citus). By
--- name, from Citus' metadata alone: the shard need not be on this node, and
--- Citus hides shards from queries of pg_class in clients' sessions.
-CREATE FUNCTION tenancy._citus_table_of(shard text, OUT logical regclass, OUT method "char")
+-- reference table), where TG_TABLE_NAME is the shard's name. This names the
+-- Citus table a shard (given as schema.name, unquoted, as the audit log
+-- keeps names) belongs to, unquoted too, and how it is distributed: 'r' a
+-- reference table, 'h' sharded by a column, else Citus' partmethod; or
+-- nothing for an ordinary table (or without Citus). By name, from Citus'
+-- metadata alone: the shard need not be on this node, and Citus hides
+-- shards from queries of pg_class in clients' sessions.
+CREATE FUNCTION tenancy._citus_table_of(shard text, OUT logical text, OUT method "char")
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF shard !~ '_[0-9]+$' OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
+    IF shard !~ '_[0-9]{1,18}$' OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
         RETURN;
     END IF;
-    EXECUTE 'SELECT s.logicalrelid, p.partmethod
+    EXECUTE 'SELECT n.nspname || ''.'' || l.relname,
+                    CASE WHEN p.partmethod = ''n'' AND p.repmodel = ''t'' THEN ''r'' ELSE p.partmethod END
              FROM pg_catalog.pg_dist_shard s
              JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
              JOIN pg_catalog.pg_class l ON l.oid = s.logicalrelid
              JOIN pg_catalog.pg_namespace n ON n.oid = l.relnamespace
-             WHERE s.shardid = substring($1 FROM ''_([0-9]+)$'')::bigint
-               AND n.nspname || ''.'' || l.relname || ''_'' || s.shardid = $1'
+             WHERE s.shardid = substring($1 FROM ''_([0-9]{1,18})$'')::bigint
+               AND array_to_string(pg_catalog.parse_ident(pg_catalog.shard_name(s.logicalrelid, s.shardid, false)), ''.'') = $1'
         INTO logical, method USING shard;
 END
 $$;
@@ -1860,10 +2084,10 @@ DECLARE
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
     -- Without Citus none of its helpers is called (each call costs).
     citus constant boolean := to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL;
-    logical regclass;
+    logical text;
     method "char";
+    chunk jsonb;
     entries text;
-    batch jsonb;
 BEGIN
     IF coordinator IS NOT NULL THEN
         request_id := coordinator[3];
@@ -1872,7 +2096,7 @@ BEGIN
     END IF;
     IF citus THEN
         SELECT c.logical, c.method INTO logical, method FROM tenancy._citus_table_of(tbl) c;
-        tbl := coalesce(logical::text, tbl);
+        tbl := coalesce(logical, tbl);
     END IF;
     SELECT 'jsonb_build_object(' || string_agg(format('%L, n.%I', k, k), ', ') || ')',
            'jsonb_build_object(' || string_agg(format('%L, o.%I', k, k), ', ') || ')',
@@ -1902,6 +2126,22 @@ BEGIN
     END IF;
 
     IF NOT citus OR NOT tenancy._distributed('tenancy.audit_log') THEN
+        IF citus AND method = 'r' THEN
+            -- (Its own statement: Citus' catalogs exist only with Citus.)
+            IF EXISTS (SELECT 1 FROM pg_dist_local_group g WHERE g.groupid <> 0) THEN
+                -- A worker's copy of a reference table, before scale_out()
+                -- shards the log (0.8.0 upgraded): the coordinator records it.
+                RETURN NULL;
+            END IF;
+        END IF;
+        IF citus AND to_regclass('tenancy._audit_log_stash') IS NOT NULL THEN
+            -- This worker's entries were set aside to go into the sharded
+            -- log, which is not there yet: an entry written now would be
+            -- left behind, so nothing is written.
+            RAISE EXCEPTION 'tenancy.audit_log is being sharded (tenancy.scale_out() is running, or failed), so audited tables cannot be written on this node'
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Try again when scale_out() has finished; if it failed, run SELECT * FROM tenancy.scale_out(); again on the coordinator.';
+        END IF;
         EXECUTE format('INSERT INTO tenancy.audit_log (%s) %s', cols, entries)
         USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
         RETURN NULL;
@@ -1910,16 +2150,17 @@ BEGIN
     -- colocated with the tenant's tables, so the entries of a shard's rows
     -- go to a shard on the same node. Citus cannot read a trigger's
     -- transition tables in a distributed INSERT ... SELECT, so the entries
-    -- are gathered first; a reference table's copy on this node records
-    -- only the tenants whose log is here (every node runs the trigger).
-    EXECUTE format('SELECT jsonb_agg(to_jsonb(e)) FROM (%s) e(%s) WHERE %s',
-                   entries, cols, CASE WHEN method = 'n' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
-    INTO batch
-    USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
-    IF batch IS NOT NULL THEN
+    -- are gathered first, 10,000 at a time (a jsonb value holds at most
+    -- 256 MB); a reference table's copy on this node records only the
+    -- tenants whose log is here (every node runs the trigger).
+    FOR chunk IN EXECUTE format(
+        'SELECT jsonb_agg(to_jsonb(e)) FROM (SELECT e.*, (row_number() OVER () - 1) / 10000 AS chunk
+                                             FROM (%s) e(%s) WHERE %s) e GROUP BY e.chunk',
+        entries, cols, CASE WHEN method = 'r' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
+    USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user LOOP
         EXECUTE format('INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM jsonb_populate_recordset(NULL::tenancy.audit_log, $1)', cols)
-        USING batch;
-    END IF;
+        USING chunk;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -2026,6 +2267,11 @@ BEGIN
         END;
     END LOOP;
 
+    IF tenancy._distributed('tenancy.audit_log') THEN
+        -- The workers' safety copies of a 0.8.0 log, once it is sharded.
+        PERFORM run_command_on_workers('DROP TABLE IF EXISTS tenancy._audit_log_stash');
+    END IF;
+
     -- What there is to do: months that have no partition yet (this one, the
     -- next two, and any month entries in the default partition belong to),
     -- and months that ended before the retention cutoff.
@@ -2086,6 +2332,10 @@ BEGIN
     -- it is detached: without the log's append-only trigger, which would
     -- also stop this function's own deletes on Citus' shards (a setting of
     -- this function does not reach them).
+    IF tenancy._distributed('tenancy.audit_log') THEN
+        -- Several statements over all shards, then DDL, in one transaction.
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     stray := EXISTS (SELECT 1 FROM tenancy.audit_log_default);
     IF stray THEN
         ALTER TABLE tenancy.audit_log DETACH PARTITION tenancy.audit_log_default;
@@ -2446,7 +2696,7 @@ BEGIN
         CREATE TABLE IF NOT EXISTS tenancy._audit_log_stash AS SELECT %1$s FROM tenancy.audit_log WITH NO DATA;
         INSERT INTO tenancy._audit_log_stash (%1$s)
             SELECT %1$s FROM tenancy.audit_log e
-            WHERE (tenancy._citus_table_of(e.table_name)).method IS DISTINCT FROM 'n';
+            WHERE (tenancy._citus_table_of(e.table_name)).method IS DISTINCT FROM 'r';
         TRUNCATE tenancy.audit_log;
         DO $do$
         DECLARE p regclass;
@@ -2485,15 +2735,19 @@ BEGIN
         END LOOP;
     END LOOP;
 
+    -- A copy is a shard-named INSERT right after an entry for the same row
+    -- written before the table was sharded (named by the table) that left
+    -- the row in place (INSERT or UPDATE).
     DELETE FROM tenancy.audit_log d
-    USING (SELECT e.tableoid AS t, e.ctid AS c, e.action, e.table_name,
-                  lag(e.action) OVER (PARTITION BY e.tenant_id, coalesce((tenancy._citus_table_of(e.table_name)).logical::text, e.table_name), e.row_key
-                                      ORDER BY e.at, e.id) AS before
-           FROM tenancy.audit_log e) x
-    WHERE d.tableoid = x.t AND d.ctid = x.c
-      AND x.action = 'INSERT' AND x.table_name ~ '_[0-9]+$' AND x.before IN ('INSERT', 'UPDATE');
+    USING (SELECT y.t, y.c FROM (
+               SELECT e.tableoid AS t, e.ctid AS c, e.action, s.logical IS NOT NULL AS on_shard,
+                      lag(e.action) OVER w AS before, lag(s.logical IS NOT NULL) OVER w AS before_on_shard
+               FROM tenancy.audit_log e CROSS JOIN LATERAL tenancy._citus_table_of(e.table_name) s
+               WINDOW w AS (PARTITION BY e.tenant_id, coalesce(s.logical, e.table_name), e.row_key ORDER BY e.at, e.id)) y
+           WHERE y.action = 'INSERT' AND y.on_shard AND y.before IN ('INSERT', 'UPDATE') AND NOT y.before_on_shard) x
+    WHERE d.tableoid = x.t AND d.ctid = x.c;
     UPDATE tenancy.audit_log e
-    SET table_name = (tenancy._citus_table_of(e.table_name)).logical::text
+    SET table_name = (tenancy._citus_table_of(e.table_name)).logical
     WHERE (tenancy._citus_table_of(e.table_name)).logical IS NOT NULL;
 
     -- The read policy in the form Citus accepts: no sub-select.
@@ -2704,7 +2958,7 @@ BEGIN
                 ELSE format('ALTER FUNCTION %s STRICT;', f.oid::regprocedure::text) END
     FROM pg_dist_object o JOIN pg_proc f ON f.oid = o.objid
     WHERE o.classid = 'pg_proc'::regclass AND o.distribution_argument_index IS NOT NULL
-      AND (NOT f.proisstrict OR f.proretset);
+      AND f.prokind = 'f' AND (NOT f.proisstrict OR f.proretset);
 END
 $$;
 /* </end connected objects> */
@@ -2878,227 +3132,6 @@ SELECT * FROM tenancy._citus_findings()
 ORDER BY 1, 2, 3, 4
 $$;
 COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; roles that may run pre_request but not _pre_request (or the reverse); bindings of roles that no longer exist; on Citus, tenant-scoped tables not sharded by their tenant column, not colocated, or with policies Citus widened. And, as notices, every login that may enter every tenant.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:64
--- requires:
---   context
---   idempotency::set_claimed_key
---   idempotency::claimed_key
-
--- Idempotency keys (draft-ietf-httpapi-idempotency-key-header), inside the
--- transaction of the effect they protect.
---
--- An RPC opts in with one call at its start:
---
---     replay := tenancy.idempotency_claim('import_bank_transactions', $1);
---     IF replay IS NOT NULL THEN RETURN replay; END IF;
---     ... the effect ...
---     RETURN tenancy.idempotency_complete(result, 201);
---
--- The claim, the effect and the stored response commit together, so a
--- rollback (an error, a killed backend, a crash) leaves no key behind and the
--- client may simply retry. While a request holds a key, a transaction-level
--- advisory lock marks it in flight: a second request with the same key gets
--- 409 at once instead of waiting on a row lock.
-
-CREATE TABLE tenancy.idempotency_keys (
-    tenant_id    uuid        NOT NULL REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
-    key          text        NOT NULL,
-    scope        text        NOT NULL,
-    fingerprint  bytea       NOT NULL,
-    state        text        NOT NULL DEFAULT 'in_progress',
-    status       integer,
-    body         jsonb,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    completed_at timestamptz,
-    expires_at   timestamptz NOT NULL,
-    PRIMARY KEY (tenant_id, key),
-    CONSTRAINT idempotency_keys_state CHECK (state IN ('in_progress', 'completed'))
-);
-CREATE INDEX idempotency_keys_expires ON tenancy.idempotency_keys (expires_at);
-COMMENT ON TABLE tenancy.idempotency_keys IS 'Stored responses per (tenant, Idempotency-Key); replayed until expires_at.';
-SELECT pg_catalog.pg_extension_config_dump('tenancy.idempotency_keys', '');
-
-CREATE TABLE tenancy.idempotency_purges (
-    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    ran_at   timestamptz NOT NULL,
-    deleted  bigint      NOT NULL,
-    duration interval    NOT NULL
-);
-COMMENT ON TABLE tenancy.idempotency_purges IS 'The last purges of expired idempotency keys (100 are kept).';
-
--- The advisory lock class of idempotency keys ('idem' in ASCII).
-CREATE FUNCTION tenancy.idempotency_lock_class()
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT 1768187245 $$;
-
-CREATE FUNCTION tenancy.idempotency_claim(scope text, request jsonb, key text DEFAULT NULL)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    tenant uuid := tenancy.tenant_scope();
-    k text := coalesce(key, current_setting('request.headers', true)::jsonb ->> 'idempotency-key');
-    fp bytea;
-    existing tenancy.idempotency_keys;
-BEGIN
-    IF scope IS NULL OR scope = '' THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'idempotency_claim needs a scope (the endpoint''s name)');
-    END IF;
-    IF k IS NULL THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REQUIRED', 'this endpoint requires an Idempotency-Key header',
-            'Send a unique key per logical request, e.g. Idempotency-Key: a UUID, and reuse it only to retry that request.');
-    END IF;
-    IF k = '' OR length(k) > 255 OR k ~ '[[:cntrl:]]' THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_INVALID',
-            'the Idempotency-Key must be 1 to 255 characters without control characters');
-    END IF;
-    IF tenancy._claimed_key() IS NOT NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'this transaction has already claimed an idempotency key');
-    END IF;
-
-    -- Someone holds this key right now: answer at once, never wait.
-    IF NOT pg_try_advisory_xact_lock(tenancy.idempotency_lock_class(), hashtext(tenant::text || '/' || k)) THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_IN_PROGRESS',
-            'a request with this Idempotency-Key is still being processed',
-            'Retry after it has finished; the retry gets its stored response.');
-    END IF;
-
-    fp := sha256(convert_to(scope || E'\n' || coalesce(request::text, 'null'), 'UTF8'));
-    -- Fast path, one statement: a new key. (The advisory lock above means no
-    -- one else can be inserting it; a conflict is a committed earlier use.)
-    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
-    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()))
-    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
-    IF FOUND THEN
-        PERFORM tenancy._set_claimed_key(k);
-        RETURN NULL;
-    END IF;
-
-    SELECT * INTO existing FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
-    IF existing.expires_at <= now() THEN
-        -- Expired: the key counts as new.
-        UPDATE tenancy.idempotency_keys x
-        SET scope = idempotency_claim.scope, fingerprint = fp, state = 'in_progress', status = NULL, body = NULL,
-            created_at = now(), completed_at = NULL,
-            expires_at = now() + make_interval(secs => tenancy.idempotency_ttl_seconds())
-        WHERE x.tenant_id = tenant AND x.key = k;
-        PERFORM tenancy._set_claimed_key(k);
-        RETURN NULL;
-    END IF;
-    IF existing.fingerprint <> fp THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
-            format('this Idempotency-Key was already used for a different request (%s)',
-                   CASE WHEN existing.scope = scope THEN 'other payload' ELSE 'endpoint ' || existing.scope END),
-            'Use a new key for a new request.', tenancy.idempotency_conflict_status());
-    END IF;
-    PERFORM set_config('response.status', existing.status::text, true);
-    -- Appended: pre_request may already have set rate-limit headers.
-    PERFORM set_config('response.headers',
-        (coalesce(nullif(current_setting('response.headers', true), ''), '[]')::jsonb
-         || '[{"Idempotent-Replayed": "true"}]'::jsonb)::text, true);
-    RETURN coalesce(existing.body, 'null'::jsonb);
-END
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_claim(text, jsonb, text) IS 'Claims the Idempotency-Key (header, or the key argument) for this transaction. NULL: go ahead. Otherwise the stored response to return as is (a replay). Errors: 400 key missing or invalid, 409 in flight, 422 reused for another request.';
-
-CREATE FUNCTION tenancy.idempotency_complete(body jsonb, status integer DEFAULT 200)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    k text := tenancy._claimed_key();
-BEGIN
-    IF k IS NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'no idempotency key was claimed in this transaction',
-            'Call tenancy.idempotency_claim() at the start of the request.');
-    END IF;
-    IF status IS NULL OR status NOT BETWEEN 200 AND 299 THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'only a 2xx response can be stored for replay');
-    END IF;
-    UPDATE tenancy.idempotency_keys x
-    SET state = 'completed', status = idempotency_complete.status, body = idempotency_complete.body, completed_at = now()
-    WHERE x.tenant_id = tenancy.tenant_scope() AND x.key = k;
-    PERFORM set_config('response.status', status::text, true);
-    RETURN body;
-END
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_complete(jsonb, integer) IS 'Stores the response of the claimed key (same transaction as the effect) and returns the body.';
-
--- Deletes expired keys in small batches, committing between them, so it never
--- holds many locks nor blocks requests (SKIP LOCKED). Bounded per run.
--- No SET search_path here: Postgres forbids COMMIT in a procedure with SET
--- clauses. It runs as its caller (never SECURITY DEFINER) and names every
--- object with its schema.
-CREATE PROCEDURE tenancy.purge_idempotency_keys(
-    batch_size integer DEFAULT 1000,
-    max_batches integer DEFAULT 1000,
-    pause interval DEFAULT '10 milliseconds'
-)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.clock_timestamp();
-    total bigint := 0;
-    n integer;
-    batches integer := 0;
-BEGIN
-    IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
-        RAISE EXCEPTION 'batch_size and max_batches must be positive' USING ERRCODE = '22023';
-    END IF;
-    IF pause IS NULL OR pause < interval '0' OR pause > interval '10 seconds' THEN
-        RAISE EXCEPTION 'pause must be between 0 and 10 seconds' USING ERRCODE = '22023';
-    END IF;
-    LOOP
-        DELETE FROM tenancy.idempotency_keys k
-        USING (SELECT x.tenant_id, x.key FROM tenancy.idempotency_keys x
-               WHERE x.expires_at <= pg_catalog.now() LIMIT batch_size FOR UPDATE SKIP LOCKED) e
-        WHERE k.tenant_id = e.tenant_id AND k.key = e.key;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        total := total + n;
-        batches := batches + 1;
-        COMMIT;
-        EXIT WHEN n < batch_size OR batches >= max_batches;
-        -- Leave the CPU to requests between batches.
-        PERFORM pg_catalog.pg_sleep(pg_catalog.date_part('epoch', pause));
-    END LOOP;
-    INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration)
-    VALUES (started, total, pg_catalog.clock_timestamp() - started);
-    DELETE FROM tenancy.idempotency_purges WHERE id <= (SELECT pg_catalog.max(id) - 100 FROM tenancy.idempotency_purges);
-    COMMIT;
-END
-$$;
-COMMENT ON PROCEDURE tenancy.purge_idempotency_keys(integer, integer, interval) IS 'Deletes expired idempotency keys in batches (SKIP LOCKED, a commit and a pause per batch, at most max_batches per run). Scheduled by pg_cron.';
-
-CREATE FUNCTION tenancy.idempotency_stats(
-    OUT live_keys bigint,
-    OUT in_progress bigint,
-    OUT oldest_in_progress interval,
-    OUT expired_backlog bigint,
-    OUT last_purge_at timestamptz,
-    OUT last_purge_deleted bigint,
-    OUT last_purge_duration interval
-)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT
-        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at > now()),
-        (SELECT count(*) FROM pg_locks l
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
-        (SELECT now() - min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
-        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at <= now()),
-        p.ran_at, p.deleted, p.duration
-    FROM (SELECT NULL) AS one
-    LEFT JOIN LATERAL (SELECT * FROM tenancy.idempotency_purges ORDER BY id DESC LIMIT 1) p ON true
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_stats() IS 'Live keys, keys in flight and the oldest one''s age, the expired backlog, and the last purge''s row count and duration.';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -22,7 +22,14 @@
 --      a distributed INSERT ... SELECT);
 --    - on a node's copy of a reference table, records only the tenants whose
 --      log shard is on that node (tenancy._audit_shard_here): one entry per
---      change. Without Citus it writes as before.
+--      change; before the log is sharded, only the coordinator records such
+--      a change;
+--    - writes a big statement's entries 10,000 at a time (a jsonb value
+--      holds at most 256 MB);
+--    - refuses to write on a worker whose entries are set aside for the
+--      sharded log that is not there yet (scale_out() running or failed):
+--      an entry written then would be left behind.
+--    Without Citus it writes as before and calls none of the above.
 -- 2. tenancy.scale_out() also shards tenancy.audit_log by tenant_id,
 --    colocated with the tenant tables, and moves what 0.8.0 left behind
 --    into it (tenancy._distribute_audit_log; its comment says how). A Citus
@@ -55,21 +62,22 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'signed_request_wrapper';
 
-CREATE FUNCTION tenancy._citus_table_of(shard text, OUT logical regclass, OUT method "char")
+CREATE FUNCTION tenancy._citus_table_of(shard text, OUT logical text, OUT method "char")
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF shard !~ '_[0-9]+$' OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
+    IF shard !~ '_[0-9]{1,18}$' OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
         RETURN;
     END IF;
-    EXECUTE 'SELECT s.logicalrelid, p.partmethod
+    EXECUTE 'SELECT n.nspname || ''.'' || l.relname,
+                    CASE WHEN p.partmethod = ''n'' AND p.repmodel = ''t'' THEN ''r'' ELSE p.partmethod END
              FROM pg_catalog.pg_dist_shard s
              JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
              JOIN pg_catalog.pg_class l ON l.oid = s.logicalrelid
              JOIN pg_catalog.pg_namespace n ON n.oid = l.relnamespace
-             WHERE s.shardid = substring($1 FROM ''_([0-9]+)$'')::bigint
-               AND n.nspname || ''.'' || l.relname || ''_'' || s.shardid = $1'
+             WHERE s.shardid = substring($1 FROM ''_([0-9]{1,18})$'')::bigint
+               AND array_to_string(pg_catalog.parse_ident(pg_catalog.shard_name(s.logicalrelid, s.shardid, false)), ''.'') = $1'
         INTO logical, method USING shard;
 END
 $$;
@@ -125,10 +133,10 @@ DECLARE
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
     -- Without Citus none of its helpers is called (each call costs).
     citus constant boolean := to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL;
-    logical regclass;
+    logical text;
     method "char";
+    chunk jsonb;
     entries text;
-    batch jsonb;
 BEGIN
     IF coordinator IS NOT NULL THEN
         request_id := coordinator[3];
@@ -137,7 +145,7 @@ BEGIN
     END IF;
     IF citus THEN
         SELECT c.logical, c.method INTO logical, method FROM tenancy._citus_table_of(tbl) c;
-        tbl := coalesce(logical::text, tbl);
+        tbl := coalesce(logical, tbl);
     END IF;
     SELECT 'jsonb_build_object(' || string_agg(format('%L, n.%I', k, k), ', ') || ')',
            'jsonb_build_object(' || string_agg(format('%L, o.%I', k, k), ', ') || ')',
@@ -167,6 +175,22 @@ BEGIN
     END IF;
 
     IF NOT citus OR NOT tenancy._distributed('tenancy.audit_log') THEN
+        IF citus AND method = 'r' THEN
+            -- (Its own statement: Citus' catalogs exist only with Citus.)
+            IF EXISTS (SELECT 1 FROM pg_dist_local_group g WHERE g.groupid <> 0) THEN
+                -- A worker's copy of a reference table, before scale_out()
+                -- shards the log (0.8.0 upgraded): the coordinator records it.
+                RETURN NULL;
+            END IF;
+        END IF;
+        IF citus AND to_regclass('tenancy._audit_log_stash') IS NOT NULL THEN
+            -- This worker's entries were set aside to go into the sharded
+            -- log, which is not there yet: an entry written now would be
+            -- left behind, so nothing is written.
+            RAISE EXCEPTION 'tenancy.audit_log is being sharded (tenancy.scale_out() is running, or failed), so audited tables cannot be written on this node'
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Try again when scale_out() has finished; if it failed, run SELECT * FROM tenancy.scale_out(); again on the coordinator.';
+        END IF;
         EXECUTE format('INSERT INTO tenancy.audit_log (%s) %s', cols, entries)
         USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
         RETURN NULL;
@@ -175,16 +199,17 @@ BEGIN
     -- colocated with the tenant's tables, so the entries of a shard's rows
     -- go to a shard on the same node. Citus cannot read a trigger's
     -- transition tables in a distributed INSERT ... SELECT, so the entries
-    -- are gathered first; a reference table's copy on this node records
-    -- only the tenants whose log is here (every node runs the trigger).
-    EXECUTE format('SELECT jsonb_agg(to_jsonb(e)) FROM (%s) e(%s) WHERE %s',
-                   entries, cols, CASE WHEN method = 'n' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
-    INTO batch
-    USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
-    IF batch IS NOT NULL THEN
+    -- are gathered first, 10,000 at a time (a jsonb value holds at most
+    -- 256 MB); a reference table's copy on this node records only the
+    -- tenants whose log is here (every node runs the trigger).
+    FOR chunk IN EXECUTE format(
+        'SELECT jsonb_agg(to_jsonb(e)) FROM (SELECT e.*, (row_number() OVER () - 1) / 10000 AS chunk
+                                             FROM (%s) e(%s) WHERE %s) e GROUP BY e.chunk',
+        entries, cols, CASE WHEN method = 'r' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
+    USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user LOOP
         EXECUTE format('INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM jsonb_populate_recordset(NULL::tenancy.audit_log, $1)', cols)
-        USING batch;
-    END IF;
+        USING chunk;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -268,6 +293,11 @@ BEGIN
         END;
     END LOOP;
 
+    IF tenancy._distributed('tenancy.audit_log') THEN
+        -- The workers' safety copies of a 0.8.0 log, once it is sharded.
+        PERFORM run_command_on_workers('DROP TABLE IF EXISTS tenancy._audit_log_stash');
+    END IF;
+
     -- What there is to do: months that have no partition yet (this one, the
     -- next two, and any month entries in the default partition belong to),
     -- and months that ended before the retention cutoff.
@@ -328,6 +358,10 @@ BEGIN
     -- it is detached: without the log's append-only trigger, which would
     -- also stop this function's own deletes on Citus' shards (a setting of
     -- this function does not reach them).
+    IF tenancy._distributed('tenancy.audit_log') THEN
+        -- Several statements over all shards, then DDL, in one transaction.
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     stray := EXISTS (SELECT 1 FROM tenancy.audit_log_default);
     IF stray THEN
         ALTER TABLE tenancy.audit_log DETACH PARTITION tenancy.audit_log_default;
@@ -449,7 +483,7 @@ BEGIN
         CREATE TABLE IF NOT EXISTS tenancy._audit_log_stash AS SELECT %1$s FROM tenancy.audit_log WITH NO DATA;
         INSERT INTO tenancy._audit_log_stash (%1$s)
             SELECT %1$s FROM tenancy.audit_log e
-            WHERE (tenancy._citus_table_of(e.table_name)).method IS DISTINCT FROM 'n';
+            WHERE (tenancy._citus_table_of(e.table_name)).method IS DISTINCT FROM 'r';
         TRUNCATE tenancy.audit_log;
         DO $do$
         DECLARE p regclass;
@@ -488,15 +522,19 @@ BEGIN
         END LOOP;
     END LOOP;
 
+    -- A copy is a shard-named INSERT right after an entry for the same row
+    -- written before the table was sharded (named by the table) that left
+    -- the row in place (INSERT or UPDATE).
     DELETE FROM tenancy.audit_log d
-    USING (SELECT e.tableoid AS t, e.ctid AS c, e.action, e.table_name,
-                  lag(e.action) OVER (PARTITION BY e.tenant_id, coalesce((tenancy._citus_table_of(e.table_name)).logical::text, e.table_name), e.row_key
-                                      ORDER BY e.at, e.id) AS before
-           FROM tenancy.audit_log e) x
-    WHERE d.tableoid = x.t AND d.ctid = x.c
-      AND x.action = 'INSERT' AND x.table_name ~ '_[0-9]+$' AND x.before IN ('INSERT', 'UPDATE');
+    USING (SELECT y.t, y.c FROM (
+               SELECT e.tableoid AS t, e.ctid AS c, e.action, s.logical IS NOT NULL AS on_shard,
+                      lag(e.action) OVER w AS before, lag(s.logical IS NOT NULL) OVER w AS before_on_shard
+               FROM tenancy.audit_log e CROSS JOIN LATERAL tenancy._citus_table_of(e.table_name) s
+               WINDOW w AS (PARTITION BY e.tenant_id, coalesce(s.logical, e.table_name), e.row_key ORDER BY e.at, e.id)) y
+           WHERE y.action = 'INSERT' AND y.on_shard AND y.before IN ('INSERT', 'UPDATE') AND NOT y.before_on_shard) x
+    WHERE d.tableoid = x.t AND d.ctid = x.c;
     UPDATE tenancy.audit_log e
-    SET table_name = (tenancy._citus_table_of(e.table_name)).logical::text
+    SET table_name = (tenancy._citus_table_of(e.table_name)).logical
     WHERE (tenancy._citus_table_of(e.table_name)).logical IS NOT NULL;
 
     -- The read policy in the form Citus accepts: no sub-select.
@@ -704,7 +742,7 @@ BEGIN
                 ELSE format('ALTER FUNCTION %s STRICT;', f.oid::regprocedure::text) END
     FROM pg_dist_object o JOIN pg_proc f ON f.oid = o.objid
     WHERE o.classid = 'pg_proc'::regclass AND o.distribution_argument_index IS NOT NULL
-      AND (NOT f.proisstrict OR f.proretset);
+      AND f.prokind = 'f' AND (NOT f.proisstrict OR f.proretset);
 END
 $$;
 

@@ -79,26 +79,29 @@ CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON tenancy.audit_log
     FOR EACH ROW EXECUTE FUNCTION tenancy._audit_append_only();
 
 -- On Citus, row triggers run on the shards (and on every node's copy of a
--- reference table), where TG_TABLE_NAME is the shard's name: this names the
--- Citus table a shard (given as schema.name, unquoted) belongs to and how it
--- is distributed, or nothing for an ordinary table (or without Citus). By
--- name, from Citus' metadata alone: the shard need not be on this node, and
--- Citus hides shards from queries of pg_class in clients' sessions.
-CREATE FUNCTION tenancy._citus_table_of(shard text, OUT logical regclass, OUT method "char")
+-- reference table), where TG_TABLE_NAME is the shard's name. This names the
+-- Citus table a shard (given as schema.name, unquoted, as the audit log
+-- keeps names) belongs to, unquoted too, and how it is distributed: 'r' a
+-- reference table, 'h' sharded by a column, else Citus' partmethod; or
+-- nothing for an ordinary table (or without Citus). By name, from Citus'
+-- metadata alone: the shard need not be on this node, and Citus hides
+-- shards from queries of pg_class in clients' sessions.
+CREATE FUNCTION tenancy._citus_table_of(shard text, OUT logical text, OUT method "char")
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF shard !~ '_[0-9]+$' OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
+    IF shard !~ '_[0-9]{1,18}$' OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
         RETURN;
     END IF;
-    EXECUTE 'SELECT s.logicalrelid, p.partmethod
+    EXECUTE 'SELECT n.nspname || ''.'' || l.relname,
+                    CASE WHEN p.partmethod = ''n'' AND p.repmodel = ''t'' THEN ''r'' ELSE p.partmethod END
              FROM pg_catalog.pg_dist_shard s
              JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid
              JOIN pg_catalog.pg_class l ON l.oid = s.logicalrelid
              JOIN pg_catalog.pg_namespace n ON n.oid = l.relnamespace
-             WHERE s.shardid = substring($1 FROM ''_([0-9]+)$'')::bigint
-               AND n.nspname || ''.'' || l.relname || ''_'' || s.shardid = $1'
+             WHERE s.shardid = substring($1 FROM ''_([0-9]{1,18})$'')::bigint
+               AND array_to_string(pg_catalog.parse_ident(pg_catalog.shard_name(s.logicalrelid, s.shardid, false)), ''.'') = $1'
         INTO logical, method USING shard;
 END
 $$;
@@ -145,10 +148,10 @@ DECLARE
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
     -- Without Citus none of its helpers is called (each call costs).
     citus constant boolean := to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL;
-    logical regclass;
+    logical text;
     method "char";
+    chunk jsonb;
     entries text;
-    batch jsonb;
 BEGIN
     IF coordinator IS NOT NULL THEN
         request_id := coordinator[3];
@@ -157,7 +160,7 @@ BEGIN
     END IF;
     IF citus THEN
         SELECT c.logical, c.method INTO logical, method FROM tenancy._citus_table_of(tbl) c;
-        tbl := coalesce(logical::text, tbl);
+        tbl := coalesce(logical, tbl);
     END IF;
     SELECT 'jsonb_build_object(' || string_agg(format('%L, n.%I', k, k), ', ') || ')',
            'jsonb_build_object(' || string_agg(format('%L, o.%I', k, k), ', ') || ')',
@@ -187,6 +190,22 @@ BEGIN
     END IF;
 
     IF NOT citus OR NOT tenancy._distributed('tenancy.audit_log') THEN
+        IF citus AND method = 'r' THEN
+            -- (Its own statement: Citus' catalogs exist only with Citus.)
+            IF EXISTS (SELECT 1 FROM pg_dist_local_group g WHERE g.groupid <> 0) THEN
+                -- A worker's copy of a reference table, before scale_out()
+                -- shards the log (0.8.0 upgraded): the coordinator records it.
+                RETURN NULL;
+            END IF;
+        END IF;
+        IF citus AND to_regclass('tenancy._audit_log_stash') IS NOT NULL THEN
+            -- This worker's entries were set aside to go into the sharded
+            -- log, which is not there yet: an entry written now would be
+            -- left behind, so nothing is written.
+            RAISE EXCEPTION 'tenancy.audit_log is being sharded (tenancy.scale_out() is running, or failed), so audited tables cannot be written on this node'
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Try again when scale_out() has finished; if it failed, run SELECT * FROM tenancy.scale_out(); again on the coordinator.';
+        END IF;
         EXECUTE format('INSERT INTO tenancy.audit_log (%s) %s', cols, entries)
         USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
         RETURN NULL;
@@ -195,16 +214,17 @@ BEGIN
     -- colocated with the tenant's tables, so the entries of a shard's rows
     -- go to a shard on the same node. Citus cannot read a trigger's
     -- transition tables in a distributed INSERT ... SELECT, so the entries
-    -- are gathered first; a reference table's copy on this node records
-    -- only the tenants whose log is here (every node runs the trigger).
-    EXECUTE format('SELECT jsonb_agg(to_jsonb(e)) FROM (%s) e(%s) WHERE %s',
-                   entries, cols, CASE WHEN method = 'n' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
-    INTO batch
-    USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user;
-    IF batch IS NOT NULL THEN
+    -- are gathered first, 10,000 at a time (a jsonb value holds at most
+    -- 256 MB); a reference table's copy on this node records only the
+    -- tenants whose log is here (every node runs the trigger).
+    FOR chunk IN EXECUTE format(
+        'SELECT jsonb_agg(to_jsonb(e)) FROM (SELECT e.*, (row_number() OVER () - 1) / 10000 AS chunk
+                                             FROM (%s) e(%s) WHERE %s) e GROUP BY e.chunk',
+        entries, cols, CASE WHEN method = 'r' THEN 'tenancy._audit_shard_here(e.tenant_id)' ELSE 'true' END)
+    USING tenancy.current_user_id(), request_id, request_path, tbl, acting, db_user LOOP
         EXECUTE format('INSERT INTO tenancy.audit_log (%1$s) SELECT %1$s FROM jsonb_populate_recordset(NULL::tenancy.audit_log, $1)', cols)
-        USING batch;
-    END IF;
+        USING chunk;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -311,6 +331,11 @@ BEGIN
         END;
     END LOOP;
 
+    IF tenancy._distributed('tenancy.audit_log') THEN
+        -- The workers' safety copies of a 0.8.0 log, once it is sharded.
+        PERFORM run_command_on_workers('DROP TABLE IF EXISTS tenancy._audit_log_stash');
+    END IF;
+
     -- What there is to do: months that have no partition yet (this one, the
     -- next two, and any month entries in the default partition belong to),
     -- and months that ended before the retention cutoff.
@@ -371,6 +396,10 @@ BEGIN
     -- it is detached: without the log's append-only trigger, which would
     -- also stop this function's own deletes on Citus' shards (a setting of
     -- this function does not reach them).
+    IF tenancy._distributed('tenancy.audit_log') THEN
+        -- Several statements over all shards, then DDL, in one transaction.
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     stray := EXISTS (SELECT 1 FROM tenancy.audit_log_default);
     IF stray THEN
         ALTER TABLE tenancy.audit_log DETACH PARTITION tenancy.audit_log_default;

@@ -136,7 +136,7 @@ BEGIN
         CREATE TABLE IF NOT EXISTS tenancy._audit_log_stash AS SELECT %1$s FROM tenancy.audit_log WITH NO DATA;
         INSERT INTO tenancy._audit_log_stash (%1$s)
             SELECT %1$s FROM tenancy.audit_log e
-            WHERE (tenancy._citus_table_of(e.table_name)).method IS DISTINCT FROM 'n';
+            WHERE (tenancy._citus_table_of(e.table_name)).method IS DISTINCT FROM 'r';
         TRUNCATE tenancy.audit_log;
         DO $do$
         DECLARE p regclass;
@@ -175,15 +175,19 @@ BEGIN
         END LOOP;
     END LOOP;
 
+    -- A copy is a shard-named INSERT right after an entry for the same row
+    -- written before the table was sharded (named by the table) that left
+    -- the row in place (INSERT or UPDATE).
     DELETE FROM tenancy.audit_log d
-    USING (SELECT e.tableoid AS t, e.ctid AS c, e.action, e.table_name,
-                  lag(e.action) OVER (PARTITION BY e.tenant_id, coalesce((tenancy._citus_table_of(e.table_name)).logical::text, e.table_name), e.row_key
-                                      ORDER BY e.at, e.id) AS before
-           FROM tenancy.audit_log e) x
-    WHERE d.tableoid = x.t AND d.ctid = x.c
-      AND x.action = 'INSERT' AND x.table_name ~ '_[0-9]+$' AND x.before IN ('INSERT', 'UPDATE');
+    USING (SELECT y.t, y.c FROM (
+               SELECT e.tableoid AS t, e.ctid AS c, e.action, s.logical IS NOT NULL AS on_shard,
+                      lag(e.action) OVER w AS before, lag(s.logical IS NOT NULL) OVER w AS before_on_shard
+               FROM tenancy.audit_log e CROSS JOIN LATERAL tenancy._citus_table_of(e.table_name) s
+               WINDOW w AS (PARTITION BY e.tenant_id, coalesce(s.logical, e.table_name), e.row_key ORDER BY e.at, e.id)) y
+           WHERE y.action = 'INSERT' AND y.on_shard AND y.before IN ('INSERT', 'UPDATE') AND NOT y.before_on_shard) x
+    WHERE d.tableoid = x.t AND d.ctid = x.c;
     UPDATE tenancy.audit_log e
-    SET table_name = (tenancy._citus_table_of(e.table_name)).logical::text
+    SET table_name = (tenancy._citus_table_of(e.table_name)).logical
     WHERE (tenancy._citus_table_of(e.table_name)).logical IS NOT NULL;
 
     -- The read policy in the form Citus accepts: no sub-select.
@@ -394,6 +398,6 @@ BEGIN
                 ELSE format('ALTER FUNCTION %s STRICT;', f.oid::regprocedure::text) END
     FROM pg_dist_object o JOIN pg_proc f ON f.oid = o.objid
     WHERE o.classid = 'pg_proc'::regclass AND o.distribution_argument_index IS NOT NULL
-      AND (NOT f.proisstrict OR f.proretset);
+      AND f.prokind = 'f' AND (NOT f.proisstrict OR f.proretset);
 END
 $$;
