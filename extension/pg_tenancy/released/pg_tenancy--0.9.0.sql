@@ -313,6 +313,15 @@ AS 'MODULE_PATHNAME', 'checked_rules_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- extension/pg_tenancy/src/signed.rs:188
+-- pg_tenancy::signed::_request_source
+CREATE  FUNCTION "_request_source"() RETURNS TEXT[] /* Vec < Option < String > > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'request_source_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- extension/pg_tenancy/src/idempotency.rs:8
 -- pg_tenancy::idempotency::_set_claimed_key
 CREATE  FUNCTION "_set_claimed_key"(
@@ -478,15 +487,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenancy.add_member(text, uuid, text) IS 'Gives a user (JWT sub) a role in a tenant. Idempotent.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- extension/pg_tenancy/src/signed.rs:182
--- pg_tenancy::signed::_signed_request
-CREATE  FUNCTION "_signed_request"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'signed_request_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -692,278 +692,6 @@ CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ten
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:48
--- requires:
---   context
-
--- tenancy.enable / tenancy.disable: make a table tenant-scoped in one call.
--- Both run as the caller (the table's owner or a superuser) and are
--- idempotent: calling enable twice leaves the same state as calling it once.
-
--- Names of the objects enable() creates, so disable() can find them again.
-CREATE FUNCTION tenancy.scoped_object_name(tbl regclass, col name, suffix text)
-RETURNS name
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format('%s_%s_%s', left(c.relname, 30), left(col, 20), suffix)::name
-    FROM pg_class c WHERE c.oid = tbl
-$$;
-
--- Whether tbl is a Citus table of that kind: 'h' hash-distributed (the
--- default), 'n' a reference table; false without Citus.
--- tenancy._distributed('tenancy.tenants', 'n') tells whether
--- tenancy.scale_out() has run: from then on enable() shards a new tenant
--- table at once.
-CREATE FUNCTION tenancy._distributed(tbl regclass, method "char" DEFAULT 'h')
-RETURNS boolean
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    found boolean;
-BEGIN
-    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
-        RETURN false;
-    END IF;
-    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = $2)'
-        INTO found USING tbl, method;
-    RETURN found;
-END
-$$;
-
--- The checks of a distributed table's policies, each one call (see
--- _write_policies): Citus evaluates a statement's function calls on the
--- coordinator one by one, so the error branch of a COALESCE or an OR
--- would be raised even when not needed. PL/pgSQL, so that the planner
--- does not inline them back into those forms.
-CREATE FUNCTION tenancy._scope()
-RETURNS uuid
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required());
-END
-$$;
-
-CREATE FUNCTION tenancy._permit(resource text, action text)
-RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN tenancy._permitted(resource, action) OR tenancy.permission_denied(resource, action);
-END
-$$;
-
--- The protect()ed resource of tbl (its RBAC trigger's argument), or NULL.
-CREATE FUNCTION tenancy._rbac_resource(tbl regclass)
-RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT split_part(encode(t.tgargs, 'escape'), '\000', 1)
-    FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'tenancy_rbac'
-$$;
-
--- The tenant column of an enabled table: the one its foreign key to
--- tenancy.tenants holds (enable() adds it).
-CREATE FUNCTION tenancy._tenant_column(tbl regclass)
-RETURNS name
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT a.attname FROM pg_constraint k
-    JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
-    WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenancy.tenants'::regclass
-      AND array_length(k.conkey, 1) = 1
-    ORDER BY k.conname LIMIT 1
-$$;
-
--- Writes tbl's policies: tenant_isolation, and with a resource the RBAC
--- policies rbac_read, rbac_create, rbac_update and rbac_delete.
---
--- One node: tenant_isolation is permissive, the RBAC policies restrictive,
--- and each check a sub-select, which the planner runs once per statement.
---
--- Distributed (Citus): sub-selects are refused there, so each check is one
--- call of _scope() or _permit(). And Citus 13.2 re-creates a table's
--- policies on its shards without AS RESTRICTIVE: every policy becomes
--- permissive, and rows would pass isolation OR a permission. So on a
--- protected distributed table each command's policy stands alone —
--- rbac_<action> checks the tenant AND the permission — and
--- tenant_isolation grants nothing by itself.
-CREATE FUNCTION tenancy._write_policies(tbl regclass, col name, resource text, distributed boolean)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    -- tenant_scope()'s body, written out (see context.sql).
-    scope constant text := format(CASE WHEN distributed THEN '%I = tenancy._scope()'
-        ELSE '%I = (SELECT coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required()))' END,
-        coalesce(col, '?'));
-    alone constant boolean := distributed AND resource IS NOT NULL;
-    cmd record;
-    check_expr text;
-BEGIN
-    IF col IS NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s has no foreign key to tenancy.tenants', tbl),
-            format('Run SELECT tenancy.enable(%L); again: it adds the key, and protect() finds the tenant column by it.', tbl::text));
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_isolation') THEN
-        EXECUTE format('DROP POLICY tenant_isolation ON %s', tbl);
-    END IF;
-    EXECUTE format('CREATE POLICY tenant_isolation ON %s AS PERMISSIVE FOR ALL TO PUBLIC USING (%s) WITH CHECK (%s)',
-                   tbl, CASE WHEN alone THEN 'false' ELSE scope END, CASE WHEN alone THEN 'false' ELSE scope END);
-    EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', tbl,
-                   CASE WHEN alone
-                        THEN 'pg_tenancy: grants nothing by itself; on this distributed table each rbac_ policy checks the tenant too (tenancy.protect)'
-                        ELSE 'pg_tenancy: rows of the current tenant only (tenancy.enable)' END);
-
-    FOR cmd IN SELECT * FROM (VALUES ('SELECT', 'read'), ('INSERT', 'create'), ('UPDATE', 'update'), ('DELETE', 'delete'))
-               AS v(command, action) LOOP
-        IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'rbac_' || cmd.action) THEN
-            EXECUTE format('DROP POLICY %I ON %s', 'rbac_' || cmd.action, tbl);
-        END IF;
-        CONTINUE WHEN resource IS NULL;
-        -- permits()'s body, written out, as tenant_scope()'s is.
-        check_expr := format(CASE WHEN distributed THEN 'tenancy._permit(%1$L, %2$L)'
-            ELSE '(SELECT tenancy._permitted(%1$L, %2$L) OR tenancy.permission_denied(%1$L, %2$L))' END,
-            resource, cmd.action);
-        IF alone THEN
-            check_expr := format('(%s AND %s)', scope, check_expr);
-        END IF;
-        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO PUBLIC %s', 'rbac_' || cmd.action, tbl,
-            CASE WHEN alone THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END, cmd.command,
-            CASE cmd.command
-                WHEN 'INSERT' THEN format('WITH CHECK (%s)', check_expr)
-                WHEN 'UPDATE' THEN format('USING (%s) WITH CHECK (%s)', check_expr, check_expr)
-                ELSE format('USING (%s)', check_expr)
-            END);
-    END LOOP;
-END
-$$;
-
-CREATE FUNCTION tenancy.enable(tbl regclass, col name DEFAULT 'tenant_id')
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    rel record;
-    att record;
-    fk_name name := tenancy.scoped_object_name(tbl, col, 'tenant_fk');
-    idx_name name := tenancy.scoped_object_name(tbl, col, 'tenant_idx');
-    -- On Citus, after scale_out(): sharded by tenant at the end of this call.
-    citus_pending constant boolean := tenancy._distributed('tenancy.tenants', 'n') AND NOT tenancy._distributed(tbl);
-BEGIN
-    IF tbl IS NULL OR col IS NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.enable needs a table and a column name');
-    END IF;
-    SELECT c.relkind, n.nspname INTO rel
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
-    IF rel.relkind NOT IN ('r', 'p') THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s is not a table', tbl),
-            'Enable the underlying table; give views security_invoker = true so its policies apply.');
-    END IF;
-    IF rel.nspname = 'tenancy' THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s belongs to the extension itself', tbl));
-    END IF;
-
-    SELECT a.attnum, a.atttypid INTO att
-    FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped;
-    IF att.attnum IS NULL THEN
-        -- Adopting an existing table: its rows go to the tenant set with set_tenant.
-        BEGIN
-            EXECUTE format('ALTER TABLE %s ADD COLUMN %I uuid NOT NULL DEFAULT tenancy.current_tenant_id()', tbl, col);
-        EXCEPTION WHEN not_null_violation THEN
-            PERFORM tenancy.raise_error('INVALID_ARGUMENT',
-                format('%s has rows but no tenant is set to own them', tbl),
-                format('Adopt them into one tenant: BEGIN; SELECT tenancy.set_tenant(''<slug>''); SELECT tenancy.enable(%L); COMMIT;', tbl::text));
-        END;
-    ELSIF att.atttypid <> 'uuid'::regtype THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
-            format('column %I of %s is %s, but a tenant column must be uuid', col, tbl, format_type(att.atttypid, NULL)));
-    ELSE
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT tenancy.current_tenant_id()', tbl, col);
-        BEGIN
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', tbl, col);
-        EXCEPTION WHEN not_null_violation THEN
-            PERFORM tenancy.raise_error('INVALID_ARGUMENT',
-                format('column %I of %s has NULLs; every row needs a tenant', col, tbl));
-        END;
-    END IF;
-
-    -- Deleting a tenant cascades into this table. (On Citus the key to the
-    -- reference table tenancy.tenants is added once the table is sharded,
-    -- below: before, Citus would turn the table into a local one of its own.)
-    IF NOT citus_pending AND NOT EXISTS (
-        SELECT 1 FROM pg_constraint k
-        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
-        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenancy.tenants'::regclass
-          AND array_length(k.conkey, 1) = 1 AND a.attname = col AND k.confdeltype = 'c'
-    ) THEN
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.tenants (id) ON DELETE CASCADE',
-                       tbl, fk_name, col);
-    END IF;
-
-    -- Every tenant's query filters on the tenant column: an index must lead with it.
-    IF NOT EXISTS (
-        SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-        WHERE i.indrelid = tbl AND a.attname = col
-    ) THEN
-        EXECUTE format('CREATE INDEX %I ON %s (%I)', idx_name, tbl, col);
-    END IF;
-
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
-    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
-    -- The policies are rewritten, not skipped, so a changed tenant column is
-    -- picked up (and a protect()ed table keeps its RBAC policies).
-    PERFORM tenancy._write_policies(tbl, col, tenancy._rbac_resource(tbl), tenancy._distributed(tbl));
-
-    IF citus_pending THEN
-        -- Citus adds a key to a reference table only if nothing in the
-        -- transaction ran in parallel over the shards.
-        SET LOCAL citus.multi_shard_modify_mode = 'sequential';
-        PERFORM tenancy.distribute(tbl, col);
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.tenants (id) ON DELETE CASCADE',
-                       tbl, fk_name, col);
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION tenancy.enable(regclass, name) IS 'Makes a table tenant-scoped: NOT NULL tenant column defaulting to the current tenant, FK to tenancy.tenants ON DELETE CASCADE, an index leading with it, ENABLE + FORCE row level security and the tenant_isolation policy; on Citus after tenancy.scale_out(), also sharded by the tenant column. Idempotent.';
-
-CREATE FUNCTION tenancy.disable(tbl regclass, col name DEFAULT 'tenant_id')
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF tbl IS NULL OR col IS NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.disable needs a table and a column name');
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_isolation') THEN
-        EXECUTE format('DROP POLICY tenant_isolation ON %s', tbl);
-    END IF;
-    EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', tbl);
-    IF NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl) THEN
-        EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', tbl);
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped) THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', tbl, col);
-    END IF;
-    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', tbl, tenancy.scoped_object_name(tbl, col, 'tenant_fk'));
-    EXECUTE format('DROP INDEX IF EXISTS %I.%I',
-                   (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl),
-                   tenancy.scoped_object_name(tbl, col, 'tenant_idx'));
-END
-$$;
-COMMENT ON FUNCTION tenancy.disable(regclass, name) IS 'Undoes tenancy.enable: drops the isolation policy, row level security, the default, and the FK and index enable created. The column and its data stay.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- extension/pg_tenancy/src/lib.rs:84
 -- requires:
 --   context
@@ -1040,227 +768,6 @@ $$;
 -- backends keep of them (see context.sql).
 CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.rate_limits
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:64
--- requires:
---   context
---   idempotency::set_claimed_key
---   idempotency::claimed_key
-
--- Idempotency keys (draft-ietf-httpapi-idempotency-key-header), inside the
--- transaction of the effect they protect.
---
--- An RPC opts in with one call at its start:
---
---     replay := tenancy.idempotency_claim('import_bank_transactions', $1);
---     IF replay IS NOT NULL THEN RETURN replay; END IF;
---     ... the effect ...
---     RETURN tenancy.idempotency_complete(result, 201);
---
--- The claim, the effect and the stored response commit together, so a
--- rollback (an error, a killed backend, a crash) leaves no key behind and the
--- client may simply retry. While a request holds a key, a transaction-level
--- advisory lock marks it in flight: a second request with the same key gets
--- 409 at once instead of waiting on a row lock.
-
-CREATE TABLE tenancy.idempotency_keys (
-    tenant_id    uuid        NOT NULL REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
-    key          text        NOT NULL,
-    scope        text        NOT NULL,
-    fingerprint  bytea       NOT NULL,
-    state        text        NOT NULL DEFAULT 'in_progress',
-    status       integer,
-    body         jsonb,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    completed_at timestamptz,
-    expires_at   timestamptz NOT NULL,
-    PRIMARY KEY (tenant_id, key),
-    CONSTRAINT idempotency_keys_state CHECK (state IN ('in_progress', 'completed'))
-);
-CREATE INDEX idempotency_keys_expires ON tenancy.idempotency_keys (expires_at);
-COMMENT ON TABLE tenancy.idempotency_keys IS 'Stored responses per (tenant, Idempotency-Key); replayed until expires_at.';
-SELECT pg_catalog.pg_extension_config_dump('tenancy.idempotency_keys', '');
-
-CREATE TABLE tenancy.idempotency_purges (
-    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    ran_at   timestamptz NOT NULL,
-    deleted  bigint      NOT NULL,
-    duration interval    NOT NULL
-);
-COMMENT ON TABLE tenancy.idempotency_purges IS 'The last purges of expired idempotency keys (100 are kept).';
-
--- The advisory lock class of idempotency keys ('idem' in ASCII).
-CREATE FUNCTION tenancy.idempotency_lock_class()
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT 1768187245 $$;
-
-CREATE FUNCTION tenancy.idempotency_claim(scope text, request jsonb, key text DEFAULT NULL)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    tenant uuid := tenancy.tenant_scope();
-    k text := coalesce(key, current_setting('request.headers', true)::jsonb ->> 'idempotency-key');
-    fp bytea;
-    existing tenancy.idempotency_keys;
-BEGIN
-    IF scope IS NULL OR scope = '' THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'idempotency_claim needs a scope (the endpoint''s name)');
-    END IF;
-    IF k IS NULL THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REQUIRED', 'this endpoint requires an Idempotency-Key header',
-            'Send a unique key per logical request, e.g. Idempotency-Key: a UUID, and reuse it only to retry that request.');
-    END IF;
-    IF k = '' OR length(k) > 255 OR k ~ '[[:cntrl:]]' THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_INVALID',
-            'the Idempotency-Key must be 1 to 255 characters without control characters');
-    END IF;
-    IF tenancy._claimed_key() IS NOT NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'this transaction has already claimed an idempotency key');
-    END IF;
-
-    -- Someone holds this key right now: answer at once, never wait.
-    IF NOT pg_try_advisory_xact_lock(tenancy.idempotency_lock_class(), hashtext(tenant::text || '/' || k)) THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_IN_PROGRESS',
-            'a request with this Idempotency-Key is still being processed',
-            'Retry after it has finished; the retry gets its stored response.');
-    END IF;
-
-    fp := sha256(convert_to(scope || E'\n' || coalesce(request::text, 'null'), 'UTF8'));
-    -- Fast path, one statement: a new key. (The advisory lock above means no
-    -- one else can be inserting it; a conflict is a committed earlier use.)
-    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
-    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()))
-    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
-    IF FOUND THEN
-        PERFORM tenancy._set_claimed_key(k);
-        RETURN NULL;
-    END IF;
-
-    SELECT * INTO existing FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
-    IF existing.expires_at <= now() THEN
-        -- Expired: the key counts as new.
-        UPDATE tenancy.idempotency_keys x
-        SET scope = idempotency_claim.scope, fingerprint = fp, state = 'in_progress', status = NULL, body = NULL,
-            created_at = now(), completed_at = NULL,
-            expires_at = now() + make_interval(secs => tenancy.idempotency_ttl_seconds())
-        WHERE x.tenant_id = tenant AND x.key = k;
-        PERFORM tenancy._set_claimed_key(k);
-        RETURN NULL;
-    END IF;
-    IF existing.fingerprint <> fp THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
-            format('this Idempotency-Key was already used for a different request (%s)',
-                   CASE WHEN existing.scope = scope THEN 'other payload' ELSE 'endpoint ' || existing.scope END),
-            'Use a new key for a new request.', tenancy.idempotency_conflict_status());
-    END IF;
-    PERFORM set_config('response.status', existing.status::text, true);
-    -- Appended: pre_request may already have set rate-limit headers.
-    PERFORM set_config('response.headers',
-        (coalesce(nullif(current_setting('response.headers', true), ''), '[]')::jsonb
-         || '[{"Idempotent-Replayed": "true"}]'::jsonb)::text, true);
-    RETURN coalesce(existing.body, 'null'::jsonb);
-END
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_claim(text, jsonb, text) IS 'Claims the Idempotency-Key (header, or the key argument) for this transaction. NULL: go ahead. Otherwise the stored response to return as is (a replay). Errors: 400 key missing or invalid, 409 in flight, 422 reused for another request.';
-
-CREATE FUNCTION tenancy.idempotency_complete(body jsonb, status integer DEFAULT 200)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    k text := tenancy._claimed_key();
-BEGIN
-    IF k IS NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'no idempotency key was claimed in this transaction',
-            'Call tenancy.idempotency_claim() at the start of the request.');
-    END IF;
-    IF status IS NULL OR status NOT BETWEEN 200 AND 299 THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'only a 2xx response can be stored for replay');
-    END IF;
-    UPDATE tenancy.idempotency_keys x
-    SET state = 'completed', status = idempotency_complete.status, body = idempotency_complete.body, completed_at = now()
-    WHERE x.tenant_id = tenancy.tenant_scope() AND x.key = k;
-    PERFORM set_config('response.status', status::text, true);
-    RETURN body;
-END
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_complete(jsonb, integer) IS 'Stores the response of the claimed key (same transaction as the effect) and returns the body.';
-
--- Deletes expired keys in small batches, committing between them, so it never
--- holds many locks nor blocks requests (SKIP LOCKED). Bounded per run.
--- No SET search_path here: Postgres forbids COMMIT in a procedure with SET
--- clauses. It runs as its caller (never SECURITY DEFINER) and names every
--- object with its schema.
-CREATE PROCEDURE tenancy.purge_idempotency_keys(
-    batch_size integer DEFAULT 1000,
-    max_batches integer DEFAULT 1000,
-    pause interval DEFAULT '10 milliseconds'
-)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.clock_timestamp();
-    total bigint := 0;
-    n integer;
-    batches integer := 0;
-BEGIN
-    IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
-        RAISE EXCEPTION 'batch_size and max_batches must be positive' USING ERRCODE = '22023';
-    END IF;
-    IF pause IS NULL OR pause < interval '0' OR pause > interval '10 seconds' THEN
-        RAISE EXCEPTION 'pause must be between 0 and 10 seconds' USING ERRCODE = '22023';
-    END IF;
-    LOOP
-        DELETE FROM tenancy.idempotency_keys k
-        USING (SELECT x.tenant_id, x.key FROM tenancy.idempotency_keys x
-               WHERE x.expires_at <= pg_catalog.now() LIMIT batch_size FOR UPDATE SKIP LOCKED) e
-        WHERE k.tenant_id = e.tenant_id AND k.key = e.key;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        total := total + n;
-        batches := batches + 1;
-        COMMIT;
-        EXIT WHEN n < batch_size OR batches >= max_batches;
-        -- Leave the CPU to requests between batches.
-        PERFORM pg_catalog.pg_sleep(pg_catalog.date_part('epoch', pause));
-    END LOOP;
-    INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration)
-    VALUES (started, total, pg_catalog.clock_timestamp() - started);
-    DELETE FROM tenancy.idempotency_purges WHERE id <= (SELECT pg_catalog.max(id) - 100 FROM tenancy.idempotency_purges);
-    COMMIT;
-END
-$$;
-COMMENT ON PROCEDURE tenancy.purge_idempotency_keys(integer, integer, interval) IS 'Deletes expired idempotency keys in batches (SKIP LOCKED, a commit and a pause per batch, at most max_batches per run). Scheduled by pg_cron.';
-
-CREATE FUNCTION tenancy.idempotency_stats(
-    OUT live_keys bigint,
-    OUT in_progress bigint,
-    OUT oldest_in_progress interval,
-    OUT expired_backlog bigint,
-    OUT last_purge_at timestamptz,
-    OUT last_purge_deleted bigint,
-    OUT last_purge_duration interval
-)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT
-        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at > now()),
-        (SELECT count(*) FROM pg_locks l
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
-        (SELECT now() - min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
-        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at <= now()),
-        p.ran_at, p.deleted, p.duration
-    FROM (SELECT NULL) AS one
-    LEFT JOIN LATERAL (SELECT * FROM tenancy.idempotency_purges ORDER BY id DESC LIMIT 1) p ON true
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_stats() IS 'Live keys, keys in flight and the oldest one''s age, the expired backlog, and the last purge''s row count and duration.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1927,6 +1434,278 @@ COMMENT ON PROCEDURE tenancy.for_each_tenant(regprocedure, text[]) IS 'Runs a fu
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- extension/pg_tenancy/src/lib.rs:48
+-- requires:
+--   context
+
+-- tenancy.enable / tenancy.disable: make a table tenant-scoped in one call.
+-- Both run as the caller (the table's owner or a superuser) and are
+-- idempotent: calling enable twice leaves the same state as calling it once.
+
+-- Names of the objects enable() creates, so disable() can find them again.
+CREATE FUNCTION tenancy.scoped_object_name(tbl regclass, col name, suffix text)
+RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%s_%s_%s', left(c.relname, 30), left(col, 20), suffix)::name
+    FROM pg_class c WHERE c.oid = tbl
+$$;
+
+-- Whether tbl is a Citus table of that kind: 'h' hash-distributed (the
+-- default), 'n' a reference table; false without Citus.
+-- tenancy._distributed('tenancy.tenants', 'n') tells whether
+-- tenancy.scale_out() has run: from then on enable() shards a new tenant
+-- table at once.
+CREATE FUNCTION tenancy._distributed(tbl regclass, method "char" DEFAULT 'h')
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = $2)'
+        INTO found USING tbl, method;
+    RETURN found;
+END
+$$;
+
+-- The checks of a distributed table's policies, each one call (see
+-- _write_policies): Citus evaluates a statement's function calls on the
+-- coordinator one by one, so the error branch of a COALESCE or an OR
+-- would be raised even when not needed. PL/pgSQL, so that the planner
+-- does not inline them back into those forms.
+CREATE FUNCTION tenancy._scope()
+RETURNS uuid
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required());
+END
+$$;
+
+CREATE FUNCTION tenancy._permit(resource text, action text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN tenancy._permitted(resource, action) OR tenancy.permission_denied(resource, action);
+END
+$$;
+
+-- The protect()ed resource of tbl (its RBAC trigger's argument), or NULL.
+CREATE FUNCTION tenancy._rbac_resource(tbl regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT split_part(encode(t.tgargs, 'escape'), '\000', 1)
+    FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'tenancy_rbac'
+$$;
+
+-- The tenant column of an enabled table: the one its foreign key to
+-- tenancy.tenants holds (enable() adds it).
+CREATE FUNCTION tenancy._tenant_column(tbl regclass)
+RETURNS name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.attname FROM pg_constraint k
+    JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+    WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenancy.tenants'::regclass
+      AND array_length(k.conkey, 1) = 1
+    ORDER BY k.conname LIMIT 1
+$$;
+
+-- Writes tbl's policies: tenant_isolation, and with a resource the RBAC
+-- policies rbac_read, rbac_create, rbac_update and rbac_delete.
+--
+-- One node: tenant_isolation is permissive, the RBAC policies restrictive,
+-- and each check a sub-select, which the planner runs once per statement.
+--
+-- Distributed (Citus): sub-selects are refused there, so each check is one
+-- call of _scope() or _permit(). And Citus 13.2 re-creates a table's
+-- policies on its shards without AS RESTRICTIVE: every policy becomes
+-- permissive, and rows would pass isolation OR a permission. So on a
+-- protected distributed table each command's policy stands alone —
+-- rbac_<action> checks the tenant AND the permission — and
+-- tenant_isolation grants nothing by itself.
+CREATE FUNCTION tenancy._write_policies(tbl regclass, col name, resource text, distributed boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- tenant_scope()'s body, written out (see context.sql).
+    scope constant text := format(CASE WHEN distributed THEN '%I = tenancy._scope()'
+        ELSE '%I = (SELECT coalesce(tenancy.current_tenant_id(), tenancy.tenant_context_required()))' END,
+        coalesce(col, '?'));
+    alone constant boolean := distributed AND resource IS NOT NULL;
+    cmd record;
+    check_expr text;
+BEGIN
+    IF col IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s has no foreign key to tenancy.tenants', tbl),
+            format('Run SELECT tenancy.enable(%L); again: it adds the key, and protect() finds the tenant column by it.', tbl::text));
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_isolation') THEN
+        EXECUTE format('DROP POLICY tenant_isolation ON %s', tbl);
+    END IF;
+    EXECUTE format('CREATE POLICY tenant_isolation ON %s AS PERMISSIVE FOR ALL TO PUBLIC USING (%s) WITH CHECK (%s)',
+                   tbl, CASE WHEN alone THEN 'false' ELSE scope END, CASE WHEN alone THEN 'false' ELSE scope END);
+    EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', tbl,
+                   CASE WHEN alone
+                        THEN 'pg_tenancy: grants nothing by itself; on this distributed table each rbac_ policy checks the tenant too (tenancy.protect)'
+                        ELSE 'pg_tenancy: rows of the current tenant only (tenancy.enable)' END);
+
+    FOR cmd IN SELECT * FROM (VALUES ('SELECT', 'read'), ('INSERT', 'create'), ('UPDATE', 'update'), ('DELETE', 'delete'))
+               AS v(command, action) LOOP
+        IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'rbac_' || cmd.action) THEN
+            EXECUTE format('DROP POLICY %I ON %s', 'rbac_' || cmd.action, tbl);
+        END IF;
+        CONTINUE WHEN resource IS NULL;
+        -- permits()'s body, written out, as tenant_scope()'s is.
+        check_expr := format(CASE WHEN distributed THEN 'tenancy._permit(%1$L, %2$L)'
+            ELSE '(SELECT tenancy._permitted(%1$L, %2$L) OR tenancy.permission_denied(%1$L, %2$L))' END,
+            resource, cmd.action);
+        IF alone THEN
+            check_expr := format('(%s AND %s)', scope, check_expr);
+        END IF;
+        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO PUBLIC %s', 'rbac_' || cmd.action, tbl,
+            CASE WHEN alone THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END, cmd.command,
+            CASE cmd.command
+                WHEN 'INSERT' THEN format('WITH CHECK (%s)', check_expr)
+                WHEN 'UPDATE' THEN format('USING (%s) WITH CHECK (%s)', check_expr, check_expr)
+                ELSE format('USING (%s)', check_expr)
+            END);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION tenancy.enable(tbl regclass, col name DEFAULT 'tenant_id')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+    att record;
+    fk_name name := tenancy.scoped_object_name(tbl, col, 'tenant_fk');
+    idx_name name := tenancy.scoped_object_name(tbl, col, 'tenant_idx');
+    -- On Citus, after scale_out(): sharded by tenant at the end of this call.
+    citus_pending constant boolean := tenancy._distributed('tenancy.tenants', 'n') AND NOT tenancy._distributed(tbl);
+BEGIN
+    IF tbl IS NULL OR col IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.enable needs a table and a column name');
+    END IF;
+    SELECT c.relkind, n.nspname INTO rel
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s is not a table', tbl),
+            'Enable the underlying table; give views security_invoker = true so its policies apply.');
+    END IF;
+    IF rel.nspname = 'tenancy' THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('%s belongs to the extension itself', tbl));
+    END IF;
+
+    SELECT a.attnum, a.atttypid INTO att
+    FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped;
+    IF att.attnum IS NULL THEN
+        -- Adopting an existing table: its rows go to the tenant set with set_tenant.
+        BEGIN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN %I uuid NOT NULL DEFAULT tenancy.current_tenant_id()', tbl, col);
+        EXCEPTION WHEN not_null_violation THEN
+            PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+                format('%s has rows but no tenant is set to own them', tbl),
+                format('Adopt them into one tenant: BEGIN; SELECT tenancy.set_tenant(''<slug>''); SELECT tenancy.enable(%L); COMMIT;', tbl::text));
+        END;
+    ELSIF att.atttypid <> 'uuid'::regtype THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+            format('column %I of %s is %s, but a tenant column must be uuid', col, tbl, format_type(att.atttypid, NULL)));
+    ELSE
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT tenancy.current_tenant_id()', tbl, col);
+        BEGIN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', tbl, col);
+        EXCEPTION WHEN not_null_violation THEN
+            PERFORM tenancy.raise_error('INVALID_ARGUMENT',
+                format('column %I of %s has NULLs; every row needs a tenant', col, tbl));
+        END;
+    END IF;
+
+    -- Deleting a tenant cascades into this table. (On Citus the key to the
+    -- reference table tenancy.tenants is added once the table is sharded,
+    -- below: before, Citus would turn the table into a local one of its own.)
+    IF NOT citus_pending AND NOT EXISTS (
+        SELECT 1 FROM pg_constraint k
+        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenancy.tenants'::regclass
+          AND array_length(k.conkey, 1) = 1 AND a.attname = col AND k.confdeltype = 'c'
+    ) THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.tenants (id) ON DELETE CASCADE',
+                       tbl, fk_name, col);
+    END IF;
+
+    -- Every tenant's query filters on the tenant column: an index must lead with it.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = tbl AND a.attname = col
+    ) THEN
+        EXECUTE format('CREATE INDEX %I ON %s (%I)', idx_name, tbl, col);
+    END IF;
+
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    -- The policies are rewritten, not skipped, so a changed tenant column is
+    -- picked up (and a protect()ed table keeps its RBAC policies).
+    PERFORM tenancy._write_policies(tbl, col, tenancy._rbac_resource(tbl), tenancy._distributed(tbl));
+
+    IF citus_pending THEN
+        -- Citus adds a key to a reference table only if nothing in the
+        -- transaction ran in parallel over the shards.
+        SET LOCAL citus.multi_shard_modify_mode = 'sequential';
+        PERFORM tenancy.distribute(tbl, col);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.tenants (id) ON DELETE CASCADE',
+                       tbl, fk_name, col);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenancy.enable(regclass, name) IS 'Makes a table tenant-scoped: NOT NULL tenant column defaulting to the current tenant, FK to tenancy.tenants ON DELETE CASCADE, an index leading with it, ENABLE + FORCE row level security and the tenant_isolation policy; on Citus after tenancy.scale_out(), also sharded by the tenant column. Idempotent.';
+
+CREATE FUNCTION tenancy.disable(tbl regclass, col name DEFAULT 'tenant_id')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tbl IS NULL OR col IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'tenancy.disable needs a table and a column name');
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_isolation') THEN
+        EXECUTE format('DROP POLICY tenant_isolation ON %s', tbl);
+    END IF;
+    EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', tbl);
+    IF NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl) THEN
+        EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', tbl);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped) THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', tbl, col);
+    END IF;
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', tbl, tenancy.scoped_object_name(tbl, col, 'tenant_fk'));
+    EXECUTE format('DROP INDEX IF EXISTS %I.%I',
+                   (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl),
+                   tenancy.scoped_object_name(tbl, col, 'tenant_idx'));
+END
+$$;
+COMMENT ON FUNCTION tenancy.disable(regclass, name) IS 'Undoes tenancy.enable: drops the isolation policy, row level security, the default, and the FK and index enable created. The column and its data stay.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- extension/pg_tenancy/src/lib.rs:89
 -- requires:
 --   rbac
@@ -2069,18 +1848,16 @@ AS $$
 DECLARE
     tenant_col text := TG_ARGV[0];
     keys text[] := TG_ARGV[1:TG_NARGS - 1];
-    headers text := nullif(current_setting('request.headers', true), '');
-    request_id text;
     key_new text;
     key_old text;
     same_key text;
     cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as, db_user';
     acting text := tenancy._acting_as();
-    -- On a Citus worker, the coordinator's session is the source: its login
-    -- (this connection runs as the current role), request path and id.
-    coordinator text[] := tenancy._signed_request();
-    db_user text := coalesce(coordinator[1], session_user);
-    request_path text := CASE WHEN coordinator IS NULL THEN current_setting('request.path', true) ELSE coordinator[2] END;
+    -- Login, request path and id (on a Citus worker, the coordinator's).
+    source constant text[] := tenancy._request_source();
+    db_user text := coalesce(source[1], session_user);
+    request_path text := source[2];
+    request_id text := source[3];
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
     -- Without Citus none of its helpers is called (each call costs).
     citus constant boolean := to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL;
@@ -2089,11 +1866,6 @@ DECLARE
     chunk jsonb;
     entries text;
 BEGIN
-    IF coordinator IS NOT NULL THEN
-        request_id := coordinator[3];
-    ELSIF headers IS NOT NULL THEN
-        request_id := left(headers::jsonb ->> 'x-request-id', 200);
-    END IF;
     IF citus THEN
         SELECT c.logical, c.method INTO logical, method FROM tenancy._citus_table_of(tbl) c;
         tbl := coalesce(logical, tbl);
@@ -3132,6 +2904,227 @@ SELECT * FROM tenancy._citus_findings()
 ORDER BY 1, 2, 3, 4
 $$;
 COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings): tenant-scoped tables missing RLS, FORCE, policy or index; views without security_invoker over them; SECURITY DEFINER functions without a pinned search_path; login roles that can bypass RLS; roles that may run pre_request but not _pre_request (or the reverse); bindings of roles that no longer exist; on Citus, tenant-scoped tables not sharded by their tenant column, not colocated, or with policies Citus widened. And, as notices, every login that may enter every tenant.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- extension/pg_tenancy/src/lib.rs:64
+-- requires:
+--   context
+--   idempotency::set_claimed_key
+--   idempotency::claimed_key
+
+-- Idempotency keys (draft-ietf-httpapi-idempotency-key-header), inside the
+-- transaction of the effect they protect.
+--
+-- An RPC opts in with one call at its start:
+--
+--     replay := tenancy.idempotency_claim('import_bank_transactions', $1);
+--     IF replay IS NOT NULL THEN RETURN replay; END IF;
+--     ... the effect ...
+--     RETURN tenancy.idempotency_complete(result, 201);
+--
+-- The claim, the effect and the stored response commit together, so a
+-- rollback (an error, a killed backend, a crash) leaves no key behind and the
+-- client may simply retry. While a request holds a key, a transaction-level
+-- advisory lock marks it in flight: a second request with the same key gets
+-- 409 at once instead of waiting on a row lock.
+
+CREATE TABLE tenancy.idempotency_keys (
+    tenant_id    uuid        NOT NULL REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+    key          text        NOT NULL,
+    scope        text        NOT NULL,
+    fingerprint  bytea       NOT NULL,
+    state        text        NOT NULL DEFAULT 'in_progress',
+    status       integer,
+    body         jsonb,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
+    expires_at   timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, key),
+    CONSTRAINT idempotency_keys_state CHECK (state IN ('in_progress', 'completed'))
+);
+CREATE INDEX idempotency_keys_expires ON tenancy.idempotency_keys (expires_at);
+COMMENT ON TABLE tenancy.idempotency_keys IS 'Stored responses per (tenant, Idempotency-Key); replayed until expires_at.';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.idempotency_keys', '');
+
+CREATE TABLE tenancy.idempotency_purges (
+    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ran_at   timestamptz NOT NULL,
+    deleted  bigint      NOT NULL,
+    duration interval    NOT NULL
+);
+COMMENT ON TABLE tenancy.idempotency_purges IS 'The last purges of expired idempotency keys (100 are kept).';
+
+-- The advisory lock class of idempotency keys ('idem' in ASCII).
+CREATE FUNCTION tenancy.idempotency_lock_class()
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 1768187245 $$;
+
+CREATE FUNCTION tenancy.idempotency_claim(scope text, request jsonb, key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant uuid := tenancy.tenant_scope();
+    k text := coalesce(key, current_setting('request.headers', true)::jsonb ->> 'idempotency-key');
+    fp bytea;
+    existing tenancy.idempotency_keys;
+BEGIN
+    IF scope IS NULL OR scope = '' THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'idempotency_claim needs a scope (the endpoint''s name)');
+    END IF;
+    IF k IS NULL THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REQUIRED', 'this endpoint requires an Idempotency-Key header',
+            'Send a unique key per logical request, e.g. Idempotency-Key: a UUID, and reuse it only to retry that request.');
+    END IF;
+    IF k = '' OR length(k) > 255 OR k ~ '[[:cntrl:]]' THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_INVALID',
+            'the Idempotency-Key must be 1 to 255 characters without control characters');
+    END IF;
+    IF tenancy._claimed_key() IS NOT NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'this transaction has already claimed an idempotency key');
+    END IF;
+
+    -- Someone holds this key right now: answer at once, never wait.
+    IF NOT pg_try_advisory_xact_lock(tenancy.idempotency_lock_class(), hashtext(tenant::text || '/' || k)) THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_IN_PROGRESS',
+            'a request with this Idempotency-Key is still being processed',
+            'Retry after it has finished; the retry gets its stored response.');
+    END IF;
+
+    fp := sha256(convert_to(scope || E'\n' || coalesce(request::text, 'null'), 'UTF8'));
+    -- Fast path, one statement: a new key. (The advisory lock above means no
+    -- one else can be inserting it; a conflict is a committed earlier use.)
+    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
+    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()))
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+    IF FOUND THEN
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
+    END IF;
+
+    SELECT * INTO existing FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
+    IF existing.expires_at <= now() THEN
+        -- Expired: the key counts as new.
+        UPDATE tenancy.idempotency_keys x
+        SET scope = idempotency_claim.scope, fingerprint = fp, state = 'in_progress', status = NULL, body = NULL,
+            created_at = now(), completed_at = NULL,
+            expires_at = now() + make_interval(secs => tenancy.idempotency_ttl_seconds())
+        WHERE x.tenant_id = tenant AND x.key = k;
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
+    END IF;
+    IF existing.fingerprint <> fp THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
+            format('this Idempotency-Key was already used for a different request (%s)',
+                   CASE WHEN existing.scope = scope THEN 'other payload' ELSE 'endpoint ' || existing.scope END),
+            'Use a new key for a new request.', tenancy.idempotency_conflict_status());
+    END IF;
+    PERFORM set_config('response.status', existing.status::text, true);
+    -- Appended: pre_request may already have set rate-limit headers.
+    PERFORM set_config('response.headers',
+        (coalesce(nullif(current_setting('response.headers', true), ''), '[]')::jsonb
+         || '[{"Idempotent-Replayed": "true"}]'::jsonb)::text, true);
+    RETURN coalesce(existing.body, 'null'::jsonb);
+END
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_claim(text, jsonb, text) IS 'Claims the Idempotency-Key (header, or the key argument) for this transaction. NULL: go ahead. Otherwise the stored response to return as is (a replay). Errors: 400 key missing or invalid, 409 in flight, 422 reused for another request.';
+
+CREATE FUNCTION tenancy.idempotency_complete(body jsonb, status integer DEFAULT 200)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text := tenancy._claimed_key();
+BEGIN
+    IF k IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'no idempotency key was claimed in this transaction',
+            'Call tenancy.idempotency_claim() at the start of the request.');
+    END IF;
+    IF status IS NULL OR status NOT BETWEEN 200 AND 299 THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'only a 2xx response can be stored for replay');
+    END IF;
+    UPDATE tenancy.idempotency_keys x
+    SET state = 'completed', status = idempotency_complete.status, body = idempotency_complete.body, completed_at = now()
+    WHERE x.tenant_id = tenancy.tenant_scope() AND x.key = k;
+    PERFORM set_config('response.status', status::text, true);
+    RETURN body;
+END
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_complete(jsonb, integer) IS 'Stores the response of the claimed key (same transaction as the effect) and returns the body.';
+
+-- Deletes expired keys in small batches, committing between them, so it never
+-- holds many locks nor blocks requests (SKIP LOCKED). Bounded per run.
+-- No SET search_path here: Postgres forbids COMMIT in a procedure with SET
+-- clauses. It runs as its caller (never SECURITY DEFINER) and names every
+-- object with its schema.
+CREATE PROCEDURE tenancy.purge_idempotency_keys(
+    batch_size integer DEFAULT 1000,
+    max_batches integer DEFAULT 1000,
+    pause interval DEFAULT '10 milliseconds'
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    total bigint := 0;
+    n integer;
+    batches integer := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
+        RAISE EXCEPTION 'batch_size and max_batches must be positive' USING ERRCODE = '22023';
+    END IF;
+    IF pause IS NULL OR pause < interval '0' OR pause > interval '10 seconds' THEN
+        RAISE EXCEPTION 'pause must be between 0 and 10 seconds' USING ERRCODE = '22023';
+    END IF;
+    LOOP
+        DELETE FROM tenancy.idempotency_keys k
+        USING (SELECT x.tenant_id, x.key FROM tenancy.idempotency_keys x
+               WHERE x.expires_at <= pg_catalog.now() LIMIT batch_size FOR UPDATE SKIP LOCKED) e
+        WHERE k.tenant_id = e.tenant_id AND k.key = e.key;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        batches := batches + 1;
+        COMMIT;
+        EXIT WHEN n < batch_size OR batches >= max_batches;
+        -- Leave the CPU to requests between batches.
+        PERFORM pg_catalog.pg_sleep(pg_catalog.date_part('epoch', pause));
+    END LOOP;
+    INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration)
+    VALUES (started, total, pg_catalog.clock_timestamp() - started);
+    DELETE FROM tenancy.idempotency_purges WHERE id <= (SELECT pg_catalog.max(id) - 100 FROM tenancy.idempotency_purges);
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE tenancy.purge_idempotency_keys(integer, integer, interval) IS 'Deletes expired idempotency keys in batches (SKIP LOCKED, a commit and a pause per batch, at most max_batches per run). Scheduled by pg_cron.';
+
+CREATE FUNCTION tenancy.idempotency_stats(
+    OUT live_keys bigint,
+    OUT in_progress bigint,
+    OUT oldest_in_progress interval,
+    OUT expired_backlog bigint,
+    OUT last_purge_at timestamptz,
+    OUT last_purge_deleted bigint,
+    OUT last_purge_duration interval
+)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT
+        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at > now()),
+        (SELECT count(*) FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
+        (SELECT now() - min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
+        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at <= now()),
+        p.ran_at, p.deleted, p.duration
+    FROM (SELECT NULL) AS one
+    LEFT JOIN LATERAL (SELECT * FROM tenancy.idempotency_purges ORDER BY id DESC LIMIT 1) p ON true
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_stats() IS 'Live keys, keys in flight and the oldest one''s age, the expired backlog, and the last purge''s row count and duration.';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -119,7 +119,7 @@ pub fn hand_on(tenant: Option<pgrx::Uuid>, user: Option<pgrx::Uuid>) {
                 login: session_login(),
                 issued: now,
                 origin: own_origin(),
-                path: guc::get(c"request.path").unwrap_or_default(),
+                path: request_path(),
                 request_id: request_id(),
                 grants: crate::rbac::grant_list(),
             };
@@ -163,6 +163,11 @@ fn session_login() -> String {
     }
 }
 
+/// The HTTP request's path (PostgREST's `request.path`); empty outside one.
+fn request_path() -> String {
+    guc::get(c"request.path").unwrap_or_default()
+}
+
 /// The HTTP request's X-Request-Id as the audit log keeps it (its first 200
 /// characters); empty outside a request or without one.
 fn request_id() -> String {
@@ -175,19 +180,21 @@ fn request_id() -> String {
         .unwrap_or_default()
 }
 
-/// For the audit trigger on a worker: the login, request path and request
-/// id of the coordinator's session, from the verified line; NULL where this
-/// node's own session is the source (one node, the coordinator). Empty
-/// values are NULL.
-#[pg_extern(stable, parallel_safe, name = "_signed_request")]
-pub fn signed_request() -> Option<Vec<Option<String>>> {
-    let signed = current()?;
-    let c = &signed.context;
-    Some(
-        [&c.login, &c.path, &c.request_id]
-            .map(|f| Some(f.clone()).filter(|f| !f.is_empty()))
-            .to_vec(),
-    )
+/// For the audit trigger: who is behind the statement — the login, the
+/// HTTP request's path and its X-Request-Id. This session's own, or on a
+/// Citus worker the coordinator session's, from the verified line (the
+/// worker's connection runs as the current role, outside the request).
+/// Empty values are NULL.
+#[pg_extern(stable, parallel_safe, name = "_request_source")]
+pub fn request_source() -> Vec<Option<String>> {
+    let [login, path, id] = match current() {
+        Some(signed) => {
+            let c = &signed.context;
+            [c.login.clone(), c.path.clone(), c.request_id.clone()]
+        }
+        None => [session_login(), request_path(), request_id()],
+    };
+    [login, path, id].map(|f| Some(f).filter(|f| !f.is_empty())).to_vec()
 }
 
 /// On a worker (or wherever this node's own context is unset): the verified

@@ -363,7 +363,7 @@ async fn only_the_dba_enables_audit_and_only_the_maintenance_role_maintains() {
         ("analyst", "SELECT * FROM tenancy.audit_maintain()"),
         ("tenancy_jobs", "SELECT * FROM tenancy.audit_maintain()"),
         // The trigger's helpers (it runs as the extension's owner).
-        ("authenticated", "SELECT tenancy._signed_request()"),
+        ("authenticated", "SELECT tenancy._request_source()"),
         ("analyst", "SELECT * FROM tenancy._citus_table_of('ledger.invoices_102008')"),
         ("analyst", "SELECT tenancy._audit_shard_here(gen_random_uuid())"),
         ("analyst", "SELECT tenancy._distribute_audit_log()"),

@@ -133,18 +133,16 @@ AS $$
 DECLARE
     tenant_col text := TG_ARGV[0];
     keys text[] := TG_ARGV[1:TG_NARGS - 1];
-    headers text := nullif(current_setting('request.headers', true), '');
-    request_id text;
     key_new text;
     key_old text;
     same_key text;
     cols constant text := 'tenant_id, actor, request_id, request_path, action, table_name, row_key, old_values, new_values, acting_as, db_user';
     acting text := tenancy._acting_as();
-    -- On a Citus worker, the coordinator's session is the source: its login
-    -- (this connection runs as the current role), request path and id.
-    coordinator text[] := tenancy._signed_request();
-    db_user text := coalesce(coordinator[1], session_user);
-    request_path text := CASE WHEN coordinator IS NULL THEN current_setting('request.path', true) ELSE coordinator[2] END;
+    -- Login, request path and id (on a Citus worker, the coordinator's).
+    source constant text[] := tenancy._request_source();
+    db_user text := coalesce(source[1], session_user);
+    request_path text := source[2];
+    request_id text := source[3];
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
     -- Without Citus none of its helpers is called (each call costs).
     citus constant boolean := to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL;
@@ -153,11 +151,6 @@ DECLARE
     chunk jsonb;
     entries text;
 BEGIN
-    IF coordinator IS NOT NULL THEN
-        request_id := coordinator[3];
-    ELSIF headers IS NOT NULL THEN
-        request_id := left(headers::jsonb ->> 'x-request-id', 200);
-    END IF;
     IF citus THEN
         SELECT c.logical, c.method INTO logical, method FROM tenancy._citus_table_of(tbl) c;
         tbl := coalesce(logical, tbl);
