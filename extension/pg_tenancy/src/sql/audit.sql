@@ -41,6 +41,12 @@ COMMENT ON COLUMN tenancy.audit_log.acting_as IS 'For a database login bound to 
 -- Catches whatever no monthly partition covers yet, so no entry is ever
 -- refused; audit_maintain() moves such rows into their month.
 CREATE TABLE tenancy.audit_log_default PARTITION OF tenancy.audit_log DEFAULT;
+-- Entries have no key (they are only appended), yet Citus moves a tenant's
+-- shards with logical replication, which needs a replica identity on every
+-- table of the group it moves. FULL costs an INSERT nothing; the log and
+-- each of its partitions have it (audit_maintain() gives new months theirs).
+ALTER TABLE tenancy.audit_log REPLICA IDENTITY FULL;
+ALTER TABLE tenancy.audit_log_default REPLICA IDENTITY FULL;
 -- Each partition gets its own (tenant_id, at) index, not one inherited from
 -- a partitioned index on the parent: the parent belongs to the extension, so
 -- pg_dump would restore an inherited index twice and fail.
@@ -401,6 +407,7 @@ BEGIN
         part := 'audit_log_p' || to_char(first_day AT TIME ZONE 'UTC', 'YYYY_MM');
         EXECUTE format('CREATE TABLE tenancy.%I (LIKE tenancy.audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
         EXECUTE format('CREATE INDEX %I ON tenancy.%I (tenant_id, at)', part || '_tenant_at', part);
+        EXECUTE format('ALTER TABLE tenancy.%I REPLICA IDENTITY FULL', part);
         -- Attached while empty: on Citus that makes it a sharded table
         -- right away, and the entries go from shard to shard.
         EXECUTE format('ALTER TABLE tenancy.audit_log ATTACH PARTITION tenancy.%I FOR VALUES FROM (%L) TO (%L)',

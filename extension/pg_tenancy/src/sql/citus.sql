@@ -44,6 +44,67 @@ BEGIN
 END
 $$;
 
+-- Moving shards (citus_move_shard_placement, the rebalancer) builds a
+-- tenant's group of colocated shards anew on another node. Citus copies the
+-- rows by logical replication, which needs a replica identity on every
+-- table of the group (the audit log's partitions have FULL: audit.sql), and
+-- it creates each new shard's triggers and foreign keys in a connection as
+-- the table's owner. So the owners of sharded tenant tables may attach the
+-- extension's trigger functions and reference tenancy.tenants, on every
+-- node. Nothing more: both functions can only run as triggers, and a
+-- foreign key to tenants is one enable() gave their tables already. A node
+-- added later has none of it until scale_out() runs again; check() says so.
+-- It runs as the extension's owner, as distribute() may be called by a DBA
+-- who is not a superuser (through enable()); it takes no argument and only
+-- grants what the catalog says, so anyone may call it.
+CREATE FUNCTION tenancy._prepare_shard_moves()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part regclass;
+    owners text;
+    failed text;
+    propagating text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RETURN;
+    END IF;
+    FOR part IN SELECT c.oid::regclass FROM pg_class c
+                WHERE c.relreplident <> 'f'
+                  AND (c.oid = 'tenancy.audit_log'::regclass
+                       OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass)) LOOP
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
+    END LOOP;
+    SELECT string_agg(DISTINCT quote_ident(r.rolname), ', ') INTO owners
+    FROM pg_dist_partition d
+    JOIN pg_class c ON c.oid = d.logicalrelid
+    JOIN pg_roles r ON r.oid = c.relowner
+    WHERE d.partmethod = 'h' AND NOT r.rolsuper
+      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = d.logicalrelid AND p.polname = 'tenant_isolation');
+    IF owners IS NULL THEN
+        RETURN;
+    END IF;
+    -- Citus gives the grant to every copy of the reference table.
+    EXECUTE format('GRANT REFERENCES ON tenancy.tenants TO %s', owners);
+    -- The functions are each node's own (the extension is installed on
+    -- each): granted here, and on the workers in their own transactions
+    -- (a grant Citus sent too would hold the rows those wait for).
+    propagating := current_setting('citus.enable_ddl_propagation');
+    PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy._audit(), tenancy.rbac_statement_guard() TO %s', owners);
+    PERFORM set_config('citus.enable_ddl_propagation', propagating, true);
+    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
+    FROM run_command_on_workers(format('GRANT EXECUTE ON FUNCTION tenancy._audit(), tenancy.rbac_statement_guard() TO %s', owners)) w
+    WHERE NOT w.success;
+    IF failed IS NOT NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker refused a grant to the owners of the tenant tables: %s', failed),
+            'Check that every worker runs the same pg_tenancy version and is reachable (SELECT * FROM citus_check_cluster_node_health()).');
+    END IF;
+END
+$$;
+
 CREATE FUNCTION tenancy.distribute(tbl regclass, col name DEFAULT 'tenant_id')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -90,6 +151,7 @@ BEGIN
     PERFORM tenancy._audit_copying(tbl, true);
     PERFORM create_distributed_table(tbl, col::text, colocate_with => 'default');
     PERFORM tenancy._audit_copying(tbl, false);
+    PERFORM tenancy._prepare_shard_moves();
 END
 $$;
 COMMENT ON FUNCTION tenancy.distribute(regclass, name) IS 'Citus: shards a tenant-scoped table by its tenant column, colocated with the other tenant-scoped tables, after turning its policies into the form Citus accepts. Run tenancy.scale_out() once first. Idempotent.';
@@ -310,9 +372,12 @@ BEGIN
               WHERE value->>'rel' <> 'tenancy.idempotency_keys' AND NOT converted LOOP
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk.f->>'rel', fk.f->>'name', fk.f->>'def');
     END LOOP;
+    -- Also when nothing else changed: a call after citus_add_node prepares
+    -- the new node for shard moves.
+    PERFORM tenancy._prepare_shard_moves();
 END
 $$;
-COMMENT ON FUNCTION tenancy.scale_out() IS 'Citus: makes the extension''s shared tables reference tables and distributes every tenant-scoped table and the audit log by tenant, colocated (idempotency keys stay on the coordinator). Run once on the coordinator, as a superuser, with the workers added. Returns what changed.';
+COMMENT ON FUNCTION tenancy.scale_out() IS 'Citus: makes the extension''s shared tables reference tables and distributes every tenant-scoped table and the audit log by tenant, colocated (idempotency keys stay on the coordinator). Run on the coordinator, as a superuser, once the workers are added, and again after adding a worker (it prepares the new node for shard moves). Returns what changed.';
 
 -- What tenancy.check() reports on Citus: nothing without Citus or before
 -- a worker is added; after that, whatever would let tenants' rows stray
@@ -322,6 +387,13 @@ RETURNS TABLE (severity text, object_type text, object_name text, problem text, 
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owners text[];
+    can_move constant text := $q$SELECT coalesce(string_agg(o, ', ' ORDER BY o), '') FROM unnest(%L::text[]) o
+        WHERE NOT (has_function_privilege(o, 'tenancy._audit()', 'EXECUTE')
+                   AND has_function_privilege(o, 'tenancy.rbac_statement_guard()', 'EXECUTE')
+                   AND has_table_privilege(o, 'tenancy.tenants', 'REFERENCES'))$q$;
+    here text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
@@ -345,6 +417,37 @@ BEGIN
             'is not sharded by tenant: entries of sharded tables stay on the worker that wrote them, and the coordinator does not show them',
             'SELECT * FROM tenancy.scale_out();';
     END IF;
+
+    -- What moving a tenant's shards needs (tenancy._prepare_shard_moves).
+    RETURN QUERY
+    SELECT 'warning', 'table', c.oid::regclass::text,
+           'has no replica identity: Citus cannot move tenants'' shards (citus_move_shard_placement, the rebalancer), which it does by logical replication',
+           'SELECT * FROM tenancy.scale_out();'
+    FROM pg_class c
+    WHERE c.relreplident <> 'f'
+      AND (c.oid = 'tenancy.audit_log'::regclass
+           OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass));
+    SELECT array_agg(DISTINCT r.rolname::text) INTO owners
+    FROM pg_dist_partition d
+    JOIN pg_class c ON c.oid = d.logicalrelid
+    JOIN pg_roles r ON r.oid = c.relowner
+    WHERE d.partmethod = 'h' AND NOT r.rolsuper
+      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = d.logicalrelid AND p.polname = 'tenant_isolation');
+    IF owners IS NOT NULL THEN
+        EXECUTE format(can_move, owners) INTO here;
+        RETURN QUERY
+        SELECT 'warning', 'node', n.node,
+               CASE WHEN n.ok
+                    THEN format('%s, owning sharded tenant tables, may not create their shards'' triggers and foreign keys on this node: moving shards here fails', n.missing)
+                    ELSE format('could not be asked whether the owners of sharded tenant tables may move shards here: %s', n.missing) END,
+               'SELECT * FROM tenancy.scale_out();'
+        FROM (SELECT 'coordinator' AS node, true AS ok, here AS missing
+              UNION ALL
+              SELECT w.nodename || ':' || w.nodeport, w.success, w.result
+              FROM run_command_on_workers(format(can_move, owners)) w) n
+        WHERE NOT n.ok OR n.missing <> '';
+    END IF;
+
     RETURN QUERY
     WITH scoped AS (
         SELECT p.polrelid AS tbl, tenancy._tenant_column(p.polrelid) AS col
