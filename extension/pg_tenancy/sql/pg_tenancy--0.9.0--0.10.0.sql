@@ -28,7 +28,8 @@
 -- 2. tenancy._prepare_shard_moves() (new): that replica identity, and for
 --    the owners of sharded tenant tables who are not superusers: REFERENCES
 --    on tenancy.tenants and EXECUTE on the two trigger functions, on every
---    node. Both functions can only run as triggers. scale_out() calls it
+--    node (tenancy._shard_owners(), new, names those owners). Both
+--    functions can only run as triggers. scale_out() calls it
 --    every time (so a call after citus_add_node prepares the new node), and
 --    so does distribute().
 -- 3. tenancy.check() warns, on Citus, about an audit partition without a
@@ -200,6 +201,23 @@ END
 $$;
 
 
+CREATE FUNCTION tenancy._shard_owners()
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT array_agg(DISTINCT r.rolname::text ORDER BY r.rolname::text)
+            FROM pg_dist_partition d
+            JOIN pg_class c ON c.oid = d.logicalrelid
+            JOIN pg_roles r ON r.oid = c.relowner
+            WHERE d.partmethod = 'h' AND NOT r.rolsuper
+              AND EXISTS (SELECT 1 FROM pg_policy p
+                          WHERE p.polrelid = d.logicalrelid AND p.polname = 'tenant_isolation'));
+END
+$$;
+
+
 CREATE FUNCTION tenancy._prepare_shard_moves()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -220,12 +238,7 @@ BEGIN
                        OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass)) LOOP
         EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
     END LOOP;
-    SELECT string_agg(DISTINCT quote_ident(r.rolname), ', ') INTO owners
-    FROM pg_dist_partition d
-    JOIN pg_class c ON c.oid = d.logicalrelid
-    JOIN pg_roles r ON r.oid = c.relowner
-    WHERE d.partmethod = 'h' AND NOT r.rolsuper
-      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = d.logicalrelid AND p.polname = 'tenant_isolation');
+    SELECT string_agg(quote_ident(o), ', ') INTO owners FROM unnest(tenancy._shard_owners()) o;
     IF owners IS NULL THEN
         RETURN;
     END IF;
@@ -449,12 +462,7 @@ BEGIN
     WHERE c.relreplident <> 'f'
       AND (c.oid = 'tenancy.audit_log'::regclass
            OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass));
-    SELECT array_agg(DISTINCT r.rolname::text) INTO owners
-    FROM pg_dist_partition d
-    JOIN pg_class c ON c.oid = d.logicalrelid
-    JOIN pg_roles r ON r.oid = c.relowner
-    WHERE d.partmethod = 'h' AND NOT r.rolsuper
-      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = d.logicalrelid AND p.polname = 'tenant_isolation');
+    owners := tenancy._shard_owners();
     IF owners IS NOT NULL THEN
         EXECUTE format(can_move, owners) INTO here;
         RETURN QUERY
@@ -529,6 +537,6 @@ $$;
 
 
 -- As privileges.sql: PUBLIC executes only what runs as its caller, or, as
--- this one, grants only what the catalog says.
-REVOKE ALL ON FUNCTION tenancy._prepare_shard_moves() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenancy._prepare_shard_moves() TO PUBLIC;
+-- _prepare_shard_moves, grants only what the catalog says.
+REVOKE ALL ON FUNCTION tenancy._shard_owners(), tenancy._prepare_shard_moves() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy._shard_owners(), tenancy._prepare_shard_moves() TO PUBLIC;

@@ -44,6 +44,25 @@ BEGIN
 END
 $$;
 
+-- The owners of sharded tenant tables who are not superusers: Citus moves
+-- those tables' shards in connections as them. (PL/pgSQL: its query names
+-- a Citus catalog, which only exists where Citus is installed.)
+CREATE FUNCTION tenancy._shard_owners()
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT array_agg(DISTINCT r.rolname::text ORDER BY r.rolname::text)
+            FROM pg_dist_partition d
+            JOIN pg_class c ON c.oid = d.logicalrelid
+            JOIN pg_roles r ON r.oid = c.relowner
+            WHERE d.partmethod = 'h' AND NOT r.rolsuper
+              AND EXISTS (SELECT 1 FROM pg_policy p
+                          WHERE p.polrelid = d.logicalrelid AND p.polname = 'tenant_isolation'));
+END
+$$;
+
 -- Moving shards (citus_move_shard_placement, the rebalancer) builds a
 -- tenant's group of colocated shards anew on another node. Citus copies the
 -- rows by logical replication, which needs a replica identity on every
@@ -77,12 +96,7 @@ BEGIN
                        OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass)) LOOP
         EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
     END LOOP;
-    SELECT string_agg(DISTINCT quote_ident(r.rolname), ', ') INTO owners
-    FROM pg_dist_partition d
-    JOIN pg_class c ON c.oid = d.logicalrelid
-    JOIN pg_roles r ON r.oid = c.relowner
-    WHERE d.partmethod = 'h' AND NOT r.rolsuper
-      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = d.logicalrelid AND p.polname = 'tenant_isolation');
+    SELECT string_agg(quote_ident(o), ', ') INTO owners FROM unnest(tenancy._shard_owners()) o;
     IF owners IS NULL THEN
         RETURN;
     END IF;
@@ -427,12 +441,7 @@ BEGIN
     WHERE c.relreplident <> 'f'
       AND (c.oid = 'tenancy.audit_log'::regclass
            OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass));
-    SELECT array_agg(DISTINCT r.rolname::text) INTO owners
-    FROM pg_dist_partition d
-    JOIN pg_class c ON c.oid = d.logicalrelid
-    JOIN pg_roles r ON r.oid = c.relowner
-    WHERE d.partmethod = 'h' AND NOT r.rolsuper
-      AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = d.logicalrelid AND p.polname = 'tenant_isolation');
+    owners := tenancy._shard_owners();
     IF owners IS NOT NULL THEN
         EXECUTE format(can_move, owners) INTO here;
         RETURN QUERY

@@ -37,6 +37,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy._write_policies(regclass, name, text, boolean),
     tenancy._audit_copying(regclass, boolean),
     tenancy._prepare_shard_moves(),
+    tenancy._shard_owners(),
     tenancy._merge_actions(text[], text[]),
     tenancy._require_citus(),
     tenancy._citus_findings(),
