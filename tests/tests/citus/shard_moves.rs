@@ -195,3 +195,73 @@ async fn check_names_a_node_where_table_owners_may_not_move_shards_and_scale_out
     .unwrap();
     assert!(!gained);
 }
+
+/// Shard groups per worker, by the ledger's invoices.
+async fn groups_per_worker(db: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT nodename || ':' || nodeport, count(*) FROM citus_shards
+         WHERE table_name = 'ledger.invoices'::regclass GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_rebalancer_evens_out_the_workers_in_the_background() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    insert_invoice(&db, &t, "INV-REBALANCE", "9.00").await;
+    let before = groups_per_worker(&db).await;
+    // Three groups over to the worker with more already.
+    let (fuller, _) = before.iter().max_by_key(|(_, n)| *n).unwrap().clone();
+    let (fh, fp) = fuller.split_once(':').unwrap();
+    let others: Vec<(i64, String, i32)> = sqlx::query_as(
+        "SELECT shardid, nodename, nodeport FROM citus_shards
+         WHERE table_name = 'ledger.invoices'::regclass AND nodename || ':' || nodeport <> $1
+         ORDER BY shardid LIMIT 3",
+    )
+    .bind(&fuller)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    for (shard, host, port) in &others {
+        sqlx::query("SELECT citus_move_shard_placement($1, $2, $3, $4, $5::int)")
+            .bind(shard)
+            .bind(host)
+            .bind(port)
+            .bind(fh)
+            .bind(fp)
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    let skewed = groups_per_worker(&db).await;
+    assert!(skewed.iter().any(|(_, n)| *n >= 19), "{skewed:?}");
+
+    // As a DBA would after adding a worker: a background job, its default mode.
+    let job: Option<i64> =
+        sqlx::query_scalar("SELECT citus_rebalance_start(rebalance_strategy := 'by_shard_count')")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let job = job.expect("the rebalancer scheduled no moves");
+    sqlx::query("SELECT citus_rebalance_wait()").execute(&db).await.unwrap();
+    let (state, failed): (String, i64) = sqlx::query_as(
+        "SELECT j.state::text, (SELECT count(*) FROM pg_dist_background_task k
+                                WHERE k.job_id = j.job_id AND k.status::text <> 'done')
+         FROM pg_dist_background_job j WHERE j.job_id = $1",
+    )
+    .bind(job)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), failed), ("finished", 0));
+    let after = groups_per_worker(&db).await;
+    assert!(after.iter().all(|(_, n)| (15..=17).contains(n)), "{after:?}");
+
+    let tok = token(t.id, t.admin);
+    let r = Api::new().get("/invoices?select=reference", Some(&tok)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.rows(), &vec![json!({"reference": "INV-REBALANCE"})]);
+}
