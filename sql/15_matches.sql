@@ -202,6 +202,30 @@ END
 $$;
 COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
 
+-- The match candidates of the tenant given, which must be the current one:
+-- what POST /rpc/reconcile answers (api.reconcile). On Citus it runs on the
+-- worker that holds the tenant (17_distribute.sql distributes it by the
+-- tenant, colocated with the ledger), and only the candidates come back to
+-- the coordinator. It returns a set, so Postgres does not take away a call
+-- with a NULL tenant, which would crash the Citus node that plans it: only
+-- its owner may call it, and only api.reconcile does, with the current
+-- tenant (tenant_scope() is never NULL).
+CREATE OR REPLACE FUNCTION ledger_routed.reconcile_for(tenant uuid, rules jsonb)
+RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
+               grade text, group_id bigint, reasons jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
+        PERFORM tenancy.raise_error('PERMISSION_DENIED', format('tenant %s is not the current tenant', tenant),
+            'Call api.reconcile(), which reconciles the current tenant.');
+    END IF;
+    RETURN QUERY SELECT * FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions', rules);
+END
+$$;
+COMMENT ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) IS 'tenancy.reconcile over the ledger for the tenant given, which must be the current one: api.reconcile''s form (on Citus it runs on the tenant''s worker). Its owner''s only.';
+
 CREATE OR REPLACE FUNCTION ledger.match_not_found(match_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -276,3 +300,8 @@ GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_rec
     TO authenticated;
 GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid) TO analyst;
 GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_reconciliation_for(uuid) TO tenancy_jobs;
+-- The ledger's owner calls it, as api.reconcile's owner (20_api.sql);
+-- nobody else may: a NULL tenant would crash a Citus node.
+ALTER FUNCTION ledger_routed.reconcile_for(uuid, jsonb) OWNER TO ledger_owner;
+REVOKE ALL ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) FROM PUBLIC;
+GRANT USAGE ON SCHEMA ledger_routed TO ledger_owner;

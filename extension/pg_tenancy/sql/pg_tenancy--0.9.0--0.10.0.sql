@@ -25,18 +25,29 @@
 --    Set here on one node; on Citus, scale_out() sets it through Citus, on
 --    every shard (this script runs on each node, where Citus' tables may
 --    only be altered from the coordinator).
--- 2. tenancy._prepare_shard_moves() (new): that replica identity, and for
---    the owners of sharded tenant tables who are not superusers: REFERENCES
---    on tenancy.tenants and EXECUTE on the two trigger functions, on every
---    node (tenancy._shard_owners(), new, names those owners). Both
---    functions can only run as triggers. scale_out() calls it
---    every time (so a call after citus_add_node prepares the new node), and
---    so does distribute().
+-- 2. tenancy._prepare_shard_moves() (new, for superusers): that replica
+--    identity, and, where they lack them, for the owners of sharded tenant
+--    tables who are not superusers: REFERENCES on tenancy.tenants and
+--    EXECUTE on the two trigger functions, on every node.
+--    tenancy._shard_owners() (new) names those owners and
+--    tenancy._shard_move_gaps() (new) asks each node what it lacks.
+--    scale_out() calls it every time (so a call after citus_add_node
+--    prepares the new node), and so does distribute() when a superuser
+--    calls it. An owner could attach tenancy._audit to another table of its
+--    own and write entries for any tenant; it can already do more (turn row
+--    level security off on its tenant tables and change any tenant's rows).
 -- 3. tenancy.check() warns, on Citus, about an audit partition without a
---    replica identity and about a node where those owners lack the grants.
+--    replica identity, about a node where those owners lack the grants, and
+--    about a worker whose wal_level is not logical.
+-- 4. tenancy.check() no longer reports a distributed function that is not
+--    STRICT or returns a set when only its owner (and superusers) may call
+--    it: nobody else can pass it a NULL. The reference deployment's
+--    ledger_routed.reconcile_for (sql/15_matches.sql), which runs
+--    POST /rpc/reconcile on the tenant's worker, is one.
 --
--- A Citus deployment of 0.9.0: ALTER EXTENSION pg_tenancy UPDATE on every
--- node, then SELECT * FROM tenancy.scale_out(); on the coordinator.
+-- A Citus deployment of 0.9.0: wal_level = logical on every node (a
+-- restart), ALTER EXTENSION pg_tenancy UPDATE on every node, then
+-- SELECT * FROM tenancy.scale_out(); on the coordinator.
 -- Moving with shard_transfer_mode => 'block_writes' still fails: Postgres
 -- validates the moved foreign keys as the table's owner, whom FORCE ROW
 -- LEVEL SECURITY holds to a tenant, and there is none ("no tenant is set").
@@ -218,10 +229,39 @@ END
 $$;
 
 
+CREATE FUNCTION tenancy._shard_move_gaps()
+RETURNS TABLE (node text, asked boolean, owners text, wal_level text)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ask constant text := format($q$SELECT coalesce(string_agg(o, ', ' ORDER BY o), '') || '|' || current_setting('wal_level')
+        FROM unnest(%L::text[]) o
+        WHERE NOT (has_function_privilege(o, 'tenancy._audit()', 'EXECUTE')
+                   AND has_function_privilege(o, 'tenancy.rbac_statement_guard()', 'EXECUTE')
+                   AND has_table_privilege(o, 'tenancy.tenants', 'REFERENCES'))$q$,
+        coalesce(tenancy._shard_owners(), '{}'));
+    reply text;
+BEGIN
+    EXECUTE ask INTO reply;
+    node := 'coordinator';
+    asked := true;
+    owners := split_part(reply, '|', 1);
+    wal_level := split_part(reply, '|', 2);
+    RETURN NEXT;
+    RETURN QUERY
+    SELECT w.nodename || ':' || w.nodeport, w.success,
+           CASE WHEN w.success THEN split_part(w.result, '|', 1) ELSE w.result END,
+           CASE WHEN w.success THEN split_part(w.result, '|', 2) END
+    FROM run_command_on_workers(ask) w;
+END
+$$;
+
+
 CREATE FUNCTION tenancy._prepare_shard_moves()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     part regclass;
@@ -232,16 +272,19 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
     END IF;
+    -- One call at a time: two grants of the same object at once fail.
+    PERFORM pg_advisory_xact_lock(hashtextextended('tenancy._prepare_shard_moves', 0));
     FOR part IN SELECT c.oid::regclass FROM pg_class c
                 WHERE c.relreplident <> 'f'
                   AND (c.oid = 'tenancy.audit_log'::regclass
                        OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass)) LOOP
         EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
     END LOOP;
-    SELECT string_agg(quote_ident(o), ', ') INTO owners FROM unnest(tenancy._shard_owners()) o;
-    IF owners IS NULL THEN
+    -- Nothing missing: no grant (each rewrites catalog rows on every node).
+    IF NOT EXISTS (SELECT 1 FROM tenancy._shard_move_gaps() g WHERE NOT g.asked OR g.owners <> '') THEN
         RETURN;
     END IF;
+    SELECT string_agg(quote_ident(o), ', ') INTO owners FROM unnest(tenancy._shard_owners()) o;
     -- Citus gives the grant to every copy of the reference table.
     EXECUTE format('GRANT REFERENCES ON tenancy.tenants TO %s', owners);
     -- The functions are each node's own (the extension is installed on
@@ -308,7 +351,11 @@ BEGIN
     PERFORM tenancy._audit_copying(tbl, true);
     PERFORM create_distributed_table(tbl, col::text, colocate_with => 'default');
     PERFORM tenancy._audit_copying(tbl, false);
-    PERFORM tenancy._prepare_shard_moves();
+    -- A DBA who is not a superuser leaves this to scale_out() (check() says
+    -- so until then).
+    IF EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = current_user AND r.rolsuper) THEN
+        PERFORM tenancy._prepare_shard_moves();
+    END IF;
 END
 $$;
 
@@ -422,13 +469,6 @@ RETURNS TABLE (severity text, object_type text, object_name text, problem text, 
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    owners text[];
-    can_move constant text := $q$SELECT coalesce(string_agg(o, ', ' ORDER BY o), '') FROM unnest(%L::text[]) o
-        WHERE NOT (has_function_privilege(o, 'tenancy._audit()', 'EXECUTE')
-                   AND has_function_privilege(o, 'tenancy.rbac_statement_guard()', 'EXECUTE')
-                   AND has_table_privilege(o, 'tenancy.tenants', 'REFERENCES'))$q$;
-    here text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
@@ -462,21 +502,19 @@ BEGIN
     WHERE c.relreplident <> 'f'
       AND (c.oid = 'tenancy.audit_log'::regclass
            OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass));
-    owners := tenancy._shard_owners();
-    IF owners IS NOT NULL THEN
-        EXECUTE format(can_move, owners) INTO here;
-        RETURN QUERY
-        SELECT 'warning', 'node', n.node,
-               CASE WHEN n.ok
-                    THEN format('%s, owning sharded tenant tables, may not create their shards'' triggers and foreign keys on this node: moving shards here fails', n.missing)
-                    ELSE format('could not be asked whether the owners of sharded tenant tables may move shards here: %s', n.missing) END,
-               'SELECT * FROM tenancy.scale_out();'
-        FROM (SELECT 'coordinator' AS node, true AS ok, here AS missing
-              UNION ALL
-              SELECT w.nodename || ':' || w.nodeport, w.success, w.result
-              FROM run_command_on_workers(format(can_move, owners)) w) n
-        WHERE NOT n.ok OR n.missing <> '';
-    END IF;
+    RETURN QUERY
+    WITH gaps AS (SELECT * FROM tenancy._shard_move_gaps())
+    SELECT 'warning', 'node', g.node,
+           CASE WHEN g.asked
+                THEN format('%s, owning sharded tenant tables, may not create their shards'' triggers and foreign keys on this node: moving shards here fails', g.owners)
+                ELSE format('could not be asked whether tenants'' shards can move here: %s', g.owners) END,
+           'SELECT * FROM tenancy.scale_out();'
+    FROM gaps g WHERE NOT g.asked OR g.owners <> ''
+    UNION ALL
+    SELECT 'warning', 'node', g.node,
+           format('has wal_level = %s: Citus moves shards (citus_move_shard_placement, the rebalancer) by logical replication, which needs wal_level = logical', g.wal_level),
+           'Set wal_level = logical in its postgresql.conf (as sql/citus/postgresql.conf does) and restart it.'
+    FROM gaps g WHERE g.asked AND g.node <> 'coordinator' AND g.wal_level <> 'logical';
 
     RETURN QUERY
     WITH scoped AS (
@@ -523,20 +561,27 @@ BEGIN
     -- Citus 13.2 crashes the node that plans a call of a distributed
     -- function whose distribution argument is a NULL constant; Postgres
     -- takes such a call away first only for a STRICT function that returns
-    -- one value (README: Scale out on Citus, Limits).
+    -- one value (README: Scale out on Citus, Limits). Other such functions
+    -- are safe only while nobody but their owner (and superusers) may call
+    -- them.
     SELECT 'error', 'function', f.oid::regprocedure::text,
-           'is distributed by an argument but is not STRICT or returns a set: a call with NULL for that argument crashes the Citus node that plans it (every backend restarts)',
+           'is distributed by an argument, is not STRICT or returns a set, and roles other than its owner may call it: a call with NULL for that argument crashes the Citus node that plans it (every backend restarts)',
            CASE WHEN f.proretset
-                THEN 'Make it return one value and STRICT, or drop it and create it again without create_distributed_function (it then runs on the coordinator).'
+                THEN format('Let only its owner call it: REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC; (and from any role granted it), then call it from a SECURITY DEFINER function of its owner that never passes NULL. Or make it return one value and STRICT.', f.oid::regprocedure::text)
                 ELSE format('ALTER FUNCTION %s STRICT;', f.oid::regprocedure::text) END
     FROM pg_dist_object o JOIN pg_proc f ON f.oid = o.objid
     WHERE o.classid = 'pg_proc'::regclass AND o.distribution_argument_index IS NOT NULL
-      AND f.prokind = 'f' AND (NOT f.proisstrict OR f.proretset);
+      AND f.prokind = 'f' AND (NOT f.proisstrict OR f.proretset)
+      AND EXISTS (SELECT 1 FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) a
+                  LEFT JOIN pg_roles r ON r.oid = a.grantee
+                  WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> f.proowner
+                    AND NOT coalesce(r.rolsuper, false));
 END
 $$;
 
 
 -- As privileges.sql: PUBLIC executes only what runs as its caller, or, as
--- _prepare_shard_moves, grants only what the catalog says.
-REVOKE ALL ON FUNCTION tenancy._shard_owners(), tenancy._prepare_shard_moves() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenancy._shard_owners(), tenancy._prepare_shard_moves() TO PUBLIC;
+-- _shard_move_gaps, tells only whose grants are missing. Granting is for
+-- superusers.
+REVOKE ALL ON FUNCTION tenancy._shard_owners(), tenancy._shard_move_gaps(), tenancy._prepare_shard_moves() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy._shard_move_gaps() TO PUBLIC;

@@ -399,10 +399,10 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
     }
 }
 
-/// The reconciliation RPCs through the coordinator: reconcile runs there,
-/// apply on the worker that holds the tenant (through
+/// The reconciliation RPCs through the coordinator, both run on the worker
+/// that holds the tenant (reconcile: see the next test). Apply goes through
 /// ledger_routed.apply_reconciliation_for, which refuses any tenant but the
-/// current one on that worker); each tenant gets its own candidates and
+/// current one on that worker; each tenant gets its own candidates and
 /// matches, and a readonly user's apply is refused with the 403 of one node.
 /// A NULL tenant, in any form, is no call: the function is STRICT, so the
 /// planner drops the call before Citus, which crashes planning a NULL
@@ -483,6 +483,80 @@ async fn reconciliation_rpcs_and_null_tenants() {
             .unwrap();
         assert_eq!(open, "0.00", "{}", t.slug);
     }
+}
+
+/// POST /rpc/reconcile ends in ledger_routed.reconcile_for, which runs on
+/// the worker that holds the tenant. It returns a set, so a NULL tenant
+/// would crash the node that plans the call: only its owner (through
+/// api.reconcile) may call it, and check() says when anyone else may.
+#[tokio::test]
+async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
+    let db = admin().await;
+    let tenants = one_tenant_per_worker(&db).await;
+    for t in &tenants {
+        let other = tenants.iter().find(|o| o.id != t.id).unwrap();
+        let mut tx = db.begin().await.unwrap();
+        set_tenant(&mut *tx, &t.slug).await;
+        let plan: Vec<String> = sqlx::query_scalar(&format!(
+            "EXPLAIN (COSTS OFF) SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)",
+            t.id
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        let (host, port) = node_of(&db, "ledger.invoices", t.id)
+            .await
+            .split_once(':')
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+            .unwrap();
+        assert!(
+            plan.contains("Task Count: 1") && plan.contains(&format!("Node: host={host} port={port} ")),
+            "{}: {plan}",
+            t.slug
+        );
+        let e = expect_db_error(
+            sqlx::query(&format!(
+                "SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)",
+                other.id
+            ))
+            .fetch_all(&mut *tx)
+            .await,
+            "42501",
+        );
+        assert_eq!(e.message, format!("tenant {} is not the current tenant", other.id));
+        tx.rollback().await.unwrap();
+
+        // The API role reaches it only through api.reconcile.
+        let mut api_role = session_as("authenticated", Some(t)).await;
+        let e = expect_db_error(
+            sqlx::query(&format!("SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)", t.id))
+                .fetch_all(&mut api_role)
+                .await,
+            "42501",
+        );
+        assert_eq!(e.message, "permission denied for function reconcile_for");
+    }
+
+    let findings = |c: &'static str| {
+        format!("SELECT object_name FROM tenancy.check() WHERE severity = 'error' AND object_name LIKE '{c}%'")
+    };
+    let named: Vec<String> = sqlx::query_scalar(&findings("ledger_routed.reconcile_for"))
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(named, Vec::<String>::new(), "only its owner may call it");
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("GRANT EXECUTE ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) TO authenticated")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let named: Vec<String> = sqlx::query_scalar(&findings("ledger_routed.reconcile_for"))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(named, ["ledger_routed.reconcile_for(uuid,jsonb)"]);
+    tx.rollback().await.unwrap();
 }
 
 /// A statement that writes a shared (reference) table takes the

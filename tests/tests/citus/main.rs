@@ -16,5 +16,3 @@ mod rbac;
 mod idempotency;
 #[path = "../integration/audit.rs"]
 mod audit;
-// Run alone, after the others (scripts/test_citus): moves shards.
-mod shard_moves;

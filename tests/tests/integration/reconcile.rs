@@ -229,6 +229,16 @@ async fn permissions_guard_every_reconciliation_endpoint() {
         .send(Method::POST, "/rpc/reconcile", None, &[], Some(&json!({})))
         .await;
     anon.assert_error(401, "42501");
+    // What the RPC ends in is its owner's only (on Citus a NULL tenant
+    // would crash the node that plans it).
+    let mut api_role = session_as("authenticated", Some(&t)).await;
+    let e = expect_db_error(
+        sqlx::query(&format!("SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}')", t.id))
+            .fetch_all(&mut api_role)
+            .await,
+        "42501",
+    );
+    assert_eq!(e.message, "permission denied for function reconcile_for");
 
     // Rules: reconciliation.manage, which admins hold and members do not.
     let denied = rpc(

@@ -65,21 +65,57 @@ $$;
 
 -- Moving shards (citus_move_shard_placement, the rebalancer) builds a
 -- tenant's group of colocated shards anew on another node. Citus copies the
--- rows by logical replication, which needs a replica identity on every
--- table of the group (the audit log's partitions have FULL: audit.sql), and
--- it creates each new shard's triggers and foreign keys in a connection as
--- the table's owner. So the owners of sharded tenant tables may attach the
--- extension's trigger functions and reference tenancy.tenants, on every
--- node. Nothing more: both functions can only run as triggers, and a
--- foreign key to tenants is one enable() gave their tables already. A node
--- added later has none of it until scale_out() runs again; check() says so.
--- It runs as the extension's owner, as distribute() may be called by a DBA
--- who is not a superuser (through enable()); it takes no argument and only
--- grants what the catalog says, so anyone may call it.
+-- rows by logical replication, which needs wal_level = logical and a
+-- replica identity on every table of the group (the audit log's partitions
+-- have FULL: audit.sql), and it creates each new shard's triggers and
+-- foreign keys in a connection as the table's owner. So the owners of
+-- sharded tenant tables may attach the extension's two trigger functions
+-- and reference tenancy.tenants, on every node. An owner could attach
+-- tenancy._audit to another table of its own and write entries for any
+-- tenant; it can do more already: it may turn row level security off on
+-- its tenant tables and change any tenant's rows. A node added later has
+-- none of it until scale_out() runs again; check() says so.
+
+-- Per node (the coordinator, then each worker): the owners of sharded
+-- tenant tables who lack those grants there, and its wal_level. Runs as
+-- the extension's owner: asking the workers takes a connection that a DBA
+-- running check() may not have. It tells nothing but whose grants are
+-- missing.
+CREATE FUNCTION tenancy._shard_move_gaps()
+RETURNS TABLE (node text, asked boolean, owners text, wal_level text)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ask constant text := format($q$SELECT coalesce(string_agg(o, ', ' ORDER BY o), '') || '|' || current_setting('wal_level')
+        FROM unnest(%L::text[]) o
+        WHERE NOT (has_function_privilege(o, 'tenancy._audit()', 'EXECUTE')
+                   AND has_function_privilege(o, 'tenancy.rbac_statement_guard()', 'EXECUTE')
+                   AND has_table_privilege(o, 'tenancy.tenants', 'REFERENCES'))$q$,
+        coalesce(tenancy._shard_owners(), '{}'));
+    reply text;
+BEGIN
+    EXECUTE ask INTO reply;
+    node := 'coordinator';
+    asked := true;
+    owners := split_part(reply, '|', 1);
+    wal_level := split_part(reply, '|', 2);
+    RETURN NEXT;
+    RETURN QUERY
+    SELECT w.nodename || ':' || w.nodeport, w.success,
+           CASE WHEN w.success THEN split_part(w.result, '|', 1) ELSE w.result END,
+           CASE WHEN w.success THEN split_part(w.result, '|', 2) END
+    FROM run_command_on_workers(ask) w;
+END
+$$;
+
+-- Gives what moving shards needs (above), where it is missing. For
+-- superusers (scale_out, and distribute when one calls it): granting on the
+-- extension's objects takes one.
 CREATE FUNCTION tenancy._prepare_shard_moves()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     part regclass;
@@ -90,16 +126,19 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
     END IF;
+    -- One call at a time: two grants of the same object at once fail.
+    PERFORM pg_advisory_xact_lock(hashtextextended('tenancy._prepare_shard_moves', 0));
     FOR part IN SELECT c.oid::regclass FROM pg_class c
                 WHERE c.relreplident <> 'f'
                   AND (c.oid = 'tenancy.audit_log'::regclass
                        OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass)) LOOP
         EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
     END LOOP;
-    SELECT string_agg(quote_ident(o), ', ') INTO owners FROM unnest(tenancy._shard_owners()) o;
-    IF owners IS NULL THEN
+    -- Nothing missing: no grant (each rewrites catalog rows on every node).
+    IF NOT EXISTS (SELECT 1 FROM tenancy._shard_move_gaps() g WHERE NOT g.asked OR g.owners <> '') THEN
         RETURN;
     END IF;
+    SELECT string_agg(quote_ident(o), ', ') INTO owners FROM unnest(tenancy._shard_owners()) o;
     -- Citus gives the grant to every copy of the reference table.
     EXECUTE format('GRANT REFERENCES ON tenancy.tenants TO %s', owners);
     -- The functions are each node's own (the extension is installed on
@@ -165,7 +204,11 @@ BEGIN
     PERFORM tenancy._audit_copying(tbl, true);
     PERFORM create_distributed_table(tbl, col::text, colocate_with => 'default');
     PERFORM tenancy._audit_copying(tbl, false);
-    PERFORM tenancy._prepare_shard_moves();
+    -- A DBA who is not a superuser leaves this to scale_out() (check() says
+    -- so until then).
+    IF EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = current_user AND r.rolsuper) THEN
+        PERFORM tenancy._prepare_shard_moves();
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION tenancy.distribute(regclass, name) IS 'Citus: shards a tenant-scoped table by its tenant column, colocated with the other tenant-scoped tables, after turning its policies into the form Citus accepts. Run tenancy.scale_out() once first. Idempotent.';
@@ -401,13 +444,6 @@ RETURNS TABLE (severity text, object_type text, object_name text, problem text, 
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    owners text[];
-    can_move constant text := $q$SELECT coalesce(string_agg(o, ', ' ORDER BY o), '') FROM unnest(%L::text[]) o
-        WHERE NOT (has_function_privilege(o, 'tenancy._audit()', 'EXECUTE')
-                   AND has_function_privilege(o, 'tenancy.rbac_statement_guard()', 'EXECUTE')
-                   AND has_table_privilege(o, 'tenancy.tenants', 'REFERENCES'))$q$;
-    here text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
@@ -441,21 +477,19 @@ BEGIN
     WHERE c.relreplident <> 'f'
       AND (c.oid = 'tenancy.audit_log'::regclass
            OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'tenancy.audit_log'::regclass));
-    owners := tenancy._shard_owners();
-    IF owners IS NOT NULL THEN
-        EXECUTE format(can_move, owners) INTO here;
-        RETURN QUERY
-        SELECT 'warning', 'node', n.node,
-               CASE WHEN n.ok
-                    THEN format('%s, owning sharded tenant tables, may not create their shards'' triggers and foreign keys on this node: moving shards here fails', n.missing)
-                    ELSE format('could not be asked whether the owners of sharded tenant tables may move shards here: %s', n.missing) END,
-               'SELECT * FROM tenancy.scale_out();'
-        FROM (SELECT 'coordinator' AS node, true AS ok, here AS missing
-              UNION ALL
-              SELECT w.nodename || ':' || w.nodeport, w.success, w.result
-              FROM run_command_on_workers(format(can_move, owners)) w) n
-        WHERE NOT n.ok OR n.missing <> '';
-    END IF;
+    RETURN QUERY
+    WITH gaps AS (SELECT * FROM tenancy._shard_move_gaps())
+    SELECT 'warning', 'node', g.node,
+           CASE WHEN g.asked
+                THEN format('%s, owning sharded tenant tables, may not create their shards'' triggers and foreign keys on this node: moving shards here fails', g.owners)
+                ELSE format('could not be asked whether tenants'' shards can move here: %s', g.owners) END,
+           'SELECT * FROM tenancy.scale_out();'
+    FROM gaps g WHERE NOT g.asked OR g.owners <> ''
+    UNION ALL
+    SELECT 'warning', 'node', g.node,
+           format('has wal_level = %s: Citus moves shards (citus_move_shard_placement, the rebalancer) by logical replication, which needs wal_level = logical', g.wal_level),
+           'Set wal_level = logical in its postgresql.conf (as sql/citus/postgresql.conf does) and restart it.'
+    FROM gaps g WHERE g.asked AND g.node <> 'coordinator' AND g.wal_level <> 'logical';
 
     RETURN QUERY
     WITH scoped AS (
@@ -502,14 +536,20 @@ BEGIN
     -- Citus 13.2 crashes the node that plans a call of a distributed
     -- function whose distribution argument is a NULL constant; Postgres
     -- takes such a call away first only for a STRICT function that returns
-    -- one value (README: Scale out on Citus, Limits).
+    -- one value (README: Scale out on Citus, Limits). Other such functions
+    -- are safe only while nobody but their owner (and superusers) may call
+    -- them.
     SELECT 'error', 'function', f.oid::regprocedure::text,
-           'is distributed by an argument but is not STRICT or returns a set: a call with NULL for that argument crashes the Citus node that plans it (every backend restarts)',
+           'is distributed by an argument, is not STRICT or returns a set, and roles other than its owner may call it: a call with NULL for that argument crashes the Citus node that plans it (every backend restarts)',
            CASE WHEN f.proretset
-                THEN 'Make it return one value and STRICT, or drop it and create it again without create_distributed_function (it then runs on the coordinator).'
+                THEN format('Let only its owner call it: REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC; (and from any role granted it), then call it from a SECURITY DEFINER function of its owner that never passes NULL. Or make it return one value and STRICT.', f.oid::regprocedure::text)
                 ELSE format('ALTER FUNCTION %s STRICT;', f.oid::regprocedure::text) END
     FROM pg_dist_object o JOIN pg_proc f ON f.oid = o.objid
     WHERE o.classid = 'pg_proc'::regclass AND o.distribution_argument_index IS NOT NULL
-      AND f.prokind = 'f' AND (NOT f.proisstrict OR f.proretset);
+      AND f.prokind = 'f' AND (NOT f.proisstrict OR f.proretset)
+      AND EXISTS (SELECT 1 FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) a
+                  LEFT JOIN pg_roles r ON r.oid = a.grantee
+                  WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> f.proowner
+                    AND NOT coalesce(r.rolsuper, false));
 END
 $$;
