@@ -453,3 +453,17 @@ pub async fn burst(token: &str, path: &str, clients: usize, each: usize) -> Vec<
     }
     all
 }
+
+/// On Citus: the worker (host:port) that holds `tenant`'s shard of `table`.
+pub async fn node_of(db: &PgPool, table: &str, tenant: Uuid) -> String {
+    sqlx::query_scalar(
+        "SELECT s.nodename || ':' || s.nodeport FROM citus_shards s
+         WHERE s.table_name = $1::regclass
+           AND s.shardid = get_shard_id_for_distribution_column($1::regclass, $2)",
+    )
+    .bind(table)
+    .bind(tenant)
+    .fetch_one(db)
+    .await
+    .unwrap_or_else(|e| panic!("no shard of {table} for {tenant}: {e}"))
+}

@@ -21,19 +21,6 @@ async fn analyst(db: &PgPool) -> String {
     new_login(db, "GRANT analyst, authenticated TO {login}").await
 }
 
-/// The worker (host:port) that holds `tenant`'s shard of `table`.
-async fn node_of(db: &PgPool, table: &str, tenant: Uuid) -> String {
-    sqlx::query_scalar(
-        "SELECT s.nodename || ':' || s.nodeport FROM citus_shards s
-         WHERE s.table_name = $1::regclass
-           AND s.shardid = get_shard_id_for_distribution_column($1::regclass, $2)",
-    )
-    .bind(table)
-    .bind(tenant)
-    .fetch_one(db)
-    .await
-    .unwrap_or_else(|e| panic!("no shard of {table} for {tenant}: {e}"))
-}
 
 #[tokio::test]
 async fn each_tenants_rows_sit_on_one_worker_and_tenants_spread() {
@@ -302,6 +289,25 @@ async fn the_signed_context_is_hidden_from_the_roles_it_serves() {
     assert_eq!(shown, "(set; not shown)");
 }
 
+/// EXPLAIN of `call` in `tx`: one task, on the worker that holds `t`.
+async fn runs_on_the_tenants_worker(db: &PgPool, tx: &mut sqlx::PgConnection, call: &str, t: &Tenant) {
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (COSTS OFF) {call}"))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    let (host, port) = node_of(db, "ledger.invoices", t.id)
+        .await
+        .split_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
+    assert!(
+        plan.contains("Task Count: 1") && plan.contains(&format!("Node: host={host} port={port} ")),
+        "{}: {plan}",
+        t.slug
+    );
+}
+
 /// Two tenants whose shards sit on different workers, each with an invoice
 /// and the payment that names it.
 async fn one_tenant_per_worker(db: &PgPool) -> Vec<Tenant> {
@@ -355,24 +361,8 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
             .await
             .unwrap();
         // The tenant as a constant, as for_each_tenant passes it.
-        let plan: Vec<String> = sqlx::query_scalar(&format!(
-            "EXPLAIN (COSTS OFF) SELECT * FROM ledger_routed.apply_reconciliation_for('{}'::uuid)",
-            t.id
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
-        let plan = plan.join("\n");
-        let (host, port) = node_of(&db, "ledger.invoices", t.id)
-            .await
-            .split_once(':')
-            .map(|(h, p)| (h.to_string(), p.to_string()))
-            .unwrap();
-        assert!(
-            plan.contains("Task Count: 1") && plan.contains(&format!("Node: host={host} port={port} ")),
-            "{}: {plan}",
-            t.slug
-        );
+        let call = format!("SELECT * FROM ledger_routed.apply_reconciliation_for('{}'::uuid)", t.id);
+        runs_on_the_tenants_worker(&db, &mut tx, &call, t).await;
         tx.rollback().await.unwrap();
     }
     let slugs: Vec<String> = tenants.iter().map(|t| t.slug.clone()).collect();
@@ -497,24 +487,8 @@ async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
         let other = tenants.iter().find(|o| o.id != t.id).unwrap();
         let mut tx = db.begin().await.unwrap();
         set_tenant(&mut *tx, &t.slug).await;
-        let plan: Vec<String> = sqlx::query_scalar(&format!(
-            "EXPLAIN (COSTS OFF) SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)",
-            t.id
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
-        let plan = plan.join("\n");
-        let (host, port) = node_of(&db, "ledger.invoices", t.id)
-            .await
-            .split_once(':')
-            .map(|(h, p)| (h.to_string(), p.to_string()))
-            .unwrap();
-        assert!(
-            plan.contains("Task Count: 1") && plan.contains(&format!("Node: host={host} port={port} ")),
-            "{}: {plan}",
-            t.slug
-        );
+        let call = format!("SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)", t.id);
+        runs_on_the_tenants_worker(&db, &mut tx, &call, t).await;
         let e = expect_db_error(
             sqlx::query(&format!(
                 "SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)",

@@ -8,20 +8,6 @@ use serde_json::json;
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
-/// The worker (host:port) that holds `tenant`'s shard of `table`.
-async fn node_of(db: &PgPool, table: &str, tenant: Uuid) -> String {
-    sqlx::query_scalar(
-        "SELECT s.nodename || ':' || s.nodeport FROM citus_shards s
-         WHERE s.table_name = $1::regclass
-           AND s.shardid = get_shard_id_for_distribution_column($1::regclass, $2)",
-    )
-    .bind(table)
-    .bind(tenant)
-    .fetch_one(db)
-    .await
-    .unwrap_or_else(|e| panic!("no shard of {table} for {tenant}: {e}"))
-}
-
 /// Moves the shard group of `tenant` from one worker to the other, with
 /// Citus' default transfer mode; returns (from, to).
 async fn move_tenant(db: &PgPool, tenant: Uuid) -> (String, String) {
