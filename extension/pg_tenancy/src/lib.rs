@@ -24,6 +24,7 @@ mod session;
 mod shared_writes;
 mod signed;
 mod shmem;
+mod view_writes;
 
 ::pgrx::pg_module_magic!();
 
@@ -108,6 +109,7 @@ extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
     shared_writes::init();
+    view_writes::init();
     // SAFETY: a flag the postmaster sets while it loads preloaded libraries.
     #[allow(unsafe_code)]
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

@@ -1,0 +1,107 @@
+//! On Citus, UPDATE and DELETE through a simple view: PostgREST's PATCH and
+//! DELETE on the api views.
+//!
+//! Postgres turns a write through an automatically updatable view into the
+//! same write of the view's table, and keeps the view in the statement's
+//! range table, first, marked as not written in FROM: so that the caller's
+//! privileges on the view are checked too. Citus 13.2 refuses every such
+//! statement whose table is a Citus table ("cannot modify views when the
+//! query contains citus tables"): it takes that entry for a write of the
+//! view itself, which it cannot run. What it would plan is the write of the
+//! table, which it runs. So before Citus plans the statement, the view's
+//! entry is marked as if written in FROM, and the table's as the target of
+//! a plain write. Those marks are read only where a query is printed back
+//! as SQL (ruleutils, and Citus' copy of it for the shards), and only for
+//! entries of the join tree: the statement printed for a shard is then the
+//! UPDATE or DELETE of the table, and the statement run on the coordinator,
+//! its plan and the privileges checked stay as they were.
+//! Nothing happens without Citus (the hook is not installed), for other
+//! statements, or for views with INSTEAD OF triggers or rules (their
+//! statement's target is the view itself).
+
+use pgrx::pg_sys;
+
+static mut PREVIOUS: pg_sys::planner_hook_type = None;
+
+/// Installs the planner hook, only where Citus is loaded (it is preloaded
+/// before pg_tenancy, so this hook runs before Citus'). Called from
+/// _PG_init.
+pub fn init() {
+    if !crate::guc::citus_loaded() {
+        return;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: _PG_init runs once per backend before any query; the previous
+    // hook is kept and called.
+    unsafe {
+        PREVIOUS = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(plan);
+    }
+}
+
+/// Marks the entry of a view that `query`, or a query of its WITH clause,
+/// updates or deletes through.
+///
+/// # Safety
+/// `query` is a rewritten query the planner was given, or NULL.
+#[allow(unsafe_code)]
+unsafe fn mark_written_views(query: *mut pg_sys::Query) {
+    // SAFETY (whole function): the query tree is the planner's input, alive
+    // and not shared with another backend; lists are walked as Postgres
+    // built them.
+    if query.is_null() {
+        return;
+    }
+    let q = &mut *query;
+    if matches!(q.commandType, pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE)
+        // The target is the view's table, appended after the view.
+        && q.resultRelation > 1
+    {
+        let rtable = pgrx::PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable);
+        let first = rtable.get_ptr(0);
+        let target = rtable.get_ptr(q.resultRelation as usize - 1);
+        if let (Some(view), Some(target)) = (first, target) {
+            let (view, target) = (&mut *view, &mut *target);
+            if view.rtekind == pg_sys::RTEKind::RTE_RELATION
+                && view.relkind as u8 == pg_sys::RELKIND_VIEW
+                && !view.inFromCl
+            {
+                view.inFromCl = true;
+                // The table took the view's place in the join tree, with
+                // the mark it had in the view's FROM: as the target of a
+                // plain UPDATE or DELETE it has none (else Citus prints it
+                // twice for the shards: "table name ... specified more
+                // than once").
+                target.inFromCl = false;
+            }
+        }
+    }
+    let ctes = pgrx::PgList::<pg_sys::CommonTableExpr>::from_pg(q.cteList);
+    for cte in ctes.iter_ptr() {
+        let inner = (*cte).ctequery;
+        if !inner.is_null() && (*inner).type_ == pg_sys::NodeTag::T_Query {
+            mark_written_views(inner.cast());
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn plan(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: std::ffi::c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: parse is the planner's input (see mark_written_views).
+    mark_written_views(parse);
+    // SAFETY: PREVIOUS was read from planner_hook once in init. As in
+    // shared_writes, the previous hook (Citus') is called directly: an
+    // ERROR it raises leaves through this frame, which holds nothing that
+    // needs dropping, with its own SQLSTATE.
+    let previous = PREVIOUS;
+    match previous {
+        Some(previous) => previous(parse, query_string, cursor_options, bound_params),
+        None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+    }
+}
