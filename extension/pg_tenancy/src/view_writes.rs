@@ -16,8 +16,11 @@
 //! UPDATE or DELETE of the table, and the statement run on the coordinator,
 //! its plan and the privileges checked stay as they were.
 //! Nothing happens without Citus (the hook is not installed), for other
-//! statements, or for views with INSTEAD OF triggers or rules (their
-//! statement's target is the view itself).
+//! statements, for views with INSTEAD OF triggers or rules (their
+//! statement's target is the view itself), or where a view limits the rows
+//! in a way Citus would not carry to the shards (a security barrier, whose
+//! WHERE becomes a security qual, or a check option): Citus' refusal stands
+//! there, and such a write fails closed.
 
 use pgrx::pg_sys;
 
@@ -56,6 +59,7 @@ unsafe fn mark_written_views(query: *mut pg_sys::Query) {
     if matches!(q.commandType, pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE)
         // The target is the view's table, appended after the view.
         && q.resultRelation > 1
+        && !filters_apart(q)
     {
         let rtable = pgrx::PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable);
         let first = rtable.get_ptr(0);
@@ -65,6 +69,8 @@ unsafe fn mark_written_views(query: *mut pg_sys::Query) {
             if view.rtekind == pg_sys::RTEKind::RTE_RELATION
                 && view.relkind as u8 == pg_sys::RELKIND_VIEW
                 && !view.inFromCl
+                && target.rtekind == pg_sys::RTEKind::RTE_RELATION
+                && matches!(target.relkind as u8, pg_sys::RELKIND_RELATION | pg_sys::RELKIND_PARTITIONED_TABLE)
             {
                 view.inFromCl = true;
                 // The table took the view's place in the join tree, with
@@ -83,6 +89,41 @@ unsafe fn mark_written_views(query: *mut pg_sys::Query) {
             mark_written_views(inner.cast());
         }
     }
+}
+
+/// Whether a view of the statement limits the rows it writes in a way that
+/// Citus does not print for the shards: a security barrier (its WHERE
+/// becomes a security qual of the table) or a check option. Citus' refusal
+/// then stands: such a write fails closed.
+///
+/// # Safety
+/// `q` is a rewritten query the planner was given.
+#[allow(unsafe_code)]
+unsafe fn filters_apart(q: &pg_sys::Query) -> bool {
+    // SAFETY (whole function): lists of the planner's input; each view was
+    // locked by the rewriter, and the relcache reference taken here is
+    // given back before returning (nothing in between raises).
+    let checks = pgrx::PgList::<pg_sys::WithCheckOption>::from_pg(q.withCheckOptions);
+    if checks.iter_ptr().any(|c| (*c).kind == pg_sys::WCOKind::WCO_VIEW_CHECK) {
+        return true;
+    }
+    let rtable = pgrx::PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable);
+    let found = rtable.iter_ptr().any(|rte| {
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION || (*rte).relkind as u8 != pg_sys::RELKIND_VIEW {
+            return false;
+        }
+        let rel = pg_sys::RelationIdGetRelation((*rte).relid);
+        if rel.is_null() {
+            return true;
+        }
+        let options = (*rel).rd_options as *const pg_sys::ViewOptions;
+        let apart = !options.is_null()
+            && ((*options).security_barrier
+                || (*options).check_option != pg_sys::ViewOptCheckOption::VIEW_OPTION_CHECK_OPTION_NOT_SET);
+        pg_sys::RelationClose(rel);
+        apart
+    });
+    found
 }
 
 #[allow(unsafe_code)]

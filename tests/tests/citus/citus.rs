@@ -617,7 +617,7 @@ async fn delete_and_routed_patch_on_ledger_endpoints_work_and_stay_isolated() {
 
     // Done: a routed PATCH and a DELETE, each audited once.
     let r = api.write(Method::PATCH, &routed(kept, t.id), &admin_token, Some(&patch)).await;
-    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!((r.status, r.rows().len()), (200, 1), "{r:?}");
     assert_eq!(r.rows()[0]["counterparty"], json!("Changed"));
     assert_eq!(counterparty(kept).await, Some(format!("{} Changed", t.id)));
     let r = api.write(Method::DELETE, &format!("/invoices?id=eq.{gone}"), &admin_token, None).await;
@@ -643,6 +643,36 @@ async fn delete_and_routed_patch_on_ledger_endpoints_work_and_stay_isolated() {
         assert_eq!(e.message, "permission denied for view invoices", "{statement}");
         tx.rollback().await.unwrap();
     }
+
+    // A view's WHERE reaches the shards; a security barrier's or a check
+    // option's would not, so Citus' refusal stands for those: fail closed.
+    let suffix = &Uuid::new_v4().simple().to_string()[..8];
+    let (plain, barrier, checked) =
+        (format!("public.paid_{suffix}"), format!("public.barrier_{suffix}"), format!("public.checked_{suffix}"));
+    grant(
+        &db,
+        &format!(
+            "CREATE VIEW {plain} AS SELECT * FROM ledger.invoices WHERE status = 'paid';
+             CREATE VIEW {barrier} WITH (security_barrier) AS SELECT * FROM ledger.invoices WHERE status = 'paid';
+             CREATE VIEW {checked} AS SELECT * FROM ledger.invoices WHERE status = 'open' WITH CHECK OPTION;"
+        ),
+    )
+    .await;
+    let deleted = sqlx::query(&format!("DELETE FROM {plain} WHERE id = $1"))
+        .bind(kept)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 0, "an open invoice is not in a view of paid ones");
+    for statement in [
+        format!("DELETE FROM {barrier} WHERE id = '{kept}'"),
+        format!("UPDATE {checked} SET status = 'paid' WHERE id = '{kept}'"),
+    ] {
+        let e = expect_db_error(sqlx::query(&statement).execute(&db).await, "0A000");
+        assert_eq!(e.message, "cannot modify views when the query contains citus tables", "{statement}");
+    }
+    assert_eq!(counterparty(kept).await, Some(format!("{} Changed", t.id)));
+    grant(&db, &format!("DROP VIEW {plain}, {barrier}, {checked}")).await;
 
     // In SQL, moving a row to another tenant is refused by Citus as well.
     let role = analyst(&db).await;
