@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A Citus deployment of the previous release upgrades and keeps its audit
-# trail: in a database of its own on the running Citus cluster, release
+# A Citus deployment of 0.8.0 (the release before the audit log was
+# sharded) upgrades to the current one and keeps its audit trail, and its
+# tenants' shards can then move: in a database of its own on the running
+# Citus cluster, release
 # 0.8.0 is scaled out, writes land on both workers (0.8.0 kept their audit
 # entries in each worker's own log, named by shard, recorded reference
 # table changes once per node, and an INSERT for every row it copied into
@@ -62,6 +64,10 @@ expect "$current: one entry per row inserted before scale-out, none for its copi
     "SELECT count(*) FILTER (WHERE table_name = 'public.items') || ' ' || count(*) FILTER (WHERE table_name = 'tenancy.tenants')
      FROM tenancy.audit_log" "20 20"
 expect "$current: no entry names a shard" "SELECT count(*) FROM tenancy.audit_log WHERE table_name ~ '_[0-9]+\$'" 0
+expect "$current: every partition of the upgraded log has a replica identity for shard moves" \
+    "SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'tenancy'::regnamespace AND c.relname LIKE 'audit\_log%' AND c.relkind IN ('r', 'p') AND c.relreplident <> 'f'" 0
+expect "$current: check() finds nothing in the way of shard moves" \
+    "SELECT count(*) FROM tenancy.check() WHERE object_type = 'node' OR problem LIKE '%replica identity%'" 0
 # check() names distributed functions a NULL argument would crash Citus with
 # (here, where no other test reads check()).
 psql_admin "$PORT" "$DB" >/dev/null <<'SQL'
