@@ -248,5 +248,6 @@ start_citus() {
 
 stop_citus() {
     local n
-    for n in 0 1 2; do stop_cluster "$1/node$n"; done
+    # node3: the worker tests/citus_add_worker.sh adds.
+    for n in 0 1 2 3; do stop_cluster "$1/node$n"; done
 }

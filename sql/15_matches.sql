@@ -203,12 +203,13 @@ $$;
 COMMENT ON FUNCTION ledger.apply_reconciliation() IS 'Stores the auto-grade matches of tenancy.reconcile for the current tenant; re-running adds nothing twice. Needs matches.create.';
 
 -- The match candidates of the tenant given, which must be the current one:
--- what POST /rpc/reconcile answers (api.reconcile). On Citus it runs on the
+-- what POST /rpc/reconcile answers (api.reconcile, through ledger.reconcile
+-- below). On Citus it runs on the
 -- worker that holds the tenant (17_distribute.sql distributes it by the
 -- tenant, colocated with the ledger), and only the candidates come back to
 -- the coordinator. It returns a set, so Postgres does not take away a call
 -- with a NULL tenant, which would crash the Citus node that plans it: only
--- its owner may call it, and only api.reconcile does, with the current
+-- its owner may call it, and only ledger.reconcile does, with the current
 -- tenant (tenant_scope() is never NULL).
 CREATE OR REPLACE FUNCTION ledger_routed.reconcile_for(tenant uuid, rules jsonb)
 RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
@@ -219,12 +220,32 @@ AS $$
 BEGIN
     IF tenant IS DISTINCT FROM tenancy.tenant_scope() THEN
         PERFORM tenancy.raise_error('PERMISSION_DENIED', format('tenant %s is not the current tenant', tenant),
-            'Call api.reconcile(), which reconciles the current tenant.');
+            'Call ledger.reconcile() (POST /rpc/reconcile), which reconciles the current tenant.');
     END IF;
     RETURN QUERY SELECT * FROM tenancy.reconcile('ledger.invoices', 'ledger.bank_transactions', rules);
 END
 $$;
-COMMENT ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) IS 'tenancy.reconcile over the ledger for the tenant given, which must be the current one: api.reconcile''s form (on Citus it runs on the tenant''s worker). Its owner''s only.';
+COMMENT ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) IS 'tenancy.reconcile over the ledger for the tenant given, which must be the current one: ledger.reconcile''s form (on Citus it runs on the tenant''s worker). Its owner''s only.';
+
+-- The same for the current tenant, with the tenant as a constant: the form
+-- Citus delegates. It runs as the ledger's owner, the one role that may
+-- call ledger_routed.reconcile_for (above). Row level security holds the
+-- owner to the caller's tenant and permissions as it holds the caller
+-- (FORCE ROW LEVEL SECURITY; the policies read the context, not the role).
+-- In the ledger's schema, which its owner owns: Citus creates the function
+-- as its owner on a worker added later.
+CREATE OR REPLACE FUNCTION ledger.reconcile(rules jsonb DEFAULT '{}')
+RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
+               grade text, group_id bigint, reasons jsonb)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format('SELECT * FROM ledger_routed.reconcile_for(%L::pg_catalog.uuid, %L::pg_catalog.jsonb)',
+                                tenancy.tenant_scope(), rules);
+END
+$$;
+COMMENT ON FUNCTION ledger.reconcile(jsonb) IS 'Match candidates of tenancy.reconcile over the ledger for the current tenant (on Citus computed on its worker); writes nothing. Reads what the caller''s policies show (invoices.read, bank_transactions.read); POST /rpc/reconcile also needs matches.read.';
 
 CREATE OR REPLACE FUNCTION ledger.match_not_found(match_id uuid)
 RETURNS void
@@ -300,8 +321,11 @@ GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_rec
     TO authenticated;
 GRANT EXECUTE ON FUNCTION ledger.explain_match(uuid) TO analyst;
 GRANT EXECUTE ON FUNCTION ledger.apply_reconciliation(), ledger_routed.apply_reconciliation_for(uuid) TO tenancy_jobs;
--- The ledger's owner calls it, as api.reconcile's owner (20_api.sql);
--- nobody else may: a NULL tenant would crash a Citus node.
+-- The ledger's owner calls it, as ledger.reconcile's owner; nobody else
+-- may: a NULL tenant would crash a Citus node.
 ALTER FUNCTION ledger_routed.reconcile_for(uuid, jsonb) OWNER TO ledger_owner;
 REVOKE ALL ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) FROM PUBLIC;
 GRANT USAGE ON SCHEMA ledger_routed TO ledger_owner;
+ALTER FUNCTION ledger.reconcile(jsonb) OWNER TO ledger_owner;
+REVOKE ALL ON FUNCTION ledger.reconcile(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.reconcile(jsonb) TO authenticated;

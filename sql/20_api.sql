@@ -115,27 +115,19 @@ COMMENT ON FUNCTION api.import_bank_transactions(jsonb) IS 'Imports a JSON array
 
 -- Reconciliation (README "Reconciliation"). Candidates are computed, never stored, by
 -- reconcile; apply_reconciliation stores the auto-grade ones. On Citus both
--- run on the worker that holds the tenant (ledger_routed.reconcile_for,
+-- run on the worker that holds the tenant (ledger.reconcile,
 -- ledger.apply_reconciliation()).
--- reconcile runs as the ledger's owner, the one role that may call
--- ledger_routed.reconcile_for (15_matches.sql says why). Row level security
--- holds the owner to the request's tenant and permissions as it holds the
--- caller (FORCE ROW LEVEL SECURITY; the policies read the context, not the
--- role).
 CREATE OR REPLACE FUNCTION api.reconcile(rules jsonb DEFAULT '{}')
 RETURNS TABLE (invoice_id text, transaction_id text, allocated_amount numeric, score numeric,
                grade text, group_id bigint, reasons jsonb)
 LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenancy.require_permission('matches', 'read');
-    -- The tenant as a constant: the form Citus delegates to its worker.
-    RETURN QUERY EXECUTE format('SELECT * FROM ledger_routed.reconcile_for(%L::pg_catalog.uuid, %L::pg_catalog.jsonb)',
-                                tenancy.tenant_scope(), rules);
+    RETURN QUERY SELECT * FROM ledger.reconcile(rules);
 END
 $$;
-ALTER FUNCTION api.reconcile(jsonb) OWNER TO ledger_owner;
 COMMENT ON FUNCTION api.reconcile(jsonb) IS 'Match candidates for your open invoices and unmatched payments, with score, grade (auto | suggested) and reasons; writes nothing. {"rules": {...}} overrides your tenant''s rules for this call.';
 
 CREATE OR REPLACE FUNCTION api.apply_reconciliation()

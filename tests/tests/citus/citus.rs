@@ -478,7 +478,8 @@ async fn reconciliation_rpcs_and_null_tenants() {
 /// POST /rpc/reconcile ends in ledger_routed.reconcile_for, which runs on
 /// the worker that holds the tenant. It returns a set, so a NULL tenant
 /// would crash the node that plans the call: only its owner (through
-/// api.reconcile) may call it, and check() says when anyone else may.
+/// ledger.reconcile, which POST /rpc/reconcile calls) may call it, and
+/// check() says when anyone else may.
 #[tokio::test]
 async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
     let db = admin().await;
@@ -501,7 +502,7 @@ async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
         assert_eq!(e.message, format!("tenant {} is not the current tenant", other.id));
         tx.rollback().await.unwrap();
 
-        // The API role reaches it only through api.reconcile.
+        // The API role reaches it only through ledger.reconcile.
         let mut api_role = session_as("authenticated", Some(t)).await;
         let e = expect_db_error(
             sqlx::query(&format!("SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)", t.id))
