@@ -154,6 +154,14 @@ psql_admin() {
 
 # jwt_secret: the dev secret from api-config/postgrest.conf (the same file
 # PostgREST reads), unless PGRST_JWT_SECRET overrides it.
+# For the shell tests: expect "what" "SQL" "value" runs SQL with the test's
+# own q (its database) and calls the test's fail unless SQL answers value.
+expect() {
+    local got
+    got=$(q "$2") || fail "$1: the query failed"
+    [ "$got" = "$3" ] || fail "$1: expected '$3', got '$got'"
+}
+
 jwt_secret() {
     if [ -n "${PGRST_JWT_SECRET:-}" ]; then echo "$PGRST_JWT_SECRET"; return; fi
     sed -n 's/^jwt-secret *= *"\(.*\)"/\1/p' "$ROOT/api-config/postgrest.conf"

@@ -13,11 +13,6 @@ source "$(dirname "$0")/../scripts/lib.sh"
 PORT=$1 NEW=$2 HTTP=$3 DIR=$4
 q() { psql_admin "$PORT" "$DB_NAME" -At -c "$1"; }
 fail() { echo "Citus add-worker test FAILED: $*" >&2; exit 1; }
-expect() { # expect "what" "SQL" "value"
-    local got
-    got=$(q "$2") || fail "$1: the query failed"
-    [ "$got" = "$3" ] || fail "$1: expected '$3', got '$got'"
-}
 
 start_cluster "$DIR/node3" "$NEW" "$ROOT/sql/citus/postgresql.conf" "$DIR/context_key.conf"
 psql_admin "$NEW" postgres -c "CREATE DATABASE $DB_NAME" >/dev/null

@@ -18,11 +18,6 @@ FROM=0.8.0
 ext_dir=$("$PG_CONFIG" --sharedir)/extension
 fail() { printf 'Citus upgrade test FAILED: %s\n' "$*" >&2; exit 1; }
 q() { psql_admin "$PORT" "$DB" -At -c "$1"; }
-expect() { # expect "what" "SQL" "value"
-    local got
-    got=$(q "$2") || fail "$1: the query failed"
-    [ "$got" = "$3" ] || fail "$1: expected '$3', got '$got'"
-}
 
 cp "$ROOT/extension/pg_tenancy/released/pg_tenancy--$FROM.sql" "$ext_dir/"
 trap 'rm -f "$ext_dir/pg_tenancy--$FROM.sql"' EXIT

@@ -59,7 +59,6 @@ unsafe fn mark_written_views(query: *mut pg_sys::Query) {
     if matches!(q.commandType, pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE)
         // The target is the view's table, appended after the view.
         && q.resultRelation > 1
-        && !filters_apart(q)
     {
         let rtable = pgrx::PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable);
         let first = rtable.get_ptr(0);
@@ -71,6 +70,8 @@ unsafe fn mark_written_views(query: *mut pg_sys::Query) {
                 && !view.inFromCl
                 && target.rtekind == pg_sys::RTEKind::RTE_RELATION
                 && matches!(target.relkind as u8, pg_sys::RELKIND_RELATION | pg_sys::RELKIND_PARTITIONED_TABLE)
+                // Last: it opens the statement's views.
+                && !filters_apart(q)
             {
                 view.inFromCl = true;
                 // The table took the view's place in the join tree, with
