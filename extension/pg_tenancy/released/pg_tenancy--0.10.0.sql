@@ -7,7 +7,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:30
+-- extension/pg_tenancy/src/lib.rs:31
 -- bootstrap
 -- Extension state: tenants and their RBAC tables.
 --
@@ -80,7 +80,7 @@ SELECT pg_catalog.pg_extension_config_dump('tenancy.user_roles', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:31
+-- extension/pg_tenancy/src/lib.rs:32
 -- requires:
 --   schema
 
@@ -346,7 +346,7 @@ AS 'MODULE_PATHNAME', 'set_context_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:32
+-- extension/pg_tenancy/src/lib.rs:33
 -- requires:
 --   errors
 --   session::set_context
@@ -550,7 +550,7 @@ AS 'MODULE_PATHNAME', 'rate_limit_stats_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:120
+-- extension/pg_tenancy/src/lib.rs:122
 -- pg_tenancy::version
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE
@@ -568,7 +568,7 @@ CREATE FUNCTION "_changed"()
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:37
+-- extension/pg_tenancy/src/lib.rs:38
 -- requires:
 --   tenants
 --   context::current_tenant_id
@@ -692,7 +692,86 @@ CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ten
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:54
+-- extension/pg_tenancy/src/lib.rs:85
+-- requires:
+--   context
+--   rate_limit::rate_limit_take
+--   cache::_changed
+
+-- Per-tenant request budgets. The counting is in Rust, in shared memory
+-- (src/rate_limit.rs), done by tenancy.pre_request() (src/request.rs):
+-- response headers within budget, HTTP 429 with Retry-After over it. This
+-- file holds the per-tenant settings.
+
+CREATE TABLE tenancy.rate_limits (
+    tenant_id      uuid    PRIMARY KEY REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+    requests       integer NOT NULL,
+    window_seconds integer NOT NULL DEFAULT 3600,
+    per_user       boolean NOT NULL DEFAULT true,
+    CONSTRAINT rate_limits_requests CHECK (requests > 0),
+    CONSTRAINT rate_limits_window CHECK (window_seconds BETWEEN 1 AND 31 * 86400)
+);
+COMMENT ON TABLE tenancy.rate_limits IS 'Request budgets per tenant: requests per window_seconds, counted per user (per_user) or for the whole tenant. Tenants without a row get tenancy.rate_limit_requests per tenancy.rate_limit_window, per user.';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.rate_limits', '');
+
+CREATE FUNCTION tenancy.set_rate_limit(tenant text, requests integer, window_length interval DEFAULT '1 hour',
+                                       per_user boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t tenancy.tenants := tenancy.find_tenant(tenant);
+    secs numeric := extract(epoch FROM window_length);
+BEGIN
+    IF requests IS NULL THEN
+        DELETE FROM tenancy.rate_limits r WHERE r.tenant_id = t.id;
+        RETURN;
+    END IF;
+    IF requests < 1 THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('requests must be at least 1, not %s', requests),
+            'To go back to the default budget pass NULL; to stop a tenant, suspend it.');
+    END IF;
+    IF secs IS NULL OR secs < 1 OR secs > 31 * 86400 OR secs <> trunc(secs) THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('window_length must be whole seconds between 1 second and 31 days, not %s', window_length));
+    END IF;
+    INSERT INTO tenancy.rate_limits AS r (tenant_id, requests, window_seconds, per_user)
+    VALUES (t.id, requests, secs::integer, coalesce(per_user, true))
+    ON CONFLICT (tenant_id) DO UPDATE
+    SET requests = EXCLUDED.requests, window_seconds = EXCLUDED.window_seconds, per_user = EXCLUDED.per_user;
+END
+$$;
+COMMENT ON FUNCTION tenancy.set_rate_limit(text, integer, interval, boolean) IS 'Sets a tenant''s request budget (requests per window_length, per user or for the whole tenant); NULL requests goes back to the default. Takes effect on the next request; a running window keeps its end.';
+
+-- What tenancy._pre_request() (src/request.rs) looks up for a request of
+-- user `sub` in tenant `tenant`, when its per-backend cache does not have it:
+-- no row if there is no such tenant.
+CREATE FUNCTION tenancy._request_facts(tenant uuid, sub uuid)
+RETURNS TABLE (active boolean, member boolean, grants text[], requests integer, window_seconds integer,
+               per_user boolean)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.status = 'active',
+           EXISTS (SELECT 1 FROM tenancy.user_roles ur WHERE ur.tenant_id = t.id AND ur.user_id = sub),
+           coalesce((SELECT array_agg(rp.resource || '.' || rp.action)
+                     FROM tenancy.user_roles ur
+                     JOIN tenancy.role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role = ur.role
+                     WHERE ur.tenant_id = t.id AND ur.user_id = sub), '{}'),
+           rl.requests, rl.window_seconds, rl.per_user
+    FROM tenancy.tenants t
+    LEFT JOIN tenancy.rate_limits rl ON rl.tenant_id = t.id
+    WHERE t.id = tenant
+$$;
+
+-- The budgets are read by tenancy._pre_request(): a change drops what
+-- backends keep of them (see context.sql).
+CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.rate_limits
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- extension/pg_tenancy/src/lib.rs:55
 -- requires:
 --   context
 --   rbac::has_permission
@@ -1102,7 +1181,7 @@ COMMENT ON FUNCTION tenancy.list_roles() IS 'The roles of the current tenant wit
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:73
+-- extension/pg_tenancy/src/lib.rs:74
 -- requires:
 --   rbac
 --   session::set_context
@@ -1355,307 +1434,7 @@ COMMENT ON PROCEDURE tenancy.for_each_tenant(regprocedure, text[]) IS 'Runs a fu
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:64
--- requires:
---   context
---   idempotency::set_claimed_key
---   idempotency::claimed_key
-
--- Idempotency keys (draft-ietf-httpapi-idempotency-key-header), inside the
--- transaction of the effect they protect.
---
--- An RPC opts in with one call at its start:
---
---     replay := tenancy.idempotency_claim('import_bank_transactions', $1);
---     IF replay IS NOT NULL THEN RETURN replay; END IF;
---     ... the effect ...
---     RETURN tenancy.idempotency_complete(result, 201);
---
--- The claim, the effect and the stored response commit together, so a
--- rollback (an error, a killed backend, a crash) leaves no key behind and the
--- client may simply retry. While a request holds a key, a transaction-level
--- advisory lock marks it in flight: a second request with the same key gets
--- 409 at once instead of waiting on a row lock.
-
-CREATE TABLE tenancy.idempotency_keys (
-    tenant_id    uuid        NOT NULL REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
-    key          text        NOT NULL,
-    scope        text        NOT NULL,
-    fingerprint  bytea       NOT NULL,
-    state        text        NOT NULL DEFAULT 'in_progress',
-    status       integer,
-    body         jsonb,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    completed_at timestamptz,
-    expires_at   timestamptz NOT NULL,
-    PRIMARY KEY (tenant_id, key),
-    CONSTRAINT idempotency_keys_state CHECK (state IN ('in_progress', 'completed'))
-);
-CREATE INDEX idempotency_keys_expires ON tenancy.idempotency_keys (expires_at);
-COMMENT ON TABLE tenancy.idempotency_keys IS 'Stored responses per (tenant, Idempotency-Key); replayed until expires_at.';
-SELECT pg_catalog.pg_extension_config_dump('tenancy.idempotency_keys', '');
-
-CREATE TABLE tenancy.idempotency_purges (
-    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    ran_at   timestamptz NOT NULL,
-    deleted  bigint      NOT NULL,
-    duration interval    NOT NULL
-);
-COMMENT ON TABLE tenancy.idempotency_purges IS 'The last purges of expired idempotency keys (100 are kept).';
-
--- The advisory lock class of idempotency keys ('idem' in ASCII).
-CREATE FUNCTION tenancy.idempotency_lock_class()
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT 1768187245 $$;
-
-CREATE FUNCTION tenancy.idempotency_claim(scope text, request jsonb, key text DEFAULT NULL)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    tenant uuid := tenancy.tenant_scope();
-    k text := coalesce(key, current_setting('request.headers', true)::jsonb ->> 'idempotency-key');
-    fp bytea;
-    existing tenancy.idempotency_keys;
-BEGIN
-    IF scope IS NULL OR scope = '' THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'idempotency_claim needs a scope (the endpoint''s name)');
-    END IF;
-    IF k IS NULL THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REQUIRED', 'this endpoint requires an Idempotency-Key header',
-            'Send a unique key per logical request, e.g. Idempotency-Key: a UUID, and reuse it only to retry that request.');
-    END IF;
-    IF k = '' OR length(k) > 255 OR k ~ '[[:cntrl:]]' THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_INVALID',
-            'the Idempotency-Key must be 1 to 255 characters without control characters');
-    END IF;
-    IF tenancy._claimed_key() IS NOT NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'this transaction has already claimed an idempotency key');
-    END IF;
-
-    -- Someone holds this key right now: answer at once, never wait.
-    IF NOT pg_try_advisory_xact_lock(tenancy.idempotency_lock_class(), hashtext(tenant::text || '/' || k)) THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_IN_PROGRESS',
-            'a request with this Idempotency-Key is still being processed',
-            'Retry after it has finished; the retry gets its stored response.');
-    END IF;
-
-    fp := sha256(convert_to(scope || E'\n' || coalesce(request::text, 'null'), 'UTF8'));
-    -- Fast path, one statement: a new key. (The advisory lock above means no
-    -- one else can be inserting it; a conflict is a committed earlier use.)
-    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
-    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()))
-    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
-    IF FOUND THEN
-        PERFORM tenancy._set_claimed_key(k);
-        RETURN NULL;
-    END IF;
-
-    SELECT * INTO existing FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
-    IF existing.expires_at <= now() THEN
-        -- Expired: the key counts as new.
-        UPDATE tenancy.idempotency_keys x
-        SET scope = idempotency_claim.scope, fingerprint = fp, state = 'in_progress', status = NULL, body = NULL,
-            created_at = now(), completed_at = NULL,
-            expires_at = now() + make_interval(secs => tenancy.idempotency_ttl_seconds())
-        WHERE x.tenant_id = tenant AND x.key = k;
-        PERFORM tenancy._set_claimed_key(k);
-        RETURN NULL;
-    END IF;
-    IF existing.fingerprint <> fp THEN
-        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
-            format('this Idempotency-Key was already used for a different request (%s)',
-                   CASE WHEN existing.scope = scope THEN 'other payload' ELSE 'endpoint ' || existing.scope END),
-            'Use a new key for a new request.', tenancy.idempotency_conflict_status());
-    END IF;
-    PERFORM set_config('response.status', existing.status::text, true);
-    -- Appended: pre_request may already have set rate-limit headers.
-    PERFORM set_config('response.headers',
-        (coalesce(nullif(current_setting('response.headers', true), ''), '[]')::jsonb
-         || '[{"Idempotent-Replayed": "true"}]'::jsonb)::text, true);
-    RETURN coalesce(existing.body, 'null'::jsonb);
-END
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_claim(text, jsonb, text) IS 'Claims the Idempotency-Key (header, or the key argument) for this transaction. NULL: go ahead. Otherwise the stored response to return as is (a replay). Errors: 400 key missing or invalid, 409 in flight, 422 reused for another request.';
-
-CREATE FUNCTION tenancy.idempotency_complete(body jsonb, status integer DEFAULT 200)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    k text := tenancy._claimed_key();
-BEGIN
-    IF k IS NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'no idempotency key was claimed in this transaction',
-            'Call tenancy.idempotency_claim() at the start of the request.');
-    END IF;
-    IF status IS NULL OR status NOT BETWEEN 200 AND 299 THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'only a 2xx response can be stored for replay');
-    END IF;
-    UPDATE tenancy.idempotency_keys x
-    SET state = 'completed', status = idempotency_complete.status, body = idempotency_complete.body, completed_at = now()
-    WHERE x.tenant_id = tenancy.tenant_scope() AND x.key = k;
-    PERFORM set_config('response.status', status::text, true);
-    RETURN body;
-END
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_complete(jsonb, integer) IS 'Stores the response of the claimed key (same transaction as the effect) and returns the body.';
-
--- Deletes expired keys in small batches, committing between them, so it never
--- holds many locks nor blocks requests (SKIP LOCKED). Bounded per run.
--- No SET search_path here: Postgres forbids COMMIT in a procedure with SET
--- clauses. It runs as its caller (never SECURITY DEFINER) and names every
--- object with its schema.
-CREATE PROCEDURE tenancy.purge_idempotency_keys(
-    batch_size integer DEFAULT 1000,
-    max_batches integer DEFAULT 1000,
-    pause interval DEFAULT '10 milliseconds'
-)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.clock_timestamp();
-    total bigint := 0;
-    n integer;
-    batches integer := 0;
-BEGIN
-    IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
-        RAISE EXCEPTION 'batch_size and max_batches must be positive' USING ERRCODE = '22023';
-    END IF;
-    IF pause IS NULL OR pause < interval '0' OR pause > interval '10 seconds' THEN
-        RAISE EXCEPTION 'pause must be between 0 and 10 seconds' USING ERRCODE = '22023';
-    END IF;
-    LOOP
-        DELETE FROM tenancy.idempotency_keys k
-        USING (SELECT x.tenant_id, x.key FROM tenancy.idempotency_keys x
-               WHERE x.expires_at <= pg_catalog.now() LIMIT batch_size FOR UPDATE SKIP LOCKED) e
-        WHERE k.tenant_id = e.tenant_id AND k.key = e.key;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        total := total + n;
-        batches := batches + 1;
-        COMMIT;
-        EXIT WHEN n < batch_size OR batches >= max_batches;
-        -- Leave the CPU to requests between batches.
-        PERFORM pg_catalog.pg_sleep(pg_catalog.date_part('epoch', pause));
-    END LOOP;
-    INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration)
-    VALUES (started, total, pg_catalog.clock_timestamp() - started);
-    DELETE FROM tenancy.idempotency_purges WHERE id <= (SELECT pg_catalog.max(id) - 100 FROM tenancy.idempotency_purges);
-    COMMIT;
-END
-$$;
-COMMENT ON PROCEDURE tenancy.purge_idempotency_keys(integer, integer, interval) IS 'Deletes expired idempotency keys in batches (SKIP LOCKED, a commit and a pause per batch, at most max_batches per run). Scheduled by pg_cron.';
-
-CREATE FUNCTION tenancy.idempotency_stats(
-    OUT live_keys bigint,
-    OUT in_progress bigint,
-    OUT oldest_in_progress interval,
-    OUT expired_backlog bigint,
-    OUT last_purge_at timestamptz,
-    OUT last_purge_deleted bigint,
-    OUT last_purge_duration interval
-)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT
-        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at > now()),
-        (SELECT count(*) FROM pg_locks l
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
-        (SELECT now() - min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
-        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at <= now()),
-        p.ran_at, p.deleted, p.duration
-    FROM (SELECT NULL) AS one
-    LEFT JOIN LATERAL (SELECT * FROM tenancy.idempotency_purges ORDER BY id DESC LIMIT 1) p ON true
-$$;
-COMMENT ON FUNCTION tenancy.idempotency_stats() IS 'Live keys, keys in flight and the oldest one''s age, the expired backlog, and the last purge''s row count and duration.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:84
--- requires:
---   context
---   rate_limit::rate_limit_take
---   cache::_changed
-
--- Per-tenant request budgets. The counting is in Rust, in shared memory
--- (src/rate_limit.rs), done by tenancy.pre_request() (src/request.rs):
--- response headers within budget, HTTP 429 with Retry-After over it. This
--- file holds the per-tenant settings.
-
-CREATE TABLE tenancy.rate_limits (
-    tenant_id      uuid    PRIMARY KEY REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
-    requests       integer NOT NULL,
-    window_seconds integer NOT NULL DEFAULT 3600,
-    per_user       boolean NOT NULL DEFAULT true,
-    CONSTRAINT rate_limits_requests CHECK (requests > 0),
-    CONSTRAINT rate_limits_window CHECK (window_seconds BETWEEN 1 AND 31 * 86400)
-);
-COMMENT ON TABLE tenancy.rate_limits IS 'Request budgets per tenant: requests per window_seconds, counted per user (per_user) or for the whole tenant. Tenants without a row get tenancy.rate_limit_requests per tenancy.rate_limit_window, per user.';
-SELECT pg_catalog.pg_extension_config_dump('tenancy.rate_limits', '');
-
-CREATE FUNCTION tenancy.set_rate_limit(tenant text, requests integer, window_length interval DEFAULT '1 hour',
-                                       per_user boolean DEFAULT true)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t tenancy.tenants := tenancy.find_tenant(tenant);
-    secs numeric := extract(epoch FROM window_length);
-BEGIN
-    IF requests IS NULL THEN
-        DELETE FROM tenancy.rate_limits r WHERE r.tenant_id = t.id;
-        RETURN;
-    END IF;
-    IF requests < 1 THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('requests must be at least 1, not %s', requests),
-            'To go back to the default budget pass NULL; to stop a tenant, suspend it.');
-    END IF;
-    IF secs IS NULL OR secs < 1 OR secs > 31 * 86400 OR secs <> trunc(secs) THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('window_length must be whole seconds between 1 second and 31 days, not %s', window_length));
-    END IF;
-    INSERT INTO tenancy.rate_limits AS r (tenant_id, requests, window_seconds, per_user)
-    VALUES (t.id, requests, secs::integer, coalesce(per_user, true))
-    ON CONFLICT (tenant_id) DO UPDATE
-    SET requests = EXCLUDED.requests, window_seconds = EXCLUDED.window_seconds, per_user = EXCLUDED.per_user;
-END
-$$;
-COMMENT ON FUNCTION tenancy.set_rate_limit(text, integer, interval, boolean) IS 'Sets a tenant''s request budget (requests per window_length, per user or for the whole tenant); NULL requests goes back to the default. Takes effect on the next request; a running window keeps its end.';
-
--- What tenancy._pre_request() (src/request.rs) looks up for a request of
--- user `sub` in tenant `tenant`, when its per-backend cache does not have it:
--- no row if there is no such tenant.
-CREATE FUNCTION tenancy._request_facts(tenant uuid, sub uuid)
-RETURNS TABLE (active boolean, member boolean, grants text[], requests integer, window_seconds integer,
-               per_user boolean)
-LANGUAGE sql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT t.status = 'active',
-           EXISTS (SELECT 1 FROM tenancy.user_roles ur WHERE ur.tenant_id = t.id AND ur.user_id = sub),
-           coalesce((SELECT array_agg(rp.resource || '.' || rp.action)
-                     FROM tenancy.user_roles ur
-                     JOIN tenancy.role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role = ur.role
-                     WHERE ur.tenant_id = t.id AND ur.user_id = sub), '{}'),
-           rl.requests, rl.window_seconds, rl.per_user
-    FROM tenancy.tenants t
-    LEFT JOIN tenancy.rate_limits rl ON rl.tenant_id = t.id
-    WHERE t.id = tenant
-$$;
-
--- The budgets are read by tenancy._pre_request(): a change drops what
--- backends keep of them (see context.sql).
-CREATE TRIGGER request_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.rate_limits
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._changed();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:48
+-- extension/pg_tenancy/src/lib.rs:49
 -- requires:
 --   context
 
@@ -1927,7 +1706,7 @@ COMMENT ON FUNCTION tenancy.disable(regclass, name) IS 'Undoes tenancy.enable: d
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:89
+-- extension/pg_tenancy/src/lib.rs:90
 -- requires:
 --   rbac
 --   reconcile
@@ -2386,7 +2165,7 @@ SELECT tenancy.enable_audit('tenancy.user_roles');
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:94
+-- extension/pg_tenancy/src/lib.rs:95
 -- requires:
 --   audit
 --   cache::_changed
@@ -2551,7 +2330,7 @@ COMMENT ON VIEW tenancy.sql_access IS 'Which database login may enter which tena
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:99
+-- extension/pg_tenancy/src/lib.rs:100
 -- requires:
 --   logins
 --   rbac
@@ -2638,7 +2417,7 @@ $$;
 
 -- Per node (the coordinator, then each worker): the owners of sharded
 -- tenant tables who lack those grants there, and its wal_level. Runs as
--- the extension's owner: asking the workers takes a connection that a DBA
+-- the extension's owner: asking the nodes takes connections that a DBA
 -- running check() may not have. It tells nothing but whose grants are
 -- missing.
 CREATE FUNCTION tenancy._shard_move_gaps()
@@ -2653,19 +2432,14 @@ DECLARE
                    AND has_function_privilege(o, 'tenancy.rbac_statement_guard()', 'EXECUTE')
                    AND has_table_privilege(o, 'tenancy.tenants', 'REFERENCES'))$q$,
         coalesce(tenancy._shard_owners(), '{}'));
-    reply text;
 BEGIN
-    EXECUTE ask INTO reply;
-    node := 'coordinator';
-    asked := true;
-    owners := split_part(reply, '|', 1);
-    wal_level := split_part(reply, '|', 2);
-    RETURN NEXT;
     RETURN QUERY
-    SELECT w.nodename || ':' || w.nodeport, w.success,
-           CASE WHEN w.success THEN split_part(w.result, '|', 1) ELSE w.result END,
-           CASE WHEN w.success THEN split_part(w.result, '|', 2) END
-    FROM run_command_on_workers(ask) w;
+    SELECT CASE WHEN coalesce(n.groupid, 0) = 0 THEN 'coordinator' ELSE n.nodename || ':' || n.nodeport END,
+           r.success,
+           CASE WHEN r.success THEN split_part(r.result, '|', 1) ELSE r.result END,
+           CASE WHEN r.success THEN split_part(r.result, '|', 2) END
+    FROM run_command_on_all_nodes(ask) r LEFT JOIN pg_dist_node n ON n.nodeid = r.nodeid
+    ORDER BY coalesce(n.groupid, 0), n.nodeid;
 END
 $$;
 
@@ -2681,7 +2455,6 @@ DECLARE
     part regclass;
     owners text;
     failed text;
-    propagating text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
@@ -2702,17 +2475,13 @@ BEGIN
     -- Citus gives the grant to every copy of the reference table.
     EXECUTE format('GRANT REFERENCES ON tenancy.tenants TO %s', owners);
     -- The functions are each node's own (the extension is installed on
-    -- each): granted here, and on the workers in their own transactions
-    -- (a grant Citus sent too would hold the rows those wait for).
-    propagating := current_setting('citus.enable_ddl_propagation');
-    PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy._audit(), tenancy.rbac_statement_guard() TO %s', owners);
-    PERFORM set_config('citus.enable_ddl_propagation', propagating, true);
-    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
-    FROM run_command_on_workers(format('GRANT EXECUTE ON FUNCTION tenancy._audit(), tenancy.rbac_statement_guard() TO %s', owners)) w
-    WHERE NOT w.success;
+    -- each): granted on every node, each in a transaction of its own.
+    SELECT string_agg(format('%s: %s', coalesce(n.nodename || ':' || n.nodeport, 'coordinator'), r.result), '; ') INTO failed
+    FROM run_command_on_all_nodes(format('SET citus.enable_ddl_propagation TO off; GRANT EXECUTE ON FUNCTION tenancy._audit(), tenancy.rbac_statement_guard() TO %s', owners)) r
+    LEFT JOIN pg_dist_node n ON n.nodeid = r.nodeid
+    WHERE NOT r.success;
     IF failed IS NOT NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker refused a grant to the owners of the tenant tables: %s', failed),
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a node refused a grant to the owners of the tenant tables: %s', failed),
             'Check that every worker runs the same pg_tenancy version and is reachable (SELECT * FROM citus_check_cluster_node_health()).');
     END IF;
 END
@@ -3116,7 +2885,7 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:49
+-- extension/pg_tenancy/src/lib.rs:50
 -- requires:
 --   enable
 --   logins
@@ -3287,7 +3056,228 @@ COMMENT ON FUNCTION tenancy.check() IS 'Lists what is unsafe (errors, warnings):
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- extension/pg_tenancy/src/lib.rs:104
+-- extension/pg_tenancy/src/lib.rs:65
+-- requires:
+--   context
+--   idempotency::set_claimed_key
+--   idempotency::claimed_key
+
+-- Idempotency keys (draft-ietf-httpapi-idempotency-key-header), inside the
+-- transaction of the effect they protect.
+--
+-- An RPC opts in with one call at its start:
+--
+--     replay := tenancy.idempotency_claim('import_bank_transactions', $1);
+--     IF replay IS NOT NULL THEN RETURN replay; END IF;
+--     ... the effect ...
+--     RETURN tenancy.idempotency_complete(result, 201);
+--
+-- The claim, the effect and the stored response commit together, so a
+-- rollback (an error, a killed backend, a crash) leaves no key behind and the
+-- client may simply retry. While a request holds a key, a transaction-level
+-- advisory lock marks it in flight: a second request with the same key gets
+-- 409 at once instead of waiting on a row lock.
+
+CREATE TABLE tenancy.idempotency_keys (
+    tenant_id    uuid        NOT NULL REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+    key          text        NOT NULL,
+    scope        text        NOT NULL,
+    fingerprint  bytea       NOT NULL,
+    state        text        NOT NULL DEFAULT 'in_progress',
+    status       integer,
+    body         jsonb,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
+    expires_at   timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, key),
+    CONSTRAINT idempotency_keys_state CHECK (state IN ('in_progress', 'completed'))
+);
+CREATE INDEX idempotency_keys_expires ON tenancy.idempotency_keys (expires_at);
+COMMENT ON TABLE tenancy.idempotency_keys IS 'Stored responses per (tenant, Idempotency-Key); replayed until expires_at.';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.idempotency_keys', '');
+
+CREATE TABLE tenancy.idempotency_purges (
+    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ran_at   timestamptz NOT NULL,
+    deleted  bigint      NOT NULL,
+    duration interval    NOT NULL
+);
+COMMENT ON TABLE tenancy.idempotency_purges IS 'The last purges of expired idempotency keys (100 are kept).';
+
+-- The advisory lock class of idempotency keys ('idem' in ASCII).
+CREATE FUNCTION tenancy.idempotency_lock_class()
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 1768187245 $$;
+
+CREATE FUNCTION tenancy.idempotency_claim(scope text, request jsonb, key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant uuid := tenancy.tenant_scope();
+    k text := coalesce(key, current_setting('request.headers', true)::jsonb ->> 'idempotency-key');
+    fp bytea;
+    existing tenancy.idempotency_keys;
+BEGIN
+    IF scope IS NULL OR scope = '' THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'idempotency_claim needs a scope (the endpoint''s name)');
+    END IF;
+    IF k IS NULL THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REQUIRED', 'this endpoint requires an Idempotency-Key header',
+            'Send a unique key per logical request, e.g. Idempotency-Key: a UUID, and reuse it only to retry that request.');
+    END IF;
+    IF k = '' OR length(k) > 255 OR k ~ '[[:cntrl:]]' THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_INVALID',
+            'the Idempotency-Key must be 1 to 255 characters without control characters');
+    END IF;
+    IF tenancy._claimed_key() IS NOT NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'this transaction has already claimed an idempotency key');
+    END IF;
+
+    -- Someone holds this key right now: answer at once, never wait.
+    IF NOT pg_try_advisory_xact_lock(tenancy.idempotency_lock_class(), hashtext(tenant::text || '/' || k)) THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_IN_PROGRESS',
+            'a request with this Idempotency-Key is still being processed',
+            'Retry after it has finished; the retry gets its stored response.');
+    END IF;
+
+    fp := sha256(convert_to(scope || E'\n' || coalesce(request::text, 'null'), 'UTF8'));
+    -- Fast path, one statement: a new key. (The advisory lock above means no
+    -- one else can be inserting it; a conflict is a committed earlier use.)
+    INSERT INTO tenancy.idempotency_keys (tenant_id, key, scope, fingerprint, expires_at)
+    VALUES (tenant, k, scope, fp, now() + make_interval(secs => tenancy.idempotency_ttl_seconds()))
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+    IF FOUND THEN
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
+    END IF;
+
+    SELECT * INTO existing FROM tenancy.idempotency_keys x WHERE x.tenant_id = tenant AND x.key = k;
+    IF existing.expires_at <= now() THEN
+        -- Expired: the key counts as new.
+        UPDATE tenancy.idempotency_keys x
+        SET scope = idempotency_claim.scope, fingerprint = fp, state = 'in_progress', status = NULL, body = NULL,
+            created_at = now(), completed_at = NULL,
+            expires_at = now() + make_interval(secs => tenancy.idempotency_ttl_seconds())
+        WHERE x.tenant_id = tenant AND x.key = k;
+        PERFORM tenancy._set_claimed_key(k);
+        RETURN NULL;
+    END IF;
+    IF existing.fingerprint <> fp THEN
+        PERFORM tenancy.raise_error('IDEMPOTENCY_KEY_REUSED',
+            format('this Idempotency-Key was already used for a different request (%s)',
+                   CASE WHEN existing.scope = scope THEN 'other payload' ELSE 'endpoint ' || existing.scope END),
+            'Use a new key for a new request.', tenancy.idempotency_conflict_status());
+    END IF;
+    PERFORM set_config('response.status', existing.status::text, true);
+    -- Appended: pre_request may already have set rate-limit headers.
+    PERFORM set_config('response.headers',
+        (coalesce(nullif(current_setting('response.headers', true), ''), '[]')::jsonb
+         || '[{"Idempotent-Replayed": "true"}]'::jsonb)::text, true);
+    RETURN coalesce(existing.body, 'null'::jsonb);
+END
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_claim(text, jsonb, text) IS 'Claims the Idempotency-Key (header, or the key argument) for this transaction. NULL: go ahead. Otherwise the stored response to return as is (a replay). Errors: 400 key missing or invalid, 409 in flight, 422 reused for another request.';
+
+CREATE FUNCTION tenancy.idempotency_complete(body jsonb, status integer DEFAULT 200)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text := tenancy._claimed_key();
+BEGIN
+    IF k IS NULL THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'no idempotency key was claimed in this transaction',
+            'Call tenancy.idempotency_claim() at the start of the request.');
+    END IF;
+    IF status IS NULL OR status NOT BETWEEN 200 AND 299 THEN
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', 'only a 2xx response can be stored for replay');
+    END IF;
+    UPDATE tenancy.idempotency_keys x
+    SET state = 'completed', status = idempotency_complete.status, body = idempotency_complete.body, completed_at = now()
+    WHERE x.tenant_id = tenancy.tenant_scope() AND x.key = k;
+    PERFORM set_config('response.status', status::text, true);
+    RETURN body;
+END
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_complete(jsonb, integer) IS 'Stores the response of the claimed key (same transaction as the effect) and returns the body.';
+
+-- Deletes expired keys in small batches, committing between them, so it never
+-- holds many locks nor blocks requests (SKIP LOCKED). Bounded per run.
+-- No SET search_path here: Postgres forbids COMMIT in a procedure with SET
+-- clauses. It runs as its caller (never SECURITY DEFINER) and names every
+-- object with its schema.
+CREATE PROCEDURE tenancy.purge_idempotency_keys(
+    batch_size integer DEFAULT 1000,
+    max_batches integer DEFAULT 1000,
+    pause interval DEFAULT '10 milliseconds'
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    total bigint := 0;
+    n integer;
+    batches integer := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
+        RAISE EXCEPTION 'batch_size and max_batches must be positive' USING ERRCODE = '22023';
+    END IF;
+    IF pause IS NULL OR pause < interval '0' OR pause > interval '10 seconds' THEN
+        RAISE EXCEPTION 'pause must be between 0 and 10 seconds' USING ERRCODE = '22023';
+    END IF;
+    LOOP
+        DELETE FROM tenancy.idempotency_keys k
+        USING (SELECT x.tenant_id, x.key FROM tenancy.idempotency_keys x
+               WHERE x.expires_at <= pg_catalog.now() LIMIT batch_size FOR UPDATE SKIP LOCKED) e
+        WHERE k.tenant_id = e.tenant_id AND k.key = e.key;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        batches := batches + 1;
+        COMMIT;
+        EXIT WHEN n < batch_size OR batches >= max_batches;
+        -- Leave the CPU to requests between batches.
+        PERFORM pg_catalog.pg_sleep(pg_catalog.date_part('epoch', pause));
+    END LOOP;
+    INSERT INTO tenancy.idempotency_purges (ran_at, deleted, duration)
+    VALUES (started, total, pg_catalog.clock_timestamp() - started);
+    DELETE FROM tenancy.idempotency_purges WHERE id <= (SELECT pg_catalog.max(id) - 100 FROM tenancy.idempotency_purges);
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE tenancy.purge_idempotency_keys(integer, integer, interval) IS 'Deletes expired idempotency keys in batches (SKIP LOCKED, a commit and a pause per batch, at most max_batches per run). Scheduled by pg_cron.';
+
+CREATE FUNCTION tenancy.idempotency_stats(
+    OUT live_keys bigint,
+    OUT in_progress bigint,
+    OUT oldest_in_progress interval,
+    OUT expired_backlog bigint,
+    OUT last_purge_at timestamptz,
+    OUT last_purge_deleted bigint,
+    OUT last_purge_duration interval
+)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT
+        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at > now()),
+        (SELECT count(*) FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
+        (SELECT now() - min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = tenancy.idempotency_lock_class()),
+        (SELECT count(*) FROM tenancy.idempotency_keys WHERE expires_at <= now()),
+        p.ran_at, p.deleted, p.duration
+    FROM (SELECT NULL) AS one
+    LEFT JOIN LATERAL (SELECT * FROM tenancy.idempotency_purges ORDER BY id DESC LIMIT 1) p ON true
+$$;
+COMMENT ON FUNCTION tenancy.idempotency_stats() IS 'Live keys, keys in flight and the oldest one''s age, the expired backlog, and the last purge''s row count and duration.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- extension/pg_tenancy/src/lib.rs:105
 -- finalize
 -- Fail closed: nothing in the tenancy schema is executable by PUBLIC except
 -- what row level security policies and API code must call.

@@ -241,19 +241,14 @@ DECLARE
                    AND has_function_privilege(o, 'tenancy.rbac_statement_guard()', 'EXECUTE')
                    AND has_table_privilege(o, 'tenancy.tenants', 'REFERENCES'))$q$,
         coalesce(tenancy._shard_owners(), '{}'));
-    reply text;
 BEGIN
-    EXECUTE ask INTO reply;
-    node := 'coordinator';
-    asked := true;
-    owners := split_part(reply, '|', 1);
-    wal_level := split_part(reply, '|', 2);
-    RETURN NEXT;
     RETURN QUERY
-    SELECT w.nodename || ':' || w.nodeport, w.success,
-           CASE WHEN w.success THEN split_part(w.result, '|', 1) ELSE w.result END,
-           CASE WHEN w.success THEN split_part(w.result, '|', 2) END
-    FROM run_command_on_workers(ask) w;
+    SELECT CASE WHEN coalesce(n.groupid, 0) = 0 THEN 'coordinator' ELSE n.nodename || ':' || n.nodeport END,
+           r.success,
+           CASE WHEN r.success THEN split_part(r.result, '|', 1) ELSE r.result END,
+           CASE WHEN r.success THEN split_part(r.result, '|', 2) END
+    FROM run_command_on_all_nodes(ask) r LEFT JOIN pg_dist_node n ON n.nodeid = r.nodeid
+    ORDER BY coalesce(n.groupid, 0), n.nodeid;
 END
 $$;
 
@@ -267,7 +262,6 @@ DECLARE
     part regclass;
     owners text;
     failed text;
-    propagating text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
@@ -288,17 +282,13 @@ BEGIN
     -- Citus gives the grant to every copy of the reference table.
     EXECUTE format('GRANT REFERENCES ON tenancy.tenants TO %s', owners);
     -- The functions are each node's own (the extension is installed on
-    -- each): granted here, and on the workers in their own transactions
-    -- (a grant Citus sent too would hold the rows those wait for).
-    propagating := current_setting('citus.enable_ddl_propagation');
-    PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy._audit(), tenancy.rbac_statement_guard() TO %s', owners);
-    PERFORM set_config('citus.enable_ddl_propagation', propagating, true);
-    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ') INTO failed
-    FROM run_command_on_workers(format('GRANT EXECUTE ON FUNCTION tenancy._audit(), tenancy.rbac_statement_guard() TO %s', owners)) w
-    WHERE NOT w.success;
+    -- each): granted on every node, each in a transaction of its own.
+    SELECT string_agg(format('%s: %s', coalesce(n.nodename || ':' || n.nodeport, 'coordinator'), r.result), '; ') INTO failed
+    FROM run_command_on_all_nodes(format('SET citus.enable_ddl_propagation TO off; GRANT EXECUTE ON FUNCTION tenancy._audit(), tenancy.rbac_statement_guard() TO %s', owners)) r
+    LEFT JOIN pg_dist_node n ON n.nodeid = r.nodeid
+    WHERE NOT r.success;
     IF failed IS NOT NULL THEN
-        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a worker refused a grant to the owners of the tenant tables: %s', failed),
+        PERFORM tenancy.raise_error('INVALID_ARGUMENT', format('a node refused a grant to the owners of the tenant tables: %s', failed),
             'Check that every worker runs the same pg_tenancy version and is reachable (SELECT * FROM citus_check_cluster_node_health()).');
     END IF;
 END
