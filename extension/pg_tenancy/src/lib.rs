@@ -10,7 +10,9 @@
 use pgrx::prelude::*;
 
 mod cache;
+mod citus_planner;
 mod context;
+mod distributed_calls;
 mod error;
 mod guc;
 mod idempotency;
@@ -22,8 +24,9 @@ mod reconcile;
 mod request;
 mod session;
 mod shared_writes;
-mod signed;
 mod shmem;
+mod signed;
+mod tenant_routing;
 mod view_writes;
 
 ::pgrx::pg_module_magic!();
@@ -109,7 +112,7 @@ extension_sql_file!("sql/privileges.sql", name = "privileges", finalize);
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
     shared_writes::init();
-    view_writes::init();
+    citus_planner::init();
     // SAFETY: a flag the postmaster sets while it loads preloaded libraries.
     #[allow(unsafe_code)]
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

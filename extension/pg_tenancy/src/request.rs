@@ -277,6 +277,7 @@ fn pre_request() -> Option<String> {
     let mut buf = uuid::Uuid::encode_buffer();
     guc::set_local_as(guc::TENANT_ID, hyphenated(tenant, &mut buf), true);
     guc::set_local_as(guc::USER_ID, hyphenated(user, &mut buf), true);
+    crate::tenant_routing::context_changed(Some(tenant));
     rbac::remember_grants(tenant, user, t.grants.clone());
     crate::signed::hand_on(Some(tenant), Some(user));
     // Counted only for members of an active tenant: 429 with Retry-After

@@ -33,6 +33,7 @@ pub fn set_context(
     let text = |id: Option<pgrx::Uuid>| id.map(|v| v.to_string()).unwrap_or_default();
     guc::set_local(guc::TENANT_ID, &text(tenant_id));
     guc::set_local(guc::USER_ID, &text(user_id));
+    crate::tenant_routing::context_changed(tenant_id);
     if let (Some(tenant), Some(user), Some(grants)) = (tenant_id, user_id, grants) {
         crate::rbac::remember_grants(
             tenant,

@@ -15,7 +15,7 @@
 //! entries of the join tree: the statement printed for a shard is then the
 //! UPDATE or DELETE of the table, and the statement run on the coordinator,
 //! its plan and the privileges checked stay as they were.
-//! Nothing happens without Citus (the hook is not installed), for other
+//! Nothing happens without Citus (`citus_planner` calls this only there), for other
 //! statements, for views with INSTEAD OF triggers or rules (their
 //! statement's target is the view itself), or where a view limits the rows
 //! in a way Citus would not carry to the shards (a security barrier, whose
@@ -24,31 +24,13 @@
 
 use pgrx::pg_sys;
 
-static mut PREVIOUS: pg_sys::planner_hook_type = None;
-
-/// Installs the planner hook, only where Citus is loaded (it is preloaded
-/// before pg_tenancy, so this hook runs before Citus'). Called from
-/// _PG_init.
-pub fn init() {
-    if !crate::guc::citus_loaded() {
-        return;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: _PG_init runs once per backend before any query; the previous
-    // hook is kept and called.
-    unsafe {
-        PREVIOUS = pg_sys::planner_hook;
-        pg_sys::planner_hook = Some(plan);
-    }
-}
-
 /// Marks the entry of a view that `query`, or a query of its WITH clause,
 /// updates or deletes through.
 ///
 /// # Safety
 /// `query` is a rewritten query the planner was given, or NULL.
 #[allow(unsafe_code)]
-unsafe fn mark_written_views(query: *mut pg_sys::Query) {
+pub unsafe fn mark_written_views(query: *mut pg_sys::Query) {
     // SAFETY (whole function): the query tree is the planner's input, alive
     // and not shared with another backend; lists are walked as Postgres
     // built them.
@@ -105,12 +87,17 @@ unsafe fn filters_apart(q: &pg_sys::Query) -> bool {
     // locked by the rewriter, and the relcache reference taken here is
     // given back before returning (nothing in between raises).
     let checks = pgrx::PgList::<pg_sys::WithCheckOption>::from_pg(q.withCheckOptions);
-    if checks.iter_ptr().any(|c| (*c).kind == pg_sys::WCOKind::WCO_VIEW_CHECK) {
+    if checks
+        .iter_ptr()
+        .any(|c| (*c).kind == pg_sys::WCOKind::WCO_VIEW_CHECK)
+    {
         return true;
     }
     let rtable = pgrx::PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable);
     let found = rtable.iter_ptr().any(|rte| {
-        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION || (*rte).relkind as u8 != pg_sys::RELKIND_VIEW {
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION
+            || (*rte).relkind as u8 != pg_sys::RELKIND_VIEW
+        {
             return false;
         }
         let rel = pg_sys::RelationIdGetRelation((*rte).relid);
@@ -120,30 +107,10 @@ unsafe fn filters_apart(q: &pg_sys::Query) -> bool {
         let options = (*rel).rd_options as *const pg_sys::ViewOptions;
         let apart = !options.is_null()
             && ((*options).security_barrier
-                || (*options).check_option != pg_sys::ViewOptCheckOption::VIEW_OPTION_CHECK_OPTION_NOT_SET);
+                || (*options).check_option
+                    != pg_sys::ViewOptCheckOption::VIEW_OPTION_CHECK_OPTION_NOT_SET);
         pg_sys::RelationClose(rel);
         apart
     });
     found
-}
-
-#[allow(unsafe_code)]
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn plan(
-    parse: *mut pg_sys::Query,
-    query_string: *const std::ffi::c_char,
-    cursor_options: std::ffi::c_int,
-    bound_params: pg_sys::ParamListInfo,
-) -> *mut pg_sys::PlannedStmt {
-    // SAFETY: parse is the planner's input (see mark_written_views).
-    mark_written_views(parse);
-    // SAFETY: PREVIOUS was read from planner_hook once in init. As in
-    // shared_writes, the previous hook (Citus') is called directly: an
-    // ERROR it raises leaves through this frame, which holds nothing that
-    // needs dropping, with its own SQLSTATE.
-    let previous = PREVIOUS;
-    match previous {
-        Some(previous) => previous(parse, query_string, cursor_options, bound_params),
-        None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
-    }
 }

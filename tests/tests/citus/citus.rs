@@ -21,7 +21,6 @@ async fn analyst(db: &PgPool) -> String {
     new_login(db, "GRANT analyst, authenticated TO {login}").await
 }
 
-
 #[tokio::test]
 async fn each_tenants_rows_sit_on_one_worker_and_tenants_spread() {
     let db = admin().await;
@@ -54,7 +53,12 @@ async fn each_tenants_rows_sit_on_one_worker_and_tenants_spread() {
         insert_invoice(&db, &t, "INV-1", "10.00").await;
         let node = node_of(&db, "ledger.invoices", t.id).await;
         for table in ["ledger.bank_transactions", "ledger.matches"] {
-            assert_eq!(node_of(&db, table, t.id).await, node, "{table} of {} is elsewhere", t.slug);
+            assert_eq!(
+                node_of(&db, table, t.id).await,
+                node,
+                "{table} of {} is elsewhere",
+                t.slug
+            );
         }
         nodes.insert(node);
     }
@@ -82,11 +86,12 @@ async fn an_analyst_reads_and_writes_through_the_coordinator_in_its_tenant_only(
             .await
             .unwrap();
     assert_eq!(all, vec![(a.id, "INV-A".to_string())]);
-    let theirs: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1")
-        .bind(b.id)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let theirs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1")
+            .bind(b.id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
     assert_eq!(theirs, 0);
     sqlx::query(
         "INSERT INTO ledger.invoices (amount, currency, issue_date, reference) VALUES (5, 'EUR', '2026-11-01', 'INV-A2')",
@@ -143,7 +148,10 @@ async fn without_a_tenant_every_shard_fails_closed() {
         "SELECT count(*) FROM ledger.bank_transactions",
     ] {
         let mut tx = c.begin().await.unwrap();
-        let e = expect_db_error(sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut *tx).await, "TN001");
+        let e = expect_db_error(
+            sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut *tx).await,
+            "TN001",
+        );
         assert!(e.message.contains("no tenant"), "{e:?}");
     }
 }
@@ -175,7 +183,8 @@ async fn a_context_written_by_hand_is_refused_on_every_node() {
             "42501",
         );
         assert!(
-            e.message.contains("tenancy.context was refused: its signature does not match"),
+            e.message
+                .contains("tenancy.context was refused: its signature does not match"),
             "{url}: {e:?}"
         );
     }
@@ -228,10 +237,12 @@ async fn a_signed_line_replayed_from_another_session_is_refused() {
             .execute(&mut *replay)
             .await
             .unwrap();
-        let read = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1")
-            .bind(t.id)
-            .fetch_one(&mut *replay)
-            .await;
+        let read = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1",
+        )
+        .bind(t.id)
+        .fetch_one(&mut *replay)
+        .await;
         let e = match read {
             Ok(n) => panic!("the replayed line was believed: {n} row(s) ({pose:?})"),
             Err(e) => db_error(e),
@@ -244,7 +255,10 @@ async fn a_signed_line_replayed_from_another_session_is_refused() {
         } else {
             // Posing as a connection Citus opened: the coordinator itself
             // then refuses to run a distributed query from it.
-            assert_eq!(e.message, "cannot execute a distributed query from a query on a shard", "{e:?}");
+            assert_eq!(
+                e.message, "cannot execute a distributed query from a query on a shard",
+                "{e:?}"
+            );
         }
         replay.rollback().await.unwrap();
     }
@@ -290,11 +304,16 @@ async fn the_signed_context_is_hidden_from_the_roles_it_serves() {
 }
 
 /// EXPLAIN of `call` in `tx`: one task, on the worker that holds `t`.
-async fn runs_on_the_tenants_worker(db: &PgPool, tx: &mut sqlx::PgConnection, call: &str, t: &Tenant) {
+async fn runs_on_the_tenants_worker(
+    db: &PgPool,
+    tx: &mut sqlx::PgConnection,
+    call: &str,
+    t: &Tenant,
+) {
     let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (COSTS OFF) {call}"))
         .fetch_all(&mut *tx)
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("EXPLAIN {call}: {e}"));
     let plan = plan.join("\n");
     let (host, port) = node_of(db, "ledger.invoices", t.id)
         .await
@@ -341,7 +360,12 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
         .fetch_all(&mut *tx)
         .await
         .unwrap();
-        assert_eq!(found, vec![(t.id.to_string(), "auto".to_string())], "{}", t.slug);
+        assert_eq!(
+            found,
+            vec![(t.id.to_string(), "auto".to_string())],
+            "{}",
+            t.slug
+        );
     }
     // The scheduled job's own command, as the job's role, from the coordinator:
     // each tenant's run is delegated to the worker that holds the tenant.
@@ -351,7 +375,10 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
     .fetch_one(&db)
     .await
     .unwrap();
-    assert_eq!(command, "CALL tenancy.for_each_tenant('ledger_routed.apply_reconciliation_for(uuid)')");
+    assert_eq!(
+        command,
+        "CALL tenancy.for_each_tenant('ledger_routed.apply_reconciliation_for(uuid)')"
+    );
     let mut jobs = connect_as(&stack().db_url, "tenancy_jobs").await;
     for t in &tenants {
         let mut tx = jobs.begin().await.unwrap();
@@ -361,7 +388,10 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
             .await
             .unwrap();
         // The tenant as a constant, as for_each_tenant passes it.
-        let call = format!("SELECT * FROM ledger_routed.apply_reconciliation_for('{}'::uuid)", t.id);
+        let call = format!(
+            "SELECT * FROM ledger_routed.apply_reconciliation_for('{}'::uuid)",
+            t.id
+        );
         runs_on_the_tenants_worker(&db, &mut tx, &call, t).await;
         tx.rollback().await.unwrap();
     }
@@ -379,12 +409,18 @@ async fn reconcile_and_the_apply_job_work_for_tenants_on_each_worker() {
         .fetch_one(&db)
         .await
         .unwrap();
-        assert_eq!((status.as_str(), open.as_str()), ("paid", "0.00"), "{}", t.slug);
-        let matches: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.matches WHERE tenant_id = $1")
-            .bind(t.id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        assert_eq!(
+            (status.as_str(), open.as_str()),
+            ("paid", "0.00"),
+            "{}",
+            t.slug
+        );
+        let matches: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ledger.matches WHERE tenant_id = $1")
+                .bind(t.id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
         assert_eq!(matches, 1, "{}", t.slug);
     }
 }
@@ -414,7 +450,10 @@ async fn reconciliation_rpcs_and_null_tenants() {
             .await,
             "42501",
         );
-        assert_eq!(e.message, format!("tenant {} is not the current tenant", other.id));
+        assert_eq!(
+            e.message,
+            format!("tenant {} is not the current tenant", other.id)
+        );
         tx.rollback().await.unwrap();
     }
     let mut jobs = connect_as(&stack().db_url, "tenancy_jobs").await;
@@ -432,8 +471,10 @@ async fn reconciliation_rpcs_and_null_tenants() {
         "SELECT ledger_routed.apply_reconciliation_for(NULL::text::uuid)",
         "SELECT * FROM pg_temp.wrapped()",
     ] {
-        let none: Option<serde_json::Value> =
-            sqlx::query_scalar(call).fetch_one(&mut jobs).await.unwrap_or_else(|e| panic!("{call}: {e}"));
+        let none: Option<serde_json::Value> = sqlx::query_scalar(call)
+            .fetch_one(&mut jobs)
+            .await
+            .unwrap_or_else(|e| panic!("{call}: {e}"));
         assert_eq!(none, None, "{call}");
     }
     let none: Option<serde_json::Value> =
@@ -445,7 +486,10 @@ async fn reconciliation_rpcs_and_null_tenants() {
     assert_eq!(none, None);
     // Every node still up, a new connection served.
     let mut fresh = connect_as(&stack().db_url, "tenancy_jobs").await;
-    let alive: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut fresh).await.unwrap();
+    let alive: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut fresh)
+        .await
+        .unwrap();
     assert_eq!(alive, 1);
     for t in &tenants {
         let r = rpc(&token(t.id, t.readonly), "apply_reconciliation", json!({})).await;
@@ -453,24 +497,37 @@ async fn reconciliation_rpcs_and_null_tenants() {
         assert_eq!(r.message(), "permission matches.create is required");
         let r = rpc(&token(t.id, t.admin), "reconcile", json!({})).await;
         assert_eq!(r.status, 200, "{}: {r:?}", t.slug);
-        let invoices: Vec<String> = sqlx::query_scalar("SELECT id::text FROM ledger.invoices WHERE tenant_id = $1")
-            .bind(t.id)
-            .fetch_all(&db)
-            .await
-            .unwrap();
+        let invoices: Vec<String> =
+            sqlx::query_scalar("SELECT id::text FROM ledger.invoices WHERE tenant_id = $1")
+                .bind(t.id)
+                .fetch_all(&db)
+                .await
+                .unwrap();
         let found: Vec<(&str, &str)> = r
             .rows()
             .iter()
-            .map(|m| (m["invoice_id"].as_str().unwrap(), m["grade"].as_str().unwrap()))
+            .map(|m| {
+                (
+                    m["invoice_id"].as_str().unwrap(),
+                    m["grade"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(found, vec![(invoices[0].as_str(), "auto")], "{}", t.slug);
         let r = rpc(&token(t.id, t.admin), "apply_reconciliation", json!({})).await;
-        assert_eq!((r.status, &r.body["applied"]), (200, &json!(1)), "{}: {r:?}", t.slug);
-        let open: String = sqlx::query_scalar("SELECT open_amount::text FROM ledger.invoices WHERE tenant_id = $1")
-            .bind(t.id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        assert_eq!(
+            (r.status, &r.body["applied"]),
+            (200, &json!(1)),
+            "{}: {r:?}",
+            t.slug
+        );
+        let open: String = sqlx::query_scalar(
+            "SELECT open_amount::text FROM ledger.invoices WHERE tenant_id = $1",
+        )
+        .bind(t.id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
         assert_eq!(open, "0.00", "{}", t.slug);
     }
 }
@@ -488,7 +545,10 @@ async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
         let other = tenants.iter().find(|o| o.id != t.id).unwrap();
         let mut tx = db.begin().await.unwrap();
         set_tenant(&mut *tx, &t.slug).await;
-        let call = format!("SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)", t.id);
+        let call = format!(
+            "SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)",
+            t.id
+        );
         runs_on_the_tenants_worker(&db, &mut tx, &call, t).await;
         let e = expect_db_error(
             sqlx::query(&format!(
@@ -499,15 +559,21 @@ async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
             .await,
             "42501",
         );
-        assert_eq!(e.message, format!("tenant {} is not the current tenant", other.id));
+        assert_eq!(
+            e.message,
+            format!("tenant {} is not the current tenant", other.id)
+        );
         tx.rollback().await.unwrap();
 
         // The API role reaches it only through ledger.reconcile.
         let mut api_role = session_as("authenticated", Some(t)).await;
         let e = expect_db_error(
-            sqlx::query(&format!("SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)", t.id))
-                .fetch_all(&mut api_role)
-                .await,
+            sqlx::query(&format!(
+                "SELECT * FROM ledger_routed.reconcile_for('{}'::uuid, '{{}}'::jsonb)",
+                t.id
+            ))
+            .fetch_all(&mut api_role)
+            .await,
             "42501",
         );
         assert_eq!(e.message, "permission denied for function reconcile_for");
@@ -522,10 +588,12 @@ async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
         .unwrap();
     assert_eq!(named, Vec::<String>::new(), "only its owner may call it");
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("GRANT EXECUTE ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) TO authenticated")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query(
+        "GRANT EXECUTE ON FUNCTION ledger_routed.reconcile_for(uuid, jsonb) TO authenticated",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     let named: Vec<String> = sqlx::query_scalar(&findings("ledger_routed.reconcile_for"))
         .fetch_all(&mut *tx)
         .await
@@ -539,6 +607,156 @@ async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
 /// writes through a data-modifying WITH under a SELECT; a read takes none.
 /// (Citus locks reference tables in an order that deadlocks concurrent
 /// administration otherwise.)
+/// A statement that does not name its tenant runs on the one worker that
+/// holds the current tenant (tenant_routing.rs), for tenants on each
+/// worker: reads, joins, subqueries; writes change the tenant's rows only.
+/// A plan Postgres keeps (a prepared
+/// statement, PL/pgSQL) serves each tenant after the context changes,
+/// across transactions and within one. A write naming another tenant
+/// changes nothing (and does not fail: Citus 13.2 fails a write in WITH
+/// that is left with no shard).
+#[tokio::test]
+async fn statements_without_a_tenant_filter_run_on_the_tenants_worker_only() {
+    let db = admin().await;
+    let tenants = one_tenant_per_worker(&db).await;
+    let role = analyst(&db).await;
+    let mut c = connect_as(&stack().db_url, &role).await;
+    for t in &tenants {
+        let mut tx = c.begin().await.unwrap();
+        set_tenant(&mut *tx, &t.slug).await;
+        for statement in [
+            "SELECT count(*) FROM api.invoices",
+            "SELECT count(*) FROM ledger.invoices i JOIN ledger.bank_transactions b ON b.tenant_id = i.tenant_id",
+            "SELECT count(*) FROM ledger.invoices WHERE id IN (SELECT invoice_id FROM ledger.matches)",
+        ] {
+            runs_on_the_tenants_worker(&db, &mut tx, statement, t).await;
+        }
+        tx.rollback().await.unwrap();
+        // Writes (their routing: PATCH in the next test, which Citus runs
+        // only on one worker): the tenant's rows only. (A transaction of
+        // their own: after an EXPLAIN, Citus 13.2 refuses a write whose
+        // policies re-read a login's bindings changed meanwhile.)
+        let mut tx = c.begin().await.unwrap();
+        set_tenant(&mut *tx, &t.slug).await;
+        let n = sqlx::query("UPDATE ledger.invoices SET counterparty = 'Routed'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(n.rows_affected(), 1, "{}", t.slug);
+        let n = sqlx::query("DELETE FROM api.bank_transactions WHERE amount > 0")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(n.rows_affected(), 1, "{}", t.slug);
+        tx.rollback().await.unwrap();
+    }
+
+    // One prepared statement (sqlx prepares each text once per connection;
+    // Postgres keeps a generic plan after five runs), tenants taking turns.
+    let same = "SELECT count(*), min(tenant_id::text) FROM ledger.invoices";
+    sqlx::query(
+        "CREATE FUNCTION pg_temp.mine() RETURNS text LANGUAGE plpgsql AS
+         $$ BEGIN RETURN (SELECT count(*) || ' ' || min(tenant_id::text) FROM ledger.invoices); END $$",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let sees = |t: &Tenant| (1_i64, Some(t.id.to_string()));
+    for round in 0..8 {
+        for t in &tenants {
+            let mut tx = c.begin().await.unwrap();
+            set_tenant(&mut *tx, &t.slug).await;
+            let got: (i64, Option<String>) =
+                sqlx::query_as(same).fetch_one(&mut *tx).await.unwrap();
+            assert_eq!(got, sees(t), "round {round}, {}", t.slug);
+            let got: String = sqlx::query_scalar("SELECT pg_temp.mine()")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(got, format!("1 {}", t.id), "round {round}, {}", t.slug);
+            tx.commit().await.unwrap();
+        }
+    }
+    let mut tx = c.begin().await.unwrap();
+    for t in tenants.iter().chain(tenants.iter().rev()) {
+        set_tenant(&mut *tx, &t.slug).await;
+        let got: (i64, Option<String>) = sqlx::query_as(same).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(got, sees(t), "{} within one transaction", t.slug);
+        let got: String = sqlx::query_scalar("SELECT pg_temp.mine()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            format!("1 {}", t.id),
+            "{} within one transaction",
+            t.slug
+        );
+    }
+    tx.rollback().await.unwrap();
+
+    // Another tenant's rows, named: nothing changes, nothing fails.
+    let (a, b) = (&tenants[0], &tenants[1]);
+    let mut tx = c.begin().await.unwrap();
+    set_tenant(&mut *tx, &a.slug).await;
+    for statement in [
+        format!("WITH d AS (DELETE FROM ledger.bank_transactions WHERE tenant_id = '{}' RETURNING 1) SELECT count(*) FROM d", b.id),
+        format!("WITH d AS (DELETE FROM api.bank_transactions WHERE tenant_id IN ('{}', '{}') AND amount < 0 RETURNING 1) SELECT count(*) FROM d", a.id, b.id),
+        format!("WITH u AS (UPDATE ledger.invoices SET counterparty = 'X' WHERE tenant_id = '{}' RETURNING 1) SELECT count(*) FROM u", b.id),
+    ] {
+        let n: i64 = sqlx::query_scalar(&statement).fetch_one(&mut *tx).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+        assert_eq!(n, 0, "{statement}");
+    }
+    tx.commit().await.unwrap();
+    let theirs: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ledger.bank_transactions WHERE tenant_id = $1),
+                (SELECT count(*) FROM ledger.invoices WHERE tenant_id = $1 AND counterparty = 'X')",
+    )
+    .bind(b.id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(theirs, (1, 0));
+}
+
+/// Citus 13.2 crashes the node that plans a call of a distributed function
+/// with NULL for its distribution argument (every backend restarts), and
+/// checks the privilege to call it only where the call runs. pg_tenancy
+/// refuses such a call before Citus plans it, in every form that reaches
+/// Citus as NULL, whoever calls it: 22004, and every connection stays up.
+#[tokio::test]
+async fn a_null_distribution_argument_is_refused_before_citus_plans_it() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    let mut bystander = connect_as(&stack().db_url, "postgres").await;
+    let message = "argument 1 of ledger_routed.reconcile_for(uuid,jsonb), which Citus routes the call by, is NULL";
+    for role in ["authenticated", "ledger_owner", "postgres"] {
+        for call in [
+            "SELECT * FROM ledger_routed.reconcile_for(NULL, '{}')",
+            "SELECT count(*) FROM ledger_routed.reconcile_for(NULL::text::uuid, '{}')",
+            "SELECT ledger_routed.reconcile_for(nullif('a', 'a')::uuid, '{}')",
+        ] {
+            let mut c = session_as(role, Some(&t)).await;
+            let e = expect_db_error(sqlx::query(call).fetch_all(&mut c).await, "22004");
+            assert_eq!(e.message, message, "{role}: {call}");
+        }
+        let mut c = session_as(role, Some(&t)).await;
+        let e = expect_db_error(
+            sqlx::query("SELECT * FROM ledger_routed.reconcile_for($1, '{}')")
+                .bind(None::<Uuid>)
+                .fetch_all(&mut c)
+                .await,
+            "22004",
+        );
+        assert_eq!(e.message, message, "{role}: a NULL parameter");
+    }
+    let alive: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut bystander)
+        .await
+        .unwrap();
+    assert_eq!(alive, 1, "a connection opened before is still served");
+}
+
 #[tokio::test]
 async fn writes_to_shared_tables_take_the_administration_lock() {
     let db = admin().await;
@@ -563,71 +781,141 @@ async fn writes_to_shared_tables_take_the_administration_lock() {
 
 /// PATCH and DELETE on the ledger endpoints write through the api views,
 /// which Citus 13.2 refuses by itself; pg_tenancy's planner hook
-/// (view_writes.rs) lets it plan them as the writes of the tables. DELETE
-/// works as on one node. PATCH works with the tenant as a filter, which
-/// routes it to one worker; without one, Citus cannot run PostgREST's PATCH
-/// over every shard (400, nothing changes). Isolation, RBAC, privileges on
-/// the view and audit hold; moving a row to another tenant is refused by
-/// Citus (0A000) before row level security would refuse it.
+/// (view_writes.rs) lets it plan them as the writes of the tables. Both
+/// work as on one node, with or without the tenant as a filter: without
+/// one, the hook routes them to the tenant's worker (tenant_routing.rs),
+/// where Citus runs PostgREST's PATCH, which it cannot run over every
+/// shard. Isolation, RBAC, privileges on the view and audit hold; moving a
+/// row to another tenant is refused by Citus (0A000) before row level
+/// security would refuse it.
 #[tokio::test]
-async fn delete_and_routed_patch_on_ledger_endpoints_work_and_stay_isolated() {
+async fn patch_and_delete_on_ledger_endpoints_work_and_stay_isolated() {
     let db = admin().await;
     let (t, other) = (new_tenant(&db).await, new_tenant(&db).await);
     let (kept, gone) = (
         insert_invoice(&db, &t, "INV-P", "10.00").await,
         insert_invoice(&db, &t, "INV-D", "11.00").await,
     );
-    let (admin_token, reader, theirs) = (token(t.id, t.admin), token(t.id, t.readonly), token(other.id, other.admin));
+    let (admin_token, reader, theirs) = (
+        token(t.id, t.admin),
+        token(t.id, t.readonly),
+        token(other.id, other.admin),
+    );
     let api = Api::new();
     let counterparty = |id: Uuid| {
         let db = db.clone();
         async move {
-            sqlx::query_scalar::<_, String>("SELECT tenant_id::text || ' ' || counterparty FROM ledger.invoices WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&db)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, String>(
+                "SELECT tenant_id::text || ' ' || counterparty FROM ledger.invoices WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&db)
+            .await
+            .unwrap()
         }
     };
     let unchanged = Some(format!("{} Initech", t.id));
     let patch = json!({"counterparty": "Changed"});
     let routed = |id: Uuid, tenant: Uuid| format!("/invoices?id=eq.{id}&tenant_id=eq.{tenant}");
 
-    // Refused, changing nothing: PATCH over every shard; a readonly
-    // member's PATCH and DELETE; another tenant's; a move to another tenant.
-    let r = api.write(Method::PATCH, &format!("/invoices?id=eq.{kept}"), &admin_token, Some(&patch)).await;
-    r.assert_error(400, "0A000");
-    assert_eq!(r.message(), "cannot push down this subquery");
+    // Refused, changing nothing: a readonly member's PATCH and DELETE;
+    // another tenant's, with and without its tenant as a filter; a move to
+    // another tenant.
     api.write(Method::PATCH, &routed(kept, t.id), &reader, Some(&patch))
         .await
         .assert_error(403, "PERMISSION_DENIED");
-    api.write(Method::DELETE, &format!("/invoices?id=eq.{kept}"), &reader, None)
-        .await
-        .assert_error(403, "PERMISSION_DENIED");
+    api.write(
+        Method::DELETE,
+        &format!("/invoices?id=eq.{kept}"),
+        &reader,
+        None,
+    )
+    .await
+    .assert_error(403, "PERMISSION_DENIED");
     for (method, path, body) in [
         (Method::PATCH, routed(kept, t.id), Some(&patch)),
+        (
+            Method::PATCH,
+            format!("/invoices?id=eq.{kept}"),
+            Some(&patch),
+        ),
+        (Method::PATCH, routed(kept, other.id), Some(&patch)),
         (Method::DELETE, format!("/invoices?id=eq.{kept}"), None),
+        (Method::DELETE, routed(kept, t.id), None),
+        (
+            Method::DELETE,
+            format!("/invoices?tenant_id=eq.{}", t.id),
+            None,
+        ),
     ] {
         let r = api.write(method.clone(), &path, &theirs, body).await;
-        assert_eq!((r.status, r.rows().len()), (200, 0), "{method} by another tenant: {r:?}");
+        assert_eq!(
+            (r.status, r.rows().len()),
+            (200, 0),
+            "{method} by another tenant: {r:?}"
+        );
     }
-    let r = api.write(Method::PATCH, &routed(kept, t.id), &admin_token, Some(&json!({"tenant_id": other.id}))).await;
+    let r = api
+        .write(
+            Method::PATCH,
+            &routed(kept, t.id),
+            &admin_token,
+            Some(&json!({"tenant_id": other.id})),
+        )
+        .await;
     r.assert_error(400, "0A000");
-    assert_eq!(r.message(), "modifying the partition value of rows is not allowed");
+    assert_eq!(
+        r.message(),
+        "modifying the partition value of rows is not allowed"
+    );
     assert_eq!(counterparty(kept).await, unchanged);
 
-    // Done: a routed PATCH and a DELETE, each audited once.
-    let r = api.write(Method::PATCH, &routed(kept, t.id), &admin_token, Some(&patch)).await;
+    // Done: a PATCH without the tenant as a filter and one with it, and a
+    // DELETE, each audited once.
+    let r = api
+        .write(
+            Method::PATCH,
+            &format!("/invoices?id=eq.{kept}"),
+            &admin_token,
+            Some(&json!({"counterparty": "First"})),
+        )
+        .await;
+    assert_eq!((r.status, r.rows().len()), (200, 1), "{r:?}");
+    assert_eq!(counterparty(kept).await, Some(format!("{} First", t.id)));
+    let r = api
+        .write(
+            Method::PATCH,
+            &routed(kept, t.id),
+            &admin_token,
+            Some(&patch),
+        )
+        .await;
     assert_eq!((r.status, r.rows().len()), (200, 1), "{r:?}");
     assert_eq!(r.rows()[0]["counterparty"], json!("Changed"));
     assert_eq!(counterparty(kept).await, Some(format!("{} Changed", t.id)));
-    let r = api.write(Method::DELETE, &format!("/invoices?id=eq.{gone}"), &admin_token, None).await;
+    let r = api
+        .write(
+            Method::DELETE,
+            &format!("/invoices?id=eq.{gone}"),
+            &admin_token,
+            None,
+        )
+        .await;
     assert_eq!((r.status, r.rows().len()), (200, 1), "{r:?}");
     assert_eq!(counterparty(gone).await, None);
     let log = api
         .get(&format!("/audit_log?table_name=eq.ledger.invoices&row_key->>tenant_id=eq.{}&select=action&order=id", t.id), Some(&admin_token))
         .await;
-    assert_eq!(log.rows(), &vec![json!({"action": "INSERT"}), json!({"action": "INSERT"}), json!({"action": "UPDATE"}), json!({"action": "DELETE"})]);
+    assert_eq!(
+        log.rows(),
+        &vec![
+            json!({"action": "INSERT"}),
+            json!({"action": "INSERT"}),
+            json!({"action": "UPDATE"}),
+            json!({"action": "UPDATE"}),
+            json!({"action": "DELETE"})
+        ]
+    );
 
     // The caller's privileges on the view are checked as on one node: a
     // role that may change the table but not the view may not write
@@ -635,21 +923,30 @@ async fn delete_and_routed_patch_on_ledger_endpoints_work_and_stay_isolated() {
     let login = new_login(&db, "GRANT USAGE ON SCHEMA api, ledger TO {login}; GRANT SELECT ON api.invoices TO {login}; GRANT SELECT, UPDATE, DELETE ON ledger.invoices TO {login}; GRANT analyst TO {login}").await;
     let mut c = connect_as(&stack().db_url, &login).await;
     for statement in [
-        format!("UPDATE api.invoices SET counterparty = 'X' WHERE id = '{kept}' AND tenant_id = '{}'", t.id),
+        format!(
+            "UPDATE api.invoices SET counterparty = 'X' WHERE id = '{kept}' AND tenant_id = '{}'",
+            t.id
+        ),
         format!("DELETE FROM api.invoices WHERE id = '{kept}'"),
     ] {
         let mut tx = c.begin().await.unwrap();
         set_tenant(&mut *tx, &t.slug).await;
         let e = expect_db_error(sqlx::query(&statement).execute(&mut *tx).await, "42501");
-        assert_eq!(e.message, "permission denied for view invoices", "{statement}");
+        assert_eq!(
+            e.message, "permission denied for view invoices",
+            "{statement}"
+        );
         tx.rollback().await.unwrap();
     }
 
     // A view's WHERE reaches the shards; a security barrier's or a check
     // option's would not, so Citus' refusal stands for those: fail closed.
     let suffix = &Uuid::new_v4().simple().to_string()[..8];
-    let (plain, barrier, checked) =
-        (format!("public.paid_{suffix}"), format!("public.barrier_{suffix}"), format!("public.checked_{suffix}"));
+    let (plain, barrier, checked) = (
+        format!("public.paid_{suffix}"),
+        format!("public.barrier_{suffix}"),
+        format!("public.checked_{suffix}"),
+    );
     grant(
         &db,
         &format!(
@@ -664,13 +961,20 @@ async fn delete_and_routed_patch_on_ledger_endpoints_work_and_stay_isolated() {
         .execute(&db)
         .await
         .unwrap();
-    assert_eq!(deleted.rows_affected(), 0, "an open invoice is not in a view of paid ones");
+    assert_eq!(
+        deleted.rows_affected(),
+        0,
+        "an open invoice is not in a view of paid ones"
+    );
     for statement in [
         format!("DELETE FROM {barrier} WHERE id = '{kept}'"),
         format!("UPDATE {checked} SET status = 'paid' WHERE id = '{kept}'"),
     ] {
         let e = expect_db_error(sqlx::query(&statement).execute(&db).await, "0A000");
-        assert_eq!(e.message, "cannot modify views when the query contains citus tables", "{statement}");
+        assert_eq!(
+            e.message, "cannot modify views when the query contains citus tables",
+            "{statement}"
+        );
     }
     assert_eq!(counterparty(kept).await, Some(format!("{} Changed", t.id)));
     grant(&db, &format!("DROP VIEW {plain}, {barrier}, {checked}")).await;
@@ -688,7 +992,10 @@ async fn delete_and_routed_patch_on_ledger_endpoints_work_and_stay_isolated() {
             .await,
         "0A000",
     );
-    assert_eq!(e.message, "modifying the partition value of rows is not allowed");
+    assert_eq!(
+        e.message,
+        "modifying the partition value of rows is not allowed"
+    );
 }
 
 /// After scale_out, enable() shards a new tenant table of the user's at
@@ -737,7 +1044,10 @@ async fn enable_shards_a_new_tenant_table_and_check_reports_widened_policies() {
     .await
     .unwrap();
     assert_eq!(policies.len(), 5, "{policies:?}");
-    assert!(policies.iter().all(|(_, permissive)| *permissive), "{policies:?}");
+    assert!(
+        policies.iter().all(|(_, permissive)| *permissive),
+        "{policies:?}"
+    );
 
     // A restrictive RBAC policy on a distributed table (as a single-node
     // protect() writes them) is reported, and protect() rewrites it.
@@ -809,8 +1119,14 @@ async fn enable_shards_a_new_tenant_table_and_check_reports_widened_policies() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    sqlx::query("SET LOCAL ROLE authenticated").execute(&mut *tx).await.unwrap();
-    sqlx::query("SELECT tenancy.pre_request()").execute(&mut *tx).await.unwrap();
+    sqlx::query("SET LOCAL ROLE authenticated")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT tenancy.pre_request()")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let e = expect_db_error(
         sqlx::query_scalar::<_, String>(&format!("SELECT body FROM {name}"))
             .fetch_all(&mut *tx)
@@ -852,9 +1168,14 @@ async fn audit_entries_of_tenants_on_each_worker_are_read_through_the_coordinato
                 Method::POST,
                 "/invoices",
                 Some(&tok),
-                &[("Prefer", "return=representation"), ("X-Request-Id", "req-citus-audit")],
-                Some(&json!({"amount": "10.50", "currency": "EUR", "issue_date": "2026-11-01",
-                             "reference": "INV-AUDIT", "counterparty": "Initech"})),
+                &[
+                    ("Prefer", "return=representation"),
+                    ("X-Request-Id", "req-citus-audit"),
+                ],
+                Some(
+                    &json!({"amount": "10.50", "currency": "EUR", "issue_date": "2026-11-01",
+                             "reference": "INV-AUDIT", "counterparty": "Initech"}),
+                ),
             )
             .await;
         assert_eq!(r.status, 201, "{r:?}");
@@ -885,11 +1206,20 @@ async fn audit_entries_of_tenants_on_each_worker_are_read_through_the_coordinato
         let log = r.rows();
         let summary: Vec<(&str, &str)> = log
             .iter()
-            .map(|e| (e["action"].as_str().unwrap(), e["table_name"].as_str().unwrap()))
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap(),
+                    e["table_name"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
-            [("INSERT", "ledger.invoices"), ("UPDATE", "ledger.invoices"), ("DELETE", "ledger.invoices")],
+            [
+                ("INSERT", "ledger.invoices"),
+                ("UPDATE", "ledger.invoices"),
+                ("DELETE", "ledger.invoices")
+            ],
             "{log:#?}"
         );
         assert_eq!(log[0]["actor"], json!(t.admin.to_string()));
@@ -914,7 +1244,9 @@ async fn audit_entries_of_tenants_on_each_worker_are_read_through_the_coordinato
             .unwrap();
         let r = api
             .get(
-                &format!("/audit_log?table_name=eq.tenancy.user_roles&new_values->>user_id=eq.{someone}"),
+                &format!(
+                    "/audit_log?table_name=eq.tenancy.user_roles&new_values->>user_id=eq.{someone}"
+                ),
                 Some(&tok),
             )
             .await;
@@ -927,7 +1259,10 @@ async fn audit_entries_of_tenants_on_each_worker_are_read_through_the_coordinato
         .fetch_one(&db)
         .await
         .unwrap();
-        assert_eq!(everywhere, 1, "the superuser sees one entry in the whole cluster");
+        assert_eq!(
+            everywhere, 1,
+            "the superuser sees one entry in the whole cluster"
+        );
     }
 
     // No shard names anywhere in the log.
@@ -969,6 +1304,9 @@ async fn audit_entries_of_tenants_on_each_worker_are_read_through_the_coordinato
                 .await,
             "42501",
         );
-        assert_eq!(e.message, "tenancy.audit_log is append-only: entries cannot be deleted");
+        assert_eq!(
+            e.message,
+            "tenancy.audit_log is append-only: entries cannot be deleted"
+        );
     }
 }
