@@ -25,11 +25,19 @@ expect "the new node has pg_tenancy" \
 for role in authenticated analyst ledger_owner; do
     q "SELECT run_command_on_workers('SET citus.enable_ddl_propagation TO off; ALTER ROLE $role LOGIN')" >/dev/null
 done
-expect "check() names the new node until scale_out() runs again" \
-    "SELECT string_agg(object_name || ': ' || problem, ' | ') FROM tenancy.check() WHERE object_type = 'node'" \
+expect "check() names the new node until scale_out() runs again: shard moves" \
+    "SELECT string_agg(object_name || ': ' || problem, ' | ') FROM tenancy.check() WHERE object_type = 'node' AND severity = 'warning'" \
     "127.0.0.1:$NEW: ledger_owner, owning sharded tenant tables, may not create their shards' triggers and foreign keys on this node: moving shards here fails"
+# Citus creates the distributed functions there executable by PUBLIC.
+expect "check() names the new node until scale_out() runs again: functions every role may execute there" \
+    "SELECT object_name || ' ' || (problem LIKE 'lets every role execute distributed functions that the coordinator lets only some roles execute: %ledger_routed.reconcile_for(uuid,jsonb)%') FROM tenancy.check() WHERE object_type = 'node' AND severity = 'error'" \
+    "127.0.0.1:$NEW true"
 expect "scale_out() again changes no table" "SELECT count(*) FROM tenancy.scale_out()" 0
 expect "then check() finds nothing in the way" "SELECT count(*) FROM tenancy.check() WHERE object_type = 'node'" 0
+expect "and PUBLIC executes the same distributed functions on every node" \
+    "SELECT count(DISTINCT result) FROM run_command_on_all_nodes(\$\$SELECT count(*) FROM pg_dist_object o JOIN pg_proc p ON p.oid = o.objid
+       WHERE o.classid = 'pg_proc'::regclass AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                                                         WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')\$\$)" 1
 
 job=$(q "SELECT citus_rebalance_start()")
 [ -n "$job" ] || fail "the rebalancer scheduled no moves onto the new worker"
@@ -55,4 +63,17 @@ seen=$(curl -s "http://127.0.0.1:$HTTP/invoices?select=reference" -H "Authorizat
 [ "$seen" = $((before + 1)) ] || fail "GET /invoices showed $seen rows, expected $((before + 1))"
 expect "the write on the new worker is audited once" \
     "SELECT count(*) FROM tenancy.audit_log WHERE tenant_id = '$tenant' AND request_id = 'req-new-worker'" 1
+# Called on the new worker, a function only its owner may call refuses the
+# API role there too.
+out=$(psql_admin "$PORT" "$DB_NAME" -At 2>&1 <<SQL || true
+BEGIN;
+SELECT tenancy.set_tenant('$tenant') IS NULL;
+SET LOCAL ROLE authenticated;
+SELECT count(*) FROM ledger_routed.reconcile_for('$tenant', '{}');
+SQL
+)
+case $out in
+    *"permission denied for function reconcile_for"*) ;;
+    *) fail "the API role's call of ledger_routed.reconcile_for on the new worker: $out" ;;
+esac
 echo "ok: a worker added later takes tenants' shards, and a tenant on it reads, writes and is audited"

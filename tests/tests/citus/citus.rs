@@ -533,10 +533,12 @@ async fn reconciliation_rpcs_and_null_tenants() {
 }
 
 /// POST /rpc/reconcile ends in ledger_routed.reconcile_for, which runs on
-/// the worker that holds the tenant. It returns a set, so a NULL tenant
-/// would crash the node that plans the call: only its owner (through
-/// ledger.reconcile, which POST /rpc/reconcile calls) may call it, and
-/// check() says when anyone else may.
+/// the worker that holds the tenant. Only its owner (through
+/// ledger.reconcile, which POST /rpc/reconcile calls) may call it. It
+/// returns a set, so a NULL tenant would crash the node that plans the
+/// call; with pg_tenancy preloaded its planner hook refuses that call
+/// whoever makes it, so check() names the function even when others may
+/// call it only where pg_tenancy is not preloaded.
 #[tokio::test]
 async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
     let db = admin().await;
@@ -598,21 +600,26 @@ async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
         .fetch_all(&mut *tx)
         .await
         .unwrap();
-    assert_eq!(named, ["ledger_routed.reconcile_for(uuid,jsonb)"]);
+    assert_eq!(named, Vec::<String>::new(), "pg_tenancy is preloaded");
+    sqlx::query("SET LOCAL ROLE authenticated").execute(&mut *tx).await.unwrap();
+    let e = expect_db_error(
+        sqlx::query("SELECT * FROM ledger_routed.reconcile_for(NULL, '{}')")
+            .fetch_all(&mut *tx)
+            .await,
+        "22004",
+    );
+    assert_eq!(
+        e.message,
+        "argument 1 of ledger_routed.reconcile_for(uuid,jsonb), which Citus routes the call by, is NULL"
+    );
     tx.rollback().await.unwrap();
 }
 
-/// A statement that writes a shared (reference) table takes the
-/// administration lock on the coordinator for its transaction, also when it
-/// writes through a data-modifying WITH under a SELECT; a read takes none.
-/// (Citus locks reference tables in an order that deadlocks concurrent
-/// administration otherwise.)
 /// A statement that does not name its tenant runs on the one worker that
 /// holds the current tenant (tenant_routing.rs), for tenants on each
 /// worker: reads, joins, subqueries; writes change the tenant's rows only.
-/// A plan Postgres keeps (a prepared
-/// statement, PL/pgSQL) serves each tenant after the context changes,
-/// across transactions and within one. A write naming another tenant
+/// A plan Postgres keeps (a prepared statement, PL/pgSQL) serves each
+/// tenant after the context changes, across transactions and within one. A write naming another tenant
 /// changes nothing (and does not fail: Citus 13.2 fails a write in WITH
 /// that is left with no shard).
 #[tokio::test]
@@ -757,6 +764,11 @@ async fn a_null_distribution_argument_is_refused_before_citus_plans_it() {
     assert_eq!(alive, 1, "a connection opened before is still served");
 }
 
+/// A statement that writes a shared (reference) table takes the
+/// administration lock on the coordinator for its transaction, also when it
+/// writes through a data-modifying WITH under a SELECT; a read takes none.
+/// (Citus locks reference tables in an order that deadlocks concurrent
+/// administration otherwise.)
 #[tokio::test]
 async fn writes_to_shared_tables_take_the_administration_lock() {
     let db = admin().await;

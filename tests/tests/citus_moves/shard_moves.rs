@@ -190,6 +190,24 @@ async fn check_names_a_node_where_table_owners_may_not_move_shards_and_scale_out
         .await
         .unwrap();
     assert_eq!(nodes, 3, "the coordinator and both workers");
+    // The same for what PUBLIC may execute on a worker only: only
+    // superusers revoke; anyone may ask, and here nothing is missing.
+    let mut api_role = session_as("authenticated", None).await;
+    let e = expect_db_error(
+        sqlx::query("SELECT tenancy._revoke_public_function_gaps()")
+            .execute(&mut api_role)
+            .await,
+        "42501",
+    );
+    assert_eq!(e.message, "permission denied for function _revoke_public_function_gaps");
+    let mut api_role = session_as("authenticated", None).await;
+    let gaps: Vec<(String, Option<String>, Vec<String>)> =
+        sqlx::query_as("SELECT node, error, functions FROM tenancy._public_function_gaps()")
+            .fetch_all(&mut api_role)
+            .await
+            .unwrap();
+    assert_eq!(gaps.len(), 2, "both workers: {gaps:?}");
+    assert!(gaps.iter().all(|(_, e, f)| e.is_none() && f.is_empty()), "{gaps:?}");
 }
 
 /// Shard groups per worker, by the ledger's invoices.

@@ -126,10 +126,20 @@ async fn years_of_settled_history_are_not_read_from_the_heap() {
     )
     .await
     .unwrap();
-    let before = [
-        heap_rows_read(&db, &schema, "inv").await,
-        heap_rows_read(&db, &schema, "tx").await,
-    ];
+    // Building each index read its table's 20,050 rows: wait until the
+    // counters show it (another backend's statistics arrive when it goes
+    // idle, a moment after it answered).
+    let mut before = [0, 0];
+    for (k, table) in ["inv", "tx"].iter().enumerate() {
+        for _ in 0..100 {
+            before[k] = heap_rows_read(&db, &schema, table).await;
+            if before[k] >= 20_050 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(before[k] >= 20_050, "{table}: the index builds' reads never showed ({})", before[k]);
+    }
     let mut c = as_tenant(&t, "").await;
     assert_eq!(pairs(&mut c, &schema).await.len(), 50);
     c.execute("COMMIT").await.unwrap();
@@ -138,7 +148,14 @@ async fn years_of_settled_history_are_not_read_from_the_heap() {
         .await
         .unwrap();
     for (k, table) in ["inv", "tx"].iter().enumerate() {
-        let read = heap_rows_read(&db, &schema, table).await - before[k];
+        let mut read = 0;
+        for _ in 0..100 {
+            read = heap_rows_read(&db, &schema, table).await - before[k];
+            if read >= 50 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         assert!(
             (50..=100).contains(&read),
             "{table}: {read} rows read from the heap for 50 open ones"

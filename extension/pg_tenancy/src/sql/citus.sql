@@ -148,6 +148,58 @@ BEGIN
 END
 $$;
 
+-- Citus 13.2 creates a distributed function on a node it adds with the
+-- default privileges (EXECUTE for PUBLIC), then grants what the coordinator
+-- grants, but does not revoke what the coordinator revoked. Per worker, the
+-- distributed functions that PUBLIC may execute there and not on the
+-- coordinator; error when the node could not be asked. For check(): it
+-- says only which functions, so anyone may call it.
+CREATE FUNCTION tenancy._public_function_gaps()
+RETURNS TABLE (node text, error text, functions text[])
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ask constant text := $q$SELECT coalesce(string_agg(p.oid::pg_catalog.regprocedure::text, E'\n' ORDER BY 1), '')
+        FROM pg_catalog.pg_dist_object o JOIN pg_catalog.pg_proc p ON p.oid = o.objid
+        WHERE o.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+          AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+                      WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')$q$;
+    here text;
+BEGIN
+    EXECUTE ask INTO here;
+    RETURN QUERY
+    SELECT w.nodename || ':' || w.nodeport,
+           CASE WHEN NOT w.success THEN w.result END,
+           CASE WHEN w.success
+                THEN ARRAY(SELECT f FROM unnest(string_to_array(w.result, E'\n')) f
+                           WHERE f <> ALL (string_to_array(here, E'\n')) ORDER BY f)
+                ELSE '{}' END
+    FROM run_command_on_workers(ask) w
+    ORDER BY w.nodename, w.nodeport;
+END
+$$;
+
+-- Revokes PUBLIC's EXECUTE where a worker has it and the coordinator not
+-- (above), on the coordinator: Citus carries a REVOKE on a distributed
+-- function to every node. For superusers (scale_out).
+CREATE FUNCTION tenancy._revoke_public_function_gaps()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RETURN;
+    END IF;
+    FOR f IN SELECT DISTINCT x FROM tenancy._public_function_gaps() g, unnest(g.functions) x ORDER BY 1 LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f::regprocedure);
+    END LOOP;
+END
+$$;
+
 CREATE FUNCTION tenancy.distribute(tbl regclass, col name DEFAULT 'tenant_id')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -420,11 +472,13 @@ BEGIN
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk.f->>'rel', fk.f->>'name', fk.f->>'def');
     END LOOP;
     -- Also when nothing else changed: a call after citus_add_node prepares
-    -- the new node for shard moves.
+    -- the new node for shard moves, and takes back there what PUBLIC may
+    -- execute only there.
     PERFORM tenancy._prepare_shard_moves();
+    PERFORM tenancy._revoke_public_function_gaps();
 END
 $$;
-COMMENT ON FUNCTION tenancy.scale_out() IS 'Citus: makes the extension''s shared tables reference tables and distributes every tenant-scoped table and the audit log by tenant, colocated (idempotency keys stay on the coordinator). Run on the coordinator, as a superuser, once the workers are added, and again after adding a worker (it prepares the new node for shard moves). Returns what changed.';
+COMMENT ON FUNCTION tenancy.scale_out() IS 'Citus: makes the extension''s shared tables reference tables and distributes every tenant-scoped table and the audit log by tenant, colocated (idempotency keys stay on the coordinator). Run on the coordinator, as a superuser, once the workers are added, and again after adding a worker (it prepares the new node for shard moves and revokes there the EXECUTE that PUBLIC has only there). Returns what changed.';
 
 -- What tenancy.check() reports on Citus: nothing without Citus or before
 -- a worker is added; after that, whatever would let tenants' rows stray
@@ -524,22 +578,30 @@ BEGIN
       AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = x.tbl AND p.polname LIKE 'rbac\_%' AND NOT p.polpermissive)
     UNION ALL
     -- Citus 13.2 crashes the node that plans a call of a distributed
-    -- function whose distribution argument is a NULL constant; Postgres
+    -- function whose distribution argument is NULL, and checks the
+    -- privilege to call it only on the node the call is sent to. Postgres
     -- takes such a call away first only for a STRICT function that returns
-    -- one value (README: Scale out on Citus, Limits). Other such functions
-    -- are safe only while nobody but their owner (and superusers) may call
-    -- them.
+    -- one value; pg_tenancy's planner hook refuses the others (22004) in
+    -- every backend where it is loaded, which is every backend once it is
+    -- in shared_preload_libraries (README: Scale out on Citus, Limits).
     SELECT 'error', 'function', f.oid::regprocedure::text,
-           'is distributed by an argument, is not STRICT or returns a set, and roles other than its owner may call it: a call with NULL for that argument crashes the Citus node that plans it (every backend restarts)',
-           CASE WHEN f.proretset
-                THEN format('Let only its owner call it: REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC; (and from any role granted it), then call it from a SECURITY DEFINER function of its owner that never passes NULL. Or make it return one value and STRICT.', f.oid::regprocedure::text)
-                ELSE format('ALTER FUNCTION %s STRICT;', f.oid::regprocedure::text) END
+           'is distributed by an argument and is not STRICT or returns a set, and pg_tenancy is not in shared_preload_libraries: a call with NULL for that argument, by anyone who may run SQL, crashes the Citus node that plans it (every backend restarts) unless pg_tenancy''s planner hook is loaded in that backend',
+           'Add pg_tenancy to shared_preload_libraries on every node (sql/citus/postgresql.conf has it) and restart them.'
     FROM pg_dist_object o JOIN pg_proc f ON f.oid = o.objid
     WHERE o.classid = 'pg_proc'::regclass AND o.distribution_argument_index IS NOT NULL
       AND f.prokind = 'f' AND (NOT f.proisstrict OR f.proretset)
-      AND EXISTS (SELECT 1 FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) a
-                  LEFT JOIN pg_roles r ON r.oid = a.grantee
-                  WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> f.proowner
-                    AND NOT coalesce(r.rolsuper, false));
+      AND current_setting('shared_preload_libraries') !~ '(^|,)\s*"?pg_tenancy"?\s*(,|$)';
+
+    -- A distributed function that PUBLIC may execute on a worker and not on
+    -- the coordinator (tenancy._public_function_gaps).
+    RETURN QUERY
+    SELECT CASE WHEN g.error IS NULL THEN 'error' ELSE 'warning' END, 'node', g.node,
+           CASE WHEN g.error IS NULL
+                THEN format('lets every role execute distributed functions that the coordinator lets only some roles execute: %s (Citus 13.2 does not carry revoked default privileges to a node it adds)',
+                            array_to_string(g.functions, ', '))
+                ELSE format('could not be asked which distributed functions every role may execute there: %s', g.error) END,
+           'SELECT * FROM tenancy.scale_out();'
+    FROM tenancy._public_function_gaps() g
+    WHERE g.error IS NOT NULL OR cardinality(g.functions) > 0;
 END
 $$;

@@ -37,6 +37,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy._write_policies(regclass, name, text, boolean),
     tenancy._audit_copying(regclass, boolean),
     tenancy._shard_move_gaps(),
+    tenancy._public_function_gaps(),
     tenancy._merge_actions(text[], text[]),
     tenancy._require_citus(),
     tenancy._citus_findings(),
