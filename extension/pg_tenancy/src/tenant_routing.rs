@@ -94,16 +94,20 @@ pub unsafe fn add_tenant_quals(query: *mut pg_sys::Query) -> bool {
     let Some(tenant) = crate::context::current_tenant_id().map(|t| *t.as_bytes()) else {
         return false; // no tenant: the policies raise, as without this
     };
+    let mut added = false;
     for &(rte, scoped) in &walk.found {
         if !walk.skip.contains(&rte.cast_const()) {
             add_to_entry(&mut *rte, scoped, tenant);
+            added = true;
         }
     }
-    if BAKED.get().is_some_and(|b| b != tenant) {
-        invalidate();
+    if added {
+        if BAKED.get().is_some_and(|b| b != tenant) {
+            invalidate();
+        }
+        BAKED.set(Some(tenant));
     }
-    BAKED.set(Some(tenant));
-    true
+    added
 }
 
 /// Makes `plan`, which holds the current tenant as a constant, one that
@@ -140,7 +144,7 @@ pub fn context_changed(tenant: Option<pgrx::Uuid>) {
 fn invalidate() {
     BAKED.set(None);
     // SAFETY: runs this backend's syscache callbacks for one hash value:
-    // the plan cache's marks the plans holding it as invalid.
+    // the plan cache's callback marks the plans holding it as invalid.
     #[allow(unsafe_code)]
     unsafe {
         pg_sys::CallSyscacheCallbacks(pg_sys::SysCacheIdentifier::PROCOID as i32, marker());
@@ -305,10 +309,7 @@ unsafe fn add_to_entry(
         false,
     );
     let qual = pg_sys::copyObjectImpl(scoped.cast()).cast::<pg_sys::OpExpr>();
-    let column = PgList::<pg_sys::Node>::from_pg((*qual).args)
-        .iter_ptr()
-        .find(|a| (**a).type_ == pg_sys::NodeTag::T_Var)
-        .unwrap_or(std::ptr::null_mut());
+    let column = column(qual).cast::<pg_sys::Node>();
     let mut args = PgList::<pg_sys::Node>::new();
     args.push(column);
     args.push(constant.cast());
@@ -374,14 +375,26 @@ unsafe fn required(node: *mut pg_sys::Node, tenancy: pg_sys::Oid) -> Option<*mut
     }
 }
 
-/// The column (attribute number) a comparison `required` found is on.
+/// The column a comparison `required` found is on.
 #[allow(unsafe_code)]
-unsafe fn column_of(op: *mut pg_sys::OpExpr) -> pg_sys::AttrNumber {
+unsafe fn column(op: *mut pg_sys::OpExpr) -> *mut pg_sys::Var {
     // SAFETY: an OpExpr `required` checked: one of its arguments is a Var.
     PgList::<pg_sys::Node>::from_pg((*op).args)
         .iter_ptr()
         .find(|a| (**a).type_ == pg_sys::NodeTag::T_Var)
-        .map_or(0, |v| (*v.cast::<pg_sys::Var>()).varattno)
+        .map_or(std::ptr::null_mut(), |v| v.cast())
+}
+
+/// Its attribute number.
+#[allow(unsafe_code)]
+unsafe fn column_of(op: *mut pg_sys::OpExpr) -> pg_sys::AttrNumber {
+    // SAFETY: as for `column`.
+    let v = column(op);
+    if v.is_null() {
+        0
+    } else {
+        (*v).varattno
+    }
 }
 
 #[allow(unsafe_code)]
