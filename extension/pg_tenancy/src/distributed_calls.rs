@@ -6,14 +6,15 @@
 //! to the node that holds that argument's value, and looks the value up
 //! without checking for NULL: the node planning such a call crashes, and
 //! every backend of it restarts. Postgres removes the call first only for a
-//! STRICT function returning one value (which is left to it). The privilege to execute the
-//! function is checked where the call runs, after that: whoever may run SQL
-//! could take the coordinator down with `SELECT * FROM f(NULL)`, with or
-//! without the privilege. So before Citus plans a SELECT, each function
-//! called at its top level whose argument is NULL (a constant, a bound
-//! parameter, or what Postgres folds into one) is looked up in Citus'
-//! catalog, and if that argument is its distribution argument the call is
-//! refused (22004).
+//! STRICT function returning one value (which is left to it). The
+//! privilege to execute the function is checked where the call runs, after
+//! that: whoever may run SQL could take the coordinator down with
+//! `SELECT * FROM f(NULL)`, with or without the privilege. So before Citus
+//! plans a SELECT, each function called at its top level whose argument is
+//! NULL (a constant, a bound parameter, or what Postgres folds into one) is
+//! looked up in Citus' catalog, and if that argument is its distribution
+//! argument the call is refused (22004). A database without the citus
+//! extension has no such functions.
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -102,6 +103,14 @@ unsafe fn folds_to_null(arg: *mut pg_sys::Node, bound: pg_sys::ParamListInfo) ->
 /// The distribution argument (from 0) of function `f`, if Citus has it
 /// distributed by one.
 fn distribution_argument(f: pg_sys::Oid) -> Option<usize> {
+    // SAFETY: a catalog lookup by name, with a NUL-terminated name.
+    #[allow(unsafe_code)]
+    let catalog = unsafe {
+        pg_sys::get_relname_relid(c"pg_dist_object".as_ptr(), pg_sys::PG_CATALOG_NAMESPACE.into())
+    };
+    if catalog == pg_sys::InvalidOid {
+        return None;
+    }
     let found = Spi::get_one_with_args::<i32>(
         "SELECT distribution_argument_index FROM pg_catalog.pg_dist_object
          WHERE classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND objid = $1 AND objsubid = 0",

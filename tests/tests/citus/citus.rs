@@ -762,6 +762,20 @@ async fn a_null_distribution_argument_is_refused_before_citus_plans_it() {
         .await
         .unwrap();
     assert_eq!(alive, 1, "a connection opened before is still served");
+
+    // Any other function with a NULL argument is called as ever, also in a
+    // database of the same server without the citus extension.
+    let options: sqlx::postgres::PgConnectOptions = stack().db_url.parse().unwrap();
+    let mut other_db = sqlx::PgConnection::connect_with(&options.database("postgres"))
+        .await
+        .unwrap();
+    for c in [&mut bystander, &mut other_db] {
+        let got: String = sqlx::query_scalar("SELECT concat(NULL::text, 'x')")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(got, "x");
+    }
 }
 
 /// A statement that writes a shared (reference) table takes the
