@@ -619,9 +619,9 @@ async fn reconcile_runs_on_the_tenants_worker_and_only_its_owner_may_call_it() {
 /// holds the current tenant (tenant_routing.rs), for tenants on each
 /// worker: reads, joins, subqueries; writes change the tenant's rows only.
 /// A plan Postgres keeps (a prepared statement, PL/pgSQL) serves each
-/// tenant after the context changes, across transactions and within one. A write naming another tenant
-/// changes nothing (and does not fail: Citus 13.2 fails a write in WITH
-/// that is left with no shard).
+/// tenant after the context changes, across transactions and within one.
+/// A write naming another tenant changes nothing (and does not fail: Citus
+/// 13.2 fails a write in WITH that is left with no shard).
 #[tokio::test]
 async fn statements_without_a_tenant_filter_run_on_the_tenants_worker_only() {
     let db = admin().await;
