@@ -152,8 +152,6 @@ psql_admin() {
     PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$@"
 }
 
-# jwt_secret: the dev secret from api-config/postgrest.conf (the same file
-# PostgREST reads), unless PGRST_JWT_SECRET overrides it.
 # For the shell tests: expect "what" "SQL" "value" runs SQL with the test's
 # own q (its database) and calls the test's fail unless SQL answers value.
 expect() {
@@ -162,6 +160,8 @@ expect() {
     [ "$got" = "$3" ] || fail "$1: expected '$3', got '$got'"
 }
 
+# jwt_secret: the dev secret from api-config/postgrest.conf (the same file
+# PostgREST reads), unless PGRST_JWT_SECRET overrides it.
 jwt_secret() {
     if [ -n "${PGRST_JWT_SECRET:-}" ]; then echo "$PGRST_JWT_SECRET"; return; fi
     sed -n 's/^jwt-secret *= *"\(.*\)"/\1/p' "$ROOT/api-config/postgrest.conf"

@@ -124,11 +124,12 @@ fn distribution_argument(f: pg_sys::Oid) -> Option<usize> {
 }
 
 fn refuse(f: pg_sys::Oid, i: usize) -> ! {
-    let name =
-        Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regprocedure::text", &[f.into()])
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| f.to_u32().to_string());
+    // SAFETY: the function's name as regprocedure prints it, a palloc'd C
+    // string, copied at once.
+    #[allow(unsafe_code)]
+    let name = unsafe { std::ffi::CStr::from_ptr(pg_sys::format_procedure(f)) }
+        .to_string_lossy()
+        .into_owned();
     crate::error::raise(
         PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
         format!("argument {} of {name}, which Citus routes the call by, is NULL", i + 1),

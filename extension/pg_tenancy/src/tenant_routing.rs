@@ -102,9 +102,7 @@ pub unsafe fn add_tenant_quals(query: *mut pg_sys::Query) -> bool {
         }
     }
     if added {
-        if BAKED.get().is_some_and(|b| b != tenant) {
-            invalidate();
-        }
+        context_changed_to(Some(tenant));
         BAKED.set(Some(tenant));
     }
     added
@@ -133,7 +131,10 @@ pub unsafe fn mark_plan(plan: *mut pg_sys::PlannedStmt) {
 /// The context's tenant is now `tenant`: plans kept for another tenant
 /// are planned again when next used.
 pub fn context_changed(tenant: Option<pgrx::Uuid>) {
-    let tenant = tenant.map(|t| *t.as_bytes());
+    context_changed_to(tenant.map(|t| *t.as_bytes()));
+}
+
+fn context_changed_to(tenant: Option<[u8; 16]>) {
     if BAKED.get().is_some_and(|b| Some(b) != tenant) {
         invalidate();
     }
