@@ -10,6 +10,8 @@
 //! (src/sql/reconcile.sql) wraps it: it hands over the tenant's rules with
 //! the per-call overrides (`rules`).
 
+mod id;
+mod jsonb;
 mod numeric;
 mod output;
 mod read;
@@ -20,8 +22,9 @@ mod watch;
 use crate::error::raise as fail;
 use crate::progress::{Phase, Report};
 use pgrx::prelude::*;
-use output::{Jsonb, Numeric};
+use output::{Jsonb, Numeric, Text};
 use pgrx::PgRelation;
+use id::Id;
 use read::Row;
 use rust_decimal::Decimal;
 use source::{Source, INVOICE_COLUMNS, TRANSACTION_COLUMNS, UNMATCHED};
@@ -37,7 +40,7 @@ const BATCH: usize = 1_000;
 fn invoice(source: &Source, r: &Row) -> Option<Invoice> {
     let c = &INVOICE_COLUMNS;
     {
-        if source.has_tenant {
+        if source.checks_tenant {
             r.foreign_tenant(c.len());
         }
         let inv = Invoice {
@@ -92,7 +95,7 @@ fn transaction(source: &Source, r: &Row) -> Option<Transaction> {
             available = available.min(r.amount(next, &UNMATCHED));
             next += 1;
         }
-        if source.has_tenant {
+        if source.checks_tenant {
             r.foreign_tenant(next);
         }
         if available <= Decimal::ZERO {
@@ -119,11 +122,11 @@ fn reconcile_relations(
 ) -> TableIterator<
     'static,
     (
-        name!(invoice_id, String),
-        name!(transaction_id, String),
+        name!(invoice_id, Text),
+        name!(transaction_id, Text),
         name!(allocated_amount, Numeric),
         name!(score, Numeric),
-        name!(grade, String),
+        name!(grade, Text),
         name!(group_id, i64),
         name!(reasons, Jsonb),
     ),
@@ -160,6 +163,7 @@ fn reconcile_relations(
         budget,
         out: VecDeque::new(),
         scores: HashMap::new(),
+        buf: Vec::new(),
         matching: Duration::ZERO,
         started: Instant::now(),
         whole_tried: false,
@@ -173,7 +177,7 @@ fn reconcile_relations(
 struct Reader<T> {
     source: Source,
     cursor: String,
-    rows: VecDeque<(String, T)>,
+    rows: VecDeque<(Id, T)>,
     ended: bool,
     read: usize,
     /// Time spent fetching and taking rows apart.
@@ -202,7 +206,7 @@ impl<T> Reader<T> {
         }
     }
 
-    fn next(&mut self) -> Option<(String, T)> {
+    fn next(&mut self) -> Option<(Id, T)> {
         while self.rows.is_empty() && !self.ended {
             let started = Instant::now();
             let (source, convert) = (&self.source, self.convert);
@@ -242,13 +246,15 @@ struct Run {
     invoices: Reader<Invoice>,
     payments: Reader<Transaction>,
     report: Report,
-    windows: Windows<String>,
+    windows: Windows<Id>,
     /// Bytes a window may hold (`tenancy.reconcile_memory`).
     budget: usize,
-    out: VecDeque<Keyed<String>>,
+    out: VecDeque<Keyed<Id>>,
     /// Scores are rounded to four decimals, so few distinct ones repeat over
     /// many rows: each is converted to a decimal once.
     scores: HashMap<u64, Decimal>,
+    /// Where each numeric and jsonb value is built before it is copied out.
+    buf: Vec<u8>,
     /// Time spent matching (the rest of the call is reading and writing).
     matching: Duration,
     started: Instant,
@@ -259,14 +265,14 @@ struct Run {
     done: bool,
 }
 
-type Output = (String, String, Numeric, Numeric, String, i64, Jsonb);
+type Output = (Text, Text, Numeric, Numeric, Text, i64, Jsonb);
 
 impl Run {
     /// Reads both sources in any order, as one window, if they fit the
     /// budget: most calls, and without the cost of ordering by date. When
     /// they do not, what was read is dropped and both are read again by
     /// date, in windows.
-    fn whole(&mut self) -> Option<Vec<Keyed<String>>> {
+    fn whole(&mut self) -> Option<Vec<Keyed<Id>>> {
         let mut invoices = Vec::new();
         let mut payments = Vec::new();
         let mut bytes = 0;
@@ -378,23 +384,23 @@ impl Run {
         );
     }
 
-    fn output(&mut self, k: Keyed<String>) -> Output {
+    fn output(&mut self, k: Keyed<Id>) -> Output {
         let m = k.matched;
         let score = *self
             .scores
             .entry(m.score.to_bits())
             .or_insert_with(|| Decimal::from_str(&format!("{:.4}", m.score)).unwrap_or_default());
         (
-            k.invoice,
-            k.transaction,
-            output::numeric(m.allocated),
-            output::numeric(score),
-            match m.grade {
-                Grade::Auto => "auto".to_string(),
-                Grade::Suggested => "suggested".to_string(),
-            },
+            k.invoice.with_text(output::text),
+            k.transaction.with_text(output::text),
+            output::numeric(m.allocated, &mut self.buf),
+            output::numeric(score, &mut self.buf),
+            output::text(match m.grade {
+                Grade::Auto => "auto",
+                Grade::Suggested => "suggested",
+            }),
             i64::try_from(m.group).unwrap_or(i64::MAX),
-            output::reasons(&m.reasons),
+            output::reasons(&m.reasons, &mut self.buf),
         )
     }
 }

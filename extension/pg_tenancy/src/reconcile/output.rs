@@ -1,9 +1,9 @@
 //! The values of `_reconcile`'s rows built as Postgres datums directly:
-//! amounts as `numeric` from a decimal's integer and scale, and `reasons` as
-//! `jsonb` from the matcher's fields (`tenancy_matching::explain::fields`).
-//! Going through text instead (a decimal's digits read back by
-//! `numeric_in`, JSON text parsed by `jsonb_in`) cost about a quarter of a
-//! call at 100,000 invoices.
+//! amounts in numeric's stored form (`numeric.rs`), and `reasons` in
+//! jsonb's (`jsonb.rs`), from the matcher's fields
+//! (`tenancy_matching::explain::fields`). Going through text instead (a
+//! decimal's digits read back by `numeric_in`, JSON text parsed by
+//! `jsonb_in`) cost about a quarter of a call at 100,000 invoices.
 //!
 //! Each datum is allocated in the current memory context: the row's, which
 //! Postgres resets before it asks for the next row.
@@ -11,8 +11,7 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use rust_decimal::Decimal;
-use std::ffi::{c_char, c_int, CString};
-use tenancy_matching::explain::{self, Value};
+use std::ffi::{c_char, c_int};
 use tenancy_matching::Reason;
 
 /// A datum built here, returned as a column of SQL type `$sql`.
@@ -46,141 +45,77 @@ macro_rules! column {
     };
 }
 
+column!(Text, "text", pg_sys::TEXTOID);
 column!(Numeric, "numeric", pg_sys::NUMERICOID);
 column!(Jsonb, "jsonb", pg_sys::JSONBOID);
 
-/// `d` as a `numeric` of the same digits and display scale (12.50 stays
-/// 12.50), as `numeric_in` would read its text.
-pub fn numeric(d: Decimal) -> Numeric {
-    Numeric(pg_sys::Datum::from(numeric_ptr(d)))
+/// `s` as a `text`.
+pub fn text(s: &str) -> Text {
+    let len = c_int::try_from(s.len()).unwrap_or(c_int::MAX);
+    // SAFETY: copies `len` bytes of `s` (valid UTF-8) into a new text.
+    #[allow(unsafe_code)]
+    let t = unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast::<c_char>(), len) };
+    Text(pg_sys::Datum::from(t))
 }
 
-fn numeric_ptr(d: Decimal) -> pg_sys::Numeric {
-    let scale = c_int::try_from(d.scale()).unwrap_or(c_int::MAX);
-    // The function scales the integer up by at most 1000 first; where that
-    // would overflow, PostgreSQL before 15.2 took a path that lost digits.
-    // Such amounts (beyond 15 digits) go through their text instead.
-    let fast = i64::try_from(d.mantissa())
-        .ok()
-        .filter(|m| m.checked_mul(1000).is_some());
-    match fast {
-        // SAFETY: a plain function of two integers that returns a new
-        // numeric (palloc'd); the scale of a decimal is at most 28.
-        #[allow(unsafe_code)]
-        Some(m) => unsafe { pg_sys::int64_div_fast_to_numeric(m, scale) },
-        // Through its text, which is always a numeric's.
-        None => {
-            let text = CString::new(d.to_string()).unwrap_or_default();
-            // SAFETY: numeric_in of a valid C string returns a numeric.
-            #[allow(unsafe_code)]
-            let datum = unsafe {
-                pgrx::direct_function_call_as_datum(
-                    pg_sys::numeric_in,
-                    &[
-                        Some(pg_sys::Datum::from(text.as_ptr())),
-                        Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
-                        Some(pg_sys::Datum::from(-1_i32)),
-                    ],
-                )
-            };
-            match datum {
-                Some(d) => d.cast_mut_ptr(),
-                None => crate::error::internal("numeric_in of an amount", "no value"),
-            }
-        }
-    }
+/// `d` as a `numeric` of the same digits and display scale (12.50 stays
+/// 12.50), as `numeric_in` would read its text.
+pub fn numeric(d: Decimal, buf: &mut Vec<u8>) -> Numeric {
+    buf.clear();
+    super::numeric::encode(d, buf);
+    Numeric(datum(buf))
 }
 
 /// The reasons as a `jsonb` array of objects, `[{"kind": ..., ...}, ...]`.
-pub fn reasons(reasons: &[Reason]) -> Jsonb {
-    let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
-    // SAFETY: the documented way to build a jsonb value: a sequence of
-    // pushJsonbValue calls on one parse state, then JsonbValueToJsonb. The
-    // strings pushed are borrowed from `reasons` and from static keys, which
-    // outlive the call; JsonbValueToJsonb copies them into the result.
-    #[allow(unsafe_code)]
-    unsafe {
-        use pg_sys::JsonbIteratorToken::{
-            WJB_BEGIN_ARRAY, WJB_BEGIN_OBJECT, WJB_END_ARRAY, WJB_END_OBJECT, WJB_KEY, WJB_VALUE,
-        };
-        let push = |state: &mut *mut pg_sys::JsonbParseState, token, value: Option<Value>| {
-            let mut v = value.map(scalar);
-            pg_sys::pushJsonbValue(
-                state,
-                token,
-                v.as_mut().map_or(std::ptr::null_mut(), |v| v as *mut _),
-            )
-        };
-        push(&mut state, WJB_BEGIN_ARRAY, None);
-        for r in reasons {
-            let (kind, fields) = explain::fields(r);
-            push(&mut state, WJB_BEGIN_OBJECT, None);
-            push(&mut state, WJB_KEY, Some(Value::Text("kind")));
-            push(&mut state, WJB_VALUE, Some(Value::Text(kind)));
-            for (name, value) in fields.into_iter().flatten() {
-                push(&mut state, WJB_KEY, Some(Value::Text(name)));
-                push(&mut state, WJB_VALUE, Some(value));
-            }
-            push(&mut state, WJB_END_OBJECT, None);
-        }
-        let array = push(&mut state, WJB_END_ARRAY, None);
-        Jsonb(pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(array)))
+pub fn reasons(reasons: &[Reason], buf: &mut Vec<u8>) -> Jsonb {
+    if super::jsonb::reasons(reasons, buf).is_none() {
+        crate::error::raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "the reasons of a match are longer than jsonb allows ({} bytes)",
+                super::jsonb::MAX_LENGTH
+            ),
+            "An invoice reference of that length is no reference: shorten it.",
+        );
     }
+    Jsonb(datum(buf))
 }
 
-/// A scalar jsonb value; a string borrows its bytes.
-fn scalar(v: Value) -> pg_sys::JsonbValue {
-    // SAFETY: an all-zero JsonbValue is a valid (null) value; each arm
-    // below sets the type and the one union field it reads.
+/// A varlena datum of `bytes` (a varlena, its header included), copied
+/// into the current memory context.
+fn datum(bytes: &[u8]) -> pg_sys::Datum {
+    // SAFETY: palloc returns `len` writable bytes (or raises); `bytes`
+    // does not overlap them.
     #[allow(unsafe_code)]
-    let mut j: pg_sys::JsonbValue = unsafe { std::mem::zeroed() };
-    match v {
-        Value::Null => j.type_ = pg_sys::jbvType::jbvNull,
-        Value::Bool(b) => {
-            j.type_ = pg_sys::jbvType::jbvBool;
-            j.val.boolean = b;
-        }
-        Value::Int(n) => {
-            j.type_ = pg_sys::jbvType::jbvNumeric;
-            j.val.numeric = numeric_ptr(Decimal::from(n));
-        }
-        Value::Amount(d) => {
-            j.type_ = pg_sys::jbvType::jbvNumeric;
-            j.val.numeric = numeric_ptr(d);
-        }
-        Value::Text(s) => {
-            j.type_ = pg_sys::jbvType::jbvString;
-            j.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
-                len: c_int::try_from(s.len()).unwrap_or(c_int::MAX),
-                val: s.as_ptr().cast::<c_char>().cast_mut(),
-            };
-        }
+    unsafe {
+        let p = pg_sys::palloc(bytes.len()).cast::<u8>();
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        pg_sys::Datum::from(p)
     }
-    j
 }
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
     use super::*;
-    use std::ffi::CStr;
+    use std::ffi::CString;
     use std::str::FromStr;
 
-    /// The text of a datum by its type's output function.
+    /// The bytes of a varlena datum with a 4-byte header.
     #[allow(unsafe_code)]
-    fn out(f: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum, d: pg_sys::Datum) -> String {
-        // SAFETY: an output function of the datum's type.
-        let text: Option<&CStr> = unsafe { pgrx::direct_function_call(f, &[Some(d)]) };
-        text.expect("a value").to_string_lossy().into_owned()
+    fn bytes(d: pg_sys::Datum) -> Vec<u8> {
+        // SAFETY: a datum built here or by an input function: a varlena
+        // with a 4-byte header, its size in the upper 30 bits.
+        unsafe {
+            let p = d.cast_mut_ptr::<u8>();
+            let size = u32::from_ne_bytes(*p.cast::<[u8; 4]>()) >> 2;
+            std::slice::from_raw_parts(p, size as usize).to_vec()
+        }
     }
 
-    /// What `text` reads as through the input function `f` and back.
+    /// How the input function `f` stores `text`.
     #[allow(unsafe_code)]
-    fn through_text(
-        input: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
-        output: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
-        text: &str,
-    ) -> String {
+    fn stored(input: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum, text: &str) -> Vec<u8> {
         let c = CString::new(text).unwrap();
         // SAFETY: the input function of a type, given a C string (numeric_in
         // also takes a type oid and typmod, which it ignores when unset).
@@ -194,7 +129,7 @@ mod tests {
                 ],
             )
         };
-        out(output, d.expect("a value"))
+        bytes(d.expect("a value"))
     }
 
     #[pg_test]
@@ -212,7 +147,11 @@ mod tests {
             "-123456789012345678901234.5678",
             "0.0000000000000000000000000001",
             "1.2345678901234567890123456789",
-            // Either side of where the text path takes over.
+            "-0.00",
+            "100000",
+            "10000.0000",
+            "-79228162514264337593543950335",
+            "7.9228162514264337593543950335",
             "9223372036854.775",
             "-9223372036854775",
             "9223372036854.775807",
@@ -221,8 +160,8 @@ mod tests {
         ] {
             let d = Decimal::from_str(s).unwrap();
             assert_eq!(
-                out(pg_sys::numeric_out, numeric(d).0),
-                through_text(pg_sys::numeric_in, pg_sys::numeric_out, &d.to_string()),
+                bytes(numeric(d, &mut Vec::new()).0),
+                stored(pg_sys::numeric_in, &d.to_string()),
                 "{s}"
             );
         }
@@ -280,14 +219,32 @@ mod tests {
         // The JSON text reconcile returned before 0.8.0, parsed by jsonb_in.
         let text = r#"[{"kind": "amount_equal"}, {"kind": "amount_within_tolerance", "difference": 0.50}, {"kind": "bank_fee", "fee": 12.50}, {"kind": "partial_payment", "remaining": 8686.31}, {"kind": "overpayment", "excess": -0.01}, {"kind": "split_payment", "invoices": 3}, {"kind": "date", "days_after_issue": 13, "days_after_due": -17}, {"kind": "date", "days_after_issue": -2, "days_after_due": null}, {"kind": "reference", "reference": "INV-\"7\"\u000a\\ é ✓", "exact": false}, {"kind": "reference", "reference": "", "exact": true}, {"kind": "no_reference"}, {"kind": "counterparty", "similarity": 0.8333}, {"kind": "counterparty", "similarity": 1}, {"kind": "ambiguous", "candidates": 2}, {"kind": "tie", "candidates": 4}, {"kind": "outside_window", "days": 7}, {"kind": "currency_differs", "invoice_currency": "EUR", "transaction_currency": "usd"}]"#;
         let one = r#"[{"kind": "date", "days_after_issue": -2, "days_after_due": null}]"#;
+        // More than 32 elements, where entries hold offsets, and a long string.
+        let twice = [all.clone(), all.clone()].concat();
+        let twice_text = format!("[{}, {}]", &text[1..text.len() - 1], &text[1..text.len() - 1]);
+        let long = "R".repeat(5000);
+        let long_reason = vec![
+            Reason::Reference {
+                reference: long.clone(),
+                exact: true,
+            },
+            Reason::BankFee {
+                fee: amount("1.5"),
+            },
+        ];
+        let long_text =
+            format!(r#"[{{"kind": "reference", "reference": "{long}", "exact": true}}, {{"kind": "bank_fee", "fee": 1.5}}]"#);
         for (reasons, text) in [
             (vec![], "[]"),
             (all.clone(), text),
             (vec![all[7].clone()], one),
+            (twice, twice_text.as_str()),
+            (long_reason, long_text.as_str()),
         ] {
             assert_eq!(
-                out(pg_sys::jsonb_out, super::reasons(&reasons).0),
-                through_text(pg_sys::jsonb_in, pg_sys::jsonb_out, text),
+                bytes(super::reasons(&reasons, &mut Vec::new()).0),
+                stored(pg_sys::jsonb_in, text),
+                "{text}"
             );
         }
     }

@@ -5,6 +5,7 @@
 //! with errors naming the relation, the row and the column. Amounts are
 //! read from numeric's stored form (`numeric.rs`), not through text.
 
+use super::id::Id;
 use super::numeric;
 use super::source::{Column, Nulls, Source};
 use crate::error::raise as fail;
@@ -19,7 +20,8 @@ pub struct Row<'a> {
     source: &'a Source,
     values: &'a [pg_sys::Datum],
     nulls: &'a [bool],
-    pub id: String,
+    /// Empty text until read (the first column).
+    pub id: Id,
 }
 
 /// The bytes of a varlena datum (text, numeric) after its header,
@@ -79,13 +81,11 @@ impl Row<'_> {
     pub fn null(&self, column: &str) -> ! {
         fail(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            if self.id.is_empty() {
-                format!("{}: a row has a NULL \"{column}\"", self.source.name)
-            } else {
-                format!(
-                    "{}: row {} has a NULL \"{column}\"",
-                    self.source.name, self.id
-                )
+            match &self.id {
+                Id::Text(s) if s.is_empty() => {
+                    format!("{}: a row has a NULL \"{column}\"", self.source.name)
+                }
+                id => format!("{}: row {id} has a NULL \"{column}\"", self.source.name),
             },
             "Give the column a value, or filter such rows out with a view.",
         )
@@ -213,7 +213,7 @@ pub fn fetch<T>(
     cursor: &str,
     n: usize,
     mut f: impl FnMut(&Row) -> Option<T>,
-    out: &mut std::collections::VecDeque<(String, T)>,
+    out: &mut std::collections::VecDeque<(Id, T)>,
 ) -> usize {
     let Ok(name) = CString::new(cursor) else {
         internal(source, &pgrx::spi::SpiError::CursorNotFound(cursor.into()))
@@ -246,10 +246,12 @@ pub fn fetch<T>(
                     source,
                     values: &values,
                     nulls: &nulls,
-                    id: String::new(),
+                    id: Id::Text(Box::default()),
                 };
                 r.id = match r.datum(0) {
-                    Some(d) => r.string(d, "id"),
+                    // SAFETY: a uuid datum points to its 16 bytes.
+                    Some(d) if source.uuid_id => Id::uuid(*d.cast_mut_ptr::<[u8; 16]>()),
+                    Some(d) => Id::Text(r.string(d, "id").into()),
                     None => r.null("id"),
                 };
                 if let Some(v) = f(&r) {

@@ -12,6 +12,8 @@ const EPOCH: &str = "DATE '2000-01-01'";
 
 #[derive(Clone, Copy, PartialEq)]
 pub enum Kind {
+    /// An id: a uuid's 16 bytes, any other type as text (`id.rs`).
+    Id,
     /// Read as text; any type.
     Text,
     /// An amount: a numeric-category type, read exactly as numeric.
@@ -41,7 +43,7 @@ const fn col(name: &'static str, kind: Kind, nulls: Nulls) -> Column {
 }
 
 pub const INVOICE_COLUMNS: [Column; 8] = [
-    col("id", Kind::Text, Nulls::Refused),
+    col("id", Kind::Id, Nulls::Refused),
     col("amount", Kind::Amount, Nulls::Refused),
     col("currency", Kind::Text, Nulls::Refused),
     col("issue_date", Kind::Date, Nulls::Refused),
@@ -52,7 +54,7 @@ pub const INVOICE_COLUMNS: [Column; 8] = [
 ];
 
 pub const TRANSACTION_COLUMNS: [Column; 6] = [
-    col("id", Kind::Text, Nulls::Refused),
+    col("id", Kind::Id, Nulls::Refused),
     col("amount", Kind::Amount, Nulls::Refused),
     col("currency", Kind::Text, Nulls::Refused),
     col("booked_on", Kind::Date, Nulls::Refused),
@@ -76,7 +78,11 @@ pub struct Source {
     /// The column to order by for reading in windows.
     pub order: String,
     pub has_unmatched: bool,
-    pub has_tenant: bool,
+    /// The id column is a uuid, read as its bytes.
+    pub uuid_id: bool,
+    /// Each row's tenant is checked (the query's last column): a relation
+    /// with a tenant_id that is not read by tenant (`by_tenant`).
+    pub checks_tenant: bool,
     /// The query reads the current tenant's rows only ($1).
     pub by_tenant: bool,
     /// Only open rows are read (the filter on the open column).
@@ -96,14 +102,17 @@ impl Source {
 
 /// The relation's name, schema-qualified and quoted (so the query reads
 /// this relation whatever the search_path), its kind and its columns with
-/// their type category ('N' numeric, 'D' date/time, ...).
+/// their type category ('N' numeric, 'D' date/time, ...; 'uuid' for a
+/// uuid, whose category 'U' is any user type's).
 /// And whether it is tenant-scoped by its tenant_id column (tenancy.enable:
 /// its policy, forced, and the key to tenancy.tenants on that column).
 fn catalog(oid: pg_sys::Oid) -> (String, String, HashMap<String, String>, bool) {
     let read = Spi::connect(|client| {
         let rows = client.select(
             "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
-                    c.relkind::text, a.attname::text, t.typcategory::text,
+                    c.relkind::text, a.attname::text,
+                    CASE WHEN a.atttypid = 'pg_catalog.uuid'::pg_catalog.regtype THEN 'uuid'
+                         ELSE t.typcategory::text END,
                     c.relrowsecurity AND c.relforcerowsecurity
                     AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
                                 WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
@@ -204,7 +213,8 @@ fn inspect(
             );
         };
         let expr = match c.kind {
-            Kind::Text => format!("\"{}\"::text", c.name),
+            Kind::Id if category == "uuid" => format!("\"{}\"", c.name),
+            Kind::Id | Kind::Text => format!("\"{}\"::text", c.name),
             Kind::Amount => {
                 if category != "N" {
                     fail(
@@ -234,7 +244,14 @@ fn inspect(
     }
     let has_unmatched = optional.is_some();
     let has_tenant = types.contains_key(TENANT);
-    if has_tenant {
+    // On a tenant-scoped table, the current tenant as a parameter ($1,
+    // `read::open`): row level security already keeps the rows to it, but a
+    // policy does not tell Citus where to look, and this sends the read to
+    // the one worker that holds the tenant. Elsewhere every visible row is
+    // read, and one of another tenant is refused (the last column).
+    let by_tenant = has_tenant && scoped;
+    let checks_tenant = has_tenant && !by_tenant;
+    if checks_tenant {
         select.push(format!(
             "\"{TENANT}\"::text IS DISTINCT FROM (SELECT tenancy.current_tenant_id()::text)"
         ));
@@ -253,12 +270,6 @@ fn inspect(
         // with this very predicate serves it (see `read::open`).
         filters.push(format!("(\"{c}\" <> 0 OR \"{c}\" IS NULL)"));
     }
-    // On a tenant-scoped table, the current tenant as a parameter too ($1,
-    // `read::open`): row level security already keeps the rows to it, but a
-    // policy does not tell Citus where to look, and this sends the read to
-    // the one worker that holds the tenant. (Elsewhere every visible row is
-    // read, and one of another tenant is refused.)
-    let by_tenant = has_tenant && scoped;
     if by_tenant {
         filters.push(format!("\"{TENANT}\" = $1"));
     }
@@ -274,7 +285,8 @@ fn inspect(
         name,
         order: order.to_string(),
         has_unmatched,
-        has_tenant,
+        uuid_id: types.get("id").is_some_and(|t| t == "uuid"),
+        checks_tenant,
         by_tenant,
         filtered: open.is_some(),
     }
