@@ -45,7 +45,7 @@ macro_rules! column {
     };
 }
 
-column!(Text, "text", pg_sys::TEXTOID);
+column!(Text, "TEXT", pg_sys::TEXTOID);
 column!(Numeric, "numeric", pg_sys::NUMERICOID);
 column!(Jsonb, "jsonb", pg_sys::JSONBOID);
 
