@@ -635,3 +635,125 @@ async fn text_that_is_not_utf8_is_an_error_naming_the_row() {
         .await
         .unwrap();
 }
+
+/// uuid ids are read as uuids (not through their text): they come back as
+/// the text Postgres shows, groups are numbered in that text's order as for
+/// text ids, and an error names the row by it. A relation that is not
+/// read by tenant still has each row's tenant checked.
+#[tokio::test]
+async fn uuid_ids_come_back_as_their_text_and_in_its_order() {
+    let db = admin().await;
+    let t = new_tenant(&db).await;
+    let schema = format!("uuids_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    db.execute(
+        format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.inv (id uuid, tenant_id uuid, amount numeric, currency text,
+                 issue_date date, due_date date, reference text, counterparty text, open_amount numeric);
+             CREATE TABLE {schema}.tx (id uuid, tenant_id uuid, amount numeric, currency text,
+                 booked_on date, description text, counterparty text);
+             SELECT tenancy.enable('{schema}.inv');
+             SELECT tenancy.enable('{schema}.tx');
+             -- Every tenant's lines, and a view that names their owner tenant_id.
+             CREATE TABLE {schema}.feed (id uuid, owner uuid, amount numeric, currency text,
+                 booked_on date, description text, counterparty text);
+             CREATE VIEW {schema}.tx_view WITH (security_invoker = true) AS
+                 SELECT id, owner AS tenant_id, amount, currency, booked_on, description, counterparty
+                 FROM {schema}.feed;
+             GRANT USAGE ON SCHEMA {schema} TO authenticated;
+             GRANT SELECT ON {schema}.inv, {schema}.tx, {schema}.feed, {schema}.tx_view TO authenticated;"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    // Byte order and text order agree on uuids; these differ in the first
+    // and in the last byte, and are inserted against that order.
+    let (i_high, i_low) = (
+        "ffffffff-0000-4000-8000-000000000001",
+        "0000000a-ffff-4000-8000-0000000000ff",
+    );
+    let (t_high, t_low) = (
+        "f0000000-0000-4000-8000-000000000000",
+        "0fffffff-ffff-4fff-bfff-ffffffffffff",
+    );
+    sqlx::query(&format!(
+        "INSERT INTO {schema}.inv VALUES
+             ($1::uuid, $3, 100, 'EUR', '2026-03-01', NULL, 'INV-7001', 'Acme', 100),
+             ($2::uuid, $3, 250, 'EUR', '2026-03-02', NULL, 'INV-7002', 'Acme', 250)"
+    ))
+    .bind(i_high)
+    .bind(i_low)
+    .bind(t.id)
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {schema}.tx VALUES
+             ($1::uuid, $3, 100, 'EUR', '2026-03-05', 'Paying INV-7001', 'Acme'),
+             ($2::uuid, $3, 250, 'EUR', '2026-03-06', 'Paying INV-7002', 'Acme')"
+    ))
+    .bind(t_high)
+    .bind(t_low)
+    .bind(t.id)
+    .execute(&db)
+    .await
+    .unwrap();
+    let mut c = session_as("authenticated", Some(&t)).await;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT invoice_id, transaction_id, group_id
+         FROM tenancy.reconcile('{schema}.inv', '{schema}.tx') ORDER BY group_id"
+    ))
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (i_low.to_string(), t_low.to_string(), 1),
+            (i_high.to_string(), t_high.to_string(), 2),
+        ]
+    );
+
+    // A zero amount is refused, naming the row by its uuid.
+    db.execute(format!("UPDATE {schema}.tx SET amount = 0 WHERE id = '{t_high}'").as_str())
+        .await
+        .unwrap();
+    let err = expect_db_error(
+        sqlx::query(&format!(
+            "SELECT * FROM tenancy.reconcile('{schema}.inv', '{schema}.tx')"
+        ))
+        .fetch_all(&mut c)
+        .await,
+        "22023",
+    );
+    assert_eq!(
+        err.message,
+        format!("{schema}.tx: transaction {t_high} has amount 0")
+    );
+
+    // Through a view that shows another tenant's row: refused, by its uuid.
+    let mut c = session_as("authenticated", Some(&t)).await;
+    let other = new_tenant(&db).await;
+    sqlx::query(&format!(
+        "INSERT INTO {schema}.feed VALUES
+             ($1::uuid, $2, 100, 'EUR', '2026-03-05', 'Paying INV-7001', 'Acme')"
+    ))
+    .bind(t_low)
+    .bind(other.id)
+    .execute(&db)
+    .await
+    .unwrap();
+    let err = expect_db_error(
+        sqlx::query(&format!(
+            "SELECT * FROM tenancy.reconcile('{schema}.inv', '{schema}.tx_view')"
+        ))
+        .fetch_all(&mut c)
+        .await,
+        "42501",
+    );
+    assert_eq!(
+        err.message,
+        format!("{schema}.tx_view shows rows of another tenant (row {t_low})")
+    );
+}
