@@ -94,6 +94,24 @@ pub fn expect_db_error<T: std::fmt::Debug>(
     }
 }
 
+/// The error `tenancy.reconcile(invoices, transactions)` fails with on
+/// `conn`, which must have SQLSTATE `sqlstate`.
+pub async fn reconcile_error(
+    conn: &mut sqlx::PgConnection,
+    invoices: &str,
+    transactions: &str,
+    sqlstate: &str,
+) -> DbError {
+    expect_db_error(
+        sqlx::query(&format!(
+            "SELECT * FROM tenancy.reconcile('{invoices}', '{transactions}')"
+        ))
+        .fetch_all(conn)
+        .await,
+        sqlstate,
+    )
+}
+
 /// A tenant created for one test, with one user per system role.
 #[derive(Clone, Debug)]
 pub struct Tenant {

@@ -619,12 +619,7 @@ async fn text_that_is_not_utf8_is_an_error_naming_the_row() {
     .unwrap();
     let mut tx = conn.begin().await.unwrap();
     set_tenant(&mut *tx, "latin").await;
-    let err = expect_db_error(
-        sqlx::query("SELECT * FROM tenancy.reconcile('public.invoices', 'public.lines')")
-            .fetch_all(&mut *tx)
-            .await,
-        "22021",
-    );
+    let err = reconcile_error(&mut *tx, "public.invoices", "public.lines", "22021").await;
     assert_eq!(
         err.message,
         "public.invoices: row INV-1 has a \"counterparty\" that is not valid UTF-8"
@@ -719,14 +714,8 @@ async fn uuid_ids_come_back_as_their_text_and_in_its_order() {
     db.execute(format!("UPDATE {schema}.tx SET amount = 0 WHERE id = '{t_high}'").as_str())
         .await
         .unwrap();
-    let err = expect_db_error(
-        sqlx::query(&format!(
-            "SELECT * FROM tenancy.reconcile('{schema}.inv', '{schema}.tx')"
-        ))
-        .fetch_all(&mut c)
-        .await,
-        "22023",
-    );
+    let (inv, tx) = (format!("{schema}.inv"), format!("{schema}.tx"));
+    let err = reconcile_error(&mut c, &inv, &tx, "22023").await;
     assert_eq!(
         err.message,
         format!("{schema}.tx: transaction {t_high} has amount 0")
@@ -744,14 +733,7 @@ async fn uuid_ids_come_back_as_their_text_and_in_its_order() {
     .execute(&db)
     .await
     .unwrap();
-    let err = expect_db_error(
-        sqlx::query(&format!(
-            "SELECT * FROM tenancy.reconcile('{schema}.inv', '{schema}.tx_view')"
-        ))
-        .fetch_all(&mut c)
-        .await,
-        "42501",
-    );
+    let err = reconcile_error(&mut c, &inv, &format!("{schema}.tx_view"), "42501").await;
     assert_eq!(
         err.message,
         format!("{schema}.tx_view shows rows of another tenant (row {t_low})")

@@ -197,14 +197,8 @@ async fn settled_rows_are_never_read() {
     .await
     .unwrap();
     let mut c = as_tenant(&t, "").await;
-    let e = expect_db_error(
-        sqlx::query(&format!(
-            "SELECT * FROM tenancy.reconcile('{schema}.inv', '{schema}.tx')"
-        ))
-        .fetch_all(&mut c)
-        .await,
-        "22023",
-    );
+    let (inv, tx) = (format!("{schema}.inv"), format!("{schema}.tx"));
+    let e = reconcile_error(&mut c, &inv, &tx, "22023").await;
     assert_eq!(
         e.message,
         format!("{schema}.tx: transaction OLD has amount 0")
@@ -263,14 +257,8 @@ async fn windows_lose_no_match_at_their_edges_and_a_day_too_big_is_a_clear_error
     .await
     .unwrap();
     let mut c = as_tenant(&t, "SET LOCAL tenancy.reconcile_memory = '1MB'").await;
-    let e = expect_db_error(
-        sqlx::query(&format!(
-            "SELECT * FROM tenancy.reconcile('{schema}.inv', '{schema}.tx')"
-        ))
-        .fetch_all(&mut c)
-        .await,
-        "54000",
-    );
+    let (inv, tx) = (format!("{schema}.inv"), format!("{schema}.tx"));
+    let e = reconcile_error(&mut c, &inv, &tx, "54000").await;
     assert!(e.message.contains("more than the 1 MB allowed"), "{e:?}");
     assert!(
         e.hint

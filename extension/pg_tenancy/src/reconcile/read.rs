@@ -152,16 +152,19 @@ impl Row<'_> {
 /// security the planner uses a column's statistics only with leakproof
 /// operators, and numeric's are not: it cannot see that few rows are open,
 /// and would scan years of settled rows instead of the partial index that
-/// holds the open ones. The setting is back as it was once the cursor is
-/// planned (as for a function's SET clause).
+/// holds the open ones. For the same reason it costs the read by every
+/// row of the table, and beside years of history that cost would have it
+/// compile the query with JIT: tens of milliseconds and 10 MB of memory a
+/// call, for simple expressions. So the read is planned with `jit` off.
+/// The settings are back as they were once the cursor is planned (as for a
+/// function's SET clause).
 pub fn open(source: &Source, ordered: bool) -> String {
     // SAFETY: a new GUC nest level, closed below on success; on an error the
     // transaction's abort closes it.
     #[allow(unsafe_code)]
-    let level = source
-        .filtered
-        .then(|| unsafe { pg_sys::NewGUCNestLevel() });
-    if level.is_some() {
+    let level = unsafe { pg_sys::NewGUCNestLevel() };
+    crate::guc::set_in_level(c"jit", "off");
+    if source.filtered {
         crate::guc::set_in_level(c"enable_seqscan", "off");
     }
     // A tenant-scoped source reads the current tenant's rows ($1); with no
@@ -185,12 +188,10 @@ pub fn open(source: &Source, ordered: bool) -> String {
         let cursor = client.try_open_cursor(source.query(ordered).as_str(), &args)?;
         Ok::<_, pgrx::spi::SpiError>(cursor.detach_into_name())
     });
-    if let Some(level) = level {
-        // SAFETY: the level opened above, nothing nested left open since.
-        #[allow(unsafe_code)]
-        unsafe {
-            pg_sys::AtEOXact_GUC(true, level);
-        }
+    // SAFETY: the level opened above, nothing nested left open since.
+    #[allow(unsafe_code)]
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, level);
     }
     opened.unwrap_or_else(|e| internal(source, &e))
 }
