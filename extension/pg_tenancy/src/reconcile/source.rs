@@ -200,6 +200,7 @@ fn inspect(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let uuid_id = types.get("id").is_some_and(|t| t == "uuid");
     let mut select = Vec::new();
     for c in columns {
         let Some(category) = types.get(c.name) else {
@@ -213,7 +214,7 @@ fn inspect(
             );
         };
         let expr = match c.kind {
-            Kind::Id if category == "uuid" => format!("\"{}\"", c.name),
+            Kind::Id if uuid_id => format!("\"{}\"", c.name),
             Kind::Id | Kind::Text => format!("\"{}\"::text", c.name),
             Kind::Amount => {
                 if category != "N" {
@@ -285,7 +286,7 @@ fn inspect(
         name,
         order: order.to_string(),
         has_unmatched,
-        uuid_id: types.get("id").is_some_and(|t| t == "uuid"),
+        uuid_id,
         checks_tenant,
         by_tenant,
         filtered: open.is_some(),
