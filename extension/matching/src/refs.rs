@@ -37,8 +37,15 @@ pub(crate) struct RefSweep {
     closed: usize,
     /// Per place in `opening`: whether its invoice is in the index.
     active: Vec<bool>,
-    /// Key -> the first of its nodes.
-    heads: FastMap<u64, u32>,
+    /// (key, deleted) -> the first of its nodes: an invoice's own keys are
+    /// under `OWN`, a key of its digits less one under the place deleted,
+    /// so that a lookup walks only the invoices one edit away and not every
+    /// one that shares the key (most do not, among many invoices).
+    heads: FastMap<(u64, u8), u32>,
+    /// Bit `hash(key)`: some invoice has the key as its digits less one
+    /// (at some place). A token's digits are looked up at every place only
+    /// when its bit is set.
+    deletions: Vec<u64>,
     /// Keys too long to pack into a number, numbered.
     long: FastMap<Vec<u8>, u64>,
     /// Bit `n` (63 for 63 and longer): some whole number, or digits key,
@@ -106,6 +113,7 @@ impl RefSweep {
             closed: 0,
             active: vec![false; n],
             heads: FastMap::default(),
+            deletions: Vec::new(),
             long: FastMap::default(),
             whole_lengths: 0,
             digit_lengths: 0,
@@ -134,7 +142,33 @@ impl RefSweep {
             }
             index.starts.push(index.nodes.len() as u32);
         }
+        let bits = (index.nodes.len() * 4).next_power_of_two().max(64);
+        index.deletions = vec![0; bits / 64];
+        for i in 0..index.nodes.len() {
+            let e = index.nodes[i];
+            if e.deleted != OWN {
+                index.mark(e.key);
+            }
+        }
         index
+    }
+
+    /// The word and bit of `key` in `deletions`.
+    fn bit(&self, key: u64) -> (usize, u64) {
+        let bits = self.deletions.len() * 64;
+        let h = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & (bits - 1);
+        (h / 64, 1 << (h % 64))
+    }
+
+    fn mark(&mut self, key: u64) {
+        let (word, bit) = self.bit(key);
+        self.deletions[word] |= bit;
+    }
+
+    /// Whether some invoice may have `key` as its digits less one.
+    fn may_be_deletion(&self, key: u64) -> bool {
+        let (word, bit) = self.bit(key);
+        self.deletions.get(word).is_some_and(|w| w & bit != 0)
     }
 
     /// Adds the key of digits `d`, or of `d` with the digit at `deleted`
@@ -223,7 +257,8 @@ impl RefSweep {
     fn link(&mut self, k: usize) {
         for node in self.nodes(k) {
             let n = node as u32;
-            let next = match self.heads.entry(self.nodes[node].key) {
+            let e = self.nodes[node];
+            let next = match self.heads.entry((e.key, e.deleted)) {
                 Entry::Occupied(mut head) => head.insert(n),
                 Entry::Vacant(head) => {
                     head.insert(n);
@@ -241,7 +276,11 @@ impl RefSweep {
     fn unlink(&mut self, k: usize) {
         for node in self.nodes(k) {
             let Node {
-                key, prev, next, ..
+                key,
+                prev,
+                next,
+                deleted,
+                ..
             } = self.nodes[node];
             if next != NONE {
                 self.nodes[next as usize].prev = prev;
@@ -249,9 +288,9 @@ impl RefSweep {
             if prev != NONE {
                 self.nodes[prev as usize].next = next;
             } else if next != NONE {
-                self.heads.insert(key, next);
+                self.heads.insert((key, deleted), next);
             } else {
-                self.heads.remove(&key);
+                self.heads.remove(&(key, deleted));
             }
         }
     }
@@ -273,7 +312,9 @@ impl RefSweep {
         self.advance(day);
         let mut key = std::mem::take(&mut self.key);
         for (i, (token, digits)) in d.tokens_and_digits().enumerate() {
-            self.probe(order, true, token, &|_| true, unnamed_too, out);
+            if let Some(k) = self.number(true, token) {
+                self.walk(order, (k, OWN), true, out);
+            }
             // "INV10042" and "10042" have the same digits: look them up once.
             // (A description has a few tokens: looking back at them costs
             // less than keeping a set.)
@@ -281,8 +322,17 @@ impl RefSweep {
             if digits.len() < 3 || before.any(|(_, seen)| seen == digits) {
                 continue;
             }
-            self.probe(order, false, digits, &|_| true, unnamed_too, out);
-            if digits.len() < 4 {
+            // Invoices whose digits these are, or whose digits less one
+            // (the token lacks a digit).
+            if let Some(k) = self.number(false, digits) {
+                self.walk(order, (k, OWN), true, out);
+                if self.may_be_deletion(k) {
+                    for j in places(0..digits.len() + 1) {
+                        self.walk(order, (k, j), true, out);
+                    }
+                }
+            }
+            if digits.len() < 4 || self.digit_lengths & length_bit(digits.len() - 1) == 0 {
                 continue;
             }
             let value = (digits.len() <= MAX_DIGITS).then(|| digits_value(digits));
@@ -290,18 +340,24 @@ impl RefSweep {
             let mut k = 0;
             while k < digits.len() {
                 let run = k + digits[k..].iter().take_while(|&&c| c == digits[k]).count();
-                // The same digit deleted in both: one substitution apart.
-                let same_place =
-                    |e: &Node| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
-                match value {
-                    Some(value) if self.digit_lengths & length_bit(digits.len() - 1) != 0 => {
-                        let number = deletion_number(value, digits.len(), k);
-                        self.walk(order, number, &same_place, unnamed_too, out);
+                let number = match value {
+                    Some(value) => Some(deletion_number(value, digits.len(), k)),
+                    None => self.key(false, deletion(digits, k, &mut key)),
+                };
+                if let Some(number) = number {
+                    // Invoices whose digits are the token's less one (the
+                    // token has a digit too many), and those whose digits
+                    // less one are, deleted at the same place as the
+                    // token's: one substitution apart.
+                    self.walk(order, (number, OWN), true, out);
+                    for j in places(k..run) {
+                        self.walk(order, (number, j), true, out);
                     }
-                    Some(_) => {}
-                    None => {
-                        let key = deletion(digits, k, &mut key);
-                        self.probe(order, false, key, &same_place, unnamed_too, out);
+                    // Deleted at another place: two edits apart.
+                    if unnamed_too {
+                        for j in places((0..k).chain(run..digits.len())) {
+                            self.walk(order, (number, j), false, out);
+                        }
                     }
                 }
                 k = run;
@@ -310,52 +366,39 @@ impl RefSweep {
         self.key = key;
     }
 
-    /// The active invoices under a key.
-    fn probe(
-        &self,
-        order: &[u32],
-        whole: bool,
-        key: &[u8],
-        named: &dyn Fn(&Node) -> bool,
-        unnamed_too: bool,
-        out: &mut Vec<Found>,
-    ) {
+    /// The number of a whole token or digits key some invoice may have.
+    fn number(&self, whole: bool, key: &[u8]) -> Option<u64> {
         let lengths = if whole {
             self.whole_lengths
         } else {
             self.digit_lengths
         };
         if lengths & length_bit(key.len()) == 0 {
-            return;
+            return None;
         }
-        if let Some(key) = self.key(whole, key) {
-            self.walk(order, key, named, unnamed_too, out);
-        }
+        self.key(whole, key)
     }
 
-    /// The active invoices under the key numbered `key`.
-    fn walk(
-        &self,
-        order: &[u32],
-        key: u64,
-        named: &dyn Fn(&Node) -> bool,
-        unnamed_too: bool,
-        out: &mut Vec<Found>,
-    ) {
+    /// The active invoices under `key`; `named` tells whether the
+    /// description may name them.
+    fn walk(&self, order: &[u32], key: (u64, u8), named: bool, out: &mut Vec<Found>) {
         let mut node = self.heads.get(&key).copied().unwrap_or(NONE);
         while node != NONE {
             let e = &self.nodes[node as usize];
-            let named = named(e);
-            if named || unnamed_too {
-                out.push(Found {
-                    inv: order[e.place as usize] as usize,
-                    named,
-                    place: e.place,
-                });
-            }
+            out.push(Found {
+                inv: order[e.place as usize] as usize,
+                named,
+                place: e.place,
+            });
             node = e.next;
         }
     }
+}
+
+/// The places a deleted digit is recorded under (past 254 a node's is
+/// `OWN`, which every lookup walks anyway).
+fn places(range: impl Iterator<Item = usize>) -> impl Iterator<Item = u8> {
+    range.filter_map(|j| u8::try_from(j).ok().filter(|&j| j != OWN))
 }
 
 /// A long key, told apart by its kind.
@@ -397,6 +440,62 @@ fn deletion<'k>(digits: &[u8], k: usize, key: &'k mut Vec<u8>) -> &'k [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::Rules;
+    use crate::{Invoice, Transaction};
+    use rust_decimal::Decimal;
+    use std::collections::BTreeMap;
+
+    /// Which invoices a description finds, each with whether it is named.
+    fn found(numbers: &[&str], description: &str, unnamed_too: bool) -> BTreeMap<String, bool> {
+        let invoices: Vec<Invoice> = numbers
+            .iter()
+            .map(|n| Invoice {
+                amount: Decimal::ONE_HUNDRED,
+                open_amount: Decimal::ONE_HUNDRED,
+                currency: "EUR".into(),
+                issue_date: 10,
+                reference: format!("INV-{n}"),
+                ..Invoice::default()
+            })
+            .collect();
+        let transactions = [Transaction {
+            amount: Decimal::ONE_HUNDRED,
+            currency: "EUR".into(),
+            booked_on: 12,
+            description: description.into(),
+            ..Transaction::default()
+        }];
+        let rules = Rules::default();
+        let p = Prepared::new(&invoices, &transactions, &rules);
+        let mut sweep = RefSweep::new(&p, 0, &|_| true);
+        let mut out = Vec::new();
+        sweep.lookup(&p.order, p.description(0), 12, unnamed_too, &mut out);
+        let mut by_number = BTreeMap::new();
+        for f in out {
+            *by_number.entry(numbers[f.inv].to_string()).or_insert(false) |= f.named;
+        }
+        by_number
+    }
+
+    #[test]
+    fn a_token_finds_the_numbers_one_edit_away_as_named_and_two_only_when_asked() {
+        let numbers = ["12345", "2345", "123456", "12395", "99999", "81234"];
+        let named = |ns: &[&str]| -> BTreeMap<String, bool> {
+            ns.iter().map(|n| (n.to_string(), true)).collect()
+        };
+        // Exact; one digit more than the token; one less; one substituted.
+        assert_eq!(
+            found(&numbers, "Paying INV-12345", false),
+            named(&["12345", "123456", "12395", "2345"])
+        );
+        // 81234 less its 8 is 12345 less its 5: two edits apart, found
+        // (not named) only when asked for; 81234 itself is exact.
+        let mut both = named(&["81234"]);
+        assert_eq!(found(&numbers, "ref 81234", false), both);
+        both.insert("12345".into(), false);
+        assert_eq!(found(&numbers, "ref 81234", true), both);
+        assert_eq!(found(&numbers, "nothing here", true), BTreeMap::new());
+    }
 
     #[test]
     fn deletions_by_number_are_deletions_of_the_digits() {
