@@ -37,15 +37,8 @@ pub(crate) struct RefSweep {
     closed: usize,
     /// Per place in `opening`: whether its invoice is in the index.
     active: Vec<bool>,
-    /// (key, deleted) -> the first of its nodes: an invoice's own keys are
-    /// under `OWN`, a key of its digits less one under the place deleted,
-    /// so that a lookup walks only the invoices one edit away and not every
-    /// one that shares the key (most do not, among many invoices).
-    heads: FastMap<(u64, u8), u32>,
-    /// Bit `hash(key)`: some invoice has the key as its digits less one
-    /// (at some place). A token's digits are looked up at every place only
-    /// when its bit is set.
-    deletions: Vec<u64>,
+    /// Key -> the first of its nodes.
+    heads: FastMap<u64, u32>,
     /// Keys too long to pack into a number, numbered.
     long: FastMap<Vec<u8>, u64>,
     /// Bit `n` (63 for 63 and longer): some whole number, or digits key,
@@ -113,7 +106,6 @@ impl RefSweep {
             closed: 0,
             active: vec![false; n],
             heads: FastMap::default(),
-            deletions: Vec::new(),
             long: FastMap::default(),
             whole_lengths: 0,
             digit_lengths: 0,
@@ -142,33 +134,7 @@ impl RefSweep {
             }
             index.starts.push(index.nodes.len() as u32);
         }
-        let bits = (index.nodes.len() * 4).next_power_of_two().max(64);
-        index.deletions = vec![0; bits / 64];
-        for i in 0..index.nodes.len() {
-            let e = index.nodes[i];
-            if e.deleted != OWN {
-                index.mark(e.key);
-            }
-        }
         index
-    }
-
-    /// The word and bit of `key` in `deletions`.
-    fn bit(&self, key: u64) -> (usize, u64) {
-        let bits = self.deletions.len() * 64;
-        let h = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & (bits - 1);
-        (h / 64, 1 << (h % 64))
-    }
-
-    fn mark(&mut self, key: u64) {
-        let (word, bit) = self.bit(key);
-        self.deletions[word] |= bit;
-    }
-
-    /// Whether some invoice may have `key` as its digits less one.
-    fn may_be_deletion(&self, key: u64) -> bool {
-        let (word, bit) = self.bit(key);
-        self.deletions.get(word).is_some_and(|w| w & bit != 0)
     }
 
     /// Adds the key of digits `d`, or of `d` with the digit at `deleted`
@@ -257,8 +223,7 @@ impl RefSweep {
     fn link(&mut self, k: usize) {
         for node in self.nodes(k) {
             let n = node as u32;
-            let e = self.nodes[node];
-            let next = match self.heads.entry((e.key, e.deleted)) {
+            let next = match self.heads.entry(self.nodes[node].key) {
                 Entry::Occupied(mut head) => head.insert(n),
                 Entry::Vacant(head) => {
                     head.insert(n);
@@ -276,11 +241,7 @@ impl RefSweep {
     fn unlink(&mut self, k: usize) {
         for node in self.nodes(k) {
             let Node {
-                key,
-                prev,
-                next,
-                deleted,
-                ..
+                key, prev, next, ..
             } = self.nodes[node];
             if next != NONE {
                 self.nodes[next as usize].prev = prev;
@@ -288,9 +249,9 @@ impl RefSweep {
             if prev != NONE {
                 self.nodes[prev as usize].next = next;
             } else if next != NONE {
-                self.heads.insert((key, deleted), next);
+                self.heads.insert(key, next);
             } else {
-                self.heads.remove(&(key, deleted));
+                self.heads.remove(&key);
             }
         }
     }
@@ -312,9 +273,7 @@ impl RefSweep {
         self.advance(day);
         let mut key = std::mem::take(&mut self.key);
         for (i, (token, digits)) in d.tokens_and_digits().enumerate() {
-            if let Some(k) = self.number(true, token) {
-                self.walk(order, (k, OWN), true, out);
-            }
+            self.probe(order, true, token, &|_| true, unnamed_too, out);
             // "INV10042" and "10042" have the same digits: look them up once.
             // (A description has a few tokens: looking back at them costs
             // less than keeping a set.)
@@ -322,17 +281,8 @@ impl RefSweep {
             if digits.len() < 3 || before.any(|(_, seen)| seen == digits) {
                 continue;
             }
-            // Invoices whose digits these are, or whose digits less one
-            // (the token lacks a digit).
-            if let Some(k) = self.number(false, digits) {
-                self.walk(order, (k, OWN), true, out);
-                if self.may_be_deletion(k) {
-                    for j in places(0..digits.len() + 1) {
-                        self.walk(order, (k, j), true, out);
-                    }
-                }
-            }
-            if digits.len() < 4 || self.digit_lengths & length_bit(digits.len() - 1) == 0 {
+            self.probe(order, false, digits, &|_| true, unnamed_too, out);
+            if digits.len() < 4 {
                 continue;
             }
             let value = (digits.len() <= MAX_DIGITS).then(|| digits_value(digits));
@@ -340,24 +290,18 @@ impl RefSweep {
             let mut k = 0;
             while k < digits.len() {
                 let run = k + digits[k..].iter().take_while(|&&c| c == digits[k]).count();
-                let number = match value {
-                    Some(value) => Some(deletion_number(value, digits.len(), k)),
-                    None => self.key(false, deletion(digits, k, &mut key)),
-                };
-                if let Some(number) = number {
-                    // Invoices whose digits are the token's less one (the
-                    // token has a digit too many), and those whose digits
-                    // less one are, deleted at the same place as the
-                    // token's: one substitution apart.
-                    self.walk(order, (number, OWN), true, out);
-                    for j in places(k..run) {
-                        self.walk(order, (number, j), true, out);
+                // The same digit deleted in both: one substitution apart.
+                let same_place =
+                    |e: &Node| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
+                match value {
+                    Some(value) if self.digit_lengths & length_bit(digits.len() - 1) != 0 => {
+                        let number = deletion_number(value, digits.len(), k);
+                        self.walk(order, number, &same_place, unnamed_too, out);
                     }
-                    // Deleted at another place: two edits apart.
-                    if unnamed_too {
-                        for j in places((0..k).chain(run..digits.len())) {
-                            self.walk(order, (number, j), false, out);
-                        }
+                    Some(_) => {}
+                    None => {
+                        let key = deletion(digits, k, &mut key);
+                        self.probe(order, false, key, &same_place, unnamed_too, out);
                     }
                 }
                 k = run;
@@ -366,39 +310,52 @@ impl RefSweep {
         self.key = key;
     }
 
-    /// The number of a whole token or digits key some invoice may have.
-    fn number(&self, whole: bool, key: &[u8]) -> Option<u64> {
+    /// The active invoices under a key.
+    fn probe(
+        &self,
+        order: &[u32],
+        whole: bool,
+        key: &[u8],
+        named: &dyn Fn(&Node) -> bool,
+        unnamed_too: bool,
+        out: &mut Vec<Found>,
+    ) {
         let lengths = if whole {
             self.whole_lengths
         } else {
             self.digit_lengths
         };
         if lengths & length_bit(key.len()) == 0 {
-            return None;
+            return;
         }
-        self.key(whole, key)
+        if let Some(key) = self.key(whole, key) {
+            self.walk(order, key, named, unnamed_too, out);
+        }
     }
 
-    /// The active invoices under `key`; `named` tells whether the
-    /// description may name them.
-    fn walk(&self, order: &[u32], key: (u64, u8), named: bool, out: &mut Vec<Found>) {
+    /// The active invoices under the key numbered `key`.
+    fn walk(
+        &self,
+        order: &[u32],
+        key: u64,
+        named: &dyn Fn(&Node) -> bool,
+        unnamed_too: bool,
+        out: &mut Vec<Found>,
+    ) {
         let mut node = self.heads.get(&key).copied().unwrap_or(NONE);
         while node != NONE {
             let e = &self.nodes[node as usize];
-            out.push(Found {
-                inv: order[e.place as usize] as usize,
-                named,
-                place: e.place,
-            });
+            let named = named(e);
+            if named || unnamed_too {
+                out.push(Found {
+                    inv: order[e.place as usize] as usize,
+                    named,
+                    place: e.place,
+                });
+            }
             node = e.next;
         }
     }
-}
-
-/// The places a deleted digit is recorded under (past 254 a node's is
-/// `OWN`, which every lookup walks anyway).
-fn places(range: impl Iterator<Item = usize>) -> impl Iterator<Item = u8> {
-    range.filter_map(|j| u8::try_from(j).ok().filter(|&j| j != OWN))
 }
 
 /// A long key, told apart by its kind.
