@@ -81,15 +81,15 @@ fn container(
     out.resize(entries + 4 * children, 0);
     let mut end = 0;
     for i in 0..children {
-        let (kind, len) = child(out, i)?;
+        let (child_kind, len) = child(out, i)?;
         end += len;
         if end > MAX_LENGTH {
             return None;
         }
         let entry = if i % STRIDE == 0 {
-            kind | end as u32 | HAS_OFFSET
+            child_kind | end as u32 | HAS_OFFSET
         } else {
-            kind | len as u32
+            child_kind | len as u32
         };
         out[entries + 4 * i..entries + 4 * i + 4].copy_from_slice(&entry.to_ne_bytes());
     }
