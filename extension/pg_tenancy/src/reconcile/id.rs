@@ -29,7 +29,9 @@ impl Id {
         match self {
             Id::Uuid(v) => {
                 let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                f(uuid::Uuid::from_u128(*v).hyphenated().encode_lower(&mut buf))
+                f(uuid::Uuid::from_u128(*v)
+                    .hyphenated()
+                    .encode_lower(&mut buf))
             }
             Id::Text(s) => f(s),
         }

@@ -52,7 +52,9 @@ pub fn reasons(reasons: &[Reason], out: &mut Vec<u8>) -> Option<()> {
             }
         })
     })?;
-    let size = u32::try_from(out.len()).ok().filter(|&s| s as usize <= MAX_LENGTH)?;
+    let size = u32::try_from(out.len())
+        .ok()
+        .filter(|&s| s as usize <= MAX_LENGTH)?;
     out[..4].copy_from_slice(&(size << 2).to_ne_bytes());
     Some(())
 }

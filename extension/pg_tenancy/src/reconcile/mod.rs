@@ -21,10 +21,10 @@ mod watch;
 
 use crate::error::raise as fail;
 use crate::progress::{Phase, Report};
-use pgrx::prelude::*;
-use output::{Jsonb, Numeric, Text};
-use pgrx::PgRelation;
 use id::Id;
+use output::{Jsonb, Numeric, Text};
+use pgrx::prelude::*;
+use pgrx::PgRelation;
 use read::Row;
 use rust_decimal::Decimal;
 use source::{Source, INVOICE_COLUMNS, TRANSACTION_COLUMNS, UNMATCHED};

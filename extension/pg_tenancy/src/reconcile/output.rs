@@ -221,19 +221,22 @@ mod tests {
         let one = r#"[{"kind": "date", "days_after_issue": -2, "days_after_due": null}]"#;
         // More than 32 elements, where entries hold offsets, and a long string.
         let twice = [all.clone(), all.clone()].concat();
-        let twice_text = format!("[{}, {}]", &text[1..text.len() - 1], &text[1..text.len() - 1]);
+        let twice_text = format!(
+            "[{}, {}]",
+            &text[1..text.len() - 1],
+            &text[1..text.len() - 1]
+        );
         let long = "R".repeat(5000);
         let long_reason = vec![
             Reason::Reference {
                 reference: long.clone(),
                 exact: true,
             },
-            Reason::BankFee {
-                fee: amount("1.5"),
-            },
+            Reason::BankFee { fee: amount("1.5") },
         ];
-        let long_text =
-            format!(r#"[{{"kind": "reference", "reference": "{long}", "exact": true}}, {{"kind": "bank_fee", "fee": 1.5}}]"#);
+        let long_text = format!(
+            r#"[{{"kind": "reference", "reference": "{long}", "exact": true}}, {{"kind": "bank_fee", "fee": 1.5}}]"#
+        );
         for (reasons, text) in [
             (vec![], "[]"),
             (all.clone(), text),
