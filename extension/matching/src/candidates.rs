@@ -9,7 +9,7 @@ use crate::score::{
     W_AMOUNT, W_COUNTERPARTY, W_DATE, W_REFERENCE,
 };
 use crate::text::RefEvidence;
-use crate::watch::{Phase, Watch};
+use crate::watch::{Phase, Watch, PARALLEL_FROM};
 use rust_decimal::Decimal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,9 +47,6 @@ impl Candidate {
     }
 }
 
-/// Payments looked up per thread below which a second thread is not worth
-/// starting.
-const PARALLEL_FROM: usize = 4_096;
 /// Payments between two ticks of the watch (or checks of the stop flag).
 const TICK_EVERY: usize = 1_024;
 

@@ -9,6 +9,7 @@ use crate::names::NameIndex;
 use crate::rules::{term_end, Rules};
 use crate::text::{self, Description, Descriptions, RefEvidence, Reference};
 use crate::units::AmountKeys;
+use crate::watch::{beside, Watch};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -164,8 +165,20 @@ fn exact_sums(invoices: &[Invoice], transactions: &[Transaction], rules: &Rules)
         && small(&rules.fee_ceiling)
 }
 
-impl<'a> Prepared<'a> {
-    pub fn new(invoices: &'a [Invoice], transactions: &'a [Transaction], rules: &'a Rules) -> Self {
+/// What `Prepared::new` works out beside the descriptions: the invoices'
+/// facts and places, and the names and currencies of both sides.
+struct Rest<'a> {
+    names: Names<'a>,
+    keys: AmountKeys,
+    facts: Vec<Facts>,
+    order: Vec<u32>,
+    place: Vec<u32>,
+    t_name: Vec<u32>,
+    t_currency: Vec<u32>,
+}
+
+impl<'a> Rest<'a> {
+    fn new(invoices: &'a [Invoice], transactions: &'a [Transaction], rules: &'a Rules) -> Self {
         let mut names = Names::default();
         let mut currencies: FastMap<&str, u32> = FastMap::default();
         let mut currency = |c: &'a str| {
@@ -204,8 +217,44 @@ impl<'a> Prepared<'a> {
             .iter()
             .map(|t| names.id(&t.counterparty))
             .collect();
+        let t_currency = transactions.iter().map(|t| currency(&t.currency)).collect();
+        Rest {
+            names,
+            keys,
+            facts,
+            order,
+            place,
+            t_name,
+            t_currency,
+        }
+    }
+}
+
+impl<'a> Prepared<'a> {
+    /// `watch` may let the descriptions be taken apart on a second thread.
+    pub fn new(
+        invoices: &'a [Invoice],
+        transactions: &'a [Transaction],
+        rules: &'a Rules,
+        watch: &mut dyn Watch,
+    ) -> Self {
+        // The descriptions' tokens (a third of the work here) beside the rest.
+        let (descriptions, rest) = beside(
+            watch,
+            transactions.len(),
+            || descriptions(transactions),
+            || Rest::new(invoices, transactions, rules),
+        );
+        let Rest {
+            names,
+            keys,
+            facts,
+            order,
+            place,
+            t_name,
+            t_currency,
+        } = rest;
         let words = number_words(&names.words);
-        let descriptions = descriptions(transactions);
         let (t_words, t_words_start) =
             description_words(&descriptions, transactions.len(), &words.numbers);
         let name_index = NameIndex::new(&words.names, words.numbers.len());
@@ -222,7 +271,7 @@ impl<'a> Prepared<'a> {
             order,
             place,
             t_name,
-            t_currency: transactions.iter().map(|t| currency(&t.currency)).collect(),
+            t_currency,
             names,
             name_index,
             t_words,

@@ -72,7 +72,7 @@ fn matched(
         ..rules.clone()
     };
     watch.tick(Phase::Preparing, 0);
-    let p = Prepared::new(invoices, transactions, rules);
+    let p = Prepared::new(invoices, transactions, rules, watch);
     let amounts = index::AmountIndex::new(&p);
     watch.tick(Phase::Candidates, 0);
     let (mut cands, named_by_t) = candidates::candidates(&p, &amounts, watch);

@@ -423,7 +423,7 @@ mod tests {
             ..Transaction::default()
         }];
         let rules = Rules::default();
-        let p = Prepared::new(&invoices, &transactions, &rules);
+        let p = Prepared::new(&invoices, &transactions, &rules, &mut crate::Unwatched);
         let mut sweep = RefSweep::new(&p, 0, &|_| true);
         let mut out = Vec::new();
         sweep.lookup(&p.order, p.description(0), 12, unnamed_too, &mut out);

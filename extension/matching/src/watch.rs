@@ -35,3 +35,36 @@ pub trait Watch {
 pub struct Unwatched;
 
 impl Watch for Unwatched {}
+
+/// Payments below which a second thread is not worth starting.
+pub(crate) const PARALLEL_FROM: usize = 4_096;
+
+/// Runs `side` on a helper thread while `main` runs on this one, when
+/// there are `payments` enough and `watch` lets a thread start; returns
+/// both results.
+pub(crate) fn beside<A: Send, B>(
+    watch: &mut dyn Watch,
+    payments: usize,
+    side: impl FnOnce() -> A + Send,
+    main: impl FnOnce() -> B,
+) -> (A, B) {
+    if payments < PARALLEL_FROM {
+        return (side(), main());
+    }
+    std::thread::scope(|s| {
+        let mut side = Some(side);
+        let mut helper = None;
+        watch.spawning(&mut || {
+            if let Some(f) = side.take() {
+                helper = Some(s.spawn(f));
+            }
+        });
+        let b = main();
+        let a = match (helper, side) {
+            (Some(h), _) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            (None, Some(f)) => f(),
+            (None, None) => unreachable!("a side that neither ran nor started"),
+        };
+        (a, b)
+    })
+}
