@@ -231,7 +231,8 @@ impl<'a> Rest<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    /// `watch` may let the descriptions be taken apart on a second thread.
+    /// `watch` may let the descriptions and invoice numbers be taken apart
+    /// on a second thread.
     pub fn new(
         invoices: &'a [Invoice],
         transactions: &'a [Transaction],
@@ -252,16 +253,7 @@ impl<'a> Prepared<'a> {
             },
             || Rest::new(invoices, transactions, rules),
         );
-        let Rest {
-            names,
-            keys,
-            facts,
-            order,
-            place,
-            t_name,
-            t_currency,
-        } = rest;
-        let words = number_words(&names.words);
+        let words = number_words(&rest.names.words);
         let (t_words, t_words_start) =
             description_words(&descriptions, transactions.len(), &words.numbers);
         let name_index = NameIndex::new(&words.names, words.numbers.len());
@@ -270,19 +262,19 @@ impl<'a> Prepared<'a> {
             invoices,
             transactions,
             rules,
-            facts: order.iter().map(|&i| facts[i as usize]).collect(),
-            refs: in_order(&order, refs.into_iter()),
-            order,
-            place,
-            t_name,
-            t_currency,
+            facts: rest.order.iter().map(|&i| rest.facts[i as usize]).collect(),
+            refs: in_order(&rest.order, refs.into_iter()),
+            order: rest.order,
+            place: rest.place,
+            t_name: rest.t_name,
+            t_currency: rest.t_currency,
             names,
             name_index,
             t_words,
             t_words_start,
             descriptions,
             exact_sums: exact_sums(invoices, transactions, rules),
-            keys,
+            keys: rest.keys,
         }
     }
 
