@@ -6,7 +6,8 @@
 //! matches them in windows of payment days under the memory budget
 //! `tenancy.reconcile_memory` (`tenancy_matching::Windows`), streaming each
 //! window's matches before reading the next, their amounts and reasons
-//! built as numeric and jsonb directly (`output`). `tenancy.reconcile`
+//! written in their stored forms on a helper thread while the rows before
+//! them are returned (`rows`, `output`). `tenancy.reconcile`
 //! (src/sql/reconcile.sql) wraps it: it hands over the tenant's rules with
 //! the per-call overrides (`rules`).
 
@@ -15,6 +16,7 @@ mod jsonb;
 mod numeric;
 mod output;
 mod read;
+mod rows;
 pub mod rules;
 mod source;
 mod watch;
@@ -26,12 +28,12 @@ use output::{Jsonb, Numeric, Text};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use read::Row;
+use rows::Rows;
 use rust_decimal::Decimal;
 use source::{Source, INVOICE_COLUMNS, TRANSACTION_COLUMNS, UNMATCHED};
-use std::collections::{HashMap, VecDeque};
-use std::str::FromStr;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use tenancy_matching::{Grade, Invoice, Keyed, Transaction, WindowError, Windows};
+use tenancy_matching::{Invoice, Keyed, Transaction, WindowError, Windows};
 
 /// Rows fetched from a cursor at a time.
 const BATCH: usize = 1_000;
@@ -161,9 +163,7 @@ fn reconcile_relations(
         report,
         windows,
         budget,
-        out: VecDeque::new(),
-        scores: HashMap::new(),
-        buf: Vec::new(),
+        out: Rows::default(),
         matching: Duration::ZERO,
         started: Instant::now(),
         whole_tried: false,
@@ -249,12 +249,7 @@ struct Run {
     windows: Windows<Id>,
     /// Bytes a window may hold (`tenancy.reconcile_memory`).
     budget: usize,
-    out: VecDeque<Keyed<Id>>,
-    /// Scores are rounded to four decimals, so few distinct ones repeat over
-    /// many rows: each is converted to a decimal once.
-    scores: HashMap<u64, Decimal>,
-    /// Where each numeric and jsonb value is built before it is copied out.
-    buf: Vec<u8>,
+    out: Rows,
     /// Time spent matching (the rest of the call is reading and writing).
     matching: Duration,
     started: Instant,
@@ -264,8 +259,6 @@ struct Run {
     done_matching: bool,
     done: bool,
 }
-
-type Output = (Text, Text, Numeric, Numeric, Text, i64, Jsonb);
 
 impl Run {
     /// Reads both sources in any order, as one window, if they fit the
@@ -311,7 +304,7 @@ impl Run {
             if let Some(matches) = self.whole() {
                 self.report.matched(matches.len(), 1);
                 self.report.phase(Phase::Returning);
-                self.out.extend(matches);
+                self.out = Rows::new(matches, &mut watch::Backend(self.report));
                 self.done_matching = true;
                 return true;
             }
@@ -333,7 +326,7 @@ impl Run {
         self.report.matched(counts.matches, counts.windows);
         match window {
             Ok(Some(matches)) => {
-                self.out.extend(matches);
+                self.out = Rows::new(matches, &mut watch::Backend(self.report));
                 self.report.phase(Phase::Returning);
                 true
             }
@@ -383,26 +376,6 @@ impl Run {
             ms(total)
         );
     }
-
-    fn output(&mut self, k: Keyed<Id>) -> Output {
-        let m = k.matched;
-        let score = *self
-            .scores
-            .entry(m.score.to_bits())
-            .or_insert_with(|| Decimal::from_str(&format!("{:.4}", m.score)).unwrap_or_default());
-        (
-            k.invoice.with_text(output::text),
-            k.transaction.with_text(output::text),
-            output::numeric(m.allocated, &mut self.buf),
-            output::numeric(score, &mut self.buf),
-            output::text(match m.grade {
-                Grade::Auto => "auto",
-                Grade::Suggested => "suggested",
-            }),
-            i64::try_from(m.group).unwrap_or(i64::MAX),
-            output::reasons(&m.reasons, &mut self.buf),
-        )
-    }
 }
 
 impl Drop for Run {
@@ -412,12 +385,12 @@ impl Drop for Run {
 }
 
 impl Iterator for Run {
-    type Item = Output;
+    type Item = rows::Output;
 
-    fn next(&mut self) -> Option<Output> {
+    fn next(&mut self) -> Option<rows::Output> {
         loop {
-            if let Some(k) = self.out.pop_front() {
-                return Some(self.output(k));
+            if let Some(row) = self.out.next() {
+                return Some(row);
             }
             if self.done || !self.next_window() {
                 if !self.done {

@@ -1,8 +1,8 @@
-//! The values of `_reconcile`'s rows built as Postgres datums directly:
-//! amounts in numeric's stored form (`numeric.rs`), and `reasons` in
-//! jsonb's (`jsonb.rs`), from the matcher's fields
-//! (`tenancy_matching::explain::fields`). Going through text instead (a
-//! decimal's digits read back by `numeric_in`, JSON text parsed by
+//! The columns of `_reconcile`'s rows as Postgres datums, copied from
+//! values already in their stored forms (`rows.rs`): amounts as numeric
+//! (`numeric.rs`), `reasons` as jsonb (`jsonb.rs`), from the matcher's
+//! fields (`tenancy_matching::explain::fields`). Going through text instead
+//! (a decimal's digits read back by `numeric_in`, JSON text parsed by
 //! `jsonb_in`) cost about a quarter of a call at 100,000 invoices.
 //!
 //! Each datum is allocated in the current memory context: the row's, which
@@ -10,14 +10,18 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use rust_decimal::Decimal;
-use std::ffi::{c_char, c_int};
-use tenancy_matching::Reason;
 
 /// A datum built here, returned as a column of SQL type `$sql`.
 macro_rules! column {
     ($name:ident, $sql:literal, $oid:expr) => {
         pub struct $name(pg_sys::Datum);
+
+        impl $name {
+            /// A copy of `bytes`, a value of this type in its stored form.
+            pub fn copied(bytes: &[u8]) -> Self {
+                $name(datum(bytes))
+            }
+        }
 
         impl IntoDatum for $name {
             fn into_datum(self) -> Option<pg_sys::Datum> {
@@ -49,38 +53,6 @@ column!(Text, "TEXT", pg_sys::TEXTOID);
 column!(Numeric, "numeric", pg_sys::NUMERICOID);
 column!(Jsonb, "jsonb", pg_sys::JSONBOID);
 
-/// `s` as a `text`.
-pub fn text(s: &str) -> Text {
-    let len = c_int::try_from(s.len()).unwrap_or(c_int::MAX);
-    // SAFETY: copies `len` bytes of `s` (valid UTF-8) into a new text.
-    #[allow(unsafe_code)]
-    let t = unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast::<c_char>(), len) };
-    Text(pg_sys::Datum::from(t))
-}
-
-/// `d` as a `numeric` of the same digits and display scale (12.50 stays
-/// 12.50), as `numeric_in` would read its text.
-pub fn numeric(d: Decimal, buf: &mut Vec<u8>) -> Numeric {
-    buf.clear();
-    super::numeric::encode(d, buf);
-    Numeric(datum(buf))
-}
-
-/// The reasons as a `jsonb` array of objects, `[{"kind": ..., ...}, ...]`.
-pub fn reasons(reasons: &[Reason], buf: &mut Vec<u8>) -> Jsonb {
-    if super::jsonb::reasons(reasons, buf).is_none() {
-        crate::error::raise(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!(
-                "the reasons of a match are longer than jsonb allows ({} bytes)",
-                super::jsonb::MAX_LENGTH
-            ),
-            "An invoice reference of that length is no reference: shorten it.",
-        );
-    }
-    Jsonb(datum(buf))
-}
-
 /// A varlena datum of `bytes` (a varlena, its header included), copied
 /// into the current memory context.
 fn datum(bytes: &[u8]) -> pg_sys::Datum {
@@ -97,9 +69,12 @@ fn datum(bytes: &[u8]) -> pg_sys::Datum {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use super::super::{jsonb, numeric, rows};
     use super::*;
+    use rust_decimal::Decimal;
     use std::ffi::CString;
     use std::str::FromStr;
+    use tenancy_matching::Reason;
 
     /// The bytes of a varlena datum with a 4-byte header.
     #[allow(unsafe_code)]
@@ -159,8 +134,10 @@ mod tests {
             "922337203.6854775807",
         ] {
             let d = Decimal::from_str(s).unwrap();
+            let mut encoded = Vec::new();
+            numeric::encode(d, &mut encoded);
             assert_eq!(
-                bytes(numeric(d, &mut Vec::new()).0),
+                bytes(Numeric::copied(&encoded).0),
                 stored(pg_sys::numeric_in, &d.to_string()),
                 "{s}"
             );
@@ -244,10 +221,30 @@ mod tests {
             (twice, twice_text.as_str()),
             (long_reason, long_text.as_str()),
         ] {
+            let mut encoded = Vec::new();
+            jsonb::reasons(&reasons, &mut encoded).expect("short enough");
             assert_eq!(
-                bytes(super::reasons(&reasons, &mut Vec::new()).0),
+                bytes(Jsonb::copied(&encoded).0),
                 stored(pg_sys::jsonb_in, text),
                 "{text}"
+            );
+        }
+    }
+
+    #[pg_test]
+    fn ids_and_grades_are_the_text_they_read_as() {
+        for s in [
+            "",
+            "auto",
+            "0b6f4a2e-8d5c-4c1e-9a57-3f1d2e4b6c8a",
+            "INV-\"7\" é ✓",
+        ] {
+            let mut encoded = Vec::new();
+            rows::text(s, &mut encoded);
+            assert_eq!(
+                bytes(Text::copied(&encoded).0),
+                stored(pg_sys::textin, s),
+                "{s}"
             );
         }
     }
