@@ -158,6 +158,14 @@ impl Row<'_> {
 /// row of the table, and beside years of history that cost would have it
 /// compile the query with JIT: tens of milliseconds and 10 MB of memory a
 /// call, for simple expressions. So the read is planned with `jit` off.
+///
+/// A read by date (`ordered`: open rows past `tenancy.reconcile_memory`,
+/// read in windows) is planned with index scans off: the rows are then
+/// read in the heap's order (a bitmap scan) and sorted within `work_mem`,
+/// spilling to disk, instead of fetched in date order from all over a
+/// heap larger than shared buffers, both relations at once. At 1,000,000
+/// open invoices and transactions reading took 5.1 s, now 2.9 s.
+///
 /// The settings are back as they were once the cursor is planned (as for a
 /// function's SET clause).
 pub fn open(source: &Source, ordered: bool) -> String {
@@ -168,6 +176,9 @@ pub fn open(source: &Source, ordered: bool) -> String {
     crate::guc::set_in_level(c"jit", "off");
     if source.filtered {
         crate::guc::set_in_level(c"enable_seqscan", "off");
+    }
+    if ordered {
+        crate::guc::set_in_level(c"enable_indexscan", "off");
     }
     // A tenant-scoped source reads the current tenant's rows ($1); with no
     // tenant set, the error every tenant-scoped read gives (TN001).
