@@ -18,21 +18,36 @@ impl Watch for Backend {
     }
 
     fn spawning(&mut self, spawn: &mut dyn FnMut()) -> bool {
-        // SAFETY: sets and restores this thread's own signal mask; the
-        // helper thread starts with every signal blocked, so Postgres'
-        // handlers only ever run on the backend's thread. The helper never
-        // calls into Postgres.
+        // SAFETY: sets this thread's own signal mask; the helper thread
+        // starts with every signal blocked, so Postgres' handlers only ever
+        // run on the backend's thread. The helper never calls into Postgres.
         #[allow(unsafe_code)]
-        unsafe {
+        let old = unsafe {
             let mut all: libc::sigset_t = std::mem::zeroed();
             let mut old: libc::sigset_t = std::mem::zeroed();
             libc::sigfillset(&mut all);
             if libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) != 0 {
                 return false; // no helper, then: the work stays on this thread
             }
-            spawn();
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        }
+            old
+        };
+        // The mask is restored however `spawn` ends: should a thread fail to
+        // start (a panic), signals must still reach this one.
+        let _restore = Restore(old);
+        spawn();
         true
+    }
+}
+
+/// Restores the signal mask it holds when dropped.
+struct Restore(libc::sigset_t);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // SAFETY: restores this thread's own mask, saved above.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+        }
     }
 }
