@@ -191,8 +191,9 @@ impl Helper {
             return Some(block);
         }
         self.coming = None;
-        if let Some(Err(e)) = self.thread.take().map(JoinHandle::join) {
-            crate::error::internal("writing the rows of tenancy.reconcile", panic_text(&*e));
+        if let Some(Err(panic)) = self.thread.take().map(JoinHandle::join) {
+            // On this thread, where pgrx turns it into an ERROR (XX000).
+            std::panic::resume_unwind(panic);
         }
         None
     }
@@ -206,13 +207,6 @@ impl Drop for Helper {
             let _ = thread.join();
         }
     }
-}
-
-fn panic_text(e: &(dyn std::any::Any + Send)) -> &str {
-    e.downcast_ref::<&str>()
-        .copied()
-        .or_else(|| e.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic")
 }
 
 fn output(row: &Row, bytes: &[u8]) -> Output {
