@@ -205,13 +205,15 @@ async fn windows_lose_no_match_at_their_edges_and_a_day_too_big_is_a_clear_error
     let db = admin().await;
     let t = new_tenant(&db).await;
     let schema = scale_schema(&db).await;
-    // 3,000 open items over a year: far more than 1 MB of them.
-    fill(&db, &schema, &t, 3_000).await;
+    // 9,000 open items over a year: far more than 3 MB of them. At once,
+    // their rows are written by a helper thread, three blocks of them; in
+    // windows of under a block each, by the backend itself.
+    fill(&db, &schema, &t, 9_000).await;
     let mut c = as_tenant(&t, "").await;
     let whole = pairs(&mut c, &schema).await;
     drop(c);
-    assert_eq!(whole.len(), 3_000);
-    let mut c = as_tenant(&t, "SET LOCAL tenancy.reconcile_memory = '1MB'").await;
+    assert_eq!(whole.len(), 9_000);
+    let mut c = as_tenant(&t, "SET LOCAL tenancy.reconcile_memory = '3MB'").await;
     let windowed = pairs(&mut c, &schema).await;
     drop(c);
     // Every invoice is paid by the payment naming it, whichever window each
@@ -221,7 +223,7 @@ async fn windows_lose_no_match_at_their_edges_and_a_day_too_big_is_a_clear_error
         assert_eq!(i[1..], t[1..], "{i} {t}");
         assert_eq!(grade, "auto");
     }
-    // 1,000 payments on one day need more than 1 MB: a clear error.
+    // 2,223 payments on one day need more than 1 MB: a clear error.
     sqlx::query(&format!(
         "UPDATE {schema}.tx SET booked_on = '2026-06-01' WHERE id::text <= 'T3'"
     ))
