@@ -386,7 +386,7 @@ impl NameFits {
 #[derive(Default)]
 struct Names<'a> {
     by_text: FastMap<&'a str, u32>,
-    by_words: HashMap<Vec<String>, u32>,
+    by_words: FastMap<Vec<String>, u32>,
     words: Vec<Vec<String>>,
 }
 
@@ -396,11 +396,15 @@ impl<'a> Names<'a> {
             return id;
         }
         let words = text::name_tokens(name);
-        let next = self.words.len() as u32;
-        let id = *self.by_words.entry(words.clone()).or_insert(next);
-        if id == next {
-            self.words.push(words);
-        }
+        let id = match self.by_words.get(&words) {
+            Some(&id) => id,
+            None => {
+                let id = self.words.len() as u32;
+                self.by_words.insert(words.clone(), id);
+                self.words.push(words);
+                id
+            }
+        };
         self.by_text.insert(name, id);
         id
     }
