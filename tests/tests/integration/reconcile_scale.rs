@@ -223,6 +223,19 @@ async fn windows_lose_no_match_at_their_edges_and_a_day_too_big_is_a_clear_error
         assert_eq!(i[1..], t[1..], "{i} {t}");
         assert_eq!(grade, "auto");
     }
+    // A caller that stops early (the call in the select list, under LIMIT)
+    // ends it while the helper thread is still writing rows, blocked on the
+    // ones not taken: it is stopped and joined, and the connection goes on.
+    let mut c = as_tenant(&t, "").await;
+    let first: String = sqlx::query_scalar(&format!(
+        "SELECT (tenancy._reconcile('{schema}.inv', '{schema}.tx', '{{}}')).invoice_id LIMIT 1"
+    ))
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert!(whole.iter().any(|(i, _, _)| *i == first), "{first}");
+    assert_eq!(pairs(&mut c, &schema).await, whole);
+    drop(c);
     // 2,223 payments on one day need more than 1 MB: a clear error.
     sqlx::query(&format!(
         "UPDATE {schema}.tx SET booked_on = '2026-06-01' WHERE id::text <= 'T3'"
