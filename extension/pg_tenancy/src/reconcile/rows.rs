@@ -97,7 +97,7 @@ impl Writer {
 }
 
 /// Appends `s` as a `text` varlena (4-byte header), as `cstring_to_text`
-/// makes it. Ids and references come from Postgres values, so they fit.
+/// makes it. Ids come from Postgres values, so they fit.
 pub(super) fn text(s: &str, out: &mut Vec<u8>) {
     let size = u32::try_from(s.len() + 4).unwrap_or(u32::MAX);
     out.extend_from_slice(&(size << 2).to_ne_bytes());
