@@ -277,10 +277,14 @@ pub fn fetch<T>(
                     None => r.null("id"),
                 };
                 if let Some(v) = f(&r) {
-                    out.push_back((std::mem::replace(&mut r.id, Id::Text(Box::default())), v));
+                    out.push_back((r.id, v));
                 }
             });
-            memory.reset();
+            // Only a detoasted value leaves something to free: resetting an
+            // empty context is a call into Postgres per row for nothing.
+            if !(*memory.value()).isReset {
+                memory.reset();
+            }
         }
     };
     let mut receiver = Receiver {

@@ -83,6 +83,8 @@ impl Writer {
             out,
         );
         bounds[5] = out.len();
+        // Written apart and copied: jsonb aligns its values from the
+        // varlena's start, which is not aligned in `out`.
         let too_long = jsonb::reasons(&m.reasons, &mut self.reasons).is_none();
         if !too_long {
             out.extend_from_slice(&self.reasons);
