@@ -5,7 +5,7 @@
 //! indexes only have to hand them every pair those checks could accept.
 
 use crate::input::{Day, Invoice, Transaction};
-use crate::names::NameIndex;
+use crate::names::{Lists, NameIndex};
 use crate::rules::{term_end, Rules};
 use crate::text::{self, Description, Descriptions, RefEvidence, Reference};
 use crate::units::AmountKeys;
@@ -55,8 +55,8 @@ pub(crate) struct Prepared<'a> {
     t_name: Vec<u32>,
     t_currency: Vec<u32>,
     /// The distinct counterparty names, as the numbers of their words
-    /// (`text::name_tokens`): names are compared by word numbers.
-    names: Vec<Vec<u32>>,
+    /// (`text::name_words`): names are compared by word numbers.
+    names: Lists,
     /// The names that may fit a payment, by their rare words.
     name_index: NameIndex,
     /// Per transaction: the numbers of the name words its description has
@@ -83,41 +83,12 @@ fn in_order<T>(order: &[u32], items: impl Iterator<Item = T>) -> Vec<T> {
         .collect()
 }
 
-/// The names as numbered words (`NumberedWords`).
-fn number_words(names: &[Vec<String>]) -> NumberedWords<'_> {
-    let mut numbers: FastMap<&str, u32> = FastMap::default();
-    let numbered = names
-        .iter()
-        .map(|words| {
-            let mut numbered: Vec<u32> = words
-                .iter()
-                .map(|word| {
-                    let next = numbers.len() as u32;
-                    *numbers.entry(word).or_insert(next)
-                })
-                .collect();
-            numbered.sort_unstable();
-            numbered
-        })
-        .collect();
-    NumberedWords {
-        names: numbered,
-        numbers,
-    }
-}
-
-/// Each name's word numbers and the numbers of the words.
-struct NumberedWords<'a> {
-    names: Vec<Vec<u32>>,
-    numbers: FastMap<&'a str, u32>,
-}
-
 /// Per transaction, the numbers of the name words among its description's
 /// tokens, ascending and each once (`Prepared::t_words`).
 fn description_words(
     descriptions: &Descriptions,
     count: usize,
-    numbers: &FastMap<&str, u32>,
+    numbers: &FastMap<String, u32>,
 ) -> (Vec<u32>, Vec<u32>) {
     let (mut words, mut starts) = (Vec::new(), vec![0]);
     for t in 0..count {
@@ -253,11 +224,12 @@ impl<'a> Prepared<'a> {
             },
             || Rest::new(invoices, transactions, rules),
         );
-        let words = number_words(&rest.names.words);
+        let Names { lists, numbers, .. } = rest.names;
         let (t_words, t_words_start) =
-            description_words(&descriptions, transactions.len(), &words.numbers);
-        let name_index = NameIndex::new(&words.names, words.numbers.len());
-        let names = words.names;
+            description_words(&descriptions, transactions.len(), &numbers);
+        let name_index = NameIndex::new(&lists, numbers.len());
+        drop(numbers);
+        let names = lists;
         Prepared {
             invoices,
             transactions,
@@ -330,12 +302,12 @@ impl<'a> Prepared<'a> {
     /// mentions it (has every word of it as a token), else the similarity
     /// of the two names.
     pub fn name_fit(&self, name: u32, t: usize) -> f64 {
-        let words = &self.names[name as usize];
+        let words = self.names.get(name as usize);
         let tokens = self.description_words(t);
         if !words.is_empty() && words.iter().all(|w| tokens.binary_search(w).is_ok()) {
             1.0
         } else {
-            text::similarity(words, &self.names[self.t_name[t] as usize])
+            text::similarity(words, self.names.get(self.t_name[t] as usize))
         }
     }
 }
@@ -383,11 +355,23 @@ impl NameFits {
 }
 
 /// Counterparty names by their words: "Initech GmbH" and "INITECH" are one.
+/// Each distinct word is numbered once, in order of first use; a name is the
+/// ascending numbers of its words.
 #[derive(Default)]
 struct Names<'a> {
     by_text: FastMap<&'a str, u32>,
-    by_words: FastMap<Vec<String>, u32>,
-    words: Vec<Vec<String>>,
+    /// Word -> its number.
+    numbers: FastMap<String, u32>,
+    /// Each name's word numbers.
+    lists: Lists,
+    /// The hash of a name's word numbers -> the last name with that hash;
+    /// `same_hash` links each name to the one before it with its hash.
+    by_words: FastMap<u64, u32>,
+    same_hash: Vec<u32>,
+    /// Scratch for the name being numbered.
+    text: String,
+    spans: Vec<std::ops::Range<usize>>,
+    numbered: Vec<u32>,
 }
 
 impl<'a> Names<'a> {
@@ -395,16 +379,41 @@ impl<'a> Names<'a> {
         if let Some(&id) = self.by_text.get(name) {
             return id;
         }
-        let words = text::name_tokens(name);
-        let id = match self.by_words.get(&words) {
-            Some(&id) => id,
-            None => {
-                let id = self.words.len() as u32;
-                self.by_words.insert(words.clone(), id);
-                self.words.push(words);
-                id
+        text::name_words(name, &mut self.text, &mut self.spans);
+        self.numbered.clear();
+        for span in &self.spans {
+            let word = &self.text[span.clone()];
+            let number = match self.numbers.get(word) {
+                Some(&n) => n,
+                None => {
+                    let n = self.numbers.len() as u32;
+                    self.numbers.insert(word.to_string(), n);
+                    n
+                }
+            };
+            self.numbered.push(number);
+        }
+        self.numbered.sort_unstable();
+        let mut hasher = FastHasher::default();
+        for &n in &self.numbered {
+            hasher.write_u32(n);
+        }
+        hasher.write_usize(self.numbered.len());
+        let hash = hasher.finish();
+        let mut same = self.by_words.get(&hash).copied();
+        while let Some(id) = same {
+            if self.lists.get(id as usize) == self.numbered.as_slice() {
+                break;
             }
-        };
+            same = Some(self.same_hash[id as usize]).filter(|&n| n != u32::MAX);
+        }
+        let id = same.unwrap_or_else(|| {
+            let id = self.lists.len() as u32;
+            self.lists.push(&self.numbered);
+            let before = self.by_words.insert(hash, id);
+            self.same_hash.push(before.unwrap_or(u32::MAX));
+            id
+        });
         self.by_text.insert(name, id);
         id
     }

@@ -22,9 +22,40 @@
 
 use crate::index::FastMap;
 
+/// Lists of word numbers, one after the other: one allocation for all the
+/// names of a ledger instead of one per name.
+#[derive(Default)]
+pub(crate) struct Lists {
+    items: Vec<u32>,
+    /// List `k` is `items[starts[k]..starts[k + 1]]`.
+    starts: Vec<u32>,
+}
+
+impl Lists {
+    pub fn len(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    pub fn get(&self, k: usize) -> &[u32] {
+        &self.items[self.starts[k] as usize..self.starts[k + 1] as usize]
+    }
+
+    pub fn push(&mut self, list: &[u32]) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.items.extend_from_slice(list);
+        self.starts.push(self.items.len() as u32);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u32]> {
+        (0..self.len()).map(|k| self.get(k))
+    }
+}
+
 pub(crate) struct NameIndex {
     /// Each name's words, rarest first.
-    ranked: Vec<Vec<u32>>,
+    ranked: Lists,
     /// (word, number of words) -> the names of that size with that word.
     by_word_size: FastMap<(u32, u32), Vec<u32>>,
     /// Word -> the names whose rarest word it is.
@@ -40,21 +71,21 @@ fn overlap(a: usize, s: usize) -> usize {
 impl NameIndex {
     /// `names`: each name's word numbers, ascending; `words`: how many word
     /// numbers there are.
-    pub fn new(names: &[Vec<u32>], words: usize) -> Self {
+    pub fn new(names: &Lists, words: usize) -> Self {
         let mut frequency = vec![0u32; words];
-        for name in names {
+        for name in names.iter() {
             for &w in name {
                 frequency[w as usize] += 1;
             }
         }
-        let ranked: Vec<Vec<u32>> = names
-            .iter()
-            .map(|name| {
-                let mut r = name.clone();
-                r.sort_unstable_by_key(|&w| (frequency[w as usize], w));
-                r
-            })
-            .collect();
+        let mut ranked = Lists::default();
+        let mut r = Vec::new();
+        for name in names.iter() {
+            r.clear();
+            r.extend_from_slice(name);
+            r.sort_unstable_by_key(|&w| (frequency[w as usize], w));
+            ranked.push(&r);
+        }
         let mut by_word_size: FastMap<(u32, u32), Vec<u32>> = FastMap::default();
         let mut by_rarest: FastMap<u32, Vec<u32>> = FastMap::default();
         for (n, words) in ranked.iter().enumerate() {
@@ -82,7 +113,7 @@ impl NameIndex {
                 out.extend_from_slice(names);
             }
         }
-        let a_words = &self.ranked[payer as usize];
+        let a_words = self.ranked.get(payer as usize);
         let a = a_words.len();
         if a == 0 {
             return;
@@ -124,7 +155,11 @@ mod tests {
                     n
                 })
                 .collect();
-            let index = NameIndex::new(&names, words);
+            let mut lists = Lists::default();
+            for name in &names {
+                lists.push(name);
+            }
+            let index = NameIndex::new(&lists, words);
             for payer in 0..names.len() as u32 {
                 let mut mentioned: Vec<u32> = (0..next(4)).map(|_| next(words as u64)).collect();
                 mentioned.sort_unstable();

@@ -1,10 +1,7 @@
 //! Text evidence: invoice numbers inside free-text descriptions (exact or
 //! with one typo in the digits) and counterparty similarity.
 
-/// Upper-case ASCII letters and digits only: "inv-1042 " -> "INV1042".
-pub fn normalize(s: &str) -> String {
-    normalized(s).collect()
-}
+use std::ops::Range;
 
 /// The tokens of descriptions (those of `Description::tokens`), each with its
 /// digits and its letter part worked out once, so that comparing them with
@@ -118,6 +115,7 @@ impl<'a> Description<'a> {
     }
 }
 
+/// Upper-case ASCII letters and digits only: "inv-1042 " -> "INV1042".
 fn normalized(s: &str) -> impl Iterator<Item = char> + '_ {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -277,17 +275,26 @@ const LEGAL_FORMS: &[&str] = &[
     "PLC", "KG", "SRL", "SPA",
 ];
 
-/// The words of a name, normalized, without legal forms.
-pub fn name_tokens(name: &str) -> Vec<String> {
-    let mut t: Vec<String> = name
+/// The words of a name, normalized, without legal forms, ascending and each
+/// once: written one after the other into `text`, their spans into `spans`
+/// (both cleared first), so that naming many names allocates nothing.
+pub(crate) fn name_words(name: &str, text: &mut String, spans: &mut Vec<Range<usize>>) {
+    text.clear();
+    spans.clear();
+    for word in name
         .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(normalize)
-        .filter(|t| !LEGAL_FORMS.contains(&t.as_str()))
-        .collect();
-    t.sort();
-    t.dedup();
-    t
+        .filter(|w| !w.is_empty())
+    {
+        let start = text.len();
+        text.extend(normalized(word));
+        if LEGAL_FORMS.contains(&&text[start..]) {
+            text.truncate(start);
+        } else {
+            spans.push(start..text.len());
+        }
+    }
+    spans.sort_unstable_by(|a, b| text[a.clone()].cmp(&text[b.clone()]));
+    spans.dedup_by(|a, b| text[a.clone()] == text[b.clone()]);
 }
 
 /// Similarity of two counterparty names, given as their `name_tokens`, in
@@ -307,6 +314,17 @@ mod tests {
     use super::*;
 
     // Helpers for the tests: the strings the matcher works on, made the slow way.
+
+    fn normalize(s: &str) -> String {
+        normalized(s).collect()
+    }
+
+    /// The words of a name (`name_words`), as strings.
+    fn name_tokens(name: &str) -> Vec<String> {
+        let (mut text, mut spans) = (String::new(), Vec::new());
+        name_words(name, &mut text, &mut spans);
+        spans.into_iter().map(|s| text[s].to_string()).collect()
+    }
 
     fn digits(s: &str) -> String {
         s.chars().filter(char::is_ascii_digit).collect()
