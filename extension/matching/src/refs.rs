@@ -47,6 +47,15 @@ pub(crate) struct RefSweep {
     digit_lengths: u64,
     /// Scratch for `lookup`.
     key: Vec<u8>,
+    walks: Vec<Walk>,
+}
+
+/// A list `lookup` walks: the node it is at, and the places deleted that
+/// name the invoice, when not every one does.
+#[derive(Clone, Copy)]
+struct Walk {
+    node: u32,
+    places: Option<(u8, u8)>,
 }
 
 /// A key of an invoice, in the list of the invoices under it.
@@ -110,6 +119,7 @@ impl RefSweep {
             whole_lengths: 0,
             digit_lengths: 0,
             key: Vec::new(),
+            walks: Vec::new(),
         };
         index.starts.push(0);
         let mut key = Vec::new();
@@ -272,8 +282,10 @@ impl RefSweep {
     ) {
         self.advance(day);
         let mut key = std::mem::take(&mut self.key);
+        let mut walks = std::mem::take(&mut self.walks);
+        walks.clear();
         for (i, (token, digits)) in d.tokens_and_digits().enumerate() {
-            self.probe(order, true, token, &|_| true, unnamed_too, out);
+            self.probe(true, token, None, &mut walks);
             // "INV10042" and "10042" have the same digits: look them up once.
             // (A description has a few tokens: looking back at them costs
             // less than keeping a set.)
@@ -281,7 +293,7 @@ impl RefSweep {
             if digits.len() < 3 || before.any(|(_, seen)| seen == digits) {
                 continue;
             }
-            self.probe(order, false, digits, &|_| true, unnamed_too, out);
+            self.probe(false, digits, None, &mut walks);
             if digits.len() < 4 {
                 continue;
             }
@@ -291,35 +303,28 @@ impl RefSweep {
             while k < digits.len() {
                 let run = k + digits[k..].iter().take_while(|&&c| c == digits[k]).count();
                 // The same digit deleted in both: one substitution apart.
-                let same_place =
-                    |e: &Node| e.deleted == OWN || (k..run).contains(&usize::from(e.deleted));
+                let places = Some((place_byte(k), place_byte(run)));
                 match value {
                     Some(value) if self.digit_lengths & length_bit(digits.len() - 1) != 0 => {
                         let number = deletion_number(value, digits.len(), k);
-                        self.walk(order, number, &same_place, unnamed_too, out);
+                        self.head(number, places, &mut walks);
                     }
                     Some(_) => {}
                     None => {
                         let key = deletion(digits, k, &mut key);
-                        self.probe(order, false, key, &same_place, unnamed_too, out);
+                        self.probe(false, key, places, &mut walks);
                     }
                 }
                 k = run;
             }
         }
+        self.walk(order, &mut walks, unnamed_too, out);
         self.key = key;
+        self.walks = walks;
     }
 
-    /// The active invoices under a key.
-    fn probe(
-        &self,
-        order: &[u32],
-        whole: bool,
-        key: &[u8],
-        named: &dyn Fn(&Node) -> bool,
-        unnamed_too: bool,
-        out: &mut Vec<Found>,
-    ) {
+    /// Adds the list of the active invoices under a key to `walks`.
+    fn probe(&self, whole: bool, key: &[u8], places: Option<(u8, u8)>, walks: &mut Vec<Walk>) {
         let lengths = if whole {
             self.whole_lengths
         } else {
@@ -329,33 +334,49 @@ impl RefSweep {
             return;
         }
         if let Some(key) = self.key(whole, key) {
-            self.walk(order, key, named, unnamed_too, out);
+            self.head(key, places, walks);
         }
     }
 
-    /// The active invoices under the key numbered `key`.
-    fn walk(
-        &self,
-        order: &[u32],
-        key: u64,
-        named: &dyn Fn(&Node) -> bool,
-        unnamed_too: bool,
-        out: &mut Vec<Found>,
-    ) {
-        let mut node = self.heads.get(&key).copied().unwrap_or(NONE);
-        while node != NONE {
-            let e = &self.nodes[node as usize];
-            let named = named(e);
-            if named || unnamed_too {
-                out.push(Found {
-                    inv: order[e.place as usize] as usize,
-                    named,
-                    place: e.place,
-                });
-            }
-            node = e.next;
+    /// Adds the list of the key numbered `key` to `walks`, if it has one.
+    fn head(&self, key: u64, places: Option<(u8, u8)>, walks: &mut Vec<Walk>) {
+        if let Some(&node) = self.heads.get(&key) {
+            walks.push(Walk { node, places });
         }
     }
+
+    /// Walks the lists side by side, a node of each in turn: the nodes are
+    /// spread over memory, and the next nodes of different lists can be
+    /// fetched at once, where one list's must wait for the node before.
+    fn walk(&self, order: &[u32], walks: &mut Vec<Walk>, unnamed_too: bool, out: &mut Vec<Found>) {
+        while !walks.is_empty() {
+            let mut k = 0;
+            while k < walks.len() {
+                let Walk { node, places } = walks[k];
+                let e = &self.nodes[node as usize];
+                let named = e.deleted == OWN
+                    || places.is_none_or(|(from, to)| (from..to).contains(&e.deleted));
+                if named || unnamed_too {
+                    out.push(Found {
+                        inv: order[e.place as usize] as usize,
+                        named,
+                        place: e.place,
+                    });
+                }
+                if e.next == NONE {
+                    walks.swap_remove(k);
+                } else {
+                    walks[k].node = e.next;
+                    k += 1;
+                }
+            }
+        }
+    }
+}
+
+/// A place in a token's digits, as `Node::deleted` holds it (`OWN` past 254).
+fn place_byte(k: usize) -> u8 {
+    u8::try_from(k).unwrap_or(OWN).min(OWN)
 }
 
 /// A long key, told apart by its kind.
