@@ -5,7 +5,7 @@
 //! indexes only have to hand them every pair those checks could accept.
 
 use crate::input::{Day, Invoice, Transaction};
-use crate::names::{Lists, NameIndex};
+use crate::names::NameIndex;
 use crate::rules::{term_end, Rules};
 use crate::text::{self, Description, Descriptions, RefEvidence, Reference};
 use crate::units::AmountKeys;
@@ -56,7 +56,7 @@ pub(crate) struct Prepared<'a> {
     t_currency: Vec<u32>,
     /// The distinct counterparty names, as the numbers of their words
     /// (`text::name_words`): names are compared by word numbers.
-    names: Lists,
+    names: Grouped<u32>,
     /// The names that may fit a payment, by their rare words.
     name_index: NameIndex,
     /// Per transaction: the numbers of the name words its description has
@@ -302,12 +302,12 @@ impl<'a> Prepared<'a> {
     /// mentions it (has every word of it as a token), else the similarity
     /// of the two names.
     pub fn name_fit(&self, name: u32, t: usize) -> f64 {
-        let words = self.names.get(name as usize);
+        let words = self.names.of(name as usize);
         let tokens = self.description_words(t);
         if !words.is_empty() && words.iter().all(|w| tokens.binary_search(w).is_ok()) {
             1.0
         } else {
-            text::similarity(words, self.names.get(self.t_name[t] as usize))
+            text::similarity(words, self.names.of(self.t_name[t] as usize))
         }
     }
 }
@@ -363,7 +363,7 @@ struct Names<'a> {
     /// Word -> its number.
     numbers: FastMap<String, u32>,
     /// Each name's word numbers.
-    lists: Lists,
+    lists: Grouped<u32>,
     /// The hash of a name's word numbers -> the last name with that hash;
     /// `same_hash` links each name to the one before it with its hash.
     by_words: FastMap<u64, u32>,
@@ -402,7 +402,7 @@ impl<'a> Names<'a> {
         let hash = hasher.finish();
         let mut same = self.by_words.get(&hash).copied();
         while let Some(id) = same {
-            if self.lists.get(id as usize) == self.numbered.as_slice() {
+            if self.lists.of(id as usize) == self.numbered.as_slice() {
                 break;
             }
             same = Some(self.same_hash[id as usize]).filter(|&n| n != u32::MAX);
@@ -619,7 +619,10 @@ fn gallop<T>(list: &[T], pred: impl Fn(&T) -> bool) -> usize {
 }
 
 /// Items grouped by a key in one vector: those of key `k` are
-/// `items[starts[k]..starts[k + 1]]`, in the order they were given.
+/// `items[starts[k]..starts[k + 1]]`, in the order they were given. One
+/// allocation for all the groups, where a vector per group would take one
+/// each.
+#[derive(Default)]
 pub(crate) struct Grouped<T> {
     starts: Vec<usize>,
     items: Vec<T>,
@@ -648,5 +651,59 @@ impl<T: Copy + Default> Grouped<T> {
 
     pub(crate) fn of(&self, k: usize) -> &[T] {
         &self.items[self.starts[k]..self.starts[k + 1]]
+    }
+
+    /// The number of groups.
+    pub(crate) fn len(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// Adds group `len()`.
+    pub(crate) fn push(&mut self, group: &[T]) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.items.extend_from_slice(group);
+        self.starts.push(self.items.len());
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[T]> {
+        (0..self.len()).map(|k| self.of(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Names;
+
+    /// Names with the same words are one, whatever their case, punctuation,
+    /// legal forms, order or repeated words; others are told apart; each
+    /// word is numbered once, in order of first use.
+    #[test]
+    fn names_with_the_same_words_are_one_name() {
+        let mut names = Names::default();
+        let acme = names.id("Acme GmbH");
+        assert_eq!(names.id("ACME"), acme);
+        assert_eq!(names.id("acme, gmbh."), acme);
+        let ab = names.id("Alpha Beta");
+        assert_eq!(names.id("beta alpha-alpha"), ab);
+        assert_ne!(ab, acme);
+        let alpha = names.id("Alpha");
+        assert!(alpha != ab && alpha != acme);
+        assert_eq!(names.numbers.len(), 3, "ACME, ALPHA, BETA");
+        assert_eq!(names.lists.of(ab as usize), &[1, 2]);
+        assert_eq!(names.lists.of(alpha as usize), &[1]);
+
+        let written: Vec<String> = (0..5_000).map(|k| format!("Customer {k} Ltd")).collect();
+        let again: Vec<String> = (0..5_000).map(|k| format!("{k} CUSTOMER")).collect();
+        let ids: Vec<u32> = written.iter().map(|n| names.id(n)).collect();
+        for (n, &id) in again.iter().zip(&ids) {
+            assert_eq!(names.id(n), id, "{n}");
+        }
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 5_000);
+        assert_eq!(names.lists.len(), 3 + 5_000);
     }
 }

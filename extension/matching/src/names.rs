@@ -20,42 +20,11 @@
 //! Both filters keep every name that fits (the exact tests run after them):
 //! the set found is the same as a look at every name would find.
 
-use crate::index::FastMap;
-
-/// Lists of word numbers, one after the other: one allocation for all the
-/// names of a ledger instead of one per name.
-#[derive(Default)]
-pub(crate) struct Lists {
-    items: Vec<u32>,
-    /// List `k` is `items[starts[k]..starts[k + 1]]`.
-    starts: Vec<u32>,
-}
-
-impl Lists {
-    pub fn len(&self) -> usize {
-        self.starts.len().saturating_sub(1)
-    }
-
-    pub fn get(&self, k: usize) -> &[u32] {
-        &self.items[self.starts[k] as usize..self.starts[k + 1] as usize]
-    }
-
-    pub fn push(&mut self, list: &[u32]) {
-        if self.starts.is_empty() {
-            self.starts.push(0);
-        }
-        self.items.extend_from_slice(list);
-        self.starts.push(self.items.len() as u32);
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &[u32]> {
-        (0..self.len()).map(|k| self.get(k))
-    }
-}
+use crate::index::{FastMap, Grouped};
 
 pub(crate) struct NameIndex {
     /// Each name's words, rarest first.
-    ranked: Lists,
+    ranked: Grouped<u32>,
     /// (word, number of words) -> the names of that size with that word.
     by_word_size: FastMap<(u32, u32), Vec<u32>>,
     /// Word -> the names whose rarest word it is.
@@ -71,14 +40,14 @@ fn overlap(a: usize, s: usize) -> usize {
 impl NameIndex {
     /// `names`: each name's word numbers, ascending; `words`: how many word
     /// numbers there are.
-    pub fn new(names: &Lists, words: usize) -> Self {
+    pub fn new(names: &Grouped<u32>, words: usize) -> Self {
         let mut frequency = vec![0u32; words];
         for name in names.iter() {
             for &w in name {
                 frequency[w as usize] += 1;
             }
         }
-        let mut ranked = Lists::default();
+        let mut ranked = Grouped::default();
         let mut r = Vec::new();
         for name in names.iter() {
             r.clear();
@@ -113,7 +82,7 @@ impl NameIndex {
                 out.extend_from_slice(names);
             }
         }
-        let a_words = self.ranked.get(payer as usize);
+        let a_words = self.ranked.of(payer as usize);
         let a = a_words.len();
         if a == 0 {
             return;
@@ -155,7 +124,7 @@ mod tests {
                     n
                 })
                 .collect();
-            let mut lists = Lists::default();
+            let mut lists = Grouped::default();
             for name in &names {
                 lists.push(name);
             }
