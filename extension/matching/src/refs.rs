@@ -376,7 +376,7 @@ impl RefSweep {
 
 /// A place in a token's digits, as `Node::deleted` holds it (`OWN` past 254).
 fn place_byte(k: usize) -> u8 {
-    u8::try_from(k).unwrap_or(OWN).min(OWN)
+    u8::try_from(k).unwrap_or(OWN)
 }
 
 /// A long key, told apart by its kind.
