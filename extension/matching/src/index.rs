@@ -362,12 +362,9 @@ struct Names<'a> {
     by_text: FastMap<&'a str, u32>,
     /// Word -> its number.
     numbers: FastMap<String, u32>,
-    /// Each name's word numbers.
+    /// Each name's word numbers, and the name they make.
     lists: Grouped<u32>,
-    /// The hash of a name's word numbers -> the last name with that hash;
-    /// `same_hash` links each name to the one before it with its hash.
-    by_words: FastMap<u64, u32>,
-    same_hash: Vec<u32>,
+    by_words: FastMap<Box<[u32]>, u32>,
     /// Scratch for the name being numbered.
     text: String,
     spans: Vec<std::ops::Range<usize>>,
@@ -394,26 +391,15 @@ impl<'a> Names<'a> {
             self.numbered.push(number);
         }
         self.numbered.sort_unstable();
-        let mut hasher = FastHasher::default();
-        for &n in &self.numbered {
-            hasher.write_u32(n);
-        }
-        hasher.write_usize(self.numbered.len());
-        let hash = hasher.finish();
-        let mut same = self.by_words.get(&hash).copied();
-        while let Some(id) = same {
-            if self.lists.of(id as usize) == self.numbered.as_slice() {
-                break;
+        let id = match self.by_words.get(self.numbered.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let id = self.lists.len() as u32;
+                self.lists.push(&self.numbered);
+                self.by_words.insert(self.numbered.as_slice().into(), id);
+                id
             }
-            same = Some(self.same_hash[id as usize]).filter(|&n| n != u32::MAX);
-        }
-        let id = same.unwrap_or_else(|| {
-            let id = self.lists.len() as u32;
-            self.lists.push(&self.numbered);
-            let before = self.by_words.insert(hash, id);
-            self.same_hash.push(before.unwrap_or(u32::MAX));
-            id
-        });
+        };
         self.by_text.insert(name, id);
         id
     }
