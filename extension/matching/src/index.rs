@@ -471,8 +471,12 @@ impl Hasher for FastHasher {
 pub(crate) struct AmountIndex {
     /// Per currency.
     by_currency: Vec<ByAmount>,
-    /// Per (currency, counterparty name).
-    by_payer: FastMap<(u32, u32), ByAmount>,
+    /// Per (currency, counterparty name): its run of `payers`.
+    by_payer: FastMap<(u32, u32), (u32, u32)>,
+    /// Every payer's open invoices, by payer and then as `ByAmount` has
+    /// them: one vector for all, where one per payer would take thousands
+    /// of allocations.
+    payers: ByAmount,
 }
 
 /// Open invoices by open amount (then position): the amounts apart from
@@ -504,7 +508,7 @@ const COARSE: usize = 8;
 impl AmountIndex {
     pub fn new(p: &Prepared) -> Self {
         let mut by_currency: Vec<Vec<(i64, Near)>> = Vec::new();
-        let mut by_payer: FastMap<(u32, u32), Vec<(i64, Near)>> = FastMap::default();
+        let mut payers: Vec<((u32, u32), i64, Near)> = Vec::new();
         for (k, f) in p.facts.iter().enumerate() {
             let inv = p.order[k] as usize;
             if f.open > Decimal::ZERO {
@@ -520,18 +524,26 @@ impl AmountIndex {
                     name: f.name,
                 };
                 by_currency[c].push((f.key, near));
-                by_payer
-                    .entry((f.currency, f.name))
-                    .or_default()
-                    .push((f.key, near));
+                payers.push(((f.currency, f.name), f.key, near));
             }
+        }
+        payers.sort_unstable_by_key(|e| (e.0, e.1, e.2.inv));
+        let mut by_payer = FastMap::default();
+        let mut start = 0;
+        for run in payers.chunk_by(|a, b| a.0 == b.0) {
+            let end = start + run.len() as u32;
+            by_payer.insert(run[0].0, (start, end));
+            start = end;
         }
         AmountIndex {
             by_currency: by_currency.into_iter().map(ByAmount::new).collect(),
-            by_payer: by_payer
-                .into_iter()
-                .map(|(k, list)| (k, ByAmount::new(list)))
-                .collect(),
+            by_payer,
+            payers: ByAmount::sorted(
+                payers
+                    .into_iter()
+                    .map(|(_, key, near)| (key, near))
+                    .collect(),
+            ),
         }
     }
 
@@ -539,11 +551,18 @@ impl AmountIndex {
     /// in [lo, hi]: of counterparty `name`, or of anyone.
     pub fn near(&self, p: &Prepared, t: usize, name: Option<u32>, lo: i64, hi: i64) -> &[Near] {
         let currency = p.t_currency[t];
-        let list = match name {
-            Some(name) => self.by_payer.get(&(currency, name)),
-            None => self.by_currency.get(currency as usize),
-        };
-        list.map_or(&[], |b| b.between(lo, hi))
+        match name {
+            Some(name) => self
+                .by_payer
+                .get(&(currency, name))
+                .map_or(&[], |&(from, to)| {
+                    self.payers.within(from as usize..to as usize, lo, hi)
+                }),
+            None => self
+                .by_currency
+                .get(currency as usize)
+                .map_or(&[], |b| b.between(lo, hi)),
+        }
     }
 
     /// The open invoices of the counterparties that fit payment `t` at
@@ -573,6 +592,12 @@ impl AmountIndex {
 impl ByAmount {
     fn new(mut list: Vec<(i64, Near)>) -> Self {
         list.sort_unstable_by_key(|e| (e.0, e.1.inv));
+        Self::sorted(list)
+    }
+
+    /// The list as it is: `between` needs it by amount, then position;
+    /// `within`, each run so.
+    fn sorted(list: Vec<(i64, Near)>) -> Self {
         let opens: Vec<i64> = list.iter().map(|e| e.0).collect();
         ByAmount {
             coarse: opens.iter().step_by(COARSE).copied().collect(),
@@ -589,6 +614,15 @@ impl ByAmount {
         let start = from + self.opens[from..to].partition_point(|a| *a < lo);
         let end = start + gallop(&self.opens[start..], |a| *a <= hi);
         &self.invoices[start..end]
+    }
+
+    /// `between` among the invoices in `run`, themselves by amount (a
+    /// payer's, a few: no coarse search).
+    fn within(&self, run: std::ops::Range<usize>, lo: i64, hi: i64) -> &[Near] {
+        let opens = &self.opens[run.clone()];
+        let start = opens.partition_point(|a| *a < lo);
+        let end = start + gallop(&opens[start..], |a| *a <= hi);
+        &self.invoices[run.start + start..run.start + end]
     }
 }
 
