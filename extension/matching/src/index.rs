@@ -687,7 +687,7 @@ impl<T: Copy + Default> Grouped<T> {
         self.starts.push(self.items.len());
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &[T]> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[T]> + Clone {
         (0..self.len()).map(|k| self.of(k))
     }
 }

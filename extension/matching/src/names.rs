@@ -20,15 +20,16 @@
 //! Both filters keep every name that fits (the exact tests run after them):
 //! the set found is the same as a look at every name would find.
 
-use crate::index::{FastMap, Grouped};
+use crate::index::Grouped;
 
 pub(crate) struct NameIndex {
     /// Each name's words, rarest first.
     ranked: Grouped<u32>,
-    /// (word, number of words) -> the names of that size with that word.
-    by_word_size: FastMap<(u32, u32), Vec<u32>>,
-    /// Word -> the names whose rarest word it is.
-    by_rarest: FastMap<u32, Vec<u32>>,
+    /// Per word: the names with it, each as (number of words, name), by
+    /// number of words.
+    by_word: Grouped<(u32, u32)>,
+    /// Per word: the names whose rarest word it is.
+    by_rarest: Grouped<u32>,
 }
 
 /// Words a payer name shares at least with a name of `s` words, for a
@@ -55,20 +56,33 @@ impl NameIndex {
             r.sort_unstable_by_key(|&w| (frequency[w as usize], w));
             ranked.push(&r);
         }
-        let mut by_word_size: FastMap<(u32, u32), Vec<u32>> = FastMap::default();
-        let mut by_rarest: FastMap<u32, Vec<u32>> = FastMap::default();
-        for (n, words) in ranked.iter().enumerate() {
-            let size = words.len() as u32;
-            for &w in words {
-                by_word_size.entry((w, size)).or_default().push(n as u32);
-            }
-            if let Some(&rarest) = words.first() {
-                by_rarest.entry(rarest).or_default().push(n as u32);
-            }
-        }
+        // The names by their number of words, so that each word's group
+        // comes by size.
+        let by_size = Grouped::new(
+            names.iter().map(<[u32]>::len).max().unwrap_or(0) + 1,
+            names.iter().map(<[u32]>::len).zip(0u32..),
+        );
+        let by_word = Grouped::new(
+            words,
+            (0..by_size.len()).flat_map(|size| {
+                by_size.of(size).iter().flat_map(move |&n| {
+                    names
+                        .of(n as usize)
+                        .iter()
+                        .map(move |&w| (w as usize, (size as u32, n)))
+                })
+            }),
+        );
+        let by_rarest = Grouped::new(
+            words,
+            ranked
+                .iter()
+                .zip(0u32..)
+                .filter_map(|(r, n)| r.first().map(|&w| (w as usize, n))),
+        );
         NameIndex {
             ranked,
-            by_word_size,
+            by_word,
             by_rarest,
         }
     }
@@ -77,10 +91,8 @@ impl NameIndex {
     /// and whose description has the name words `mentioned`: a superset of
     /// those that fit, in no order and perhaps more than once.
     pub fn candidates(&self, payer: u32, mentioned: &[u32], out: &mut Vec<u32>) {
-        for w in mentioned {
-            if let Some(names) = self.by_rarest.get(w) {
-                out.extend_from_slice(names);
-            }
+        for &w in mentioned {
+            out.extend_from_slice(self.by_rarest.of(w as usize));
         }
         let a_words = self.ranked.of(payer as usize);
         let a = a_words.len();
@@ -90,9 +102,10 @@ impl NameIndex {
         for s in a.div_ceil(2)..=2 * a {
             let prefix = a + 1 - overlap(a, s).min(a);
             for &w in &a_words[..prefix] {
-                if let Some(names) = self.by_word_size.get(&(w, s as u32)) {
-                    out.extend_from_slice(names);
-                }
+                let with = self.by_word.of(w as usize);
+                let from = with.partition_point(|e| (e.0 as usize) < s);
+                let to = from + with[from..].partition_point(|e| e.0 as usize == s);
+                out.extend(with[from..to].iter().map(|e| e.1));
             }
         }
     }
