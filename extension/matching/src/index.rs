@@ -224,12 +224,14 @@ impl<'a> Prepared<'a> {
             },
             || Rest::new(invoices, transactions, rules),
         );
-        let Names { lists, numbers, .. } = rest.names;
+        let Names {
+            lists: names,
+            numbers,
+            ..
+        } = rest.names;
         let (t_words, t_words_start) =
             description_words(&descriptions, transactions.len(), &numbers);
-        let name_index = NameIndex::new(&lists, numbers.len());
-        drop(numbers);
-        let names = lists;
+        let name_index = NameIndex::new(&names, numbers.len());
         Prepared {
             invoices,
             transactions,
