@@ -55,7 +55,7 @@ pub fn reasons(reasons: &[Reason], out: &mut Vec<u8>) -> Option<()> {
     let size = u32::try_from(out.len())
         .ok()
         .filter(|&s| s as usize <= MAX_LENGTH)?;
-    out[..4].copy_from_slice(&(size << 2).to_ne_bytes());
+    out[..4].copy_from_slice(&super::output::varlena_header(size));
     Some(())
 }
 

@@ -115,7 +115,7 @@ pub fn encode(d: Decimal, out: &mut Vec<u8>) {
         | if weight < 0 { SHORT_WEIGHT_SIGN } else { 0 }
         | (weight as u16 & SHORT_WEIGHT_MASK);
     let size = 4 + 2 + 2 * kept.len();
-    out.extend_from_slice(&((size as u32) << 2).to_ne_bytes());
+    out.extend_from_slice(&super::output::varlena_header(size as u32));
     out.extend_from_slice(&header.to_ne_bytes());
     for g in kept.iter().rev() {
         out.extend_from_slice(&g.to_ne_bytes());

@@ -53,6 +53,18 @@ column!(Text, "TEXT", pg_sys::TEXTOID);
 column!(Numeric, "numeric", pg_sys::NUMERICOID);
 column!(Jsonb, "jsonb", pg_sys::JSONBOID);
 
+/// The 4-byte varlena header of a value of `size` bytes, the header
+/// included (Postgres' `SET_VARSIZE`): the size in the upper 30 bits on a
+/// little-endian machine, in the lower 30 on a big-endian one. Every value
+/// written in stored form here starts with it.
+pub(super) fn varlena_header(size: u32) -> [u8; 4] {
+    if cfg!(target_endian = "little") {
+        (size << 2).to_ne_bytes()
+    } else {
+        (size & 0x3FFF_FFFF).to_ne_bytes()
+    }
+}
+
 /// A varlena datum of `bytes` (a varlena, its header included), copied
 /// into the current memory context.
 fn datum(bytes: &[u8]) -> pg_sys::Datum {

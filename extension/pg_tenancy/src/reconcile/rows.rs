@@ -102,7 +102,7 @@ impl Writer {
 /// makes it. Ids come from Postgres values, so they fit.
 pub(super) fn text(s: &str, out: &mut Vec<u8>) {
     let size = u32::try_from(s.len() + 4).unwrap_or(u32::MAX);
-    out.extend_from_slice(&(size << 2).to_ne_bytes());
+    out.extend_from_slice(&super::output::varlena_header(size));
     out.extend_from_slice(s.as_bytes());
 }
 
