@@ -13,19 +13,42 @@ pub(crate) struct Descriptions {
     /// Their digits, one after the other.
     digits: Vec<u8>,
     spans: Vec<Span>,
-    /// Where each description's spans end.
-    ends: Vec<usize>,
+    /// Where each description's spans end, and where its tokens and
+    /// digits start in `text` and `digits`.
+    ends: Vec<End>,
 }
 
-/// Where a token and its digits are in `Descriptions`.
+#[derive(Clone, Copy, Debug)]
+struct End {
+    spans: usize,
+    text: usize,
+    digits: usize,
+}
+
+/// Where a token and its digits are among its description's, in 20 bytes:
+/// offsets from where the description's tokens and digits start.
 #[derive(Clone, Copy, Debug)]
 struct Span {
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
     /// Where the letter part ends: the token without its trailing digits.
-    stem_end: usize,
-    digits_start: usize,
-    digits_end: usize,
+    stem_end: u32,
+    digits_start: u32,
+    digits_end: u32,
+}
+
+impl Span {
+    fn token(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    fn stem(self) -> Range<usize> {
+        self.start as usize..self.stem_end as usize
+    }
+
+    fn digits(self) -> Range<usize> {
+        self.digits_start as usize..self.digits_end as usize
+    }
 }
 
 /// One description's tokens in `Descriptions`.
@@ -36,11 +59,17 @@ pub(crate) struct Description<'a> {
     spans: &'a [Span],
 }
 
+/// Bytes of a description taken apart: its tokens are about twice as long
+/// (each run, and each pair of neighbouring runs), so their offsets fit in
+/// a `u32`. Longer texts are beyond any column (Postgres' text ends at 1 GB).
+const DESCRIPTION_MAX: usize = (u32::MAX / 2) as usize;
+
 impl Descriptions {
     /// Adds a description's tokens: its runs of ASCII letters and digits,
     /// upper-cased, and each pair of neighbouring runs joined.
     pub(crate) fn push(&mut self, description: &str) {
-        let bytes = description.as_bytes();
+        let bytes = &description.as_bytes()[..description.len().min(DESCRIPTION_MAX)];
+        let base = (self.text.len(), self.digits.len());
         let mut previous: Option<&str> = None;
         let mut i = 0;
         while i < bytes.len() {
@@ -53,23 +82,27 @@ impl Descriptions {
                 continue;
             }
             let run = &description[start..i];
-            self.push_token(&[run], true);
+            self.push_token(&[run], base);
             if let Some(previous) = previous {
-                self.push_token(&[previous, run], true);
+                self.push_token(&[previous, run], base);
             }
             previous = Some(run);
         }
-        self.ends.push(self.spans.len());
+        self.ends.push(End {
+            spans: self.spans.len(),
+            text: base.0,
+            digits: base.1,
+        });
     }
 
-    fn push_token(&mut self, parts: &[&str], upper: bool) {
+    /// Adds the token `parts` make, upper-cased, to the description whose
+    /// tokens and digits start at `base`.
+    fn push_token(&mut self, parts: &[&str], base: (usize, usize)) {
         let start = self.text.len();
         for part in parts {
             self.text.push_str(part);
         }
-        if upper {
-            self.text[start..].make_ascii_uppercase();
-        }
+        self.text[start..].make_ascii_uppercase();
         // Byte by byte: no byte of a non-ASCII character is an ASCII digit.
         let token = &self.text.as_bytes()[start..];
         let digits_start = self.digits.len();
@@ -79,39 +112,39 @@ impl Descriptions {
             .iter()
             .rposition(|b| !b.is_ascii_digit())
             .map_or(0, |k| k + 1);
+        let text = |at: usize| (at - base.0) as u32;
+        let digits = |at: usize| (at - base.1) as u32;
         self.spans.push(Span {
-            start,
-            end: self.text.len(),
-            stem_end: start + stem,
-            digits_start,
-            digits_end: self.digits.len(),
+            start: text(start),
+            end: text(self.text.len()),
+            stem_end: text(start + stem),
+            digits_start: digits(digits_start),
+            digits_end: digits(self.digits.len()),
         });
     }
 
     /// The `i`th description pushed.
     pub(crate) fn get(&self, i: usize) -> Description<'_> {
-        let start = i.checked_sub(1).map_or(0, |j| self.ends[j]);
+        let start = i.checked_sub(1).map_or(0, |j| self.ends[j].spans);
+        let end = self.ends[i];
         Description {
-            text: &self.text,
-            digits: &self.digits,
-            spans: &self.spans[start..self.ends[i]],
+            text: &self.text[end.text..],
+            digits: &self.digits[end.digits..],
+            spans: &self.spans[start..end.spans],
         }
     }
 }
 
 impl<'a> Description<'a> {
     pub(crate) fn tokens(self) -> impl Iterator<Item = &'a str> {
-        self.spans.iter().map(move |s| &self.text[s.start..s.end])
+        self.spans.iter().map(move |s| &self.text[s.token()])
     }
 
     /// Each token with its digits.
     pub(crate) fn tokens_and_digits(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        self.spans.iter().map(move |s| {
-            (
-                &self.text.as_bytes()[s.start..s.end],
-                &self.digits[s.digits_start..s.digits_end],
-            )
-        })
+        self.spans
+            .iter()
+            .map(move |s| (&self.text.as_bytes()[s.token()], &self.digits[s.digits()]))
     }
 }
 
@@ -248,13 +281,13 @@ impl Reference {
         let (text, digits) = (description.text.as_bytes(), description.digits);
         let mut typo = false;
         for s in description.spans {
-            let t = &text[s.start..s.end];
+            let t = &text[s.token()];
             if same(t, full) {
                 return Some(RefEvidence::Exact);
             }
-            let t_digits = &digits[s.digits_start..s.digits_end];
+            let t_digits = &digits[s.digits()];
             // Digits alone, when the token is only digits or carries the same prefix.
-            let letters_ok = t.len() == t_digits.len() || same(&text[s.start..s.stem_end], stem);
+            let letters_ok = t.len() == t_digits.len() || same(&text[s.stem()], stem);
             if ref_digits.len() >= 3 && same(t_digits, ref_digits) && letters_ok {
                 return Some(RefEvidence::Exact);
             }

@@ -253,21 +253,24 @@ impl<K: Key> Windows<K> {
         self.started = true;
         self.counts.invoices += invoices.len();
         self.counts.payments += payments.len();
-        for (key, invoice) in invoices {
-            if invoice.open_amount > Decimal::ZERO {
-                self.held.push(Held {
-                    key,
-                    invoice,
-                    from: Day::MIN,
-                    until: Day::MAX,
-                    bytes: 0,
-                });
-            }
-        }
         if payments.is_empty() {
             return Ok(Vec::new());
         }
-        self.matched(payments, Day::MAX, watch)
+        // Nothing is carried to a next window: the invoices are not held.
+        let open = invoices
+            .into_iter()
+            .filter(|(_, i)| i.open_amount > Decimal::ZERO);
+        let (invoice_keys, invoices) = by_key(open.collect());
+        let (payment_keys, payments) = by_key(payments);
+        let (matches, _) = crate::matched(&invoices, &payments, &self.rules, watch)?;
+        let invoice_key = |i: usize| invoice_keys[i].clone();
+        Ok(keyed(
+            &mut self.groups,
+            &mut self.counts,
+            matches,
+            invoice_key,
+            &payment_keys,
+        ))
     }
 
     /// Holds the invoices that open by `day`, but for those closed before
@@ -307,12 +310,12 @@ impl<K: Key> Windows<K> {
     /// the invoices held that are open by then, and keeps what is left open.
     fn matched(
         &mut self,
-        mut window: Vec<Row<K, Transaction>>,
+        window: Vec<Row<K, Transaction>>,
         last_day: Day,
         watch: &mut dyn Watch,
     ) -> Result<Vec<Keyed<K>>, WindowError> {
         // By key, as a single window over everything would have them.
-        window.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let (payment_keys, payments) = by_key(window);
         let mut used: Vec<usize> = (0..self.held.len())
             .filter(|&h| self.held[h].from <= last_day)
             .collect();
@@ -320,7 +323,6 @@ impl<K: Key> Windows<K> {
         // Lent to the matcher and given back.
         let take = |h: &mut Held<K>| std::mem::take(&mut h.invoice);
         let invoices: Vec<Invoice> = used.iter().map(|&h| take(&mut self.held[h])).collect();
-        let (payment_keys, payments): (Vec<K>, Vec<Transaction>) = window.into_iter().unzip();
         let matched = crate::matched(&invoices, &payments, &self.rules, watch);
         for (invoice, &h) in invoices.into_iter().zip(&used) {
             self.held[h].invoice = invoice;
@@ -329,24 +331,70 @@ impl<K: Key> Windows<K> {
         for (k, &h) in used.iter().enumerate() {
             self.held[h].invoice.open_amount = open[k];
         }
-        let groups = self.groups;
-        self.groups += matches.last().map_or(0, |m| m.group);
-        self.counts.matches += matches.len();
-        self.counts.windows += 1;
         // Named before the invoices settled here are let go (`next` counts
         // what stays held again).
-        let keyed = matches
-            .into_iter()
-            .map(|mut m| {
-                m.group += groups;
-                Keyed {
-                    invoice: self.held[used[m.invoice]].key.clone(),
-                    transaction: payment_keys[m.transaction].clone(),
-                    matched: m,
-                }
-            })
-            .collect();
+        let held = &self.held;
+        let invoice_key = |i: usize| held[used[i]].key.clone();
+        let keyed = keyed(
+            &mut self.groups,
+            &mut self.counts,
+            matches,
+            invoice_key,
+            &payment_keys,
+        );
         self.held.retain(|h| h.invoice.open_amount > Decimal::ZERO);
         Ok(keyed)
+    }
+}
+
+/// A window's matches named by their keys, their groups numbered on from
+/// the last window's.
+fn keyed<K: Key>(
+    groups: &mut usize,
+    counts: &mut Counts,
+    matches: Vec<Match>,
+    invoice_key: impl Fn(usize) -> K,
+    payment_keys: &[K],
+) -> Vec<Keyed<K>> {
+    let first = *groups;
+    *groups += matches.last().map_or(0, |m| m.group);
+    counts.matches += matches.len();
+    counts.windows += 1;
+    matches
+        .into_iter()
+        .map(|mut m| {
+            m.group += first;
+            Keyed {
+                invoice: invoice_key(m.invoice),
+                transaction: payment_keys[m.transaction].clone(),
+                matched: m,
+            }
+        })
+        .collect()
+}
+
+/// The rows' keys and values apart, both ordered by key: the keys are
+/// sorted where they lie side by side, and nothing is copied.
+fn by_key<K: Key, T>(rows: Vec<Row<K, T>>) -> (Vec<K>, Vec<T>) {
+    let (mut keys, mut values): (Vec<K>, Vec<T>) = rows.into_iter().unzip();
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+    permute(&mut values, &mut order.clone());
+    permute(&mut keys, &mut order);
+    (keys, values)
+}
+
+/// Puts what was at `order[k]` at `k`, for every `k` (`order` is a
+/// permutation, left as the identity), one cycle of it after another.
+fn permute<T>(items: &mut [T], order: &mut [usize]) {
+    for start in 0..items.len() {
+        let mut at = start;
+        while order[at] != start {
+            let from = order[at];
+            items.swap(at, from);
+            order[at] = at;
+            at = from;
+        }
+        order[at] = at;
     }
 }
