@@ -88,7 +88,7 @@ fn in_order<T>(order: &[u32], items: impl Iterator<Item = T>) -> Vec<T> {
 fn description_words(
     descriptions: &Descriptions,
     count: usize,
-    numbers: &FastMap<String, u32>,
+    numbers: &Words,
 ) -> (Vec<u32>, Vec<u32>) {
     let (mut words, mut starts) = (Vec::new(), vec![0]);
     for t in 0..count {
@@ -362,10 +362,11 @@ impl NameFits {
 #[derive(Default)]
 struct Names<'a> {
     by_text: FastMap<&'a str, u32>,
-    /// Word -> its number.
-    numbers: FastMap<String, u32>,
-    /// Each name's word numbers, and the name they make.
+    numbers: Words,
+    /// Each name's word numbers, and the name they make: those of up to two
+    /// words packed into a number (`pair`), longer ones apart.
     lists: Grouped<u32>,
+    by_pair: FastMap<u64, u32>,
     by_words: FastMap<Box<[u32]>, u32>,
     /// Scratch for the name being numbered.
     text: String,
@@ -381,29 +382,83 @@ impl<'a> Names<'a> {
         text::name_words(name, &mut self.text, &mut self.spans);
         self.numbered.clear();
         for span in &self.spans {
-            let word = &self.text[span.clone()];
-            let number = match self.numbers.get(word) {
-                Some(&n) => n,
-                None => {
-                    let n = self.numbers.len() as u32;
-                    self.numbers.insert(word.to_string(), n);
-                    n
-                }
-            };
-            self.numbered.push(number);
+            self.numbered
+                .push(self.numbers.number(&self.text[span.clone()]));
         }
         self.numbered.sort_unstable();
-        let id = match self.by_words.get(self.numbered.as_slice()) {
-            Some(&id) => id,
-            None => {
-                let id = self.lists.len() as u32;
-                self.lists.push(&self.numbered);
-                self.by_words.insert(self.numbered.as_slice().into(), id);
-                id
-            }
+        let next = self.lists.len() as u32;
+        let id = match pair(&self.numbered) {
+            Some(key) => *self.by_pair.entry(key).or_insert(next),
+            None => match self.by_words.get(self.numbered.as_slice()) {
+                Some(&id) => id,
+                None => {
+                    self.by_words.insert(self.numbered.as_slice().into(), next);
+                    next
+                }
+            },
         };
+        if id == next {
+            self.lists.push(&self.numbered);
+        }
         self.by_text.insert(name, id);
         id
+    }
+}
+
+/// Up to two word numbers as one number, each kept apart by adding 1.
+fn pair(words: &[u32]) -> Option<u64> {
+    let plus = |w: u32| u64::from(w) + 1;
+    match *words {
+        [] => Some(0),
+        [a] => Some(plus(a)),
+        [a, b] => Some(plus(a) << 32 | plus(b)),
+        _ => None,
+    }
+}
+
+/// Words numbered in order of first use. Most words have 8 bytes or fewer
+/// (upper-case ASCII letters and digits, never 0): those are looked up as
+/// their bytes packed into a number, without a string of their own.
+#[derive(Default)]
+pub(crate) struct Words {
+    short: FastMap<u64, u32>,
+    long: FastMap<Box<str>, u32>,
+}
+
+impl Words {
+    fn packed(word: &str) -> Option<u64> {
+        let bytes = word.as_bytes();
+        (bytes.len() <= 8).then(|| {
+            let mut packed = [0; 8];
+            packed[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(packed)
+        })
+    }
+
+    pub(crate) fn get(&self, word: &str) -> Option<u32> {
+        match Words::packed(word) {
+            Some(key) => self.short.get(&key).copied(),
+            None => self.long.get(word).copied(),
+        }
+    }
+
+    /// The word's number, given it now if it has none.
+    fn number(&mut self, word: &str) -> u32 {
+        let next = self.len() as u32;
+        match Words::packed(word) {
+            Some(key) => *self.short.entry(key).or_insert(next),
+            None => match self.long.get(word) {
+                Some(&n) => n,
+                None => {
+                    self.long.insert(word.into(), next);
+                    next
+                }
+            },
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.short.len() + self.long.len()
     }
 }
 
