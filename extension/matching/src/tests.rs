@@ -795,23 +795,44 @@ fn one_window_is_reconcile_itself() {
             .collect();
         assert_eq!(keyed, whole, "seed {seed}");
         // Handed over all at once and in any order: the same.
-        let mut w = Windows::new(rules.clone(), usize::MAX).unwrap();
-        let at_once = w
-            .whole(
-                invoices.iter().cloned().enumerate().rev().collect(),
-                transactions.iter().cloned().enumerate().rev().collect(),
-                &mut Unwatched,
-            )
-            .unwrap();
-        let at_once: Vec<Match> = at_once
-            .into_iter()
-            .map(|k| Match {
-                invoice: k.invoice,
-                transaction: k.transaction,
-                ..k.matched
-            })
-            .collect();
-        assert_eq!(at_once, whole, "seed {seed}");
+        let shuffled = |n: usize| {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&k| (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed);
+            order
+        };
+        for (invoice_order, payment_order) in [
+            (
+                (0..invoices.len()).rev().collect(),
+                (0..transactions.len()).rev().collect(),
+            ),
+            (shuffled(invoices.len()), shuffled(transactions.len())),
+        ] {
+            let invoice_order: Vec<usize> = invoice_order;
+            let payment_order: Vec<usize> = payment_order;
+            let mut w = Windows::new(rules.clone(), usize::MAX).unwrap();
+            let at_once = w
+                .whole(
+                    invoice_order
+                        .iter()
+                        .map(|&i| (i, invoices[i].clone()))
+                        .collect(),
+                    payment_order
+                        .iter()
+                        .map(|&t| (t, transactions[t].clone()))
+                        .collect(),
+                    &mut Unwatched,
+                )
+                .unwrap();
+            let at_once: Vec<Match> = at_once
+                .into_iter()
+                .map(|k| Match {
+                    invoice: k.invoice,
+                    transaction: k.transaction,
+                    ..k.matched
+                })
+                .collect();
+            assert_eq!(at_once, whole, "seed {seed}");
+        }
     }
 }
 
