@@ -777,6 +777,18 @@ mod tests {
         let alpha = names.id("Alpha");
         assert!(alpha != ab && alpha != acme);
         assert_eq!(names.numbers.len(), 3, "ACME, ALPHA, BETA");
+        // Words past 8 bytes and names of three words or more are keyed
+        // apart from the packed ones, by the same rules.
+        let long = names.id("Globex Corporation International");
+        assert_eq!(names.id("INTERNATIONAL globex corporation"), long);
+        assert_ne!(names.id("Globex Corporation"), long);
+        assert_ne!(names.id("Corporation"), names.id("Corporations"));
+        let three = names.id("Alpha Beta Gamma");
+        assert_eq!(names.id("gamma, beta & alpha"), three);
+        assert!(three != ab && three != alpha);
+        let before = names.numbers.len();
+        names.id("Alpha Beta Gamma Corporation");
+        assert_eq!(names.numbers.len(), before, "every word already numbered");
         assert_eq!(names.lists.of(ab as usize), &[1, 2]);
         assert_eq!(names.lists.of(alpha as usize), &[1]);
 
@@ -790,6 +802,6 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), 5_000);
-        assert_eq!(names.lists.len(), 3 + 5_000);
+        assert_eq!(names.lists.len(), 9 + 5_000);
     }
 }
