@@ -427,12 +427,7 @@ pub(crate) struct Words {
 
 impl Words {
     fn packed(word: &str) -> Option<u64> {
-        let bytes = word.as_bytes();
-        (bytes.len() <= 8).then(|| {
-            let mut packed = [0; 8];
-            packed[..bytes.len()].copy_from_slice(bytes);
-            u64::from_le_bytes(packed)
-        })
+        (word.len() <= 8).then(|| little_endian(word.as_bytes()))
     }
 
     pub(crate) fn get(&self, word: &str) -> Option<u32> {
@@ -462,6 +457,15 @@ impl Words {
     }
 }
 
+/// Up to 8 bytes as a little-endian number, zero-padded; by shifts, where a
+/// copy of a variable length into an array would be a call to memcpy.
+fn little_endian(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |w, (k, &b)| w | u64::from(b) << (8 * k))
+}
+
 /// FxHash (rustc's hash: a rotate, xor and multiply per word) with a final
 /// mix, several times faster than std's SipHash on the short keys here. It
 /// is not meant to resist crafted collisions, which would only slow down a
@@ -480,19 +484,14 @@ impl FastHasher {
 
 impl Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
-        // Eight bytes at a time, the rest zero-padded; by shifts, as a copy
-        // of a variable length would be a call to memcpy.
+        // Eight bytes at a time, the rest zero-padded.
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
             self.add(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let word = rest
-                .iter()
-                .enumerate()
-                .fold(0, |w, (k, &b)| w | u64::from(b) << (8 * k));
-            self.add(word);
+            self.add(little_endian(rest));
         }
     }
 

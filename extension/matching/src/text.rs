@@ -13,16 +13,16 @@ pub(crate) struct Descriptions {
     /// Their digits, one after the other.
     digits: Vec<u8>,
     spans: Vec<Span>,
-    /// Where each description's spans end, and where its tokens and
-    /// digits start in `text` and `digits`.
-    ends: Vec<End>,
+    /// Per description: where its spans end, and where its tokens and
+    /// digits start.
+    ends: Vec<Placed>,
 }
 
 #[derive(Clone, Copy, Debug)]
-struct End {
-    spans: usize,
-    text: usize,
-    digits: usize,
+struct Placed {
+    spans_end: usize,
+    text_start: usize,
+    digits_start: usize,
 }
 
 /// Where a token and its digits are among its description's, in 20 bytes:
@@ -88,10 +88,10 @@ impl Descriptions {
             }
             previous = Some(run);
         }
-        self.ends.push(End {
-            spans: self.spans.len(),
-            text: base.0,
-            digits: base.1,
+        self.ends.push(Placed {
+            spans_end: self.spans.len(),
+            text_start: base.0,
+            digits_start: base.1,
         });
     }
 
@@ -125,12 +125,12 @@ impl Descriptions {
 
     /// The `i`th description pushed.
     pub(crate) fn get(&self, i: usize) -> Description<'_> {
-        let start = i.checked_sub(1).map_or(0, |j| self.ends[j].spans);
-        let end = self.ends[i];
+        let start = i.checked_sub(1).map_or(0, |j| self.ends[j].spans_end);
+        let placed = self.ends[i];
         Description {
-            text: &self.text[end.text..],
-            digits: &self.digits[end.digits..],
-            spans: &self.spans[start..end.spans],
+            text: &self.text[placed.text_start..],
+            digits: &self.digits[placed.digits_start..],
+            spans: &self.spans[start..placed.spans_end],
         }
     }
 }
