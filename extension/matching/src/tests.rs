@@ -773,6 +773,18 @@ fn windowed(
     Ok((out, w.counts()))
 }
 
+/// The matches with their keys (positions here) as their invoice and payment.
+fn unkeyed(keyed: Vec<Keyed<usize>>) -> Vec<Match> {
+    keyed
+        .into_iter()
+        .map(|k| Match {
+            invoice: k.invoice,
+            transaction: k.transaction,
+            ..k.matched
+        })
+        .collect()
+}
+
 #[test]
 fn one_window_is_reconcile_itself() {
     for seed in 1..=60u64 {
@@ -785,53 +797,31 @@ fn one_window_is_reconcile_itself() {
             usize::from(!transactions.is_empty()),
             "seed {seed}"
         );
-        let keyed: Vec<Match> = keyed
-            .into_iter()
-            .map(|k| Match {
-                invoice: k.invoice,
-                transaction: k.transaction,
-                ..k.matched
-            })
-            .collect();
-        assert_eq!(keyed, whole, "seed {seed}");
-        // Handed over all at once and in any order: the same.
+        assert_eq!(unkeyed(keyed), whole, "seed {seed}");
+        // Handed over all at once and in any order (reversed, shuffled): the same.
+        let reversed = |n: usize| (0..n).rev().collect();
         let shuffled = |n: usize| {
             let mut order: Vec<usize> = (0..n).collect();
             order.sort_by_key(|&k| (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed);
             order
         };
-        for (invoice_order, payment_order) in [
-            (
-                (0..invoices.len()).rev().collect(),
-                (0..transactions.len()).rev().collect(),
-            ),
-            (shuffled(invoices.len()), shuffled(transactions.len())),
-        ] {
-            let invoice_order: Vec<usize> = invoice_order;
-            let payment_order: Vec<usize> = payment_order;
+        let orders: [&dyn Fn(usize) -> Vec<usize>; 2] = [&reversed, &shuffled];
+        for order in orders {
             let mut w = Windows::new(rules.clone(), usize::MAX).unwrap();
             let at_once = w
                 .whole(
-                    invoice_order
-                        .iter()
-                        .map(|&i| (i, invoices[i].clone()))
+                    order(invoices.len())
+                        .into_iter()
+                        .map(|i| (i, invoices[i].clone()))
                         .collect(),
-                    payment_order
-                        .iter()
-                        .map(|&t| (t, transactions[t].clone()))
+                    order(transactions.len())
+                        .into_iter()
+                        .map(|t| (t, transactions[t].clone()))
                         .collect(),
                     &mut Unwatched,
                 )
                 .unwrap();
-            let at_once: Vec<Match> = at_once
-                .into_iter()
-                .map(|k| Match {
-                    invoice: k.invoice,
-                    transaction: k.transaction,
-                    ..k.matched
-                })
-                .collect();
-            assert_eq!(at_once, whole, "seed {seed}");
+            assert_eq!(unkeyed(at_once), whole, "seed {seed}");
         }
     }
 }
