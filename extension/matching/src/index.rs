@@ -389,13 +389,7 @@ impl<'a> Names<'a> {
         let next = self.lists.len() as u32;
         let id = match pair(&self.numbered) {
             Some(key) => *self.by_pair.entry(key).or_insert(next),
-            None => match self.by_words.get(self.numbered.as_slice()) {
-                Some(&id) => id,
-                None => {
-                    self.by_words.insert(self.numbered.as_slice().into(), next);
-                    next
-                }
-            },
+            None => number_of(&mut self.by_words, self.numbered.as_slice(), next),
         };
         if id == next {
             self.lists.push(&self.numbered);
@@ -442,13 +436,7 @@ impl Words {
         let next = self.len() as u32;
         match Words::packed(word) {
             Some(key) => *self.short.entry(key).or_insert(next),
-            None => match self.long.get(word) {
-                Some(&n) => n,
-                None => {
-                    self.long.insert(word.into(), next);
-                    next
-                }
-            },
+            None => number_of(&mut self.long, word, next),
         }
     }
 
@@ -457,9 +445,25 @@ impl Words {
     }
 }
 
+/// The number `key` has in `map`, or `next`, which it is given: the key is
+/// boxed only when it is new.
+fn number_of<K>(map: &mut FastMap<Box<K>, u32>, key: &K, next: u32) -> u32
+where
+    K: std::hash::Hash + Eq + ?Sized,
+    Box<K>: for<'k> From<&'k K>,
+{
+    match map.get(key) {
+        Some(&n) => n,
+        None => {
+            map.insert(key.into(), next);
+            next
+        }
+    }
+}
+
 /// Up to 8 bytes as a little-endian number, zero-padded; by shifts, where a
 /// copy of a variable length into an array would be a call to memcpy.
-fn little_endian(bytes: &[u8]) -> u64 {
+pub(crate) fn little_endian(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .enumerate()

@@ -12,7 +12,7 @@
 //! `Reference::find_in` sees in the token, exactly or one typo away, and more
 //! that it does not: that is the pool `candidates` looks at.
 
-use crate::index::{FastMap, Prepared};
+use crate::index::{little_endian, FastMap, Prepared};
 use crate::text::Description;
 use crate::Day;
 use std::collections::hash_map::Entry;
@@ -191,11 +191,7 @@ impl RefSweep {
     /// The number of a key, if some invoice has it or it packs into one.
     fn key(&self, whole: bool, key: &[u8]) -> Option<u64> {
         match (whole, key.len()) {
-            (true, 0..=8) => {
-                let mut bytes = [0; 8];
-                bytes[..key.len()].copy_from_slice(key);
-                Some(u64::from_le_bytes(bytes) | WHOLE)
-            }
+            (true, 0..=8) => Some(little_endian(key) | WHOLE),
             (false, 0..=MAX_DIGITS) => Some(digits_number(key.len(), digits_value(key))),
             _ => self.long.get(&long_key(whole, key)).copied(),
         }
