@@ -150,7 +150,7 @@ impl RefSweep {
     /// Adds the key of digits `d`, or of `d` with the digit at `deleted`
     /// deleted: worked out on the number of `d` when it has one.
     fn add_digits(&mut self, d: &[u8], deleted: Option<usize>, place: usize, key: &mut Vec<u8>) {
-        let at = deleted.map_or(OWN, |k| u8::try_from(k).unwrap_or(OWN));
+        let at = deleted.map_or(OWN, place_byte);
         match (deleted, d.len() <= MAX_DIGITS) {
             (None, _) => self.add(false, d, place, OWN),
             (Some(k), true) => {
